@@ -1,0 +1,430 @@
+"""The public estimator: :class:`AffinityPropagation` and its result."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+
+import pandas as pd
+from pyspark import keyword_only
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param.shared import HasCheckpointInterval, HasMaxIter, HasSeed, HasWeightCol
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from spark_ap.errors import ConvergenceWarning, InvalidParamError
+from spark_ap.lib import assign
+from spark_ap.lib.engine import Settings, initial_state, iterate, release
+from spark_ap.lib.preference import add_self_edges, check_preference
+from spark_ap.lib.validation import id_type, require_columns, validate_edges
+
+log = logging.getLogger("spark_ap")
+
+
+@dataclass
+class AffinityPropagationResult:
+    """What :meth:`AffinityPropagation.run` returns.
+
+    Attributes
+    ----------
+    assignments : DataFrame
+        ``id, cluster, exemplar``: one row per vertex. Clusters are numbered
+        from 0 in the order of their exemplars' ids. When no exemplar was
+        found, ``cluster`` is -1 and ``exemplar`` null, as in scikit-learn.
+    exemplars : DataFrame
+        ``cluster, exemplar, size``: one row per cluster.
+    numIterations : int
+        Iterations run, counted as scikit-learn's ``n_iter_``.
+    converged : bool
+        Whether the exemplar decisions settled before ``maxIter``.
+    netSimilarity : float or None
+        Sum of s(i, exemplar(i)) over non-exemplars plus the exemplars'
+        preferences (Frey and Dueck's objective); None without exemplars.
+    history : pandas.DataFrame
+        ``iteration, exemplars, changed``: per iteration, how many points were
+        exemplars and how many changed their exemplar decision.
+    messages : DataFrame
+        The final edge state ``src, dst, similarity, s, r, a`` (``s`` is the
+        similarity with the degeneracy noise the messages used).
+    preference : float
+        The value the ``preference`` param stood for on this graph.
+    numVertices, numEdges : int
+        Counted with self-edges, after adding the missing ones.
+    """
+
+    assignments: DataFrame
+    exemplars: DataFrame
+    numIterations: int
+    converged: bool
+    netSimilarity: float | None
+    history: pd.DataFrame
+    messages: DataFrame
+    preference: float
+    numVertices: int
+    numEdges: int
+    _state: DataFrame | None = field(default=None, repr=False)
+
+    def unpersist(self) -> None:
+        """Release what the run keeps in executor storage: the assignments and the messages."""
+        self.assignments.unpersist()
+        if self._state is not None:
+            release(self._state)
+            self._state.unpersist()
+
+
+class _AffinityPropagationParams(HasMaxIter, HasWeightCol, HasCheckpointInterval, HasSeed):
+    damping = Param(
+        Params._dummy(),
+        "damping",
+        "damping factor in [0.5, 1): new = damping * old + (1 - damping) * computed",
+        typeConverter=TypeConverters.toFloat,
+    )
+    convergenceIter = Param(
+        Params._dummy(),
+        "convergenceIter",
+        "stop when no exemplar decision has changed for this many iterations (>= 1)",
+        typeConverter=TypeConverters.toInt,
+    )
+    preference = Param(
+        Params._dummy(),
+        "preference",
+        "preference for vertices without a self-edge: a number, 'median' or 'min' of the "
+        "off-diagonal similarities, or a quantile in (0, 1) as a string such as '0.1'",
+    )
+    srcCol = Param(Params._dummy(), "srcCol", "name of the source id column", typeConverter=TypeConverters.toString)
+    dstCol = Param(Params._dummy(), "dstCol", "name of the target id column", typeConverter=TypeConverters.toString)
+    idCol = Param(
+        Params._dummy(), "idCol", "name of the id column of the optional vertices table", typeConverter=TypeConverters.toString
+    )
+    preferenceCol = Param(
+        Params._dummy(),
+        "preferenceCol",
+        "name of the per-vertex preference column of the optional vertices table",
+        typeConverter=TypeConverters.toString,
+    )
+    checkpointKind = Param(
+        Params._dummy(),
+        "checkpointKind",
+        "'local': keep the state in executor storage only; 'reliable': also write it to the "
+        "SparkContext checkpoint directory every checkpointInterval iterations; 'auto': "
+        "reliable when a checkpoint directory is set, else local",
+        typeConverter=TypeConverters.toString,
+    )
+    noise = Param(
+        Params._dummy(),
+        "noise",
+        "add scikit-learn's tiny degeneracy noise to the similarities (seeded, per edge)",
+        typeConverter=TypeConverters.toBoolean,
+    )
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._setDefault(
+            damping=0.5,
+            maxIter=200,
+            convergenceIter=15,
+            preference="median",
+            srcCol="src",
+            dstCol="dst",
+            weightCol="similarity",
+            idCol="id",
+            preferenceCol="preference",
+            checkpointInterval=10,
+            checkpointKind="auto",
+            noise=True,
+            seed=0,
+        )
+
+    def getDamping(self) -> float:
+        return self.getOrDefault(self.damping)
+
+    def getConvergenceIter(self) -> int:
+        return self.getOrDefault(self.convergenceIter)
+
+    def getPreference(self) -> float | str:
+        return self.getOrDefault(self.preference)
+
+    def getSrcCol(self) -> str:
+        return self.getOrDefault(self.srcCol)
+
+    def getDstCol(self) -> str:
+        return self.getOrDefault(self.dstCol)
+
+    def getIdCol(self) -> str:
+        return self.getOrDefault(self.idCol)
+
+    def getPreferenceCol(self) -> str:
+        return self.getOrDefault(self.preferenceCol)
+
+    def getCheckpointKind(self) -> str:
+        return self.getOrDefault(self.checkpointKind)
+
+    def getNoise(self) -> bool:
+        return self.getOrDefault(self.noise)
+
+
+class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, DefaultParamsWritable):
+    """Affinity Propagation (Frey and Dueck, 2007) on a sparse similarity graph.
+
+    Messages travel only along the given edges, so memory grows with the number
+    of edges. On a complete graph the clusters, exemplars and iteration count
+    are those of ``sklearn.cluster.AffinityPropagation(affinity="precomputed")``
+    with the same preference, damping, max_iter and convergence_iter.
+
+    Parameters
+    ----------
+    damping : float, default 0.5
+        In [0.5, 1).
+    maxIter : int, default 200
+    convergenceIter : int, default 15
+    preference : float or str, default "median"
+        Used for vertices without a self-edge: a number, ``"median"`` or
+        ``"min"`` of the off-diagonal similarities, or a quantile string such
+        as ``"0.1"``. A self-edge in the input, or a non-null value in the
+        vertices table's ``preferenceCol``, wins.
+    srcCol, dstCol, weightCol : str, default "src", "dst", "similarity"
+    idCol, preferenceCol : str, default "id", "preference"
+        Columns of the optional vertices table.
+    checkpointInterval : int, default 10
+        Every this many iterations, write the edge state to the SparkContext's
+        checkpoint directory; -1 never does. (The lineage is cut every
+        iteration in any case, with a local checkpoint.)
+    checkpointKind : {"auto", "local", "reliable"}, default "auto"
+        "auto" writes those checkpoints when a checkpoint directory is set,
+        "reliable" requires one, "local" never writes them.
+    noise : bool, default True
+        scikit-learn's degeneracy noise, drawn per edge from ``seed``.
+    seed : int, default 0
+
+    Examples
+    --------
+    >>> ap = AffinityPropagation(damping=0.5, preference="median")
+    >>> ap.assignClusters(edges).show()  # doctest: +SKIP
+    """
+
+    @keyword_only
+    def __init__(
+        self,
+        *,
+        damping: float = 0.5,
+        maxIter: int = 200,
+        convergenceIter: int = 15,
+        preference: float | str = "median",
+        srcCol: str = "src",
+        dstCol: str = "dst",
+        weightCol: str = "similarity",
+        idCol: str = "id",
+        preferenceCol: str = "preference",
+        checkpointInterval: int = 10,
+        checkpointKind: str = "auto",
+        noise: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.setParams(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(
+        self,
+        *,
+        damping: float = 0.5,
+        maxIter: int = 200,
+        convergenceIter: int = 15,
+        preference: float | str = "median",
+        srcCol: str = "src",
+        dstCol: str = "dst",
+        weightCol: str = "similarity",
+        idCol: str = "id",
+        preferenceCol: str = "preference",
+        checkpointInterval: int = 10,
+        checkpointKind: str = "auto",
+        noise: bool = True,
+        seed: int = 0,
+    ) -> AffinityPropagation:
+        """Set the params given by keyword."""
+        self._set(**self._input_kwargs)
+        self._check()
+        return self
+
+    def _setChecked(self, **kwargs) -> AffinityPropagation:
+        self._set(**kwargs)
+        self._check()
+        return self
+
+    def setDamping(self, value: float) -> AffinityPropagation:
+        return self._setChecked(damping=value)
+
+    def setMaxIter(self, value: int) -> AffinityPropagation:
+        return self._setChecked(maxIter=value)
+
+    def setConvergenceIter(self, value: int) -> AffinityPropagation:
+        return self._setChecked(convergenceIter=value)
+
+    def setPreference(self, value: float | str) -> AffinityPropagation:
+        return self._setChecked(preference=value)
+
+    def setSrcCol(self, value: str) -> AffinityPropagation:
+        return self._setChecked(srcCol=value)
+
+    def setDstCol(self, value: str) -> AffinityPropagation:
+        return self._setChecked(dstCol=value)
+
+    def setWeightCol(self, value: str) -> AffinityPropagation:
+        return self._setChecked(weightCol=value)
+
+    def setIdCol(self, value: str) -> AffinityPropagation:
+        return self._setChecked(idCol=value)
+
+    def setPreferenceCol(self, value: str) -> AffinityPropagation:
+        return self._setChecked(preferenceCol=value)
+
+    def setCheckpointInterval(self, value: int) -> AffinityPropagation:
+        return self._setChecked(checkpointInterval=value)
+
+    def setCheckpointKind(self, value: str) -> AffinityPropagation:
+        return self._setChecked(checkpointKind=value)
+
+    def setNoise(self, value: bool) -> AffinityPropagation:
+        return self._setChecked(noise=value)
+
+    def setSeed(self, value: int) -> AffinityPropagation:
+        return self._setChecked(seed=value)
+
+    def _check(self) -> None:
+        """Raise :class:`InvalidParamError` for any param out of range."""
+        damping = self.getDamping()
+        if not 0.5 <= damping < 1:
+            raise InvalidParamError(f"damping must be in [0.5, 1); got {damping}")
+        if self.getMaxIter() < 1:
+            raise InvalidParamError(f"maxIter must be >= 1; got {self.getMaxIter()}")
+        if self.getConvergenceIter() < 1:
+            raise InvalidParamError(f"convergenceIter must be >= 1; got {self.getConvergenceIter()}")
+        interval = self.getCheckpointInterval()
+        if interval < 1 and interval != -1:
+            raise InvalidParamError(f"checkpointInterval must be >= 1, or -1 to never checkpoint; got {interval}")
+        if self.getCheckpointKind() not in ("auto", "local", "reliable"):
+            raise InvalidParamError(f"checkpointKind must be 'auto', 'local' or 'reliable'; got {self.getCheckpointKind()!r}")
+        check_preference(self.getPreference())
+
+    def _settings(self) -> Settings:
+        self._check()
+        return Settings(
+            damping=self.getDamping(),
+            max_iter=self.getMaxIter(),
+            convergence_iter=self.getConvergenceIter(),
+            checkpoint_interval=self.getCheckpointInterval(),
+            checkpoint_kind=self.getCheckpointKind(),
+            noise=self.getNoise(),
+            seed=self.getSeed(),
+        )
+
+    def _graph(self, edges: DataFrame, vertices: DataFrame | None) -> tuple[DataFrame, DataFrame, float]:
+        """Validated edges with a self-edge per vertex, the vertex ids, and the default preference."""
+        graph = validate_edges(edges, self.getSrcCol(), self.getDstCol(), self.getWeightCol())
+        ids = graph.select(F.col("src").alias("id")).union(graph.select(F.col("dst").alias("id")))
+        per_vertex = None
+        if vertices is not None:
+            id_col, pref_col = self.getIdCol(), self.getPreferenceCol()
+            require_columns(vertices, [id_col], "The vertices table")
+            kind = id_type(vertices.select(F.col(id_col)), [id_col], "The vertices table")
+            if kind != graph.schema["src"].dataType:
+                raise InvalidParamError(
+                    f"The vertices table's '{id_col}' is {kind.simpleString()} but the edge ids are "
+                    f"{graph.schema['src'].dataType.simpleString()}; use one id type."
+                )
+            ids = ids.union(vertices.select(F.col(id_col).cast(kind).alias("id")))
+            if pref_col in vertices.columns:
+                per_vertex = vertices.select(F.col(id_col).cast(kind).alias("id"), F.col(pref_col).alias("preference"))
+        ids = ids.distinct()
+        graph, preference = add_self_edges(graph, ids, self.getPreference(), per_vertex)
+        return graph, ids, preference
+
+    def run(self, edges: DataFrame, vertices: DataFrame | None = None) -> AffinityPropagationResult:
+        """Cluster the graph and return the assignments with everything learned on the way.
+
+        Parameters
+        ----------
+        edges : DataFrame
+            ``srcCol, dstCol, weightCol``: similarities s(src, dst), which need
+            not be symmetric. A self-edge (src == dst) carries that vertex's
+            preference. A missing edge means the two points cannot choose each
+            other.
+        vertices : DataFrame, optional
+            ``idCol`` and optionally ``preferenceCol``: adds vertices that have
+            no edges and per-vertex preferences.
+        """
+        settings = self._settings()
+        graph, ids, preference = self._graph(edges, vertices)
+        graph = graph.localCheckpoint(eager=True)
+        ids = graph.filter(F.col("src") == F.col("dst")).select(F.col("src").alias("id"))
+        s = F.col("similarity")
+        off = F.col("src") != F.col("dst")
+        facts = graph.agg(
+            F.count(F.lit(1)).alias("edges"),
+            F.sum((~off).cast("long")).alias("vertices"),
+            F.min(F.when(off, s)).alias("s_min"),
+            F.max(F.when(off, s)).alias("s_max"),
+            F.min(F.when(~off, s)).alias("p_min"),
+            F.max(F.when(~off, s)).alias("p_max"),
+        ).first()
+        log.info(
+            "affinity propagation: %d vertices, %d edges (self-edges included), preference %s = %g",
+            facts["vertices"], facts["edges"], self.getPreference(), preference,
+        )
+
+        history: list[tuple[int, int, int]] = []
+        if facts["vertices"] == 1 or (
+            facts["s_min"] is not None and facts["s_min"] == facts["s_max"] and facts["p_min"] == facts["p_max"]
+        ):
+            # scikit-learn's shortcut: with one point, or all similarities and
+            # all preferences equal, there is nothing to propagate; every point is
+            # an exemplar when the preference beats the similarity, else the first.
+            warnings.warn("All samples have mutually equal similarities; returning arbitrary cluster center(s).")
+            state = initial_state(graph, settings).persist()
+            if facts["vertices"] > 1 and facts["p_min"] <= facts["s_min"]:
+                exemplar_ids = ids.agg(F.min("id").alias("id"))
+            else:
+                exemplar_ids = ids
+            n_iter, converged = 0, True
+        else:
+            outcome = iterate(graph, settings)
+            state, n_iter, converged, history = outcome.state, outcome.n_iter, outcome.converged, outcome.history
+            self_edge = F.col("src") == F.col("dst")
+            exemplar_ids = state.filter(self_edge & (F.col("r") + F.col("a") > 0)).select(F.col("src").alias("id"))
+            if exemplar_ids.isEmpty():
+                exemplar_ids = None
+            else:
+                first = assign.nearest_exemplar(state, exemplar_ids)
+                exemplar_ids = assign.refine(state, first)
+            if not converged:
+                warnings.warn(
+                    f"Affinity propagation did not converge in {n_iter} iterations; "
+                    + ("the clusters may be degenerate." if exemplar_ids is not None else "there are no clusters."),
+                    ConvergenceWarning,
+                )
+
+        if exemplar_ids is None:
+            assignments = assign.unassigned(ids).persist()
+            net = None
+        else:
+            assignments = assign.label(state, ids, exemplar_ids).persist()
+            net = assign.net_similarity(graph, assignments)
+        return AffinityPropagationResult(
+            assignments=assignments,
+            exemplars=assign.exemplar_table(assignments.filter(F.col("cluster") >= 0)),
+            numIterations=n_iter,
+            converged=converged,
+            netSimilarity=net,
+            history=pd.DataFrame(history, columns=["iteration", "exemplars", "changed"]),
+            messages=state.select("src", "dst", "similarity", "s", "r", "a"),
+            preference=preference,
+            numVertices=int(facts["vertices"]),
+            numEdges=int(facts["edges"]),
+            _state=state,
+        )
+
+    def assignClusters(self, edges: DataFrame, vertices: DataFrame | None = None) -> DataFrame:
+        """Cluster the graph and return ``id, cluster, exemplar``; see :meth:`run`."""
+        return self.run(edges, vertices).assignments

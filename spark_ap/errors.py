@@ -1,0 +1,43 @@
+"""Errors raised by spark-ap.
+
+Every error names what is wrong: the column, how many rows, and an example,
+so that a scheduled pipeline fails with a message a person can act on.
+"""
+
+from __future__ import annotations
+
+
+class SparkAPError(Exception):
+    """Base class of every error spark-ap raises on purpose."""
+
+
+class InvalidParamError(SparkAPError, ValueError):
+    """A parameter is outside its allowed range or of the wrong kind."""
+
+
+class InvalidInputError(SparkAPError, ValueError):
+    """The input graph or feature table cannot be clustered as given."""
+
+
+class MissingColumnError(InvalidInputError):
+    """A required column is not in the input."""
+
+
+class ColumnTypeError(InvalidInputError):
+    """A column has a type spark-ap cannot use (a string similarity, mixed id types)."""
+
+
+class InvalidValueError(InvalidInputError):
+    """Some rows hold a null, NaN or infinite value where a number or id is required."""
+
+
+class DuplicateEdgeError(InvalidInputError):
+    """The same (src, dst) pair appears on more than one row."""
+
+
+class EmptyInputError(InvalidInputError):
+    """The input has no rows."""
+
+
+class ConvergenceWarning(UserWarning):
+    """The run stopped at maxIter before the exemplar decisions settled."""

@@ -1,0 +1,88 @@
+"""Self-edges: a vertex's preference is its similarity to itself."""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from spark_ap.errors import InvalidParamError
+
+STATISTICS = ("median", "min")
+
+
+def check_preference(preference: object) -> None:
+    """Raise :class:`InvalidParamError` unless ``preference`` is one the engine understands."""
+    if isinstance(preference, bool):
+        raise InvalidParamError(f"preference must be a number, 'median', 'min' or a quantile; got {preference!r}")
+    if isinstance(preference, (int, float)):
+        if preference != preference or abs(preference) == float("inf"):
+            raise InvalidParamError(f"preference must be finite; got {preference!r}")
+        return
+    if isinstance(preference, str):
+        if preference in STATISTICS:
+            return
+        try:
+            q = float(preference)
+        except ValueError:
+            q = None
+        if q is not None and 0 < q < 1:
+            return
+    raise InvalidParamError(
+        f"preference must be a number, 'median', 'min', or a quantile in (0, 1) given as a string "
+        f"such as '0.25'; got {preference!r}"
+    )
+
+
+def preference_value(edges: DataFrame, preference: float | str) -> float:
+    """The number that ``preference`` stands for on this graph.
+
+    ``"median"`` is the median of the off-diagonal similarities (as Frey and
+    Dueck's code and R's apcluster use), ``"min"`` their minimum, and a quantile
+    string ``"q"`` their q-quantile with linear interpolation, as numpy computes
+    it. A graph with no off-diagonal edge gets 0.0: every vertex is then alone.
+    """
+    if not isinstance(preference, str):
+        return float(preference)
+    off = edges.filter(F.col("src") != F.col("dst"))
+    s = F.col("similarity")
+    if preference == "min":
+        agg = F.min(s)
+    else:
+        agg = F.percentile(s, 0.5 if preference == "median" else float(preference))
+    value = off.agg(agg.alias("p")).first()["p"]
+    return 0.0 if value is None else float(value)
+
+
+def add_self_edges(
+    edges: DataFrame,
+    vertex_ids: DataFrame,
+    preference: float | str,
+    vertex_preferences: DataFrame | None = None,
+) -> tuple[DataFrame, float]:
+    """Give every vertex without a self-edge one carrying its preference.
+
+    Parameters
+    ----------
+    edges : DataFrame
+        (src, dst, similarity), validated.
+    vertex_ids : DataFrame
+        (id) of every vertex.
+    preference : float or str
+        The default preference, see :func:`preference_value`.
+    vertex_preferences : DataFrame, optional
+        (id, preference); a non-null value there wins over ``preference``.
+
+    Returns
+    -------
+    (DataFrame, float)
+        The edges with a self-edge for every vertex, and the default preference value.
+    """
+    value = preference_value(edges, preference)
+    has_self = edges.filter(F.col("src") == F.col("dst")).select(F.col("src").alias("id"))
+    missing = vertex_ids.join(has_self, "id", "left_anti")
+    pref = F.lit(value)
+    if vertex_preferences is not None:
+        missing = missing.join(vertex_preferences, "id", "left")
+        pref = F.coalesce(F.col("preference").cast("double"), pref)
+    selfs = missing.select(F.col("id").alias("src"), F.col("id").alias("dst"), pref.alias("similarity"))
+    return edges.unionByName(selfs), value

@@ -1,0 +1,130 @@
+"""Dense numpy reference of Affinity Propagation, for tests and benchmarks.
+
+This is scikit-learn's update loop (``sklearn/cluster/_affinity_propagation.py``)
+written out once more, with three differences that make it a usable oracle:
+
+* the degeneracy noise is optional (``random_state=None`` turns it off), so
+  messages can be compared to the last bit that floating point allows;
+* missing edges may be given as ``-inf``: the equations then carry no message
+  along them, which is what the sparse Spark engine computes;
+* it returns the messages ``R`` and ``A`` and the per-iteration history.
+
+It holds N x N matrices, so it is only for small inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class DenseResult:
+    """What :func:`affinity_propagation_dense` returns."""
+
+    exemplars: np.ndarray  # sorted indices of the exemplars
+    labels: np.ndarray  # cluster index per point (-1 when there is no exemplar)
+    n_iter: int
+    converged: bool
+    R: np.ndarray
+    A: np.ndarray
+    S: np.ndarray  # the similarities used, preferences and noise included
+    history: list[tuple[int, int, int]]  # (iteration, exemplars, changed)
+
+
+def affinity_propagation_dense(
+    S: np.ndarray,
+    preference: float | np.ndarray,
+    *,
+    damping: float = 0.5,
+    max_iter: int = 200,
+    convergence_iter: int = 15,
+    random_state: np.random.RandomState | None = None,
+    stop_early: bool = True,
+) -> DenseResult:
+    """Run Affinity Propagation on a dense similarity matrix.
+
+    Parameters
+    ----------
+    S : ndarray of shape (n, n)
+        Similarities; ``-inf`` marks a missing edge. The diagonal is ignored.
+    preference : float or ndarray of shape (n,)
+        Placed on the diagonal.
+    damping, max_iter, convergence_iter
+        As in scikit-learn.
+    random_state : RandomState or None
+        When given, scikit-learn's degeneracy noise is added with it, drawn in
+        the same order as scikit-learn draws it; None adds no noise.
+    stop_early : bool
+        False runs exactly ``max_iter`` iterations whatever the convergence test
+        says, for comparing messages after a fixed number of iterations.
+    """
+    S = np.array(S, dtype=float)
+    n = S.shape[0]
+    S.flat[:: n + 1] = preference
+    if random_state is not None:
+        finite = np.isfinite(S)
+        noise = (np.finfo(float).eps * S + np.finfo(float).tiny * 100) * random_state.standard_normal((n, n))
+        S[finite] += noise[finite]
+
+    A = np.zeros((n, n))
+    R = np.zeros((n, n))
+    window = np.zeros((n, convergence_iter), dtype=bool)
+    rows = np.arange(n)
+    history = []
+    previous = np.zeros(n, dtype=bool)
+    converged = False
+
+    for it in range(max_iter):
+        # Responsibilities: r(i,k) = s(i,k) - max_{k' != k} (a(i,k') + s(i,k'))
+        AS = A + S
+        I = np.argmax(AS, axis=1)
+        Y = AS[rows, I]
+        AS[rows, I] = -np.inf
+        Y2 = np.max(AS, axis=1)
+        Rnew = S - Y[:, None]
+        Rnew[rows, I] = S[rows, I] - Y2
+        R = damping * R + (1 - damping) * Rnew
+
+        # Availabilities: a(i,k) = min(0, r(k,k) + sum_{i' not in {i,k}} max(0, r(i',k)))
+        #                 a(k,k) = sum_{i' != k} max(0, r(i',k))
+        Rp = np.maximum(R, 0)
+        Rp.flat[:: n + 1] = R.flat[:: n + 1]
+        Anew = np.sum(Rp, axis=0) - Rp
+        dA = np.diag(Anew).copy()
+        Anew = np.minimum(Anew, 0)
+        Anew.flat[:: n + 1] = dA
+        A = damping * A + (1 - damping) * Anew
+
+        E = (np.diag(A) + np.diag(R)) > 0
+        history.append((it + 1, int(E.sum()), int((E != previous).sum())))
+        previous = E
+        window[:, it % convergence_iter] = E
+        if stop_early and it >= convergence_iter:
+            se = window.sum(axis=1)
+            if np.all((se == convergence_iter) | (se == 0)) and E.sum() > 0:
+                converged = True
+                break
+
+    exemplars, labels = assign_dense(S, np.flatnonzero(E))
+    return DenseResult(exemplars, labels, it + 1, converged, R, A, S, history)
+
+
+def assign_dense(S: np.ndarray, exemplars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's final assignment and exemplar refinement."""
+    n = S.shape[0]
+    I = np.array(exemplars, dtype=int)
+    K = I.size
+    if K == 0:
+        return np.array([], dtype=int), np.full(n, -1)
+    c = np.argmax(S[:, I], axis=1)
+    c[I] = np.arange(K)
+    for k in range(K):
+        ii = np.flatnonzero(c == k)
+        I[k] = ii[np.argmax(np.sum(S[ii[:, None], ii], axis=0))]
+    c = np.argmax(S[:, I], axis=1)
+    c[I] = np.arange(K)
+    labels = I[c]
+    centers = np.unique(labels)
+    return centers, np.searchsorted(centers, labels)
