@@ -96,7 +96,10 @@ class _AffinityPropagationParams(HasMaxIter, HasWeightCol, HasCheckpointInterval
     srcCol = Param(Params._dummy(), "srcCol", "name of the source id column", typeConverter=TypeConverters.toString)
     dstCol = Param(Params._dummy(), "dstCol", "name of the target id column", typeConverter=TypeConverters.toString)
     idCol = Param(
-        Params._dummy(), "idCol", "name of the id column of the optional vertices table", typeConverter=TypeConverters.toString
+        Params._dummy(),
+        "idCol",
+        "name of the id column of the optional vertices table",
+        typeConverter=TypeConverters.toString,
     )
     preferenceCol = Param(
         Params._dummy(),
@@ -305,7 +308,9 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         if interval < 1 and interval != -1:
             raise InvalidParamError(f"checkpointInterval must be >= 1, or -1 to never checkpoint; got {interval}")
         if self.getCheckpointKind() not in ("auto", "local", "reliable"):
-            raise InvalidParamError(f"checkpointKind must be 'auto', 'local' or 'reliable'; got {self.getCheckpointKind()!r}")
+            raise InvalidParamError(
+                f"checkpointKind must be 'auto', 'local' or 'reliable'; got {self.getCheckpointKind()!r}"
+            )
         check_preference(self.getPreference())
 
     def _settings(self) -> Settings:
@@ -371,7 +376,10 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         ).first()
         log.info(
             "affinity propagation: %d vertices, %d edges (self-edges included), preference %s = %g",
-            facts["vertices"], facts["edges"], self.getPreference(), preference,
+            facts["vertices"],
+            facts["edges"],
+            self.getPreference(),
+            preference,
         )
 
         history: list[tuple[int, int, int]] = []
@@ -381,7 +389,9 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             # scikit-learn's shortcut: with one point, or all similarities and
             # all preferences equal, there is nothing to propagate; every point is
             # an exemplar when the preference beats the similarity, else the first.
-            warnings.warn("All samples have mutually equal similarities; returning arbitrary cluster center(s).")
+            warnings.warn(
+                "All samples have mutually equal similarities; returning arbitrary cluster center(s).", stacklevel=2
+            )
             state = initial_state(graph, settings).persist()
             if facts["vertices"] > 1 and facts["p_min"] <= facts["s_min"]:
                 exemplar_ids = ids.agg(F.min("id").alias("id"))
@@ -403,6 +413,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
                     f"Affinity propagation did not converge in {n_iter} iterations; "
                     + ("the clusters may be degenerate." if exemplar_ids is not None else "there are no clusters."),
                     ConvergenceWarning,
+                    stacklevel=2,
                 )
 
         if exemplar_ids is None:

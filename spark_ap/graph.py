@@ -54,7 +54,7 @@ def edges_from_matrix(
             raise InvalidInputError(f"{len(names)} ids given for a {n} x {n} matrix")
         id_type = T.StringType() if isinstance(names[0], str) else T.LongType()
     cast = str if isinstance(id_type, T.StringType) else int
-    rows = [(cast(names[i]), cast(names[k]), float(S[i, k])) for i, k in zip(src, dst)]
+    rows = [(cast(names[i]), cast(names[k]), float(S[i, k])) for i, k in zip(src, dst, strict=True)]
     schema = T.StructType(
         [T.StructField("src", id_type), T.StructField("dst", id_type), T.StructField("similarity", T.DoubleType())]
     )
@@ -102,7 +102,8 @@ def edges_from_features(
         col = vector_to_array(col)
     elif not (isinstance(dtype, T.ArrayType) and isinstance(dtype.elementType, T.NumericType)):
         raise InvalidInputError(
-            f"The feature column '{featuresCol}' has type {dtype.simpleString()}; it must be an array of numbers or a vector."
+            f"The feature column '{featuresCol}' has type {dtype.simpleString()}; "
+            "it must be an array of numbers or a vector."
         )
     points = features.select(F.col(idCol).alias("id"), col.cast("array<double>").alias("x"))
     left = points.select(F.col("id").alias("src"), F.col("x").alias("xs"))

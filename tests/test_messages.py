@@ -86,3 +86,21 @@ def test_sparse_messages_and_clusters_equal_dense_reference_with_minus_inf(spark
     assert np.isfinite(ref.S[np.arange(30), ref_exemplar]).all()
     assert exemplars_of(result) == list(ref.exemplars)
     np.testing.assert_array_equal(labels_of(result, range(30)), ref.labels)
+
+
+def test_bit_for_bit_equal_to_dense_reference_on_the_same_noisy_similarities(spark):
+    # Duplicate points: exact ties that only the noise and the order of the sums
+    # break. Given the engine's own noisy similarities, the dense reference must
+    # reproduce every message exactly, and with it the clusters.
+    X = np.repeat(np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]]), 4, axis=0)
+    S = -((X[:, None, :] - X[None, :, :]) ** 2).sum(axis=2)
+    result = AffinityPropagation(preference=-10.0, seed=5).run(edges_from_matrix(spark, S))
+    noisy = np.zeros_like(S)
+    for row in result.messages.collect():
+        noisy[row.src, row.dst] = row.s
+    ref = affinity_propagation_dense(noisy, np.diag(noisy).copy())
+    got_R, got_A = dense_messages(result, 12)
+    assert result.numIterations == ref.n_iter
+    np.testing.assert_array_equal(got_R, ref.R)
+    np.testing.assert_array_equal(got_A, ref.A)
+    np.testing.assert_array_equal(labels_of(result, range(12)), ref.labels)

@@ -32,7 +32,7 @@ def random_asymmetric():
 
 def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
     """Equal labels up to renaming the clusters."""
-    pairs = set(zip(a.tolist(), b.tolist()))
+    pairs = set(zip(a.tolist(), b.tolist(), strict=True))
     return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
 
 

@@ -45,13 +45,25 @@ def refine(edges: DataFrame, assignment: DataFrame) -> DataFrame:
     members_i = assignment.select(F.col("id").alias("src"), F.col("exemplar").alias("cluster"))
     members_j = assignment.select(F.col("id").alias("dst"), F.col("exemplar").alias("cluster_j"))
     sizes = assignment.groupBy(F.col("exemplar").alias("cluster")).agg(F.count(F.lit(1)).alias("size"))
+    # Summed in source order, as numpy sums a column, so near-ties between
+    # duplicate points resolve as they do in scikit-learn.
+    by_candidate = (
+        Window.partitionBy("cluster", "dst")
+        .orderBy("src")
+        .rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+    )
     scores = (
         edges.select("src", "dst", "s")
         .join(members_i, "src")
         .join(members_j, "dst")
         .filter(F.col("cluster") == F.col("cluster_j"))
-        .groupBy("cluster", "dst")
-        .agg(F.sum("s").alias("score"), F.count(F.lit(1)).alias("n"))
+        .select(
+            "cluster",
+            "dst",
+            F.sum("s").over(by_candidate).alias("score"),
+            F.count(F.lit(1)).over(by_candidate).alias("n"),
+        )
+        .dropDuplicates(["cluster", "dst"])
         .join(sizes, "cluster")
         .filter(F.col("n") == F.col("size"))
     )
@@ -75,7 +87,9 @@ def label(edges: DataFrame, vertices: DataFrame, exemplars: DataFrame) -> DataFr
 
 def unassigned(vertices: DataFrame) -> DataFrame:
     """Labels for a run that found no exemplar: cluster -1, no exemplar (as scikit-learn)."""
-    return vertices.select("id", F.lit(-1).alias("cluster"), F.lit(None).cast(vertices.schema["id"].dataType).alias("exemplar"))
+    return vertices.select(
+        "id", F.lit(-1).alias("cluster"), F.lit(None).cast(vertices.schema["id"].dataType).alias("exemplar")
+    )
 
 
 def net_similarity(graph: DataFrame, assignments: DataFrame) -> float:

@@ -19,7 +19,8 @@ One iteration is two aggregations, one per message:
    a(i,k) follows on the same rows.
 
 Both are window aggregates partitioned by the vertex, so each edge row gets its
-vertex's aggregate without a join.
+vertex's aggregate without a join, and the iteration reads the previous state
+once.
 """
 
 from __future__ import annotations
@@ -97,16 +98,17 @@ def update_responsibilities(state: DataFrame, damping: float) -> DataFrame:
 
 
 def update_availabilities(state: DataFrame, damping: float) -> DataFrame:
-    """a(i,k) = min(0, r(k,k) + sum_{i' not in {i,k}} max(0, r(i',k))), a(k,k) = sum_{i' != k} max(0, r(i',k)), damped."""
-    # The per-target sums are window aggregates rather than a groupBy joined back:
-    # the iteration then reads the previous state once, so the plan grows
-    # linearly between checkpoints instead of doubling every iteration.
-    by_dst = Window.partitionBy("dst")
+    """a(i,k) = min(0, r(k,k) + sum_{i' not in {i,k}} max(0, r(i',k))) and
+    a(k,k) = sum_{i' != k} max(0, r(i',k)), damped."""
+    # Per target k, total = r(k,k) + sum_{i' != k} max(0, r(i',k)), added up in
+    # source order as numpy adds a column; each edge then takes its own term
+    # back out. The result is bit for bit the dense computation and does not
+    # depend on how the rows are partitioned.
+    by_dst = Window.partitionBy("dst").orderBy("src").rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
     self_edge = F.col("src") == F.col("dst")
-    positive = F.greatest(F.col("r"), F.lit(0.0))
-    rp_sum = F.sum(F.when(self_edge, 0.0).otherwise(positive)).over(by_dst)
-    r_kk = F.max(F.when(self_edge, F.col("r"))).over(by_dst)
-    computed = F.when(self_edge, rp_sum).otherwise(F.least(F.lit(0.0), r_kk + rp_sum - positive))
+    own = F.when(self_edge, F.col("r")).otherwise(F.greatest(F.col("r"), F.lit(0.0)))
+    total = F.sum(own).over(by_dst)
+    computed = F.when(self_edge, total - own).otherwise(F.least(F.lit(0.0), total - own))
     return state.withColumn("a", damping * F.col("a") + (1 - damping) * computed)
 
 
@@ -200,7 +202,11 @@ def iterate(graph: DataFrame, settings: Settings) -> Outcome:
             state = new
             history.append((t, int(stats["exemplars"]), int(stats["changed"])))
             log.info("iteration %d/%d: %d exemplars, %d changed", t, settings.max_iter, *history[-1][1:])
-            if t > settings.convergence_iter and stats["min_run"] >= settings.convergence_iter and stats["exemplars"] > 0:
+            if (
+                t > settings.convergence_iter
+                and stats["min_run"] >= settings.convergence_iter
+                and stats["exemplars"] > 0
+            ):
                 converged = True
                 break
     finally:
