@@ -402,12 +402,15 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             outcome = iterate(graph, settings)
             state, n_iter, converged, history = outcome.state, outcome.n_iter, outcome.converged, outcome.history
             self_edge = F.col("src") == F.col("dst")
-            exemplar_ids = state.filter(self_edge & (F.col("r") + F.col("a") > 0)).select(F.col("src").alias("id"))
-            if exemplar_ids.isEmpty():
+            # The intermediate tables have one row per vertex at most; checkpointing
+            # them keeps the final plans short and each step computed once.
+            decided = state.filter(self_edge & (F.col("r") + F.col("a") > 0)).select(F.col("src").alias("id"))
+            decided = decided.localCheckpoint()
+            if decided.isEmpty():
                 exemplar_ids = None
             else:
-                first = assign.nearest_exemplar(state, exemplar_ids)
-                exemplar_ids = assign.refine(state, first)
+                first = assign.nearest_exemplar(state, decided).localCheckpoint()
+                exemplar_ids = assign.refine(state, first).localCheckpoint()
             if not converged:
                 warnings.warn(
                     f"Affinity propagation did not converge in {n_iter} iterations; "

@@ -21,7 +21,13 @@ def spark(tmp_path_factory):
             "spark.sql.shuffle.partitions": "4",
             "spark.default.parallelism": "2",
             "spark.ui.enabled": "false",
-            "spark.driver.memory": "2g",
+            "spark.driver.memory": "3g",
+            # Every iteration is a few SQL executions; keep the driver's record of
+            # them short so a long suite does not fill the heap with plan text.
+            "spark.sql.ui.retainedExecutions": "20",
+            "spark.ui.retainedJobs": "50",
+            "spark.ui.retainedStages": "50",
+            "spark.ui.retainedTasks": "1000",
             "spark.sql.session.timeZone": "UTC",
         },
     )

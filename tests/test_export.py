@@ -1,0 +1,49 @@
+"""Run folders hold what the run computed, written all at once."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import make_blobs
+
+from spark_ap import AffinityPropagation, InvalidInputError, edges_from_matrix, similarity_matrix
+from spark_ap.export import export_run
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(path):
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_run_folder(spark, tmp_path):
+    X, _ = make_blobs(40, centers=3, random_state=4)
+    result = AffinityPropagation(preference="min").run(edges_from_matrix(spark, similarity_matrix(X)))
+    points = pd.DataFrame({"id": np.arange(40), "x": X[:, 0], "y": X[:, 1]})
+    out = export_run(result, tmp_path / "run", params={"preference": "min"}, points=points)
+
+    assert sorted(p.name for p in out.iterdir()) == [
+        "assignments.parquet",
+        "clusters.png",
+        "convergence.png",
+        "exemplars.csv",
+        "history.csv",
+        "summary.json",
+    ]
+    written = pd.read_parquet(out / "assignments.parquet")
+    expected = sorted(tuple(r) for r in result.assignments.collect())
+    assert sorted(written.itertuples(index=False, name=None)) == expected
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["clusters"] == result.exemplars.count() == len(pd.read_csv(out / "exemplars.csv"))
+    assert summary["iterations"] == result.numIterations == len(pd.read_csv(out / "history.csv"))
+    assert summary["points"] == 40 and summary["converged"] is True
+    assert png_size(out / "clusters.png") == (700, 700)
+    assert png_size(out / "convergence.png") == (800, 450)
+    # Only the finished folder is left beside it.
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+    with pytest.raises(InvalidInputError, match="already exists"):
+        export_run(result, out)
