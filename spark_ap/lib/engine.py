@@ -143,7 +143,10 @@ def _materialize(df: DataFrame) -> DataFrame:
 
 def release(df: DataFrame) -> None:
     """Free the blocks of a locally checkpointed state now rather than at the next JVM GC."""
-    plan = df._jdf.queryExecution().analyzed()
+    jdf = getattr(df, "_jdf", None)  # absent on Spark Connect, where the server cleans up
+    if jdf is None:
+        return
+    plan = jdf.queryExecution().analyzed()
     if plan.nodeName() == "LogicalRDD":
         plan.rdd().unpersist(False)
 
