@@ -1,0 +1,197 @@
+"""One whole run from the command line: read, build or validate the graph, cluster, write.
+
+Installed as the ``spark-ap`` command; under ``spark-submit`` run
+``scripts/spark_ap_job.py`` with the same options. ``spark-ap --help`` lists them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from spark_ap.clustering import AffinityPropagation
+from spark_ap.errors import InvalidInputError, InvalidParamError, SparkAPError
+from spark_ap.export import export_run
+from spark_ap.graph import METRICS, edges_from_features
+from spark_ap.session import spark_session
+
+log = logging.getLogger("spark_ap")
+
+
+# Options that are AffinityPropagation params, with how to parse them; they
+# go in the YAML file's ``ap`` section under the same names.
+def preference_arg(text: str) -> float | str:
+    """'median', 'min' and quantiles such as '0.1' stay strings; other numbers become numbers."""
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return text if 0 < value < 1 else value
+
+
+AP_OPTIONS = {
+    "damping": float,
+    "maxIter": int,
+    "convergenceIter": int,
+    "preference": preference_arg,
+    "checkpointInterval": int,
+    "seed": int,
+}
+INPUT_OPTIONS = ("kind", "srcCol", "dstCol", "weightCol", "idCol", "metric")
+
+
+def _flag(name: str) -> str:
+    """maxIter -> --max-iter"""
+    return "--" + "".join("-" + c.lower() if c.isupper() else c for c in name)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="spark-ap",
+        description="Affinity Propagation clustering on Spark: read a similarity graph or a feature table, "
+        "cluster it, and write a run folder (assignments, exemplars, summary, history, plots).",
+    )
+    p.add_argument("--input", required=True, help="edge or feature table: a Parquet or CSV file or folder")
+    p.add_argument("--output", required=True, help="run folder to create; it must not exist yet")
+    p.add_argument("--format", choices=("parquet", "csv"), help="input format (default: from the file suffix)")
+    p.add_argument("--config", help="YAML settings file (see conf/spark-ap.yaml); options given here win")
+    p.add_argument("--kind", choices=("edges", "features"), help="the input holds edges or feature vectors")
+    p.add_argument("--src-col", dest="srcCol", help="edge source id column (default src)")
+    p.add_argument("--dst-col", dest="dstCol", help="edge target id column (default dst)")
+    p.add_argument("--weight-col", dest="weightCol", help="edge similarity column (default similarity)")
+    p.add_argument("--id-col", dest="idCol", help="feature table id column (default id)")
+    p.add_argument("--metric", choices=METRICS, help="similarity of feature vectors (default sqeuclidean)")
+    for name, kind in AP_OPTIONS.items():
+        p.add_argument(_flag(name), dest=name, type=kind, help=f"AffinityPropagation {name}")
+    p.add_argument("--no-noise", dest="noise", action="store_false", default=None, help="turn the degeneracy noise off")
+    p.add_argument("--checkpoint-dir", help="directory for reliable checkpoints every checkpointInterval iterations")
+    p.add_argument("--master", help="Spark master URL when not run by spark-submit (default local[*])")
+    return p
+
+
+def settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Built-in defaults, then the YAML file, then the command line."""
+    merged: dict[str, dict[str, Any]] = {
+        "ap": {},
+        "input": {"kind": "edges", "metric": "sqeuclidean"},
+        "spark": {},
+    }
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise InvalidParamError(f"The config file {path} does not exist")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        unknown = set(loaded) - set(merged)
+        if unknown:
+            raise InvalidParamError(f"{path}: unknown section(s) {sorted(unknown)}; expected {sorted(merged)}")
+        for section, values in loaded.items():
+            merged[section].update(values or {})
+        known = {param.name for param in AffinityPropagation().params}
+        unknown_params = set(merged["ap"]) - known
+        if unknown_params:
+            raise InvalidParamError(f"{path}: unknown ap setting(s) {sorted(unknown_params)}; known: {sorted(known)}")
+    for name in AP_OPTIONS:
+        if getattr(args, name) is not None:
+            merged["ap"][name] = getattr(args, name)
+    if args.noise is not None:
+        merged["ap"]["noise"] = args.noise
+    for name in INPUT_OPTIONS:
+        if getattr(args, name) is not None:
+            merged["input"][name] = getattr(args, name)
+    return merged
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Refuse a missing local input or an existing output before starting Spark."""
+    if "://" not in args.input and not Path(args.input).exists():
+        raise InvalidInputError(f"The input {args.input} does not exist")
+    if Path(args.output).exists():
+        raise InvalidInputError(f"The output folder {args.output} already exists; runs are never overwritten")
+
+
+def read_table(spark: SparkSession, path: str, fmt: str | None) -> DataFrame:
+    """A Parquet or CSV table; CSV with a header row and inferred column types."""
+    fmt = fmt or ("csv" if path.endswith(".csv") else "parquet")
+    reader = spark.read.option("header", True).option("inferSchema", True) if fmt == "csv" else spark.read
+    return reader.format(fmt).load(path)
+
+
+def feature_table(table: DataFrame, id_col: str) -> tuple[DataFrame, list[str]]:
+    """(id, features) from an id and numeric columns, or an id and one array/vector column."""
+    if id_col not in table.columns:
+        raise InvalidInputError(f"The feature table has no id column '{id_col}'; it has {table.columns}")
+    others = [f for f in table.schema.fields if f.name != id_col]
+    numeric = [f.name for f in others if isinstance(f.dataType, T.NumericType)]
+    if len(others) == 1 and not numeric:
+        return table.select(F.col(id_col).alias("id"), F.col(others[0].name).alias("features")), []
+    if not numeric or len(numeric) != len(others):
+        bad = [f"{f.name} ({f.dataType.simpleString()})" for f in others if f.name not in numeric]
+        raise InvalidInputError(f"Feature columns must be numeric; not: {bad}")
+    features = table.select(
+        F.col(id_col).alias("id"), F.array(*[F.col(c).cast("double") for c in numeric]).alias("features")
+    )
+    return features, numeric
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the job; bad input or params end it with exit code 2 and a one-line reason."""
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        print(run(args))
+    except SparkAPError as error:
+        print(f"spark-ap: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run(args: argparse.Namespace) -> Path:
+    """Read, build or validate the graph, cluster, and write the run folder; return its path."""
+    conf = settings(args)
+    check_paths(args)
+    spark = spark_session(master=args.master, **{k: str(v) for k, v in conf["spark"].items()})
+    if args.checkpoint_dir:
+        spark.sparkContext.setCheckpointDir(args.checkpoint_dir)
+    inp = conf["input"]
+    started = time.time()
+    table = read_table(spark, args.input, args.format)
+    points = None
+    if inp["kind"] == "features":
+        id_col = inp.get("idCol", "id")
+        features, columns = feature_table(table, id_col)
+        edges = edges_from_features(features, metric=inp["metric"]).localCheckpoint()
+        ap = AffinityPropagation(**conf["ap"])
+        if len(columns) == 2:
+            points = table.select(
+                F.col(id_col).alias("id"), F.col(columns[0]).alias("x"), F.col(columns[1]).alias("y")
+            ).toPandas()
+    else:
+        edges = table
+        edge_columns = {key: inp[key] for key in ("srcCol", "dstCol", "weightCol") if key in inp}
+        ap = AffinityPropagation(**conf["ap"], **edge_columns)
+    built = time.time()
+    result = ap.run(edges)
+    clustered = time.time()
+    params = {p.name: ap.getOrDefault(p) for p in ap.params}
+    out = export_run(
+        result,
+        args.output,
+        params={**params, "input": args.input, "kind": inp["kind"], "metric": inp["metric"]},
+        points=points,
+        timings={"read_and_graph": round(built - started, 3), "clustering": round(clustered - built, 3)},
+    )
+    log.info("wrote %s: %d clusters, %d iterations", out, result.exemplars.count(), result.numIterations)
+    return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
