@@ -1,14 +1,23 @@
 # Two commands for a fresh machine:
-#   make test   create .venv, install the pinned environment, lint, run the tests
-#   make demo   the same environment, then cluster the bundled example and print where the results are
+#   make demo   create .venv, install, run the Airflow DAG end to end on the bundled example, print the results
+#   make test   create .venv, install, lint, run the tests
 
 PYTHON ?= python3
 VENV   ?= .venv
-BIN    := $(VENV)/bin
-# Spark's Python workers must use the venv's interpreter, not whatever `python3` is on PATH.
-export PYSPARK_PYTHON := $(abspath $(BIN)/python)
+BIN    := $(abspath $(VENV)/bin)
 
-.PHONY: test demo lint install clean
+# Spark's Python workers must use the venv's interpreter, and Airflow's
+# SparkSubmitOperator finds spark-submit on PATH.
+export PYSPARK_PYTHON := $(BIN)/python
+export PATH := $(BIN):$(PATH)
+# An embedded Airflow for the demo: SQLite metadata in the project, our DAG folder, local Spark.
+export AIRFLOW_HOME := $(CURDIR)/.airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN := sqlite:///$(CURDIR)/.airflow/airflow.db
+export AIRFLOW_CONN_SPARK_DEFAULT ?= {"conn_type": "spark", "host": "local[*]"}
+
+.PHONY: install lint test demo clean
 
 install: $(VENV)/.installed
 
@@ -16,19 +25,23 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	@command -v java >/dev/null || { echo "Spark needs Java 17 or newer on PATH (e.g. apt-get install openjdk-17-jdk-headless)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip==25.3"
-	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable ".[test,plots]"
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable ".[test,plots,airflow]"
 	$(BIN)/python -c "import pyspark, pyspark.sql; print('pyspark', pyspark.__version__)"
 	@touch $@
 
+$(AIRFLOW_HOME)/airflow.db: $(VENV)/.installed
+	mkdir -p $(AIRFLOW_HOME)
+	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/migrate.log
+
 lint: install
-	$(BIN)/ruff check spark_ap tests scripts
-	$(BIN)/ruff format --check spark_ap tests scripts
+	$(BIN)/ruff check spark_ap tests scripts dags
+	$(BIN)/ruff format --check spark_ap tests scripts dags
 
 test: lint
 	$(BIN)/python -m pytest
 
-demo: install
+demo: install $(AIRFLOW_HOME)/airflow.db
 	$(BIN)/python scripts/demo.py
 
 clean:
-	rm -rf $(VENV) output .pytest_cache .ruff_cache spark_ap.egg-info
+	rm -rf $(VENV) .airflow output .pytest_cache .ruff_cache spark_ap.egg-info

@@ -1,40 +1,40 @@
-"""Cluster the bundled 2-D example with the spark-ap job and print where the results are.
+"""Run the spark-ap Airflow DAG end to end on the bundled example and print where the results are.
 
-python scripts/demo.py [--output output/demo]
+    make demo        # sets up .venv and an embedded Airflow (SQLite under .airflow/), then runs this
+
+The DAG checks the input, submits the spark-ap job to Spark through the
+``spark_default`` connection (local Spark unless AIRFLOW_CONN_SPARK_DEFAULT says
+otherwise) and reports the run folder it wrote.
 """
 
 from __future__ import annotations
 
-import argparse
-import time
+import sys
 from pathlib import Path
 
-from spark_ap.job import parser, run
+from airflow.dag_processing.dagbag import DagBag
+
+from spark_ap.pipeline import run_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def main() -> None:
-    cli = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_argument("--output", default="output/demo", help="run folder prefix; a timestamp is appended")
-    output = f"{cli.parse_args().output}-{time.strftime('%Y%m%d-%H%M%S')}"
-    args = parser().parse_args(
-        ["--input", str(ROOT / "examples" / "blobs_400.csv"), "--output", output]
-        + ["--kind", "features", "--config", str(ROOT / "conf" / "spark-ap.yaml")]
-        + ["--damping", "0.7", "--preference", "0.1"]
-    )
-    out = run(args)
-    print("\nThe run folder:")
-    for name in (
-        "summary.json",
-        "assignments.parquet",
-        "exemplars.csv",
-        "history.csv",
-        "clusters.png",
-        "convergence.png",
-    ):
-        print(f"  {out / name}")
+def main() -> int:
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    if bag.import_errors:
+        print(bag.import_errors, file=sys.stderr)
+        return 1
+    dag = bag.get_dag("spark_ap_pipeline")
+    run = dag.test()
+    if run.state != "success":
+        print(f"The DAG run {run.run_id} ended {run.state}; see the task logs above.", file=sys.stderr)
+        return 1
+    folder = run_folder(dag.params["output_root"], run.run_id)
+    print(f"\nThe DAG run {run.run_id} succeeded. Its run folder:")
+    for path in sorted(folder.iterdir()):
+        print(f"  {path}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

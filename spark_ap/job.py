@@ -75,6 +75,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-noise", dest="noise", action="store_false", default=None, help="turn the degeneracy noise off")
     p.add_argument("--checkpoint-dir", help="directory for reliable checkpoints every checkpointInterval iterations")
     p.add_argument("--master", help="Spark master URL when not run by spark-submit (default local[*])")
+    p.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="if the output folder already holds a finished run, stop without error (for retried tasks)",
+    )
     return p
 
 
@@ -110,12 +115,19 @@ def settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return merged
 
 
-def check_paths(args: argparse.Namespace) -> None:
-    """Refuse a missing local input or an existing output before starting Spark."""
+def check_paths(args: argparse.Namespace) -> bool:
+    """Refuse a missing local input or an existing output before starting Spark.
+
+    Returns True when ``--skip-existing`` is given and the output folder holds a
+    finished run (run folders appear only once complete).
+    """
     if "://" not in args.input and not Path(args.input).exists():
         raise InvalidInputError(f"The input {args.input} does not exist")
     if Path(args.output).exists():
+        if args.skip_existing and (Path(args.output) / "summary.json").is_file():
+            return True
         raise InvalidInputError(f"The output folder {args.output} already exists; runs are never overwritten")
+    return False
 
 
 def read_table(spark: SparkSession, path: str, fmt: str | None) -> DataFrame:
@@ -157,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> Path:
     """Read, build or validate the graph, cluster, and write the run folder; return its path."""
     conf = settings(args)
-    check_paths(args)
+    if check_paths(args):
+        log.info("%s already holds a finished run; nothing to do", args.output)
+        return Path(args.output)
     spark = spark_session(master=args.master, **{k: str(v) for k, v in conf["spark"].items()})
     if args.checkpoint_dir:
         spark.sparkContext.setCheckpointDir(args.checkpoint_dir)

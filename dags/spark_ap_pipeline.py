@@ -1,0 +1,70 @@
+"""spark-ap pipeline: check the input, cluster it on Spark, report the run.
+
+The clustering is the spark-ap job (``scripts/spark_ap_job.py``) submitted
+through the ``spark_default`` connection: point that connection at a
+standalone, YARN or Kubernetes master and the same DAG runs on a cluster.
+Each DAG run writes its own folder, ``output_root/<run id>``, and the report
+task publishes the results as an asset that downstream DAGs can schedule on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pendulum
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk import Asset, Param, dag, task
+
+from spark_ap.pipeline import check_input, job_arguments, read_summary
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Asset("spark_ap_results")
+
+
+@dag(
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    tags=["spark-ap"],
+    params={
+        "input": Param(
+            str(ROOT / "examples" / "blobs_400.csv"),
+            type="string",
+            minLength=1,
+            description="Edge table (src, dst, similarity) or feature table (id and numeric columns), CSV or Parquet",
+        ),
+        "kind": Param("features", enum=["edges", "features"]),
+        "metric": Param("sqeuclidean", enum=["sqeuclidean", "cosine"], description="Similarity of feature vectors"),
+        "output_root": Param(str(ROOT / "output" / "runs"), type="string", minLength=1),
+        "damping": Param(0.7, type="number", minimum=0.5, exclusiveMaximum=1),
+        "max_iter": Param(200, type="integer", minimum=1),
+        "convergence_iter": Param(15, type="integer", minimum=1),
+        "preference": Param("0.1", type="string", minLength=1, description="A number, median, min, or a quantile"),
+    },
+)
+def spark_ap_pipeline():
+    @task(multiple_outputs=True)
+    def ingest(params: dict, run_id: str) -> dict:
+        """Check the input; decide the run folder and the job's arguments."""
+        check_input(params["input"], params["kind"])
+        return job_arguments(params, run_id)
+
+    @task(outlets=[RESULTS])
+    def report(output: str) -> dict:
+        """Read back the run's summary and list its files."""
+        return read_summary(output)
+
+    job = ingest()
+    cluster = SparkSubmitOperator(
+        task_id="cluster",
+        conn_id="spark_default",
+        application=str(ROOT / "scripts" / "spark_ap_job.py"),
+        application_args=job["args"],
+        name="spark-ap",
+        conf={"spark.ui.showConsoleProgress": "false"},
+        retries=1,
+    )
+    cluster >> report(job["output"])
+
+
+pipeline = spark_ap_pipeline()

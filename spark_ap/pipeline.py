@@ -1,0 +1,67 @@
+"""What the Airflow DAG's tasks do, kept here so the DAG file only wires them.
+
+See ``dags/spark_ap_pipeline.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+from spark_ap.errors import InvalidInputError
+
+log = logging.getLogger("spark_ap")
+
+
+def run_folder(output_root: str, run_id: str) -> Path:
+    """``output_root/<run id>``, the run id reduced to characters safe in a path."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("._") or "run"
+    return Path(output_root) / name
+
+
+def check_input(path: str, kind: str) -> None:
+    """Fail fast on an input that is missing or of an unreadable kind, before Spark starts."""
+    if "://" in path:
+        return  # a remote URI: Spark will read it and say what is wrong
+    p = Path(path)
+    if not p.exists():
+        raise InvalidInputError(f"The input {path} does not exist")
+    if p.is_file() and p.suffix not in (".csv", ".parquet"):
+        raise InvalidInputError(f"The input {path} must be a .csv or .parquet file, or a Parquet folder")
+    if kind not in ("edges", "features"):
+        raise InvalidInputError(f"kind must be 'edges' or 'features'; got {kind!r}")
+
+
+def job_arguments(params: dict, run_id: str) -> dict:
+    """The spark-ap job's command line for one DAG run, and the run folder it writes."""
+    output = run_folder(params["output_root"], run_id)
+    args = [
+        "--input", params["input"],
+        "--output", str(output),
+        "--kind", params["kind"],
+        "--metric", params["metric"],
+        "--damping", str(params["damping"]),
+        "--max-iter", str(params["max_iter"]),
+        "--convergence-iter", str(params["convergence_iter"]),
+        "--preference", str(params["preference"]),
+        # A retried task finds the folder of a finished attempt and stops there.
+        "--skip-existing",
+    ]  # fmt: skip
+    return {"args": args, "output": str(output)}
+
+
+def read_summary(output: str) -> dict:
+    """The run's summary.json, with the paths of its files."""
+    folder = Path(output)
+    summary = json.loads((folder / "summary.json").read_text())
+    files = sorted(str(p) for p in folder.iterdir())
+    log.info(
+        "spark-ap run %s: %d clusters, %d iterations, converged=%s",
+        folder,
+        summary["clusters"],
+        summary["iterations"],
+        summary["converged"],
+    )
+    return {**summary, "folder": str(folder), "files": files}
