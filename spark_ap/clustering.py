@@ -14,11 +14,11 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from spark_ap.errors import ConvergenceWarning, InvalidParamError
+from spark_ap.errors import ColumnTypeError, ConvergenceWarning, InvalidParamError
 from spark_ap.lib import assign
 from spark_ap.lib.engine import Settings, initial_state, iterate, release
 from spark_ap.lib.preference import add_self_edges, check_preference
-from spark_ap.lib.validation import id_type, require_columns, validate_edges
+from spark_ap.lib.validation import id_type, require_columns, validate_edges, validate_preferences
 
 log = logging.getLogger("spark_ap")
 
@@ -325,26 +325,25 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             seed=self.getSeed(),
         )
 
-    def _graph(self, edges: DataFrame, vertices: DataFrame | None) -> tuple[DataFrame, DataFrame, float]:
-        """Validated edges with a self-edge per vertex, the vertex ids, and the default preference."""
+    def _graph(self, edges: DataFrame, vertices: DataFrame | None) -> tuple[DataFrame, float]:
+        """Validated edges with a self-edge per vertex, and the value of the default preference."""
         graph = validate_edges(edges, self.getSrcCol(), self.getDstCol(), self.getWeightCol())
         ids = graph.select(F.col("src").alias("id")).union(graph.select(F.col("dst").alias("id")))
         per_vertex = None
         if vertices is not None:
             id_col, pref_col = self.getIdCol(), self.getPreferenceCol()
             require_columns(vertices, [id_col], "The vertices table")
-            kind = id_type(vertices.select(F.col(id_col)), [id_col], "The vertices table")
+            kind = id_type(vertices, [id_col], "The vertices table")
             if kind != graph.schema["src"].dataType:
-                raise InvalidParamError(
+                raise ColumnTypeError(
                     f"The vertices table's '{id_col}' is {kind.simpleString()} but the edge ids are "
                     f"{graph.schema['src'].dataType.simpleString()}; use one id type."
                 )
             ids = ids.union(vertices.select(F.col(id_col).cast(kind).alias("id")))
             if pref_col in vertices.columns:
-                per_vertex = vertices.select(F.col(id_col).cast(kind).alias("id"), F.col(pref_col).alias("preference"))
-        ids = ids.distinct()
-        graph, preference = add_self_edges(graph, ids, self.getPreference(), per_vertex)
-        return graph, ids, preference
+                per_vertex = validate_preferences(vertices, id_col, pref_col, kind)
+        graph, preference = add_self_edges(graph, ids.distinct(), self.getPreference(), per_vertex)
+        return graph, preference
 
     def run(self, edges: DataFrame, vertices: DataFrame | None = None) -> AffinityPropagationResult:
         """Cluster the graph and return the assignments with everything learned on the way.
@@ -361,7 +360,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             no edges and per-vertex preferences.
         """
         settings = self._settings()
-        graph, ids, preference = self._graph(edges, vertices)
+        graph, preference = self._graph(edges, vertices)
         graph = graph.localCheckpoint(eager=True)
         ids = graph.filter(F.col("src") == F.col("dst")).select(F.col("src").alias("id"))
         s = F.col("similarity")

@@ -63,3 +63,18 @@ def test_vertices_that_appear_only_as_targets_get_clustered(spark):
     result = AffinityPropagation(preference=-2.5).run(spark.createDataFrame(rows, SCHEMA))
     assert sorted(r.id for r in result.assignments.collect()) == [0, 1, 2, 3]
     assert result.numVertices == 4 and result.numEdges == 7
+
+
+def test_vertex_preferences_must_be_finite_numbers(spark):
+    from spark_ap import ColumnTypeError as TypeErr
+
+    edges = spark.createDataFrame([(0, 1, -1.0), (1, 0, -1.0)], SCHEMA)
+    nan_prefs = spark.createDataFrame([(0, float("nan")), (1, -1.0)], "id long, preference double")
+    with pytest.raises(InvalidValueError, match=r"1 vertices have a NaN or infinite preference in 'preference'"):
+        AffinityPropagation().run(edges, nan_prefs)
+    text_prefs = spark.createDataFrame([(0, "high")], "id long, preference string")
+    with pytest.raises(TypeErr, match="preference column 'preference' has type string"):
+        AffinityPropagation().run(edges, text_prefs)
+    string_ids = spark.createDataFrame([("0",)], "id string")
+    with pytest.raises(TypeErr, match="is string but the edge ids are bigint"):
+        AffinityPropagation().run(edges, string_ids)

@@ -83,6 +83,6 @@ def add_self_edges(
     pref = F.lit(value)
     if vertex_preferences is not None:
         missing = missing.join(vertex_preferences, "id", "left")
-        pref = F.coalesce(F.col("preference").cast("double"), pref)
+        pref = F.coalesce(F.col("preference"), pref)
     selfs = missing.select(F.col("id").alias("src"), F.col("id").alias("dst"), pref.alias("similarity"))
     return edges.unionByName(selfs), value

@@ -112,3 +112,19 @@ def validate_edges(edges: DataFrame, src: str, dst: str, weight: str) -> DataFra
             "Combine them (e.g. groupBy + max) before clustering."
         )
     return out
+
+
+def validate_preferences(vertices: DataFrame, id_col: str, pref_col: str, kind: T.DataType) -> DataFrame:
+    """(id, preference) from the vertices table; nulls mean 'use the preference param'."""
+    dtype = vertices.schema[pref_col].dataType
+    if not isinstance(dtype, _NUMERIC):
+        raise ColumnTypeError(f"The vertices table's preference column '{pref_col}' has type {dtype.simpleString()}")
+    out = vertices.select(F.col(id_col).cast(kind).alias("id"), F.col(pref_col).cast("double").alias("preference"))
+    p = F.col("preference")
+    bad = F.isnan(p) | (F.abs(p) == float("inf"))
+    n_bad = out.filter(bad).count()
+    if n_bad:
+        raise InvalidValueError(
+            f"{n_bad} vertices have a NaN or infinite preference in '{pref_col}'; for example {_example(out, bad)}."
+        )
+    return out
