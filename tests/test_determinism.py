@@ -32,6 +32,7 @@ def test_one_and_eight_shuffle_partitions_agree(spark, shuffle_partitions):
     assert outcomes[0] == outcomes[1]
 
 
+@pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")  # fixed iteration counts
 def test_noise_is_a_function_of_seed_and_edge(spark, shuffle_partitions):
     S = -np.arange(16, dtype=float).reshape(4, 4)
     by_partitions = []
