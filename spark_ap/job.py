@@ -115,14 +115,29 @@ def settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return merged
 
 
+def check_input(path: str, fmt: str | None = None) -> None:
+    """Refuse a local input that is missing, or a file that is neither CSV nor Parquet, before Spark starts.
+
+    Remote URIs (``hdfs://``, ``s3a://``, ...) are left to Spark to read and report.
+    """
+    if "://" in path:
+        return
+    p = Path(path)
+    if not p.exists():
+        raise InvalidInputError(f"The input {path} does not exist")
+    if fmt is None and p.is_file() and p.suffix not in (".csv", ".parquet"):
+        raise InvalidInputError(
+            f"The input {path} must be a .csv or .parquet file or a Parquet folder (or give --format)"
+        )
+
+
 def check_paths(args: argparse.Namespace) -> bool:
-    """Refuse a missing local input or an existing output before starting Spark.
+    """Refuse a bad input or an existing output before starting Spark.
 
     Returns True when ``--skip-existing`` is given and the output folder holds a
     finished run (run folders appear only once complete).
     """
-    if "://" not in args.input and not Path(args.input).exists():
-        raise InvalidInputError(f"The input {args.input} does not exist")
+    check_input(args.input, args.format)
     if Path(args.output).exists():
         if args.skip_existing and (Path(args.output) / "summary.json").is_file():
             return True

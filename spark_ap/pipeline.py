@@ -10,6 +10,7 @@ import logging
 import re
 from pathlib import Path
 
+from spark_ap import job
 from spark_ap.errors import InvalidInputError
 
 log = logging.getLogger("spark_ap")
@@ -22,16 +23,10 @@ def run_folder(output_root: str, run_id: str) -> Path:
 
 
 def check_input(path: str, kind: str) -> None:
-    """Fail fast on an input that is missing or of an unreadable kind, before Spark starts."""
-    if "://" in path:
-        return  # a remote URI: Spark will read it and say what is wrong
-    p = Path(path)
-    if not p.exists():
-        raise InvalidInputError(f"The input {path} does not exist")
-    if p.is_file() and p.suffix not in (".csv", ".parquet"):
-        raise InvalidInputError(f"The input {path} must be a .csv or .parquet file, or a Parquet folder")
+    """Fail fast on an input that is missing or of an unknown kind, before Spark starts."""
     if kind not in ("edges", "features"):
         raise InvalidInputError(f"kind must be 'edges' or 'features'; got {kind!r}")
+    job.check_input(path)
 
 
 def job_arguments(params: dict, run_id: str) -> dict:
