@@ -79,38 +79,42 @@ def _version() -> str:
     return __version__
 
 
-def plot_convergence(history: pd.DataFrame, path: Path) -> None:
-    """Exemplars and changed decisions per iteration."""
+def _figure(width: float, height: float):
+    """A matplotlib figure drawn off-screen (no display is needed on a cluster)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    return plt.subplots(figsize=(width, height), dpi=100)
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_convergence(history: pd.DataFrame, path: Path) -> None:
+    """Exemplars and changed decisions per iteration."""
+    fig, ax = _figure(8, 4.5)
     ax.plot(history["iteration"], history["exemplars"], label="exemplars", color="tab:blue")
     ax.plot(history["iteration"], history["changed"], label="points that changed their decision", color="tab:orange")
     ax.set_xlabel("iteration")
     ax.set_ylabel("points")
     ax.set_title("Affinity propagation: convergence")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_clusters(points: pd.DataFrame, path: Path) -> None:
     """Points coloured by cluster, exemplars marked; ``points`` has id, x, y, cluster, exemplar."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 7), dpi=100)
+    fig, ax = _figure(7, 7)
     ax.scatter(points["x"], points["y"], c=points["cluster"], cmap="tab20", s=12)
     exemplars = points[points["id"] == points["exemplar"]]
     ax.scatter(exemplars["x"], exemplars["y"], marker="*", s=250, c="black", label="exemplars")
     ax.set_title(f"Affinity propagation: {len(exemplars)} clusters")
     ax.legend(loc="best")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, path)

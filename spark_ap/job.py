@@ -198,7 +198,7 @@ def run(args: argparse.Namespace) -> Path:
         id_col = inp.get("idCol", "id")
         features, columns = feature_table(table, id_col)
         edges = edges_from_features(features, metric=inp["metric"]).localCheckpoint()
-        ap = AffinityPropagation(**conf["ap"])
+        edge_columns = {}  # edges_from_features writes src, dst, similarity
         if len(columns) == 2:
             points = table.select(
                 F.col(id_col).alias("id"), F.col(columns[0]).alias("x"), F.col(columns[1]).alias("y")
@@ -206,7 +206,7 @@ def run(args: argparse.Namespace) -> Path:
     else:
         edges = table
         edge_columns = {key: inp[key] for key in ("srcCol", "dstCol", "weightCol") if key in inp}
-        ap = AffinityPropagation(**conf["ap"], **edge_columns)
+    ap = AffinityPropagation(**conf["ap"], **edge_columns)
     built = time.time()
     result = ap.run(edges)
     clustered = time.time()
@@ -218,7 +218,7 @@ def run(args: argparse.Namespace) -> Path:
         points=points,
         timings={"read_and_graph": round(built - started, 3), "clustering": round(clustered - built, 3)},
     )
-    log.info("wrote %s: %d clusters, %d iterations", out, result.exemplars.count(), result.numIterations)
+    log.info("wrote %s after %d iterations (converged=%s)", out, result.numIterations, result.converged)
     return out
 
 

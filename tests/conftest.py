@@ -86,3 +86,22 @@ def labels_of(result, ids) -> np.ndarray:
 
 def exemplars_of(result) -> list:
     return sorted(row.exemplar for row in result.exemplars.collect())
+
+
+def assignment_rows(result) -> list[tuple]:
+    """The run's (id, cluster, exemplar) rows, sorted."""
+    return sorted(tuple(row) for row in result.assignments.collect())
+
+
+def written_rows(folder: Path) -> list[tuple]:
+    """The (id, cluster, exemplar) rows of a run folder's assignments.parquet, sorted."""
+    import pandas as pd
+
+    return sorted(pd.read_parquet(folder / "assignments.parquet").itertuples(index=False, name=None))
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a PNG file, failing if it is not one."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")

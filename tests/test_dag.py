@@ -10,7 +10,7 @@ from sklearn.datasets import make_blobs
 from spark_ap import AffinityPropagation, InvalidInputError, edges_from_features
 from spark_ap.job import main as job_main
 from spark_ap.pipeline import check_input, job_arguments, run_folder
-from tests.conftest import ROOT
+from tests.conftest import ROOT, assignment_rows, png_size, written_rows
 
 
 @pytest.fixture(scope="module")
@@ -60,16 +60,13 @@ def test_end_to_end_on_local_spark(dag, spark, tmp_path):
 
     features = spark.createDataFrame([(i, [float(v) for v in x]) for i, x in enumerate(X)], ["id", "features"])
     expected = AffinityPropagation(damping=0.6, preference="median").run(edges_from_features(features))
-    got = sorted(pd.read_parquet(folder / "assignments.parquet").itertuples(index=False, name=None))
-    assert got == sorted(tuple(r) for r in expected.assignments.collect())
+    assert written_rows(folder) == assignment_rows(expected)
 
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["clusters"] == expected.exemplars.count() > 1
     assert summary["iterations"] == expected.numIterations
-    for name, size in (("clusters.png", (700, 700)), ("convergence.png", (800, 450))):
-        data = (folder / name).read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n"
-        assert (int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")) == size
+    assert png_size(folder / "clusters.png") == (700, 700)
+    assert png_size(folder / "convergence.png") == (800, 450)
 
     # A retried cluster task finds the finished folder and leaves it as it is.
     before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}

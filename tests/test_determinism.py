@@ -5,6 +5,7 @@ import pytest
 from sklearn.datasets import make_blobs
 
 from spark_ap import AffinityPropagation, edges_from_matrix, similarity_matrix
+from tests.conftest import assignment_rows
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ def test_one_and_eight_shuffle_partitions_agree(spark, shuffle_partitions):
         result = AffinityPropagation(seed=3).run(edges)
         outcomes.append(
             (
-                sorted(tuple(r) for r in result.assignments.collect()),
+                assignment_rows(result),
                 result.numIterations,
                 [tuple(r) for r in result.history.itertuples(index=False)],
             )

@@ -9,14 +9,7 @@ from sklearn.datasets import make_blobs
 
 from spark_ap import AffinityPropagation, InvalidInputError, edges_from_matrix, similarity_matrix
 from spark_ap.export import export_run
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def png_size(path):
-    data = path.read_bytes()
-    assert data[:8] == PNG_MAGIC
-    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+from tests.conftest import assignment_rows, png_size, written_rows
 
 
 def test_run_folder(spark, tmp_path):
@@ -33,9 +26,7 @@ def test_run_folder(spark, tmp_path):
         "history.csv",
         "summary.json",
     ]
-    written = pd.read_parquet(out / "assignments.parquet")
-    expected = sorted(tuple(r) for r in result.assignments.collect())
-    assert sorted(written.itertuples(index=False, name=None)) == expected
+    assert written_rows(out) == assignment_rows(result)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["clusters"] == result.exemplars.count() == len(pd.read_csv(out / "exemplars.csv"))
     assert summary["iterations"] == result.numIterations == len(pd.read_csv(out / "history.csv"))

@@ -11,6 +11,7 @@ from sklearn.datasets import make_blobs
 
 from spark_ap import AffinityPropagation, edges_from_features, edges_from_matrix, similarity_matrix
 from spark_ap.job import parser, settings
+from tests.conftest import assignment_rows, written_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -18,10 +19,6 @@ BIN = Path(sys.executable).parent
 
 def run(command: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
-
-
-def library_rows(result) -> list[tuple]:
-    return sorted(tuple(r) for r in result.assignments.collect())
 
 
 def test_spark_ap_command_on_an_edge_csv(spark, tmp_path):
@@ -35,9 +32,8 @@ def test_spark_ap_command_on_an_edge_csv(spark, tmp_path):
         + ["--src-col", "a", "--dst-col", "b", "--weight-col", "sim", "--damping", "0.6", "--preference", "min"]
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    got = sorted(pd.read_parquet(out / "assignments.parquet").itertuples(index=False, name=None))
     expected = AffinityPropagation(srcCol="a", dstCol="b", weightCol="sim", damping=0.6, preference="min").run(edges)
-    assert got == library_rows(expected)
+    assert written_rows(out) == assignment_rows(expected)
     assert (out / "summary.json").exists() and (out / "convergence.png").exists()
 
 
@@ -60,10 +56,9 @@ def test_spark_submit_on_a_feature_csv(spark, tmp_path):
         ]
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    got = sorted(pd.read_parquet(out / "assignments.parquet").itertuples(index=False, name=None))
     features = spark.createDataFrame([(i, [float(v) for v in x]) for i, x in enumerate(X)], ["id", "features"])
     expected = AffinityPropagation().run(edges_from_features(features))
-    assert got == library_rows(expected)
+    assert written_rows(out) == assignment_rows(expected)
     assert (out / "clusters.png").stat().st_size > 10_000
 
 
