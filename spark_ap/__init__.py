@@ -16,6 +16,7 @@ from spark_ap.errors import (
     InvalidValueError,
     MissingColumnError,
     SparkAPError,
+    StateMismatchError,
 )
 from spark_ap.graph import edges_from_features, edges_from_matrix, similarity_matrix
 from spark_ap.session import spark_session
@@ -34,6 +35,7 @@ __all__ = [
     "InvalidValueError",
     "MissingColumnError",
     "SparkAPError",
+    "StateMismatchError",
     "edges_from_features",
     "edges_from_matrix",
     "similarity_matrix",

@@ -11,13 +11,14 @@ from pyspark import keyword_only
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasCheckpointInterval, HasMaxIter, HasSeed, HasWeightCol
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from spark_ap.errors import ColumnTypeError, ConvergenceWarning, InvalidParamError
 from spark_ap.lib import assign
 from spark_ap.lib.engine import Settings, initial_state, iterate, release
 from spark_ap.lib.preference import add_self_edges, check_preference
+from spark_ap.lib.state import StateStore
 from spark_ap.lib.validation import id_type, require_columns, validate_edges, validate_preferences
 
 log = logging.getLogger("spark_ap")
@@ -52,6 +53,9 @@ class AffinityPropagationResult:
         The value the ``preference`` param stood for on this graph.
     numVertices, numEdges : int
         Counted with self-edges, after adding the missing ones.
+    resumedFrom : int or None
+        The iteration whose saved state this run started from (see
+        ``stateDir``), or None when it started from the beginning.
     """
 
     assignments: DataFrame
@@ -64,6 +68,7 @@ class AffinityPropagationResult:
     preference: float
     numVertices: int
     numEdges: int
+    resumedFrom: int | None = None
     _state: DataFrame | None = field(default=None, repr=False)
 
     def unpersist(self) -> None:
@@ -113,6 +118,13 @@ class _AffinityPropagationParams(HasMaxIter, HasWeightCol, HasCheckpointInterval
         "'local': keep the state in executor storage only; 'reliable': also write it to the "
         "SparkContext checkpoint directory every checkpointInterval iterations; 'auto': "
         "reliable when a checkpoint directory is set, else local",
+        typeConverter=TypeConverters.toString,
+    )
+    stateDir = Param(
+        Params._dummy(),
+        "stateDir",
+        "directory (local path or URI) where the run saves its state every checkpointInterval "
+        "iterations, and from which a rerun with the same params and input resumes",
         typeConverter=TypeConverters.toString,
     )
     noise = Param(
@@ -167,6 +179,9 @@ class _AffinityPropagationParams(HasMaxIter, HasWeightCol, HasCheckpointInterval
     def getNoise(self) -> bool:
         return self.getOrDefault(self.noise)
 
+    def getStateDir(self) -> str | None:
+        return self.getOrDefault(self.stateDir) if self.isDefined(self.stateDir) else None
+
 
 class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, DefaultParamsWritable):
     """Affinity Propagation (Frey and Dueck, 2007) on a sparse similarity graph.
@@ -197,6 +212,15 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
     checkpointKind : {"auto", "local", "reliable"}, default "auto"
         "auto" writes those checkpoints when a checkpoint directory is set,
         "reliable" requires one, "local" never writes them.
+    stateDir : str, optional
+        Save the run's state here (Parquet and a small JSON file) before the
+        first iteration and every ``checkpointInterval`` iterations, in place of
+        the checkpoints above. A run that finds a save made with the same
+        params and the same input starts after it and ends with exactly the
+        uninterrupted result; a save of another run raises
+        :class:`~spark_ap.StateMismatchError`. An iteration whose Spark job fails
+        (an executor lost) is retried from the newest save. On a multi-machine
+        cluster it must be storage every executor can write (HDFS, S3, ...).
     noise : bool, default True
         scikit-learn's degeneracy noise, drawn per edge from ``seed``.
     seed : int, default 0
@@ -222,6 +246,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         preferenceCol: str = "preference",
         checkpointInterval: int = 10,
         checkpointKind: str = "auto",
+        stateDir: str | None = None,
         noise: bool = True,
         seed: int = 0,
     ) -> None:
@@ -243,6 +268,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         preferenceCol: str = "preference",
         checkpointInterval: int = 10,
         checkpointKind: str = "auto",
+        stateDir: str | None = None,
         noise: bool = True,
         seed: int = 0,
     ) -> AffinityPropagation:
@@ -289,6 +315,9 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
     def setCheckpointKind(self, value: str) -> AffinityPropagation:
         return self._setChecked(checkpointKind=value)
 
+    def setStateDir(self, value: str | None) -> AffinityPropagation:
+        return self._setChecked(stateDir=value)
+
     def setNoise(self, value: bool) -> AffinityPropagation:
         return self._setChecked(noise=value)
 
@@ -311,6 +340,8 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             raise InvalidParamError(
                 f"checkpointKind must be 'auto', 'local' or 'reliable'; got {self.getCheckpointKind()!r}"
             )
+        if self.getStateDir() and interval == -1:
+            raise InvalidParamError("stateDir needs checkpointInterval >= 1: the state is saved that often")
         check_preference(self.getPreference())
 
     def _settings(self) -> Settings:
@@ -362,7 +393,6 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         settings = self._settings()
         graph, preference = self._graph(edges, vertices)
         graph = graph.localCheckpoint(eager=True)
-        ids = graph.filter(F.col("src") == F.col("dst")).select(F.col("src").alias("id"))
         s = F.col("similarity")
         off = F.col("src") != F.col("dst")
         facts = graph.agg(
@@ -372,6 +402,9 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             F.max(F.when(off, s)).alias("s_max"),
             F.min(F.when(~off, s)).alias("p_min"),
             F.max(F.when(~off, s)).alias("p_max"),
+            # An order-independent fingerprint of the graph, preferences included:
+            # a saved state is resumed only on the graph it was computed from.
+            F.sum(F.xxhash64("src", "dst", "similarity").cast("decimal(20,0)")).alias("checksum"),
         ).first()
         log.info(
             "affinity propagation: %d vertices, %d edges (self-edges included), preference %s = %g",
@@ -382,6 +415,8 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         )
 
         history: list[tuple[int, int, int]] = []
+        resumed_from = None
+        self_edge = F.col("src") == F.col("dst")
         if facts["vertices"] == 1 or (
             facts["s_min"] is not None and facts["s_min"] == facts["s_max"] and facts["p_min"] == facts["p_max"]
         ):
@@ -392,15 +427,20 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
                 "All samples have mutually equal similarities; returning arbitrary cluster center(s).", stacklevel=2
             )
             state = initial_state(graph, settings).persist()
+            ids = state.filter(self_edge).select(F.col("src").alias("id"))
             if facts["vertices"] > 1 and facts["p_min"] <= facts["s_min"]:
                 exemplar_ids = ids.agg(F.min("id").alias("id"))
             else:
                 exemplar_ids = ids
             n_iter, converged = 0, True
         else:
-            outcome = iterate(graph, settings)
+            store = self._store(graph.sparkSession, facts, preference)
+            outcome = iterate(graph, settings, store)
             state, n_iter, converged, history = outcome.state, outcome.n_iter, outcome.converged, outcome.history
-            self_edge = F.col("src") == F.col("dst")
+            resumed_from = outcome.resumed_from
+            # From here on everything is read from the final state, which holds
+            # the graph too: with a state store it is on durable storage.
+            ids = state.filter(self_edge).select(F.col("src").alias("id"))
             # The intermediate tables have one row per vertex at most; checkpointing
             # them keeps the final plans short and each step computed once.
             decided = state.filter(self_edge & (F.col("r") + F.col("a") > 0)).select(F.col("src").alias("id"))
@@ -423,7 +463,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             net = None
         else:
             assignments = assign.label(state, ids, exemplar_ids).persist()
-            net = assign.net_similarity(graph, assignments)
+            net = assign.net_similarity(state, assignments)
         return AffinityPropagationResult(
             assignments=assignments,
             exemplars=assign.exemplar_table(assignments.filter(F.col("cluster") >= 0)),
@@ -435,8 +475,26 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             preference=preference,
             numVertices=int(facts["vertices"]),
             numEdges=int(facts["edges"]),
+            resumedFrom=resumed_from,
             _state=state,
         )
+
+    def _store(self, spark: SparkSession, facts: Row, preference: float) -> StateStore | None:
+        """The run's state store when ``stateDir`` is set; its identity is what a resume must match."""
+        path = self.getStateDir()
+        if not path:
+            return None
+        params = ("damping", "maxIter", "convergenceIter", "preference", "noise", "seed")
+        identity = {
+            "params": {name: self.getOrDefault(name) for name in params},
+            "input": {
+                "vertices": int(facts["vertices"]),
+                "edges": int(facts["edges"]),
+                "checksum": str(facts["checksum"]),
+                "preference_value": preference,
+            },
+        }
+        return StateStore(spark, path, identity)
 
     def assignClusters(self, edges: DataFrame, vertices: DataFrame | None = None) -> DataFrame:
         """Cluster the graph and return ``id, cluster, exemplar``; see :meth:`run`."""

@@ -39,5 +39,9 @@ class EmptyInputError(InvalidInputError):
     """The input has no rows."""
 
 
+class StateMismatchError(SparkAPError):
+    """A saved state belongs to another run (other params or another input) and cannot be resumed."""
+
+
 class ConvergenceWarning(UserWarning):
     """The run stopped at maxIter before the exemplar decisions settled."""

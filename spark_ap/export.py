@@ -1,13 +1,16 @@
 """Write a finished run to a folder: tables, a summary and plots.
 
-The folder is assembled under a temporary name beside its destination and
-renamed into place at the end, so a reader never sees a half-written run.
+The files are assembled in a hidden staging folder and moved into place at the
+end, ``summary.json`` last: a run folder is finished exactly when it has a
+summary. Before that it may hold the run's saved state (``state/``), from which
+a rerun resumes.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -17,6 +20,35 @@ import pyspark
 
 from spark_ap.clustering import AffinityPropagationResult
 from spark_ap.errors import InvalidInputError
+
+STATE = "state"
+
+
+def output_status(path: str | os.PathLike) -> str:
+    """What the run folder ``path`` holds: ``"absent"``, ``"finished"`` or ``"unfinished"``.
+
+    Unfinished means it exists without a summary and holds nothing but a
+    saved state and hidden staging folders, i.e. an interrupted run.
+
+    Raises
+    ------
+    InvalidInputError
+        The folder holds files that no spark-ap run wrote.
+    """
+    folder = Path(path)
+    if not folder.exists():
+        return "absent"
+    if not folder.is_dir():
+        raise InvalidInputError(f"The output {folder} is a file, not a run folder.")
+    if (folder / "summary.json").is_file():
+        return "finished"
+    foreign = sorted(p.name for p in folder.iterdir() if p.name != STATE and not p.name.startswith("."))
+    if foreign:
+        raise InvalidInputError(
+            f"The output folder {folder} holds {len(foreign)} file(s) that are not from a spark-ap run, "
+            f"for example {foreign[0]!r}; choose a new folder for each run."
+        )
+    return "unfinished"
 
 
 def export_run(
@@ -29,6 +61,9 @@ def export_run(
 ) -> Path:
     """Write ``result`` to the local folder ``path`` and return it.
 
+    ``path`` must not exist yet, or hold only an unfinished run (see
+    :func:`output_status`).
+
     Writes ``assignments.parquet`` (id, cluster, exemplar), ``exemplars.csv``
     (cluster, exemplar, size), ``history.csv``, ``summary.json``,
     ``convergence.png`` and, when ``points`` holds 2-D coordinates
@@ -37,13 +72,13 @@ def export_run(
     Raises
     ------
     InvalidInputError
-        ``path`` already exists: runs are never overwritten.
+        ``path`` holds a finished run or other files: runs are never overwritten.
     """
     final = Path(path)
-    if final.exists():
-        raise InvalidInputError(f"The output folder {final} already exists; choose a new one for each run.")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    if output_status(final) == "finished":
+        raise InvalidInputError(f"The output folder {final} already holds a finished run; choose a new one.")
+    final.mkdir(parents=True, exist_ok=True)
+    staging = final / f".staging-{uuid.uuid4().hex[:8]}"
     try:
         staging.mkdir()
         assignments = result.assignments.orderBy("id").toPandas()
@@ -52,7 +87,7 @@ def export_run(
         exemplars.to_csv(staging / "exemplars.csv", index=False)
         result.history.to_csv(staging / "history.csv", index=False)
         summary = {
-            "params": params or {},
+            "params": redact(params or {}),
             "preference_value": result.preference,
             "points": result.numVertices,
             "edges": result.numEdges,
@@ -60,6 +95,7 @@ def export_run(
             "iterations": result.numIterations,
             "converged": result.converged,
             "net_similarity": result.netSimilarity,
+            "resumed_from_iteration": result.resumedFrom,
             "timings_seconds": timings or {},
             "versions": {"spark_ap": _version(), "pyspark": pyspark.__version__},
         }
@@ -67,10 +103,29 @@ def export_run(
         plot_convergence(result.history, staging / "convergence.png")
         if points is not None:
             plot_clusters(points.merge(assignments, on="id"), staging / "clusters.png")
-        os.replace(staging, final)
+        # The summary goes last: its presence is what marks the run finished.
+        for name in sorted(p.name for p in staging.iterdir() if p.name != "summary.json"):
+            os.replace(staging / name, final / name)
+        os.replace(staging / "summary.json", final / "summary.json")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final
+
+
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+_SECRET_KEY = re.compile(r"password|secret|token|credential|access.?key", re.IGNORECASE)
+
+
+def redact(params: dict) -> dict:
+    """``params`` fit for a summary or a log: no passwords in URIs, no values of secret-looking keys."""
+    out = {}
+    for key, value in params.items():
+        if _SECRET_KEY.search(str(key)):
+            value = "***"
+        elif isinstance(value, str):
+            value = _USERINFO.sub("***@", value)
+        out[key] = value
+    return out
 
 
 def _version() -> str:

@@ -7,6 +7,7 @@ Installed as the ``spark-ap`` command; under ``spark-submit`` run
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -20,8 +21,9 @@ from pyspark.sql import types as T
 
 from spark_ap.clustering import AffinityPropagation
 from spark_ap.errors import InvalidInputError, InvalidParamError, SparkAPError
-from spark_ap.export import export_run
+from spark_ap.export import STATE, export_run, output_status, redact
 from spark_ap.graph import METRICS, edges_from_features
+from spark_ap.lib.state import StateStore
 from spark_ap.session import spark_session
 
 log = logging.getLogger("spark_ap")
@@ -61,7 +63,12 @@ def parser() -> argparse.ArgumentParser:
         "cluster it, and write a run folder (assignments, exemplars, summary, history, plots).",
     )
     p.add_argument("--input", required=True, help="edge or feature table: a Parquet or CSV file or folder")
-    p.add_argument("--output", required=True, help="run folder to create; it must not exist yet")
+    p.add_argument(
+        "--output",
+        required=True,
+        help="run folder to write; it must not exist yet, or hold an interrupted run of the same input and params, "
+        "which is then resumed",
+    )
     p.add_argument("--format", choices=("parquet", "csv"), help="input format (default: from the file suffix)")
     p.add_argument("--config", help="YAML settings file (see conf/spark-ap.yaml); options given here win")
     p.add_argument("--kind", choices=("edges", "features"), help="the input holds edges or feature vectors")
@@ -73,7 +80,21 @@ def parser() -> argparse.ArgumentParser:
     for name, kind in AP_OPTIONS.items():
         p.add_argument(_flag(name), dest=name, type=kind, help=f"AffinityPropagation {name}")
     p.add_argument("--no-noise", dest="noise", action="store_false", default=None, help="turn the degeneracy noise off")
-    p.add_argument("--checkpoint-dir", help="directory for reliable checkpoints every checkpointInterval iterations")
+    p.add_argument(
+        "--state-dir",
+        help="where the run saves its state every checkpointInterval iterations (default: OUTPUT/state; "
+        "on a multi-machine cluster give storage every executor can write, e.g. hdfs://...)",
+    )
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard a saved state instead of resuming from it (needed when the input or params changed)",
+    )
+    p.add_argument(
+        "--checkpoint-dir",
+        help="Spark checkpoint directory; used for reliable checkpoints only when the state is not saved "
+        "(--checkpoint-interval -1 turns the saves off)",
+    )
     p.add_argument("--master", help="Spark master URL when not run by spark-submit (default local[*])")
     p.add_argument(
         "--skip-existing",
@@ -131,17 +152,44 @@ def check_input(path: str, fmt: str | None = None) -> None:
         )
 
 
-def check_paths(args: argparse.Namespace) -> bool:
-    """Refuse a bad input or an existing output before starting Spark.
+# Params that change how a run works, not what it computes: a rerun may change them.
+OPERATIONAL = ("checkpointInterval", "checkpointKind", "stateDir")
 
-    Returns True when ``--skip-existing`` is given and the output folder holds a
-    finished run (run folders appear only once complete).
+
+def edge_columns(conf: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """srcCol, dstCol, weightCol as configured for an edge input (a feature input makes src, dst, similarity)."""
+    inp = conf["input"]
+    if inp["kind"] == "features":
+        return {}
+    return {key: inp[key] for key in ("srcCol", "dstCol", "weightCol") if key in inp}
+
+
+def run_params(conf: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    """What the summary records as the run's params: every AP param, the input, its kind and metric."""
+    ap = AffinityPropagation(**conf["ap"], **edge_columns(conf))
+    params = {p.name: ap.getOrDefault(p) for p in ap.params if ap.isDefined(p) and p.name not in OPERATIONAL}
+    inp = conf["input"]
+    return {**params, "input": args.input, "kind": inp["kind"], "metric": inp["metric"]}
+
+
+def check_paths(args: argparse.Namespace, params: dict[str, Any]) -> bool:
+    """Refuse a bad input, or an output folder that holds another run, before starting Spark.
+
+    Returns True when ``--skip-existing`` is given and the output folder holds
+    this very run, finished (same params and input), so there is nothing to do.
     """
     check_input(args.input, args.format)
-    if Path(args.output).exists():
-        if args.skip_existing and (Path(args.output) / "summary.json").is_file():
+    status = output_status(args.output)
+    if status == "finished":
+        if not args.skip_existing:
+            raise InvalidInputError(f"The output folder {args.output} already holds a finished run; choose a new one")
+        done = json.loads((Path(args.output) / "summary.json").read_text()).get("params", {})
+        if {k: v for k, v in done.items() if k not in OPERATIONAL} == redact(params):
             return True
-        raise InvalidInputError(f"The output folder {args.output} already exists; runs are never overwritten")
+        raise InvalidInputError(
+            f"The output folder {args.output} already holds another run (other params or input); "
+            "runs are never overwritten"
+        )
     return False
 
 
@@ -149,7 +197,12 @@ def read_table(spark: SparkSession, path: str, fmt: str | None) -> DataFrame:
     """A Parquet or CSV table; CSV with a header row and inferred column types."""
     fmt = fmt or ("csv" if path.endswith(".csv") else "parquet")
     reader = spark.read.option("header", True).option("inferSchema", True) if fmt == "csv" else spark.read
-    return reader.format(fmt).load(path)
+    try:
+        # Loading infers the schema, which reads the files: an unreadable input fails here.
+        return reader.format(fmt).load(path)
+    except Exception as error:  # the JVM's reason, whatever its class, is in the message
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InvalidInputError(f"Could not read the input {path} as {fmt}: {reason}") from error
 
 
 def feature_table(table: DataFrame, id_col: str) -> tuple[DataFrame, list[str]]:
@@ -184,12 +237,19 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> Path:
     """Read, build or validate the graph, cluster, and write the run folder; return its path."""
     conf = settings(args)
-    if check_paths(args):
-        log.info("%s already holds a finished run; nothing to do", args.output)
+    params = run_params(conf, args)
+    if check_paths(args, params):
+        log.info("%s already holds this run, finished; nothing to do", args.output)
         return Path(args.output)
     spark = spark_session(master=args.master, **{k: str(v) for k, v in conf["spark"].items()})
     if args.checkpoint_dir:
         spark.sparkContext.setCheckpointDir(args.checkpoint_dir)
+    # The default sits in the run folder on the driver's local disk, which
+    # executors on other machines cannot see: clusters pass --state-dir.
+    state_dir = args.state_dir or conf["ap"].pop("stateDir", None) or (Path(args.output).resolve() / STATE).as_uri()
+    store = StateStore(spark, state_dir, identity={})
+    if args.restart:
+        store.clear()
     inp = conf["input"]
     started = time.time()
     table = read_table(spark, args.input, args.format)
@@ -198,26 +258,25 @@ def run(args: argparse.Namespace) -> Path:
         id_col = inp.get("idCol", "id")
         features, columns = feature_table(table, id_col)
         edges = edges_from_features(features, metric=inp["metric"]).localCheckpoint()
-        edge_columns = {}  # edges_from_features writes src, dst, similarity
         if len(columns) == 2:
             points = table.select(
                 F.col(id_col).alias("id"), F.col(columns[0]).alias("x"), F.col(columns[1]).alias("y")
             ).toPandas()
     else:
         edges = table
-        edge_columns = {key: inp[key] for key in ("srcCol", "dstCol", "weightCol") if key in inp}
-    ap = AffinityPropagation(**conf["ap"], **edge_columns)
+    saving = int(conf["ap"].get("checkpointInterval", 10)) > 0
+    ap = AffinityPropagation(**conf["ap"], **edge_columns(conf), stateDir=state_dir if saving else None)
     built = time.time()
     result = ap.run(edges)
     clustered = time.time()
-    params = {p.name: ap.getOrDefault(p) for p in ap.params}
     out = export_run(
         result,
         args.output,
-        params={**params, "input": args.input, "kind": inp["kind"], "metric": inp["metric"]},
+        params=params,
         points=points,
         timings={"read_and_graph": round(built - started, 3), "clustering": round(clustered - built, 3)},
     )
+    store.clear()  # the run is finished: its saves are no longer needed
     log.info("wrote %s after %d iterations (converged=%s)", out, result.numIterations, result.converged)
     return out
 

@@ -33,8 +33,20 @@ def test_run_folder(spark, tmp_path):
     assert summary["points"] == 40 and summary["converged"] is True
     assert png_size(out / "clusters.png") == (700, 700)
     assert png_size(out / "convergence.png") == (800, 450)
-    # Only the finished folder is left beside it.
+    # Nothing is left beside it, and no staging folder inside it.
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
-    with pytest.raises(InvalidInputError, match="already exists"):
+    with pytest.raises(InvalidInputError, match="already holds a finished run"):
         export_run(result, out)
+
+
+def test_summary_holds_no_credentials(spark, tmp_path):
+    result = AffinityPropagation().run(
+        edges_from_matrix(spark, -np.abs(np.subtract.outer(np.arange(3.0), np.arange(3))))
+    )
+    params = {"input": "s3a://AKIAEXAMPLE:wJalrXUtnFEMI%2FK7MDENG@bucket/edges.parquet", "spark.password": "hunter2"}
+    out = export_run(result, tmp_path / "run", params=params)
+    text = (out / "summary.json").read_text()
+    assert "wJalrXUtnFEMI" not in text and "AKIAEXAMPLE" not in text and "hunter2" not in text
+    assert json.loads(text)["params"]["input"] == "s3a://***@bucket/edges.parquet"

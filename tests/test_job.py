@@ -73,15 +73,43 @@ def test_settings_layer_defaults_file_and_command_line(tmp_path):
     assert settings(numbers)["ap"]["preference"] == -12.5
 
 
+def test_a_missing_input_fails_before_spark_starts(tmp_path):
+    done = run([str(BIN / "spark-ap"), "--input", "/nonexistent/edges.csv", "--output", str(tmp_path / "run")])
+    assert done.returncode == 2
+    assert "spark-ap: error: The input /nonexistent/edges.csv does not exist" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()
+
+
+def _garbage_parquet(tmp_path: Path) -> Path:
+    path = tmp_path / "edges.parquet"
+    path.write_bytes(b"this is not parquet")
+    return path
+
+
+def _edges_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "edges.csv"
+    path.write_text("src,dst,similarity\n0,1,-1.0\n1,0,-1.0\n")
+    return path
+
+
 @pytest.mark.parametrize(
-    "extra, message",
+    "make_input, output_holds, message",
     [
-        (["--input", "/nonexistent/edges.csv", "--output", "{tmp}/run"], "does not exist"),
-        (["--input", "{tmp}", "--output", "{tmp}"], "already exists"),
+        (_garbage_parquet, None, "Could not read the input"),
+        (_edges_csv, {"notes.txt": "mine"}, "1 file(s) that are not from a spark-ap run, for example 'notes.txt'"),
+        (_edges_csv, {"summary.json": "{}"}, "already holds a finished run"),
     ],
 )
-def test_bad_paths_fail_with_a_clear_message(tmp_path, extra, message):
-    done = run([str(BIN / "spark-ap"), "--master", "local[1]"] + [a.format(tmp=tmp_path) for a in extra])
-    assert done.returncode != 0
-    assert "spark-ap: error: " in done.stderr and message in done.stderr
-    assert "Traceback" not in done.stderr
+def test_bad_paths_fail_with_a_clear_message(spark, tmp_path, capsys, make_input, output_holds, message):
+    # In-process, on the suite's Spark session: the job's checks are the same code.
+    from spark_ap.job import main
+
+    out = tmp_path / "run"
+    for name, text in (output_holds or {}).items():
+        out.mkdir(exist_ok=True)
+        (out / name).write_text(text)
+    before = sorted(p.name for p in out.iterdir()) if out.exists() else None
+    assert main(["--input", str(make_input(tmp_path)), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("spark-ap: error: ") and message in err, err
+    assert (sorted(p.name for p in out.iterdir()) if out.exists() else None) == before

@@ -28,15 +28,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from spark_ap.errors import InvalidParamError
 from spark_ap.lib.noise import with_noise
+from spark_ap.lib.state import Saved, StateStore
 
 log = logging.getLogger("spark_ap")
 
 INF = float("inf")
+# How many failed iterations a run with a state store retries from its newest save.
+RECOVERIES = 3
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class Outcome:
     n_iter: int
     converged: bool
     history: list[tuple[int, int, int]] = field(default_factory=list)
+    resumed_from: int | None = None
 
 
 def initial_state(graph: DataFrame, settings: Settings) -> DataFrame:
@@ -172,46 +177,92 @@ def reliable_checkpoints(spark: SparkSession, settings: Settings) -> bool:
     return settings.checkpoint_kind != "local" and has_dir and settings.checkpoint_interval > 0
 
 
-def iterate(graph: DataFrame, settings: Settings) -> Outcome:
+def _stats(state: DataFrame) -> dict:
+    """Exemplars, changed decisions and the shortest run of unchanged decisions, over the vertices."""
+    row = (
+        state.filter(F.col("src") == F.col("dst"))
+        .agg(
+            F.sum(F.col("e").cast("long")).alias("exemplars"),
+            F.sum(F.col("changed").cast("long")).alias("changed"),
+            F.min("run").alias("min_run"),
+        )
+        .first()
+    )
+    return {key: int(row[key]) for key in ("exemplars", "changed", "min_run")}
+
+
+def _converged(t: int, stats: dict | None, settings: Settings) -> bool:
+    """scikit-learn's test: more than ``convergence_iter`` iterations, no decision changed in
+    the last ``convergence_iter`` of them, and at least one exemplar."""
+    return (
+        stats is not None
+        and t > settings.convergence_iter
+        and stats["min_run"] >= settings.convergence_iter
+        and stats["exemplars"] > 0
+    )
+
+
+def iterate(graph: DataFrame, settings: Settings, store: StateStore | None = None) -> Outcome:
     """Run the loop until scikit-learn's convergence test passes or ``max_iter`` is reached.
 
-    Converged means: after more than ``convergence_iter`` iterations, no vertex
-    has changed its exemplar decision in the last ``convergence_iter`` of them,
-    and there is at least one exemplar.
+    With a ``store``, the state is saved there before the first iteration and
+    every ``checkpoint_interval`` iterations; a run that finds a save of its
+    own starts after it, and a Spark job that fails mid-run (an executor lost
+    with the local checkpoints it held) is retried from the newest save, up to
+    :data:`RECOVERIES` times. The saves are exact, so either way the result is
+    the uninterrupted run's.
     """
     spark = graph.sparkSession
     sc = spark.sparkContext
-    durable = reliable_checkpoints(spark, settings)
-    state = _materialize(initial_state(graph, settings))
-    history: list[tuple[int, int, int]] = []
-    converged = False
-    t = 0
+    durable = store is None and reliable_checkpoints(spark, settings)
+    saved = store.load() if store is not None else None
+    resumed_from = None if saved is None else saved.iteration
+    if saved is None:
+        state = _materialize(initial_state(graph, settings))
+        if store is not None:
+            local, state = state, store.save(0, [], None, state)
+            release(local)
+        saved = Saved(0, [], None, state)
+    else:
+        log.info("resuming from the state of iteration %d saved in %s", saved.iteration, store.path)
+    t, history, stats, state = saved.iteration, list(saved.history), saved.last, saved.state
+    recoveries = 0
     try:
-        for t in range(1, settings.max_iter + 1):
-            sc.setJobDescription(f"affinity propagation: iteration {t}/{settings.max_iter}")
-            new = _materialize(step(state, settings.damping))
-            if durable and t % settings.checkpoint_interval == 0:
-                new = _save(new)
-            stats = (
-                new.filter(F.col("src") == F.col("dst"))
-                .agg(
-                    F.sum(F.col("e").cast("long")).alias("exemplars"),
-                    F.sum(F.col("changed").cast("long")).alias("changed"),
-                    F.min("run").alias("min_run"),
+        while not _converged(t, stats, settings) and t < settings.max_iter:
+            sc.setJobDescription(f"affinity propagation: iteration {t + 1}/{settings.max_iter}")
+            try:
+                new = _materialize(step(state, settings.damping))
+                new_stats = _stats(new)
+                row = (t + 1, new_stats["exemplars"], new_stats["changed"])
+                due = settings.checkpoint_interval > 0 and (t + 1) % settings.checkpoint_interval == 0
+                if store is not None and due:
+                    local, new = new, store.save(t + 1, [*history, row], new_stats, new)
+                    release(local)
+                elif durable and due:
+                    new = _save(new)
+            except AnalysisException:
+                raise  # a wrong plan fails the same way every time
+            except Exception as error:
+                # Anything else is a failed Spark job, most often an executor lost
+                # together with the local checkpoints it held: the save is intact.
+                if store is None or recoveries >= RECOVERIES:
+                    raise
+                recoveries += 1
+                back = store.load()
+                log.warning(
+                    "iteration %d failed (%s); retrying from the state of iteration %d (recovery %d of %d)",
+                    t + 1,
+                    str(error).splitlines()[0][:300],
+                    back.iteration,
+                    recoveries,
+                    RECOVERIES,
                 )
-                .first()
-            )
+                t, history, stats, state = back.iteration, list(back.history), back.last, back.state
+                continue
             release(state)
-            state = new
-            history.append((t, int(stats["exemplars"]), int(stats["changed"])))
-            log.info("iteration %d/%d: %d exemplars, %d changed", t, settings.max_iter, *history[-1][1:])
-            if (
-                t > settings.convergence_iter
-                and stats["min_run"] >= settings.convergence_iter
-                and stats["exemplars"] > 0
-            ):
-                converged = True
-                break
+            t, stats, state = t + 1, new_stats, new
+            history.append(row)
+            log.info("iteration %d/%d: %d exemplars, %d changed", t, settings.max_iter, *row[1:])
     finally:
         sc.setJobDescription(None)
-    return Outcome(state, t, converged, history)
+    return Outcome(state, t, _converged(t, stats, settings), history, resumed_from)

@@ -1,0 +1,156 @@
+"""Durable saves of the edge state, so that a killed run resumes where it stopped.
+
+A save is a folder ``iteration-000040`` in the state directory: the edge state
+as Parquet plus ``_spark_ap_state.json`` with the iteration number, the history
+so far, the last iteration's convergence counts and the run's identity (its
+params and a fingerprint of its input graph). It is written under a temporary
+name and renamed when complete, so a kill at any moment leaves either the
+previous save or the new one, never half of one. Only the newest save is kept.
+
+Everything goes through Hadoop's FileSystem API, so the directory may be local
+(for ``local[*]`` or a one-machine cluster) or on HDFS, S3 and the like (needed
+when executors on several machines write the Parquet files).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+
+from spark_ap.errors import StateMismatchError
+
+log = logging.getLogger("spark_ap")
+
+META = "_spark_ap_state.json"
+_SAVE = re.compile(r"iteration-(\d{6,})")
+
+
+@dataclass
+class Saved:
+    """One save read back: the state after ``iteration`` and what led there."""
+
+    iteration: int
+    history: list[tuple[int, int, int]]
+    last: dict | None  # exemplars, changed and min_run of that iteration; None before the first
+    state: DataFrame
+
+
+class StateStore:
+    """The saves of one run in ``path``.
+
+    Parameters
+    ----------
+    spark : SparkSession
+    path : str
+        A directory URI or local path; created on the first save.
+    identity : dict
+        What makes two runs the same run (params and input fingerprint),
+        JSON-serialisable. A save made under another identity is refused.
+    """
+
+    def __init__(self, spark: SparkSession, path: str, identity: dict) -> None:
+        self.spark = spark
+        self.path = path.rstrip("/")
+        self.identity = json.loads(json.dumps(identity))  # as it will read back from JSON
+        jvm = spark.sparkContext._jvm
+        self._Path = jvm.org.apache.hadoop.fs.Path
+        self._io = jvm.org.apache.commons.io.IOUtils
+        self._root = self._Path(self.path)
+        self._fs = self._root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+
+    def _uri(self, name: str) -> str:
+        return f"{self.path}/{name}"
+
+    def _saves(self) -> list[tuple[int, str]]:
+        """(iteration, folder name) of the complete saves, oldest first."""
+        if not self._fs.exists(self._root):
+            return []
+        found = []
+        for status in self._fs.listStatus(self._root):
+            name = status.getPath().getName()
+            match = _SAVE.fullmatch(name)
+            if match and self._fs.exists(self._Path(self._uri(name), META)):
+                found.append((int(match.group(1)), name))
+        return sorted(found)
+
+    def _meta(self, name: str) -> dict:
+        stream = self._fs.open(self._Path(self._uri(name), META))
+        try:
+            return json.loads(self._io.toString(stream, "UTF-8"))
+        finally:
+            stream.close()
+
+    def check(self) -> int | None:
+        """The iteration of the newest save, or None; raise if it belongs to another run.
+
+        Raises
+        ------
+        StateMismatchError
+            The newest save was made with other params or another input.
+        """
+        saves = self._saves()
+        if not saves:
+            return None
+        iteration, name = saves[-1]
+        saved = self._meta(name)["identity"]
+        if saved != self.identity:
+            raise StateMismatchError(
+                f"The state in {self.path} (saved at iteration {iteration}) belongs to another run: "
+                f"{_differences(saved, self.identity)}. Delete that folder, point the run at another "
+                "one, or start fresh (spark-ap --restart)."
+            )
+        return iteration
+
+    def load(self) -> Saved | None:
+        """The newest save of this run, or None when there is none."""
+        if self.check() is None:
+            return None
+        _, name = self._saves()[-1]
+        meta = self._meta(name)
+        return Saved(
+            iteration=meta["iteration"],
+            history=[tuple(row) for row in meta["history"]],
+            last=meta["last"],
+            state=self.spark.read.parquet(self._uri(name)),
+        )
+
+    def save(self, iteration: int, history: list, last: dict | None, state: DataFrame) -> DataFrame:
+        """Write ``state`` as the save of ``iteration``, drop older saves, and return it read back from disk."""
+        name = f"iteration-{iteration:06d}"
+        staging = self._uri(f"_tmp-{name}")
+        self._fs.delete(self._Path(staging), True)  # the leftovers of a killed save
+        state.write.parquet(staging)
+        meta = {"iteration": iteration, "history": history, "last": last, "identity": self.identity}
+        stream = self._fs.create(self._Path(staging, META), True)
+        try:
+            stream.write(bytearray(json.dumps(meta, indent=1).encode()))
+        finally:
+            stream.close()
+        if not self._fs.rename(self._Path(staging), self._Path(self._uri(name))):
+            raise OSError(f"Could not rename {staging} to {self._uri(name)}")
+        for _, older in self._saves()[:-1]:
+            self._fs.delete(self._Path(self._uri(older)), True)
+        log.info("saved the state of iteration %d in %s", iteration, self._uri(name))
+        return self.spark.read.parquet(self._uri(name))
+
+    def clear(self) -> None:
+        """Delete the state directory and every save in it."""
+        self._fs.delete(self._root, True)
+
+
+def _differences(saved: dict, now: dict, prefix: str = "") -> str:
+    """'damping 0.9 then, 0.7 now; ...' for every leaf that differs."""
+    out = []
+    for key in sorted(set(saved) | set(now)):
+        a, b = saved.get(key), now.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            inner = _differences(a, b, f"{prefix}{key}.")
+            if inner:
+                out.append(inner)
+        elif a != b:
+            out.append(f"{prefix}{key} {a!r} then, {b!r} now")
+    return "; ".join(out)
