@@ -105,3 +105,23 @@ def png_size(path: Path) -> tuple[int, int]:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def saves(folder: Path) -> list[int]:
+    """Iterations of the complete state saves in ``folder`` (see spark_ap.lib.state)."""
+    if not folder.is_dir():
+        return []
+    done = [p for p in folder.glob("iteration-*") if (p / "_spark_ap_state.json").exists()]
+    return sorted(int(p.name.split("-")[1]) for p in done)
+
+
+def wait_for_save(folder: Path, iteration: int, process=None, timeout: float = 300) -> None:
+    """Block until ``folder`` holds a save of ``iteration`` or later, failing if ``process`` ends first."""
+    import time
+
+    deadline = time.time() + timeout
+    while not [i for i in saves(folder) if i >= iteration]:
+        if process is not None:
+            assert process.poll() is None, f"the job ended ({process.returncode}) before iteration {iteration}"
+        assert time.time() < deadline, f"no save of iteration {iteration} in {folder} within {timeout} s"
+        time.sleep(0.1)

@@ -15,11 +15,11 @@ def shuffle_partitions(spark):
     spark.conf.set("spark.sql.shuffle.partitions", before)
 
 
-def test_one_and_eight_shuffle_partitions_agree(spark, shuffle_partitions):
+def test_one_and_sixteen_shuffle_partitions_agree(spark, shuffle_partitions):
     X, _ = make_blobs(70, centers=4, random_state=2)
     S = similarity_matrix(X)
     outcomes = []
-    for n in (1, 8):
+    for n in (1, 16):
         shuffle_partitions(n)
         edges = edges_from_matrix(spark, S).repartition(n)
         result = AffinityPropagation(seed=3).run(edges)

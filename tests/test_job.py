@@ -28,7 +28,8 @@ def test_spark_ap_command_on_an_edge_csv(spark, tmp_path):
     edges.toPandas().to_csv(csv, index=False)
     out = tmp_path / "run"
     done = run(
-        [str(BIN / "spark-ap"), "--input", str(csv), "--output", str(out), "--master", "local[2]"]
+        # One core here, two in the suite's session: the same clusters.
+        [str(BIN / "spark-ap"), "--input", str(csv), "--output", str(out), "--master", "local[1]"]
         + ["--src-col", "a", "--dst-col", "b", "--weight-col", "sim", "--damping", "0.6", "--preference", "min"]
     )
     assert done.returncode == 0, done.stderr[-3000:]

@@ -177,6 +177,13 @@ def reliable_checkpoints(spark: SparkSession, settings: Settings) -> bool:
     return settings.checkpoint_kind != "local" and has_dir and settings.checkpoint_interval > 0
 
 
+def _reason(error: Exception) -> str:
+    """The first line of the JVM's message when there is one, else of Python's."""
+    java = getattr(error, "java_exception", None)  # a Py4JJavaError's own message only names the call
+    text = (java.toString() if java is not None else str(error)).strip() or type(error).__name__
+    return text.splitlines()[0][:300]
+
+
 def _stats(state: DataFrame) -> dict:
     """Exemplars, changed decisions and the shortest run of unchanged decisions, over the vertices."""
     row = (
@@ -252,7 +259,7 @@ def iterate(graph: DataFrame, settings: Settings, store: StateStore | None = Non
                 log.warning(
                     "iteration %d failed (%s); retrying from the state of iteration %d (recovery %d of %d)",
                     t + 1,
-                    str(error).splitlines()[0][:300],
+                    _reason(error),
                     back.iteration,
                     recoveries,
                     RECOVERIES,

@@ -1,0 +1,126 @@
+"""A run saves its state and resumes from it with exactly the uninterrupted result."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sklearn.datasets import make_blobs
+
+from spark_ap import AffinityPropagation, InvalidParamError, StateMismatchError, edges_from_matrix, similarity_matrix
+from spark_ap.job import main
+from tests.conftest import assignment_rows, saves, wait_for_save, written_rows
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+PARAMS = dict(damping=0.9, convergenceIter=15, seed=4)
+
+
+def outcome(result) -> tuple:
+    """Everything a run decides: assignments, iterations, history and the final messages."""
+    return (
+        assignment_rows(result),
+        result.numIterations,
+        result.converged,
+        [tuple(row) for row in result.history.itertuples(index=False)],
+        sorted(tuple(row) for row in result.messages.collect()),
+    )
+
+
+@pytest.fixture(scope="module")
+def blobs(spark):
+    X, _ = make_blobs(36, centers=3, random_state=5)
+    return edges_from_matrix(spark, similarity_matrix(X)).cache()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(blobs):
+    """The run without any state saved: the oracle of every resumed run."""
+    return AffinityPropagation(**PARAMS).run(blobs)
+
+
+def test_a_rerun_resumes_from_the_newest_save(blobs, uninterrupted, tmp_path):
+    first = AffinityPropagation(**PARAMS, stateDir=str(tmp_path), checkpointInterval=4).run(blobs)
+    assert first.resumedFrom is None
+    assert outcome(first) == outcome(uninterrupted)
+    # Only the newest save is kept: the last multiple of 4.
+    last = uninterrupted.numIterations // 4 * 4
+    assert saves(tmp_path) == [last] and 0 < last < uninterrupted.numIterations
+
+    again = AffinityPropagation(**PARAMS, stateDir=str(tmp_path), checkpointInterval=4).run(blobs)
+    assert again.resumedFrom == last
+    assert outcome(again) == outcome(uninterrupted)
+
+
+def test_a_save_of_the_last_iteration_resumes_to_the_same_end(blobs, uninterrupted, tmp_path):
+    AffinityPropagation(**PARAMS, stateDir=str(tmp_path), checkpointInterval=1).run(blobs)
+    assert saves(tmp_path) == [uninterrupted.numIterations]
+    again = AffinityPropagation(**PARAMS, stateDir=str(tmp_path), checkpointInterval=3).run(blobs)
+    assert again.resumedFrom == uninterrupted.numIterations
+    assert outcome(again) == outcome(uninterrupted)
+
+
+@pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")  # the 3-iteration run
+def test_a_save_of_another_run_is_refused(spark, blobs, tmp_path):
+    AffinityPropagation(**PARAMS, stateDir=str(tmp_path), maxIter=3, checkpointInterval=2).run(blobs)
+    with pytest.raises(StateMismatchError, match=r"params\.damping 0\.9 then, 0\.8 now"):
+        AffinityPropagation(**{**PARAMS, "damping": 0.8}, stateDir=str(tmp_path), maxIter=3).run(blobs)
+    changed = blobs.withColumn("similarity", blobs["similarity"] - (blobs["src"] == 7).cast("double"))
+    with pytest.raises(StateMismatchError, match=r"input\.checksum"):
+        AffinityPropagation(**PARAMS, stateDir=str(tmp_path), maxIter=3).run(changed)
+    assert saves(tmp_path) == [2]  # refused without touching the save
+
+
+def test_a_killed_spark_submit_job_resumes_to_the_uninterrupted_result(spark, blobs, uninterrupted, tmp_path):
+    edges = tmp_path / "edges.parquet"
+    blobs.write.parquet(str(edges))
+    out = tmp_path / "run"
+    args = ["--input", str(edges), "--output", str(out), "--checkpoint-interval", "2", "--damping", "0.9"]
+    args += ["--seed", "4", "--preference", "median"]
+    # A job of its own, in a process group of its own: SIGKILL takes the JVM and
+    # the Python driver at once, as a lost machine would.
+    job = subprocess.Popen(
+        [str(BIN / "spark-submit"), "--master", "local[2]", str(ROOT / "scripts" / "spark_ap_job.py"), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for_save(out / "state", 4, job)
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait(timeout=60)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    killed_at = saves(out / "state")[-1]
+    assert not (out / "summary.json").exists() and killed_at < uninterrupted.numIterations
+
+    # The rerun, here on the suite's session, finds the save and finishes the run.
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["resumed_from_iteration"] >= killed_at
+    assert summary["iterations"] == uninterrupted.numIterations
+    assert written_rows(out) == assignment_rows(uninterrupted)
+    assert not (out / "state").exists()  # a finished run keeps no saves
+
+
+@pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")  # the 2-iteration run
+def test_restart_discards_a_save_of_other_params(spark, blobs, tmp_path, capsys):
+    edges = tmp_path / "edges.parquet"
+    blobs.write.parquet(str(edges))
+    out = tmp_path / "run"
+    AffinityPropagation(damping=0.6, stateDir=str(out / "state"), maxIter=2).run(blobs)
+    args = ["--input", str(edges), "--output", str(out), "--damping", "0.9", "--seed", "4"]
+    assert main(args) == 2
+    assert "belongs to another run: params.damping 0.6 then, 0.9 now" in capsys.readouterr().err
+    assert main([*args, "--restart"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["resumed_from_iteration"] is None and summary["params"]["damping"] == 0.9
+
+
+def test_state_dir_needs_saves(tmp_path):
+    with pytest.raises(InvalidParamError, match="stateDir needs checkpointInterval >= 1"):
+        AffinityPropagation(stateDir=str(tmp_path), checkpointInterval=-1)
