@@ -19,7 +19,7 @@ from spark_ap.lib import assign
 from spark_ap.lib.engine import Settings, initial_state, iterate, release
 from spark_ap.lib.preference import add_self_edges, check_preference
 from spark_ap.lib.state import StateStore
-from spark_ap.lib.validation import id_type, require_columns, validate_edges, validate_preferences
+from spark_ap.lib.validation import DUPLICATES, id_type, require_columns, validate_edges, validate_preferences
 
 log = logging.getLogger("spark_ap")
 
@@ -120,6 +120,13 @@ class _AffinityPropagationParams(HasMaxIter, HasWeightCol, HasCheckpointInterval
         "reliable when a checkpoint directory is set, else local",
         typeConverter=TypeConverters.toString,
     )
+    duplicates = Param(
+        Params._dummy(),
+        "duplicates",
+        "what repeated (src, dst) pairs mean: 'error' (refuse them), or one edge with the 'max' or the "
+        "'mean' of their similarities",
+        typeConverter=TypeConverters.toString,
+    )
     stateDir = Param(
         Params._dummy(),
         "stateDir",
@@ -148,6 +155,7 @@ class _AffinityPropagationParams(HasMaxIter, HasWeightCol, HasCheckpointInterval
             preferenceCol="preference",
             checkpointInterval=10,
             checkpointKind="auto",
+            duplicates="error",
             noise=True,
             seed=0,
         )
@@ -178,6 +186,9 @@ class _AffinityPropagationParams(HasMaxIter, HasWeightCol, HasCheckpointInterval
 
     def getNoise(self) -> bool:
         return self.getOrDefault(self.noise)
+
+    def getDuplicates(self) -> str:
+        return self.getOrDefault(self.duplicates)
 
     def getStateDir(self) -> str | None:
         return self.getOrDefault(self.stateDir) if self.isDefined(self.stateDir) else None
@@ -212,6 +223,9 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
     checkpointKind : {"auto", "local", "reliable"}, default "auto"
         "auto" writes those checkpoints when a checkpoint directory is set,
         "reliable" requires one, "local" never writes them.
+    duplicates : {"error", "max", "mean"}, default "error"
+        Repeated (src, dst) pairs raise :class:`~spark_ap.DuplicateEdgeError`,
+        or become one edge with the largest or the mean similarity.
     stateDir : str, optional
         Save the run's state here (Parquet and a small JSON file) before the
         first iteration and every ``checkpointInterval`` iterations, in place of
@@ -246,6 +260,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         preferenceCol: str = "preference",
         checkpointInterval: int = 10,
         checkpointKind: str = "auto",
+        duplicates: str = "error",
         stateDir: str | None = None,
         noise: bool = True,
         seed: int = 0,
@@ -268,6 +283,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         preferenceCol: str = "preference",
         checkpointInterval: int = 10,
         checkpointKind: str = "auto",
+        duplicates: str = "error",
         stateDir: str | None = None,
         noise: bool = True,
         seed: int = 0,
@@ -315,6 +331,9 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
     def setCheckpointKind(self, value: str) -> AffinityPropagation:
         return self._setChecked(checkpointKind=value)
 
+    def setDuplicates(self, value: str) -> AffinityPropagation:
+        return self._setChecked(duplicates=value)
+
     def setStateDir(self, value: str | None) -> AffinityPropagation:
         return self._setChecked(stateDir=value)
 
@@ -340,6 +359,8 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             raise InvalidParamError(
                 f"checkpointKind must be 'auto', 'local' or 'reliable'; got {self.getCheckpointKind()!r}"
             )
+        if self.getDuplicates() not in DUPLICATES:
+            raise InvalidParamError(f"duplicates must be one of {DUPLICATES}; got {self.getDuplicates()!r}")
         if self.getStateDir() and interval == -1:
             raise InvalidParamError("stateDir needs checkpointInterval >= 1: the state is saved that often")
         check_preference(self.getPreference())
@@ -358,7 +379,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
 
     def _graph(self, edges: DataFrame, vertices: DataFrame | None) -> tuple[DataFrame, float]:
         """Validated edges with a self-edge per vertex, and the value of the default preference."""
-        graph = validate_edges(edges, self.getSrcCol(), self.getDstCol(), self.getWeightCol())
+        graph = validate_edges(edges, self.getSrcCol(), self.getDstCol(), self.getWeightCol(), self.getDuplicates())
         ids = graph.select(F.col("src").alias("id")).union(graph.select(F.col("dst").alias("id")))
         per_vertex = None
         if vertices is not None:

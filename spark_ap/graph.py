@@ -5,14 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from pyspark.ml.functions import vector_to_array
-from pyspark.ml.linalg import VectorUDT
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_ap.errors import InvalidInputError, InvalidParamError
-from spark_ap.lib.validation import require_columns
+from spark_ap.errors import InvalidInputError, InvalidParamError, InvalidValueError
+from spark_ap.lib.validation import validate_features
 
 METRICS = ("sqeuclidean", "cosine")
 
@@ -95,17 +93,15 @@ def edges_from_features(
     """
     if metric not in METRICS:
         raise InvalidParamError(f"metric must be one of {METRICS}; got {metric!r}")
-    require_columns(features, [idCol, featuresCol], "The feature table")
-    col = F.col(featuresCol)
-    dtype = features.schema[featuresCol].dataType
-    if isinstance(dtype, VectorUDT):
-        col = vector_to_array(col)
-    elif not (isinstance(dtype, T.ArrayType) and isinstance(dtype.elementType, T.NumericType)):
-        raise InvalidInputError(
-            f"The feature column '{featuresCol}' has type {dtype.simpleString()}; "
-            "it must be an array of numbers or a vector."
-        )
-    points = features.select(F.col(idCol).alias("id"), col.cast("array<double>").alias("x"))
+    points = validate_features(features, idCol, featuresCol)
+    if metric == "cosine":
+        zero = F.forall("x", lambda v: v == 0)
+        n_zero = points.filter(zero).count()
+        if n_zero:
+            example = points.filter(zero).select("id").first()["id"]
+            raise InvalidValueError(
+                f"{n_zero} feature rows are all zeros, which have no cosine similarity; for example id {example!r}."
+            )
     left = points.select(F.col("id").alias("src"), F.col("x").alias("xs"))
     right = points.select(F.col("id").alias("dst"), F.col("x").alias("xd"))
     pairs = left.crossJoin(right).filter(F.col("src") != F.col("dst"))

@@ -79,6 +79,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", choices=METRICS, help="similarity of feature vectors (default sqeuclidean)")
     for name, kind in AP_OPTIONS.items():
         p.add_argument(_flag(name), dest=name, type=kind, help=f"AffinityPropagation {name}")
+    p.add_argument(
+        "--duplicates",
+        choices=("error", "max", "mean"),
+        help="repeated (src, dst) pairs: refuse them (default), or keep the max or the mean similarity",
+    )
     p.add_argument("--no-noise", dest="noise", action="store_false", default=None, help="turn the degeneracy noise off")
     p.add_argument(
         "--state-dir",
@@ -130,6 +135,8 @@ def settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             merged["ap"][name] = getattr(args, name)
     if args.noise is not None:
         merged["ap"]["noise"] = args.noise
+    if args.duplicates is not None:
+        merged["ap"]["duplicates"] = args.duplicates
     for name in INPUT_OPTIONS:
         if getattr(args, name) is not None:
             merged["input"][name] = getattr(args, name)

@@ -43,6 +43,8 @@ def test_setters_chain_and_getters_read_back():
         ({"preference": "average"}, "preference must be"),
         ({"preference": float("nan")}, "preference must be finite"),
         ({"checkpointKind": "disk"}, "checkpointKind must be"),
+        ({"preference": "0"}, "quantile in \\(0, 1\\)"),
+        ({"duplicates": "sum"}, "duplicates must be one of"),
     ],
 )
 def test_out_of_range_params_fail_fast(params, message):
@@ -55,11 +57,13 @@ def test_out_of_range_params_fail_fast(params, message):
 
 def test_save_and_load(tmp_path, spark):
     ap = AffinityPropagation(damping=0.75, preference="0.1", maxIter=33, srcCol="a", dstCol="b", seed=4)
+    ap.setDuplicates("mean").setStateDir(str(tmp_path / "state"))
     ap.save(str(tmp_path / "ap"))
     loaded = AffinityPropagation.load(str(tmp_path / "ap"))
     assert loaded.uid == ap.uid
     for param in ap.params:
         assert loaded.getOrDefault(param) == ap.getOrDefault(param), param.name
+    assert AffinityPropagation().getStateDir() is None
 
 
 def test_string_ids_and_custom_column_names(spark):

@@ -7,8 +7,10 @@ from spark_ap import (
     ColumnTypeError,
     DuplicateEdgeError,
     EmptyInputError,
+    InvalidInputError,
     InvalidValueError,
     MissingColumnError,
+    edges_from_features,
 )
 
 SCHEMA = "src long, dst long, similarity double"
@@ -52,6 +54,18 @@ def test_duplicate_pairs(spark):
         run(spark, rows)
 
 
+@pytest.mark.parametrize("how, combine", [("max", max), ("mean", lambda *v: sum(v) / len(v))])
+def test_duplicate_pairs_can_be_combined(spark, how, combine):
+    rows = [(0, 1, -1.0), (0, 1, -2.0), (1, 0, -1.0), (2, 0, -3.0), (2, 0, -3.5), (2, 0, -4.0), (0, 2, -3.0)]
+    rows += [(1, 2, -2.0), (2, 1, -2.0)]
+    combined = [(0, 1, combine(-1.0, -2.0)), (1, 0, -1.0), (2, 0, combine(-3.0, -3.5, -4.0)), (0, 2, -3.0)]
+    combined += [(1, 2, -2.0), (2, 1, -2.0)]
+    result = run(spark, rows, duplicates=how, seed=1)
+    expected = run(spark, combined, seed=1)
+    assert result.numEdges == 9  # six edges and three self-edges
+    assert sorted(tuple(r) for r in result.messages.collect()) == sorted(tuple(r) for r in expected.messages.collect())
+
+
 def test_empty_edges(spark):
     with pytest.raises(EmptyInputError, match="no rows"):
         run(spark, [])
@@ -78,3 +92,49 @@ def test_vertex_preferences_must_be_finite_numbers(spark):
     string_ids = spark.createDataFrame([("0",)], "id string")
     with pytest.raises(TypeErr, match="is string but the edge ids are bigint"):
         AffinityPropagation().run(edges, string_ids)
+
+
+def test_a_single_vertex_is_one_cluster(spark):
+    result = AffinityPropagation().run(spark.createDataFrame([(5, 5, -1.0)], SCHEMA))
+    assert [tuple(r) for r in result.assignments.collect()] == [(5, 0, 5)]
+
+
+FEATURES = "id long, features array<double>"
+
+
+@pytest.mark.parametrize(
+    "rows, schema, error, message",
+    [
+        ([(0, [1.0, 2.0])], FEATURES, InvalidInputError, r"has 1 row\(s\); clustering needs at least 2"),
+        (
+            [(0, [1.0, 2.0]), (1, None), (2, [0.0, 1.0])],
+            FEATURES,
+            InvalidValueError,
+            r"1 of 3 feature rows have a null",
+        ),
+        (
+            [(0, [1.0, 2.0]), (1, [1.0, None]), (2, [0.0, float("nan")])],
+            FEATURES,
+            InvalidValueError,
+            r"2 of 3 feature rows hold a null, NaN or infinite value in 'features'",
+        ),
+        (
+            [(0, [1.0, 2.0]), (1, [1.0]), (2, [0.0, 1.0])],
+            FEATURES,
+            InvalidValueError,
+            r"1 of 3 feature rows in 'features' do not have the 2 values most rows have; for example \{'id': 1",
+        ),
+        ([(0, [1.0]), (0, [2.0])], FEATURES, InvalidValueError, r"1 ids occur on more than one feature row"),
+        ([(0, ["a"]), (1, ["b"])], "id long, features array<string>", ColumnTypeError, "must be an array of numbers"),
+        ([(None, [1.0]), (1, [2.0])], FEATURES, InvalidValueError, r"1 of 2 feature rows have a null id"),
+    ],
+)
+def test_bad_feature_tables(spark, rows, schema, error, message):
+    with pytest.raises(error, match=message):
+        edges_from_features(spark.createDataFrame(rows, schema))
+
+
+def test_cosine_refuses_zero_vectors(spark):
+    features = spark.createDataFrame([(0, [1.0, 0.0]), (1, [0.0, 0.0]), (2, [0.0, 1.0])], FEATURES)
+    with pytest.raises(InvalidValueError, match="1 feature rows are all zeros.*id 1"):
+        edges_from_features(features, metric="cosine")

@@ -10,6 +10,7 @@ from spark_ap.errors import (
     ColumnTypeError,
     DuplicateEdgeError,
     EmptyInputError,
+    InvalidInputError,
     InvalidValueError,
     MissingColumnError,
 )
@@ -53,8 +54,14 @@ def id_type(df: DataFrame, columns: list[str], what: str) -> T.DataType:
     return T.LongType() if "integer" in kinds.values() else T.StringType()
 
 
-def validate_edges(edges: DataFrame, src: str, dst: str, weight: str) -> DataFrame:
+DUPLICATES = ("error", "max", "mean")
+
+
+def validate_edges(edges: DataFrame, src: str, dst: str, weight: str, duplicates: str = "error") -> DataFrame:
     """Return ``edges`` as (src, dst, similarity) with long or string ids and double similarities.
+
+    ``duplicates`` says what repeated (src, dst) pairs mean: an error, or one
+    edge with the largest or the mean of their similarities.
 
     Raises
     ------
@@ -65,7 +72,7 @@ def validate_edges(edges: DataFrame, src: str, dst: str, weight: str) -> DataFra
     InvalidValueError
         Null ids, or null, NaN or infinite similarities.
     DuplicateEdgeError
-        A (src, dst) pair occurs more than once.
+        A (src, dst) pair occurs more than once and ``duplicates`` is "error".
     """
     require_columns(edges, [src, dst, weight], "The edge table")
     dtype = edges.schema[weight].dataType
@@ -102,6 +109,9 @@ def validate_edges(edges: DataFrame, src: str, dst: str, weight: str) -> DataFra
             f"'{weight}'; for example {_example(out, bad_s)}. Drop those edges to mean 'no similarity known'."
         )
 
+    if duplicates != "error":
+        combine = F.max if duplicates == "max" else F.mean
+        return out.groupBy("src", "dst").agg(combine("similarity").alias("similarity"))
     dup = out.groupBy("src", "dst").count().filter(F.col("count") > 1)
     dup_stats = dup.agg(F.count(F.lit(1)).alias("pairs"), F.sum("count").alias("rows")).first()
     if dup_stats["pairs"]:
@@ -109,7 +119,7 @@ def validate_edges(edges: DataFrame, src: str, dst: str, weight: str) -> DataFra
         raise DuplicateEdgeError(
             f"{dup_stats['pairs']} (src, dst) pairs occur more than once ({dup_stats['rows']} rows in all); "
             f"for example {src}={example['src']!r}, {dst}={example['dst']!r} occurs {example['count']} times. "
-            "Combine them (e.g. groupBy + max) before clustering."
+            "Combine them before clustering, or set duplicates='max' or 'mean' (--duplicates)."
         )
     return out
 
@@ -126,5 +136,81 @@ def validate_preferences(vertices: DataFrame, id_col: str, pref_col: str, kind: 
     if n_bad:
         raise InvalidValueError(
             f"{n_bad} vertices have a NaN or infinite preference in '{pref_col}'; for example {_example(out, bad)}."
+        )
+    return out
+
+
+def validate_features(features: DataFrame, id_col: str, features_col: str) -> DataFrame:
+    """Return ``features`` as (id, x): long or string ids, equally long arrays of finite doubles.
+
+    Raises
+    ------
+    MissingColumnError, ColumnTypeError
+        A column is absent, or the features are not numbers.
+    InvalidInputError
+        Fewer than 2 rows: there is nothing to compare.
+    InvalidValueError
+        Null or repeated ids; null vectors, or vectors holding null, NaN or
+        infinite values; vectors of different lengths.
+    """
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.ml.linalg import VectorUDT
+
+    require_columns(features, [id_col, features_col], "The feature table")
+    kind = id_type(features, [id_col], "The feature table")
+    col = F.col(features_col)
+    dtype = features.schema[features_col].dataType
+    if isinstance(dtype, VectorUDT):
+        col = vector_to_array(col)
+    elif not (isinstance(dtype, T.ArrayType) and isinstance(dtype.elementType, _NUMERIC)):
+        raise ColumnTypeError(
+            f"The feature column '{features_col}' has type {dtype.simpleString()}; "
+            "it must be an array of numbers or an ML vector."
+        )
+    out = features.select(F.col(id_col).cast(kind).alias("id"), col.cast("array<double>").alias("x"))
+
+    x = F.col("x")
+    bad_value = F.exists(x, lambda v: v.isNull() | F.isnan(v) | (F.abs(v) == float("inf")))
+    checks = out.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.count_distinct("id").alias("ids"),
+        F.sum(F.col("id").isNull().cast("long")).alias("null_id"),
+        F.sum(x.isNull().cast("long")).alias("null_x"),
+        F.sum(F.coalesce(bad_value, F.lit(False)).cast("long")).alias("bad_value"),
+        F.min(F.size(x)).alias("min_size"),
+        F.max(F.size(x)).alias("max_size"),
+    ).first()
+    rows = checks["rows"]
+    if rows < 2:
+        raise InvalidInputError(f"The feature table has {rows} row(s); clustering needs at least 2.")
+    if checks["null_id"]:
+        raise InvalidValueError(
+            f"{checks['null_id']} of {rows} feature rows have a null id in '{id_col}'; "
+            f"for example {_example(out, F.col('id').isNull())}."
+        )
+    if checks["ids"] != rows - checks["null_id"]:
+        repeated = out.groupBy("id").count().filter(F.col("count") > 1)
+        example = repeated.limit(1).collect()[0]
+        raise InvalidValueError(
+            f"{repeated.count()} ids occur on more than one feature row in '{id_col}'; "
+            f"for example {example['id']!r} occurs {example['count']} times."
+        )
+    if checks["null_x"]:
+        raise InvalidValueError(
+            f"{checks['null_x']} of {rows} feature rows have a null '{features_col}'; "
+            f"for example {_example(out, x.isNull())}."
+        )
+    if checks["bad_value"]:
+        raise InvalidValueError(
+            f"{checks['bad_value']} of {rows} feature rows hold a null, NaN or infinite value in "
+            f"'{features_col}'; for example {_example(out, bad_value)}."
+        )
+    if checks["min_size"] != checks["max_size"]:
+        sizes = out.groupBy(F.size(x).alias("size")).count().orderBy(F.desc("count"), "size").collect()
+        common = sizes[0]["size"]
+        ragged = sum(r["count"] for r in sizes[1:])
+        raise InvalidValueError(
+            f"{ragged} of {rows} feature rows in '{features_col}' do not have the {common} values most rows "
+            f"have; for example {_example(out, F.size(x) != common)}."
         )
     return out
