@@ -1,14 +1,20 @@
-"""spark-ap pipeline: check the input, cluster it on Spark, report the run.
+"""spark-ap pipeline: check the input, validate it on Spark, cluster it, report the run.
 
-The clustering is the spark-ap job (``scripts/spark_ap_job.py``) submitted
-through the ``spark_default`` connection: point that connection at a
+Validation and clustering are the spark-ap job (``scripts/spark_ap_job.py``)
+submitted through the ``spark_default`` connection: point that connection at a
 standalone, YARN or Kubernetes master and the same DAG runs on a cluster.
 Each DAG run writes its own folder, ``output_root/<run id>``, and the report
 task publishes the results as an asset that downstream DAGs can schedule on.
+
+Bad data fails the validate task with the job's one-line reason in its log and
+nothing written. A cluster task that dies (a lost machine, a killed process) is
+retried, and the retry resumes from the state the run saved every
+``checkpoint_interval`` iterations in its folder.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pendulum
@@ -19,6 +25,11 @@ from spark_ap.pipeline import check_input, job_arguments, read_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Asset("spark_ap_results")
+SPARK_JOB = {
+    "conn_id": "spark_default",
+    "application": str(ROOT / "scripts" / "spark_ap_job.py"),
+    "conf": {"spark.ui.showConsoleProgress": "false"},
+}
 
 
 @dag(
@@ -40,12 +51,19 @@ RESULTS = Asset("spark_ap_results")
         "max_iter": Param(200, type="integer", minimum=1),
         "convergence_iter": Param(15, type="integer", minimum=1),
         "preference": Param("0.1", type="string", minLength=1, description="A number, median, min, or a quantile"),
+        "seed": Param(0, type="integer", minimum=0, description="Seed of the degeneracy noise"),
+        "duplicates": Param(
+            "error", enum=["error", "max", "mean"], description="Repeated (src, dst) pairs: refuse, or combine"
+        ),
+        "checkpoint_interval": Param(
+            10, type="integer", minimum=1, description="Save the run's state every this many iterations"
+        ),
     },
 )
 def spark_ap_pipeline():
     @task(multiple_outputs=True)
     def ingest(params: dict, run_id: str) -> dict:
-        """Check the input; decide the run folder and the job's arguments."""
+        """Check that the input is there; decide the run folder and the job's arguments."""
         check_input(params["input"], params["kind"])
         return job_arguments(params, run_id)
 
@@ -55,16 +73,21 @@ def spark_ap_pipeline():
         return read_summary(output)
 
     job = ingest()
+    validate = SparkSubmitOperator(
+        task_id="validate",
+        application_args=job["validate_args"],
+        name="spark-ap-validate",
+        **SPARK_JOB,
+    )
     cluster = SparkSubmitOperator(
         task_id="cluster",
-        conn_id="spark_default",
-        application=str(ROOT / "scripts" / "spark_ap_job.py"),
         application_args=job["args"],
         name="spark-ap",
-        conf={"spark.ui.showConsoleProgress": "false"},
-        retries=1,
+        retries=2,
+        retry_delay=timedelta(seconds=15),
+        **SPARK_JOB,
     )
-    cluster >> report(job["output"])
+    validate >> cluster >> report(job["output"])
 
 
 pipeline = spark_ap_pipeline()

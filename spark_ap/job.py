@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from spark_ap.errors import InvalidInputError, InvalidParamError, SparkAPError
 from spark_ap.export import STATE, export_run, output_status, redact
 from spark_ap.graph import METRICS, edges_from_features
 from spark_ap.lib.state import StateStore
+from spark_ap.lib.validation import validate_edges, validate_features
 from spark_ap.session import spark_session
 
 log = logging.getLogger("spark_ap")
@@ -101,6 +103,11 @@ def parser() -> argparse.ArgumentParser:
         "(--checkpoint-interval -1 turns the saves off)",
     )
     p.add_argument("--master", help="Spark master URL when not run by spark-submit (default local[*])")
+    p.add_argument(
+        "--validate-only",
+        action="store_true",
+        help="check the input (columns, types, nulls, duplicates, ...) and the output folder, then stop",
+    )
     p.add_argument(
         "--skip-existing",
         action="store_true",
@@ -204,9 +211,12 @@ def read_table(spark: SparkSession, path: str, fmt: str | None) -> DataFrame:
     """A Parquet or CSV table; CSV with a header row and inferred column types."""
     fmt = fmt or ("csv" if path.endswith(".csv") else "parquet")
     reader = spark.read.option("header", True).option("inferSchema", True) if fmt == "csv" else spark.read
+    # Hadoop reads {, }, [, ], * and ? in a path as a glob; an existing local
+    # path means itself, so those characters are escaped.
+    literal = re.sub(r"([\\{}\[\]*?])", r"\\\1", path) if "://" not in path and Path(path).exists() else path
     try:
         # Loading infers the schema, which reads the files: an unreadable input fails here.
-        return reader.format(fmt).load(path)
+        return reader.format(fmt).load(literal)
     except Exception as error:  # the JVM's reason, whatever its class, is in the message
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InvalidInputError(f"Could not read the input {path} as {fmt}: {reason}") from error
@@ -234,11 +244,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        print(run(args))
+        print(validate(args) if args.validate_only else run(args))
     except SparkAPError as error:
         print(f"spark-ap: error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def validate(args: argparse.Namespace) -> str:
+    """Check the input and the output folder as a run would, without clustering; describe the input."""
+    conf = settings(args)
+    check_paths(args, run_params(conf, args))
+    spark = spark_session(master=args.master, **{k: str(v) for k, v in conf["spark"].items()})
+    table = read_table(spark, args.input, args.format)
+    inp = conf["input"]
+    if inp["kind"] == "features":
+        features, _ = feature_table(table, inp.get("idCol", "id"))
+        points = validate_features(features, "id", "features")
+        return f"{args.input}: {points.count()} feature rows, valid"
+    ap = AffinityPropagation(**conf["ap"], **edge_columns(conf))
+    edges = validate_edges(table, ap.getSrcCol(), ap.getDstCol(), ap.getWeightCol(), ap.getDuplicates())
+    n_edges = edges.count()
+    n_vertices = edges.select(F.explode(F.array("src", "dst"))).distinct().count()
+    return f"{args.input}: {n_edges} edges between {n_vertices} vertices, valid"
 
 
 def run(args: argparse.Namespace) -> Path:

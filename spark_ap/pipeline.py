@@ -30,7 +30,7 @@ def check_input(path: str, kind: str) -> None:
 
 
 def job_arguments(params: dict, run_id: str) -> dict:
-    """The spark-ap job's command line for one DAG run, and the run folder it writes."""
+    """The spark-ap job's command lines for one DAG run (validate, cluster), and the run folder it writes."""
     output = run_folder(params["output_root"], run_id)
     args = [
         "--input", params["input"],
@@ -41,10 +41,14 @@ def job_arguments(params: dict, run_id: str) -> dict:
         "--max-iter", str(params["max_iter"]),
         "--convergence-iter", str(params["convergence_iter"]),
         "--preference", str(params["preference"]),
-        # A retried task finds the folder of a finished attempt and stops there.
+        "--seed", str(params["seed"]),
+        "--duplicates", params["duplicates"],
+        "--checkpoint-interval", str(params["checkpoint_interval"]),
+        # A retried task finds the folder of a finished attempt and stops there,
+        # or the state an interrupted attempt saved and resumes from it.
         "--skip-existing",
     ]  # fmt: skip
-    return {"args": args, "output": str(output)}
+    return {"args": args, "validate_args": [*args, "--validate-only"], "output": str(output)}
 
 
 def read_summary(output: str) -> dict:

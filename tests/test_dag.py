@@ -1,6 +1,9 @@
 """The Airflow DAG: it imports, validates its params, and runs end to end on local Spark."""
 
 import json
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,11 +13,14 @@ from sklearn.datasets import make_blobs
 from spark_ap import AffinityPropagation, InvalidInputError, edges_from_features
 from spark_ap.job import main as job_main
 from spark_ap.pipeline import check_input, job_arguments, run_folder
-from tests.conftest import ROOT, assignment_rows, png_size, written_rows
+from tests.conftest import ROOT, assignment_rows, png_size, saves, written_rows
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def dag(airflow_db):
+    """The DAG, parsed afresh for each test: dag.test() runs tasks in this process and
+    leaves the run's conf merged into the task objects' params, where the next run
+    would read it as defaults."""
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(ROOT / "dags"))
@@ -23,9 +29,11 @@ def dag(airflow_db):
 
 
 def test_dag_folder_imports_with_the_pipeline(dag):
-    assert sorted(t.task_id for t in dag.tasks) == ["cluster", "ingest", "report"]
+    assert sorted(t.task_id for t in dag.tasks) == ["cluster", "ingest", "report", "validate"]
+    assert dag.get_task("cluster").upstream_task_ids == {"validate", "ingest"}
     assert [a.name for a in dag.get_task("report").outlets] == ["spark_ap_results"]
-    assert dag.get_task("cluster")._conn_id == "spark_default"
+    assert dag.get_task("cluster")._conn_id == dag.get_task("validate")._conn_id == "spark_default"
+    assert dag.get_task("cluster").retries >= 1 and dag.get_task("validate").retries == 0
 
 
 @pytest.mark.parametrize(
@@ -49,9 +57,22 @@ def test_missing_input_fails_at_ingest(dag, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_bad_data_fails_at_validation_and_writes_nothing(dag, tmp_path):
+    csv = tmp_path / "points.csv"
+    csv.write_text("id,x,y\n0,1.0,2.0\n1,1.5,\n2,3.0,1.0\n")  # point 1 has no y
+    run = dag.test(run_conf={"input": str(csv), "output_root": str(tmp_path / "runs")})
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "failed"
+    assert states["ingest"] == "success" and states["validate"] == "failed"
+    assert states["cluster"] == "upstream_failed"
+    assert not (tmp_path / "runs").exists()
+
+
 def test_end_to_end_on_local_spark(dag, spark, tmp_path):
     X, _ = make_blobs(60, centers=3, random_state=12)
-    csv = tmp_path / "points.csv"
+    # Params are data: a path that looks like a Jinja template reaches the job as it is.
+    (tmp_path / "{{ 7 * 7 }}").mkdir()
+    csv = tmp_path / "{{ 7 * 7 }}" / "points.csv"
     pd.DataFrame({"id": np.arange(60), "x": X[:, 0], "y": X[:, 1]}).to_csv(csv, index=False)
     conf = {"input": str(csv), "output_root": str(tmp_path / "runs"), "damping": 0.6, "preference": "median"}
     run = dag.test(run_conf=conf)
@@ -65,6 +86,7 @@ def test_end_to_end_on_local_spark(dag, spark, tmp_path):
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["clusters"] == expected.exemplars.count() > 1
     assert summary["iterations"] == expected.numIterations
+    assert summary["params"]["input"] == str(csv)
     assert png_size(folder / "clusters.png") == (700, 700)
     assert png_size(folder / "convergence.png") == (800, 450)
 
@@ -73,3 +95,47 @@ def test_end_to_end_on_local_spark(dag, spark, tmp_path):
     params = {**dag.params.dump(), **conf}
     assert job_main(job_arguments(params, run.run_id)["args"]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
+
+
+def _kill_job_after_save(root: Path, iteration: int, done: threading.Event, killed: list) -> None:
+    """SIGKILL the spark-ap job's processes (JVM and Python driver) once a run under ``root`` saved ``iteration``."""
+    import psutil
+
+    while not done.is_set():
+        if any(i >= iteration for state in root.glob("*/state") for i in saves(state)):
+            for process in psutil.process_iter(["cmdline"]):
+                command = " ".join(process.info["cmdline"] or [])
+                if "spark_ap_job.py" in command and str(root) in command:
+                    process.kill()
+                    killed.append(process.pid)
+            return
+        time.sleep(0.1)
+
+
+def test_a_killed_cluster_task_is_retried_and_resumes(dag, spark, tmp_path):
+    X, _ = make_blobs(50, centers=3, random_state=3)
+    csv = tmp_path / "points.csv"
+    pd.DataFrame({"id": np.arange(50), "x": X[:, 0], "y": X[:, 1]}).to_csv(csv, index=False)
+    root = tmp_path / "runs"
+    conf = {"input": str(csv), "output_root": str(root), "damping": 0.7, "checkpoint_interval": 2}
+
+    done, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_job_after_save, args=(root, 4, done, killed), daemon=True)
+    killer.start()
+    try:
+        run = dag.test(run_conf=conf)
+    finally:
+        done.set()
+        killer.join()
+    assert killed, "the job was never killed"
+    assert run.state == "success"
+    cluster = next(ti for ti in run.get_task_instances() if ti.task_id == "cluster")
+    assert cluster.try_number == 2
+
+    folder = run_folder(str(root), run.run_id)
+    summary = json.loads((folder / "summary.json").read_text())
+    features = spark.createDataFrame([(i, [float(v) for v in x]) for i, x in enumerate(X)], ["id", "features"])
+    expected = AffinityPropagation(damping=0.7, preference="0.1").run(edges_from_features(features))
+    assert summary["resumed_from_iteration"] >= 4
+    assert summary["iterations"] == expected.numIterations
+    assert written_rows(folder) == assignment_rows(expected)
