@@ -116,6 +116,11 @@ _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 _SECRET_KEY = re.compile(r"password|secret|token|credential|access.?key", re.IGNORECASE)
 
 
+def redact_text(text: str) -> str:
+    """``text`` with the user and password of every URI in it replaced by ``***``."""
+    return _USERINFO.sub("***@", text)
+
+
 def redact(params: dict) -> dict:
     """``params`` fit for a summary or a log: no passwords in URIs, no values of secret-looking keys."""
     out = {}
@@ -123,7 +128,7 @@ def redact(params: dict) -> dict:
         if _SECRET_KEY.search(str(key)):
             value = "***"
         elif isinstance(value, str):
-            value = _USERINFO.sub("***@", value)
+            value = redact_text(value)
         out[key] = value
     return out
 

@@ -22,7 +22,7 @@ from pyspark.sql import types as T
 
 from spark_ap.clustering import AffinityPropagation
 from spark_ap.errors import InvalidInputError, InvalidParamError, SparkAPError
-from spark_ap.export import STATE, export_run, output_status, redact
+from spark_ap.export import STATE, export_run, output_status, redact, redact_text
 from spark_ap.graph import METRICS, edges_from_features
 from spark_ap.lib.state import StateStore
 from spark_ap.lib.validation import validate_edges, validate_features
@@ -127,7 +127,12 @@ def settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         path = Path(args.config)
         if not path.is_file():
             raise InvalidParamError(f"The config file {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}  # plain data only: no tags that build objects
+        except yaml.YAMLError as error:
+            raise InvalidParamError(f"{path} is not a plain YAML settings file: {error}") from error
+        if not isinstance(loaded, dict):
+            raise InvalidParamError(f"{path} must hold sections ap, input and spark; it holds {type(loaded).__name__}")
         unknown = set(loaded) - set(merged)
         if unknown:
             raise InvalidParamError(f"{path}: unknown section(s) {sorted(unknown)}; expected {sorted(merged)}")
@@ -246,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(validate(args) if args.validate_only else run(args))
     except SparkAPError as error:
-        print(f"spark-ap: error: {error}", file=sys.stderr)
+        print(f"spark-ap: error: {redact_text(str(error))}", file=sys.stderr)
         return 2
     return 0
 

@@ -17,9 +17,16 @@ log = logging.getLogger("spark_ap")
 
 
 def run_folder(output_root: str, run_id: str) -> Path:
-    """``output_root/<run id>``, the run id reduced to characters safe in a path."""
+    """``output_root/<run id>``, the run id reduced to characters safe in a path.
+
+    Whatever the run id holds (slashes, ``..``), the folder is a direct child of
+    ``output_root``: a DAG run writes nowhere else.
+    """
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("._") or "run"
-    return Path(output_root) / name
+    folder = Path(output_root) / name
+    if folder.resolve().parent != Path(output_root).resolve():
+        raise InvalidInputError(f"The run id {run_id!r} does not name a folder inside {output_root}")
+    return folder
 
 
 def check_input(path: str, kind: str) -> None:

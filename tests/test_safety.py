@@ -1,0 +1,50 @@
+"""Params and paths are data, never code; runs write only where they are told; no secrets leak."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from spark_ap.job import main
+from spark_ap.pipeline import run_folder
+
+
+@pytest.mark.parametrize("run_id", ["../../etc", "/etc/passwd", "a/../../b", "..", "", "manual__2026-01-01T00:00:00"])
+def test_a_dag_run_folder_is_always_a_child_of_the_output_root(tmp_path, run_id):
+    folder = run_folder(str(tmp_path / "runs"), run_id)
+    assert folder.resolve().parent == (tmp_path / "runs").resolve()
+
+
+def _edges(tmp_path: Path) -> str:
+    path = tmp_path / "edges.csv"
+    path.write_text("src,dst,similarity\n0,1,-1.0\n1,0,-1.0\n")
+    return str(path)
+
+
+def test_params_are_not_evaluated(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = "__import__('pathlib').Path('pwned').touch() or 0.5"
+    assert main(["--input", _edges(tmp_path), "--output", "run", "--preference", code]) == 2
+    assert "preference must be a number, 'median', 'min', or a quantile" in capsys.readouterr().err
+    config = tmp_path / "evil.yaml"
+    config.write_text("ap: !!python/object/apply:pathlib.Path.touch [pwned]\n")
+    assert main(["--input", _edges(tmp_path), "--output", "run", "--config", str(config)]) == 2
+    assert "is not a plain YAML settings file" in capsys.readouterr().err
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "run").exists()
+
+
+def test_errors_do_not_print_credentials(spark, tmp_path, capsys):
+    uri = "s3a://AKIAEXAMPLE:wJalrXUtnFEMI%2FK7MDENG@bucket/edges.parquet"
+    assert main(["--input", uri, "--output", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "Could not read the input s3a://***@bucket/edges.parquet" in err, err
+    assert "AKIAEXAMPLE" not in err and "wJalrXUtnFEMI" not in err
+
+
+def test_skip_existing_refuses_a_folder_holding_another_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "summary.json").write_text(json.dumps({"params": {"damping": 0.9}}))
+    assert main(["--input", _edges(tmp_path), "--output", str(out), "--skip-existing"]) == 2
+    assert "already holds another run (other params or input)" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
