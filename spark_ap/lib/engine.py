@@ -21,6 +21,11 @@ One iteration is two aggregations, one per message:
 Both are window aggregates partitioned by the vertex, so each edge row gets its
 vertex's aggregate without a join, and the iteration reads the previous state
 once.
+
+Each iteration's state is locally checkpointed, which keeps the plan one
+iteration long. With a :class:`~spark_ap.lib.state.StateStore` the state is also
+saved durably every ``checkpoint_interval`` iterations: a rerun resumes from the
+newest save, and a failed iteration is retried from it.
 """
 
 from __future__ import annotations
