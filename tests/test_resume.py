@@ -117,9 +117,12 @@ def test_restart_discards_a_save_of_other_params(spark, blobs, tmp_path, capsys)
     args = ["--input", str(edges), "--output", str(out), "--damping", "0.9", "--seed", "4"]
     assert main(args) == 2
     assert "belongs to another run: params.damping 0.6 then, 0.9 now" in capsys.readouterr().err
+    (out / "state" / "notes.txt").write_text("not a save")
     assert main([*args, "--restart"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["resumed_from_iteration"] is None and summary["params"]["damping"] == 0.9
+    # Clearing the saves deletes only what saving wrote.
+    assert sorted(p.name for p in (out / "state").iterdir()) == ["notes.txt"]
 
 
 def test_state_dir_needs_saves(tmp_path):

@@ -138,8 +138,19 @@ class StateStore:
         return self.spark.read.parquet(self._uri(name))
 
     def clear(self) -> None:
-        """Delete the state directory and every save in it."""
-        self._fs.delete(self._root, True)
+        """Delete every save, finished or not, and then the directory if nothing else is in it.
+
+        Only what :meth:`save` writes is deleted, so a mistyped path cannot take
+        anything else with it.
+        """
+        if not self._fs.exists(self._root):
+            return
+        for status in self._fs.listStatus(self._root):
+            name = status.getPath().getName()
+            if _SAVE.fullmatch(name.removeprefix("_tmp-")):
+                self._fs.delete(status.getPath(), True)
+        if len(self._fs.listStatus(self._root)) == 0:
+            self._fs.delete(self._root, False)
 
 
 def _differences(saved: dict, now: dict, prefix: str = "") -> str:
