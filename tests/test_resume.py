@@ -1,6 +1,7 @@
 """A run saves its state and resumes from it with exactly the uninterrupted result."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -73,6 +74,38 @@ def test_a_save_of_another_run_is_refused(spark, blobs, tmp_path):
     with pytest.raises(StateMismatchError, match=r"input\.checksum"):
         AffinityPropagation(**PARAMS, stateDir=str(tmp_path), maxIter=3).run(changed)
     assert saves(tmp_path) == [2]  # refused without touching the save
+
+
+class _DropBlocks(logging.Handler):
+    """When the engine logs ``iteration``, drop the run's blocks in executor storage, as a lost executor would."""
+
+    def __init__(self, spark, iteration: int) -> None:
+        super().__init__()
+        self.spark, self.iteration, self.dropped = spark, iteration, 0
+        self.before = set(self._blocks())  # other tests' cached data stays
+
+    def _blocks(self) -> dict:
+        return dict(self.spark.sparkContext._jsc.getPersistentRDDs().items())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith(f"iteration {self.iteration}/") and not self.dropped:
+            for rdd_id, rdd in self._blocks().items():
+                if rdd_id not in self.before:
+                    rdd.unpersist(True)
+                    self.dropped += 1
+
+
+def test_a_failed_iteration_is_retried_from_the_newest_save(spark, blobs, uninterrupted, tmp_path, caplog):
+    drop = _DropBlocks(spark, 7)
+    logging.getLogger("spark_ap").addHandler(drop)
+    try:
+        with caplog.at_level(logging.INFO, logger="spark_ap"):
+            result = AffinityPropagation(**PARAMS, stateDir=str(tmp_path), checkpointInterval=5).run(blobs)
+    finally:
+        logging.getLogger("spark_ap").removeHandler(drop)
+    assert drop.dropped > 0
+    assert "iteration 8 failed" in caplog.text and "retrying from the state of iteration 5" in caplog.text
+    assert outcome(result) == outcome(uninterrupted)
 
 
 def test_a_killed_spark_submit_job_resumes_to_the_uninterrupted_result(spark, blobs, uninterrupted, tmp_path):

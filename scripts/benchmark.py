@@ -1,0 +1,312 @@
+"""Seconds per iteration of spark-ap against the numpy sparse reference and scikit-learn, in one run.
+
+    python scripts/benchmark.py                        # about 1.6e5 and 1.6e6 edges
+    python scripts/benchmark.py --large                # and about 1.6e7 (1,000,000 points)
+    python scripts/benchmark.py --edges 2e4 --iterations 10 --out /tmp/bench
+
+For each size, Gaussian blobs (50 centres, 10-D) become a symmetrised k-nearest-
+neighbour graph (k = 10, similarity = -squared distance, preference = the median
+edge). On it run, for the same number of iterations without early stopping:
+
+* spark-ap on local Spark (``--master``, default ``local[2]``);
+* ``spark_ap.lib.reference.SparseReference``, the numpy sparse reference the
+  tests use as oracle, on one core, in a child process;
+* scikit-learn's dense ``AffinityPropagation`` on the complete similarity matrix
+  of the same points, in a child process, when five N x N matrices fit in
+  ``--dense-memory-gib``: that is what a user would otherwise run.
+
+Reported per size: median seconds per iteration, edge updates per second (one
+edge's r and a recomputed once), total seconds, peak memory (the Spark JVM's
+resident set, polled; the child processes' maximum resident set), and the ratios
+spark-ap / numpy and spark-ap / scikit-learn. Results go to ``results.json``,
+``results.md`` and ``time_per_iteration.png`` in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+K = 10
+CENTERS = 50
+DIMENSIONS = 10
+
+
+def knn_graph(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Symmetrised k-NN edges (src, dst, -squared distance) of n blob points, self-edges excluded."""
+    from sklearn.datasets import make_blobs
+    from sklearn.neighbors import NearestNeighbors
+
+    X, _ = make_blobs(n, n_features=DIMENSIONS, centers=CENTERS, random_state=seed)
+    distance, index = NearestNeighbors(n_neighbors=K + 1).fit(X).kneighbors(X)
+    src = np.repeat(np.arange(n), K)
+    dst = index[:, 1:].ravel()
+    s = -(distance[:, 1:].ravel() ** 2)
+    # Symmetrise: keep each pair in both directions once.
+    pairs = np.concatenate([np.stack([src, dst], 1), np.stack([dst, src], 1)])
+    values = np.concatenate([s, s])
+    pairs, first = np.unique(pairs, axis=0, return_index=True)
+    return pairs[:, 0], pairs[:, 1], values[first]
+
+
+def with_preferences(src, dst, s) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Add a self-edge per vertex carrying the median edge similarity."""
+    n = int(max(src.max(), dst.max())) + 1
+    ids = np.arange(n)
+    return np.r_[src, ids], np.r_[dst, ids], np.r_[s, np.full(n, np.median(s))]
+
+
+def numpy_worker(n: int, iterations: int) -> dict:
+    """In a child process: the sparse reference's seconds per iteration and peak memory."""
+    from spark_ap.lib.reference import SparseReference
+
+    ref = SparseReference(*with_preferences(*knn_graph(n)))
+    times = []
+    for _ in range(iterations):
+        started = time.perf_counter()
+        ref.step(0.9)
+        times.append(time.perf_counter() - started)
+    return {"seconds": times, "peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def sklearn_worker(n: int, iterations: int) -> dict:
+    """In a child process: scikit-learn's dense AP on all pairs of the same points."""
+    import warnings
+
+    from sklearn.cluster import AffinityPropagation
+    from sklearn.datasets import make_blobs
+    from sklearn.exceptions import ConvergenceWarning
+
+    from spark_ap.graph import similarity_matrix
+
+    X, _ = make_blobs(n, n_features=DIMENSIONS, centers=CENTERS, random_state=0)
+    S = similarity_matrix(X)
+    ap = AffinityPropagation(
+        affinity="precomputed",
+        damping=0.9,
+        max_iter=iterations,
+        convergence_iter=iterations + 1,
+        preference=float(np.median(S)),
+        random_state=0,
+    )
+    warnings.simplefilter("ignore", ConvergenceWarning)
+    started = time.perf_counter()
+    ap.fit(S)
+    total = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"seconds": [total / ap.n_iter_] * ap.n_iter_, "peak_bytes": peak}
+
+
+def in_child(kind: str, n: int, iterations: int) -> dict:
+    """Run a worker in a fresh interpreter, so its peak memory is its own."""
+    done = subprocess.run(
+        [sys.executable, __file__, "--worker", kind, "--points", str(n), "--iterations", str(iterations)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+class PeakRSS:
+    """Poll the resident set of a process tree (here: Spark's JVM) from a thread."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self.process = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+class IterationClock(logging.Handler):
+    """Seconds between the engine's per-iteration log lines."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.stamps: list[float] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if re.match(r"iteration \d+/", record.getMessage()) or record.getMessage().startswith("affinity propagation"):
+            self.stamps.append(record.created)
+
+    def seconds(self) -> list[float]:
+        return list(np.diff(self.stamps))
+
+
+def spark_run(spark, n: int, iterations: int) -> dict:
+    """spark-ap's seconds per iteration and the JVM's peak memory on the same graph."""
+    import warnings
+
+    import pandas as pd
+
+    from spark_ap import AffinityPropagation, ConvergenceWarning
+
+    src, dst, s = knn_graph(n)
+    path = Path(tempfile.mkdtemp(prefix="spark-ap-bench-")) / "edges.parquet"
+    pd.DataFrame({"src": src, "dst": dst, "similarity": s}).to_parquet(path, index=False)
+    edges = spark.read.parquet(str(path))
+    edges = edges.repartition(int(spark.conf.get("spark.sql.shuffle.partitions"))).cache()
+    n_edges = edges.count()
+    jvm = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
+    memory = PeakRSS(int(jvm))
+    clock = IterationClock()
+    logging.getLogger("spark_ap").addHandler(clock)
+    warnings.simplefilter("ignore", ConvergenceWarning)
+    started = time.perf_counter()
+    ap = AffinityPropagation(
+        damping=0.9, maxIter=iterations, convergenceIter=iterations + 1, preference="median", noise=False
+    )
+    result = ap.run(edges)
+    total = time.perf_counter() - started
+    logging.getLogger("spark_ap").removeHandler(clock)
+    peak = memory.stop()
+    result.unpersist()
+    edges.unpersist()
+    # The first interval is set-up (validation, preference) plus iteration 1.
+    return {"seconds": clock.seconds()[1:], "total": total, "peak_bytes": peak, "edges": n_edges + n}
+
+
+def summarise(name: str, run: dict, updates: int) -> dict:
+    per_iteration = statistics.median(run["seconds"])
+    return {
+        "engine": name,
+        "seconds_per_iteration": per_iteration,
+        "edge_updates_per_second": updates / per_iteration,
+        "total_seconds": run.get("total", sum(run["seconds"])),
+        "peak_gib": run["peak_bytes"] / 2**30,
+    }
+
+
+def markdown(results: list[dict]) -> str:
+    lines = [
+        "| edges | points | engine | s / iteration | edge updates / s | total s | peak GiB | spark-ap / this |",
+        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for size in results:
+        spark_time = next(r for r in size["engines"] if r["engine"] == "spark-ap")["seconds_per_iteration"]
+        for r in size["engines"]:
+            lines.append(
+                f"| {size['edges']:,} | {size['points']:,} | {r['engine']} | {r['seconds_per_iteration']:.4f} "
+                f"| {r['edge_updates_per_second']:.3g} | {r['total_seconds']:.1f} | {r['peak_gib']:.2f} "
+                f"| {spark_time / r['seconds_per_iteration']:.1f} |"
+            )
+        for skipped in size["skipped"]:
+            lines.append(f"| {size['edges']:,} | {size['points']:,} | {skipped} | n/a | | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    for name in ("spark-ap", "numpy sparse reference", "scikit-learn dense"):
+        points = [
+            (s["edges"], r["seconds_per_iteration"]) for s in results for r in s["engines"] if r["engine"] == name
+        ]
+        if points:
+            ax.loglog(*zip(*points, strict=True), marker="o", label=name)
+    ax.set_xlabel("edges (self-edges included)")
+    ax.set_ylabel("seconds per iteration (median)")
+    ax.set_title("Affinity propagation: time per iteration")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--edges", default="1.6e5,1.6e6", help="approximate edge counts, comma-separated")
+    parser.add_argument("--large", action="store_true", help="also run about 1.6e7 edges (1,000,000 points)")
+    parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--driver-memory", default="12g")
+    parser.add_argument("--dense-memory-gib", type=float, default=16, help="run scikit-learn if 5 N^2 doubles fit")
+    parser.add_argument("--out", default="benchmarks")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--points", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        worker = numpy_worker if args.worker == "numpy" else sklearn_worker
+        print(json.dumps(worker(args.points, args.iterations)))
+        return
+
+    from spark_ap import spark_session
+
+    targets = [float(e) for e in args.edges.split(",")] + ([1.6e7] if args.large else [])
+    spark = spark_session(
+        master=args.master,
+        **{
+            "spark.driver.memory": args.driver_memory,
+            "spark.sql.shuffle.partitions": "8",
+            "spark.ui.enabled": "false",
+        },
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("spark_ap").setLevel(logging.INFO)
+
+    results = []
+    for target in targets:
+        n = int(target / K)  # a 10-NN graph has 10-16 edges per point once symmetrised
+        spark_result = spark_run(spark, n, args.iterations)
+        updates = spark_result["edges"]
+        engines = [summarise("spark-ap", spark_result, updates)]
+        engines.append(summarise("numpy sparse reference", in_child("numpy", n, args.iterations), updates))
+        skipped = []
+        if 5 * n * n * 8 <= args.dense_memory_gib * 2**30:
+            engines.append(summarise("scikit-learn dense", in_child("sklearn", n, args.iterations), n * n))
+        else:
+            skipped.append(f"scikit-learn dense (N x N does not fit in {args.dense_memory_gib:g} GiB)")
+        results.append({"points": n, "edges": updates, "engines": engines, "skipped": skipped})
+        print(markdown(results[-1:]), flush=True)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    machine = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "master": args.master,
+        "iterations": args.iterations,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
+    (out / "results.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
+    (out / "results.md").write_text(markdown(results))
+    plot(results, out / "time_per_iteration.png")
+    print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'time_per_iteration.png'}")
+
+
+if __name__ == "__main__":
+    main()
