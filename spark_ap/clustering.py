@@ -23,6 +23,10 @@ from spark_ap.lib.validation import DUPLICATES, id_type, require_columns, valida
 
 log = logging.getLogger("spark_ap")
 
+# Params that change how a run works, not what it computes: a resumed or
+# repeated run may change them.
+OPERATIONAL_PARAMS = ("checkpointInterval", "checkpointKind", "stateDir")
+
 
 @dataclass
 class AffinityPropagationResult:
@@ -500,14 +504,19 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             _state=state,
         )
 
+    def resultParams(self) -> dict:
+        """The params that decide what a run computes, by name: all but :data:`OPERATIONAL_PARAMS`."""
+        return {
+            p.name: self.getOrDefault(p) for p in self.params if self.isDefined(p) and p.name not in OPERATIONAL_PARAMS
+        }
+
     def _store(self, spark: SparkSession, facts: Row, preference: float) -> StateStore | None:
         """The run's state store when ``stateDir`` is set; its identity is what a resume must match."""
         path = self.getStateDir()
         if not path:
             return None
-        params = ("damping", "maxIter", "convergenceIter", "preference", "noise", "seed")
         identity = {
-            "params": {name: self.getOrDefault(name) for name in params},
+            "params": self.resultParams(),
             "input": {
                 "vertices": int(facts["vertices"]),
                 "edges": int(facts["edges"]),

@@ -43,5 +43,12 @@ class StateMismatchError(SparkAPError):
     """A saved state belongs to another run (other params or another input) and cannot be resumed."""
 
 
+def reason(error: BaseException) -> str:
+    """The first line of what went wrong: the JVM's message for a Py4J error, else Python's."""
+    java = getattr(error, "java_exception", None)  # a Py4JJavaError's own message only names the call
+    text = (java.toString() if java is not None else str(error)).strip() or type(error).__name__
+    return text.splitlines()[0][:300]
+
+
 class ConvergenceWarning(UserWarning):
     """The run stopped at maxIter before the exemplar decisions settled."""

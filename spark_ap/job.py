@@ -20,8 +20,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_ap.clustering import AffinityPropagation
-from spark_ap.errors import InvalidInputError, InvalidParamError, SparkAPError
+from spark_ap.clustering import OPERATIONAL_PARAMS, AffinityPropagation
+from spark_ap.errors import InvalidInputError, InvalidParamError, SparkAPError, reason
 from spark_ap.export import STATE, export_run, output_status, redact, redact_text
 from spark_ap.graph import METRICS, edges_from_features
 from spark_ap.lib.state import StateStore
@@ -171,10 +171,6 @@ def check_input(path: str, fmt: str | None = None) -> None:
         )
 
 
-# Params that change how a run works, not what it computes: a rerun may change them.
-OPERATIONAL = ("checkpointInterval", "checkpointKind", "stateDir")
-
-
 def edge_columns(conf: dict[str, dict[str, Any]]) -> dict[str, str]:
     """srcCol, dstCol, weightCol as configured for an edge input (a feature input makes src, dst, similarity)."""
     inp = conf["input"]
@@ -185,8 +181,7 @@ def edge_columns(conf: dict[str, dict[str, Any]]) -> dict[str, str]:
 
 def run_params(conf: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
     """What the summary records as the run's params: every AP param, the input, its kind and metric."""
-    ap = AffinityPropagation(**conf["ap"], **edge_columns(conf))
-    params = {p.name: ap.getOrDefault(p) for p in ap.params if ap.isDefined(p) and p.name not in OPERATIONAL}
+    params = AffinityPropagation(**conf["ap"], **edge_columns(conf)).resultParams()
     inp = conf["input"]
     return {**params, "input": args.input, "kind": inp["kind"], "metric": inp["metric"]}
 
@@ -203,7 +198,7 @@ def check_paths(args: argparse.Namespace, params: dict[str, Any]) -> bool:
         if not args.skip_existing:
             raise InvalidInputError(f"The output folder {args.output} already holds a finished run; choose a new one")
         done = json.loads((Path(args.output) / "summary.json").read_text()).get("params", {})
-        if {k: v for k, v in done.items() if k not in OPERATIONAL} == redact(params):
+        if {k: v for k, v in done.items() if k not in OPERATIONAL_PARAMS} == redact(params):
             return True
         raise InvalidInputError(
             f"The output folder {args.output} already holds another run (other params or input); "
@@ -223,8 +218,7 @@ def read_table(spark: SparkSession, path: str, fmt: str | None) -> DataFrame:
         # Loading infers the schema, which reads the files: an unreadable input fails here.
         return reader.format(fmt).load(literal)
     except Exception as error:  # the JVM's reason, whatever its class, is in the message
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise InvalidInputError(f"Could not read the input {path} as {fmt}: {reason}") from error
+        raise InvalidInputError(f"Could not read the input {path} as {fmt}: {reason(error)}") from error
 
 
 def feature_table(table: DataFrame, id_col: str) -> tuple[DataFrame, list[str]]:

@@ -37,7 +37,7 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from spark_ap.errors import InvalidParamError
+from spark_ap.errors import InvalidParamError, reason
 from spark_ap.lib.noise import with_noise
 from spark_ap.lib.state import Saved, StateStore
 
@@ -182,13 +182,6 @@ def reliable_checkpoints(spark: SparkSession, settings: Settings) -> bool:
     return settings.checkpoint_kind != "local" and has_dir and settings.checkpoint_interval > 0
 
 
-def _reason(error: Exception) -> str:
-    """The first line of the JVM's message when there is one, else of Python's."""
-    java = getattr(error, "java_exception", None)  # a Py4JJavaError's own message only names the call
-    text = (java.toString() if java is not None else str(error)).strip() or type(error).__name__
-    return text.splitlines()[0][:300]
-
-
 def _stats(state: DataFrame) -> dict:
     """Exemplars, changed decisions and the shortest run of unchanged decisions, over the vertices."""
     row = (
@@ -264,7 +257,7 @@ def iterate(graph: DataFrame, settings: Settings, store: StateStore | None = Non
                 log.warning(
                     "iteration %d failed (%s); retrying from the state of iteration %d (recovery %d of %d)",
                     t + 1,
-                    _reason(error),
+                    reason(error),
                     back.iteration,
                     recoveries,
                     RECOVERIES,
