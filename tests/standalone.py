@@ -190,9 +190,7 @@ class StandaloneCluster:
         StandaloneClusterError
             If the cluster has not been started.
         """
-        if self._master_url is None:
-            raise StandaloneClusterError("the cluster is not running")
-        return self._master_url
+        return _running(self._master_url)
 
     @property
     def web_url(self) -> str:
@@ -203,9 +201,7 @@ class StandaloneCluster:
         StandaloneClusterError
             If the cluster has not been started.
         """
-        if self._web_url is None:
-            raise StandaloneClusterError("the cluster is not running")
-        return self._web_url
+        return _running(self._web_url)
 
     def submit_args(self) -> list[str]:
         """Arguments that point ``spark-submit`` at this cluster.
@@ -454,6 +450,13 @@ class StandaloneCluster:
         for name, proc in named:
             if proc is not None and proc.poll() is not None:
                 raise StandaloneClusterError(f"{name} exited with code {proc.returncode}\n" + self.logs())
+
+
+def _running(address: str | None) -> str:
+    """``address``, which is known only while the cluster runs."""
+    if address is None:
+        raise StandaloneClusterError("the cluster is not running")
+    return address
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
