@@ -55,6 +55,9 @@ SPARK_JOB = {
         "duplicates": Param(
             "error", enum=["error", "max", "mean"], description="Repeated (src, dst) pairs: refuse, or combine"
         ),
+        "engine": Param(
+            "blocks", enum=["blocks", "dataframe"], description="How iterations run (same results): numpy or Spark SQL"
+        ),
         "checkpoint_interval": Param(
             10, type="integer", minimum=1, description="Save the run's state every this many iterations"
         ),

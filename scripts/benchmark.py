@@ -1,14 +1,17 @@
-"""Seconds per iteration of spark-ap against the numpy sparse reference and scikit-learn, in one run.
+"""Seconds per iteration of spark-ap's two engines, the numpy sparse reference and scikit-learn, in one run.
 
-    python scripts/benchmark.py                        # about 1.6e5 and 1.6e6 edges
+    python scripts/benchmark.py                        # about 1e4, 1.6e5 and 1.6e6 edges
     python scripts/benchmark.py --large                # and about 1.6e7 (1,000,000 points)
     python scripts/benchmark.py --edges 2e4 --iterations 10 --out /tmp/bench
 
 For each size, Gaussian blobs (50 centres, 10-D) become a symmetrised k-nearest-
 neighbour graph (k = 10, similarity = -squared distance, preference = the median
-edge). On it run, for the same number of iterations without early stopping:
+edge). On it run, for a fixed number of iterations without early stopping:
 
-* spark-ap on local Spark (``--master``, default ``local[2]``);
+* spark-ap with ``engine="blocks"`` (the default) on local Spark (``--master``,
+  default ``local[2]``), ``--iterations`` iterations;
+* spark-ap with ``engine="dataframe"``, the window-aggregate engine: the baseline
+  a plain DataFrame loop gives, ``--baseline-iterations`` iterations;
 * ``spark_ap.lib.reference.SparseReference``, the numpy sparse reference the
   tests use as oracle, on one core, in a child process;
 * scikit-learn's dense ``AffinityPropagation`` on the complete similarity matrix
@@ -16,10 +19,12 @@ edge). On it run, for the same number of iterations without early stopping:
   ``--dense-memory-gib``: that is what a user would otherwise run.
 
 Reported per size: median seconds per iteration, edge updates per second (one
-edge's r and a recomputed once), total seconds, peak memory (the Spark JVM's
-resident set, polled; the child processes' maximum resident set), and the ratios
-spark-ap / numpy and spark-ap / scikit-learn. Results go to ``results.json``,
-``results.md`` and ``time_per_iteration.png`` in ``--out``.
+edge's r and a recomputed once), total seconds, peak memory (for spark-ap the
+resident set of Spark's JVM and its Python workers, polled; for the child
+processes their maximum resident set), the memory in use after iteration 2 and
+after the last one, and each engine's time relative to the blocks engine.
+Results go to ``results.json``, ``results.md`` and ``time_per_iteration.png`` in
+``--out``.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ import numpy as np
 
 K = 10
 CENTERS = 50
+FAST, BASELINE = "spark-ap blocks", "spark-ap dataframe"
 DIMENSIONS = 10
 
 
@@ -52,15 +58,15 @@ def knn_graph(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray
     from sklearn.neighbors import NearestNeighbors
 
     X, _ = make_blobs(n, n_features=DIMENSIONS, centers=CENTERS, random_state=seed)
-    distance, index = NearestNeighbors(n_neighbors=K + 1).fit(X).kneighbors(X)
+    distance, index = NearestNeighbors(n_neighbors=K + 1, n_jobs=-1).fit(X).kneighbors(X)
     src = np.repeat(np.arange(n), K)
     dst = index[:, 1:].ravel()
     s = -(distance[:, 1:].ravel() ** 2)
-    # Symmetrise: keep each pair in both directions once.
-    pairs = np.concatenate([np.stack([src, dst], 1), np.stack([dst, src], 1)])
+    # Symmetrise: keep each pair in both directions once (sorted by src, dst).
+    keys = np.concatenate([src * n + dst, dst * n + src])
     values = np.concatenate([s, s])
-    pairs, first = np.unique(pairs, axis=0, return_index=True)
-    return pairs[:, 0], pairs[:, 1], values[first]
+    keys, first = np.unique(keys, return_index=True)
+    return keys // n, keys % n, values[first]
 
 
 def with_preferences(src, dst, s) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -123,20 +129,29 @@ def in_child(kind: str, n: int, iterations: int) -> dict:
 
 
 class PeakRSS:
-    """Poll the resident set of a process tree (here: Spark's JVM) from a thread."""
+    """Poll the resident set of a process tree (here: Spark's JVM and its Python workers) from a thread."""
 
     def __init__(self, pid: int) -> None:
         import psutil
 
         self.process = psutil.Process(pid)
-        self.peak = 0
+        self.peak = self.current = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        import psutil
+
         while not self._stop.is_set():
-            self.peak = max(self.peak, self.process.memory_info().rss)
+            total = 0
+            try:
+                for process in [self.process, *self.process.children(recursive=True)]:
+                    total += process.memory_info().rss
+            except psutil.NoSuchProcess:  # a Python worker that just exited
+                pass
+            self.current = total
+            self.peak = max(self.peak, total)
             time.sleep(0.05)
 
     def stop(self) -> int:
@@ -146,42 +161,55 @@ class PeakRSS:
 
 
 class IterationClock(logging.Handler):
-    """Seconds between the engine's per-iteration log lines."""
+    """Seconds between the engine's per-iteration log lines, and the memory in use at each."""
 
-    def __init__(self) -> None:
+    def __init__(self, memory: PeakRSS) -> None:
         super().__init__(logging.INFO)
+        self.memory = memory
         self.stamps: list[float] = []
+        self.rss: list[int] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         if re.match(r"iteration \d+/", record.getMessage()) or record.getMessage().startswith("affinity propagation"):
             self.stamps.append(record.created)
+            self.rss.append(self.memory.current)
 
     def seconds(self) -> list[float]:
         return list(np.diff(self.stamps))
 
 
-def spark_run(spark, n: int, iterations: int) -> dict:
-    """spark-ap's seconds per iteration and the JVM's peak memory on the same graph."""
-    import warnings
-
+def write_graph(n: int) -> tuple[str, int]:
+    """The k-NN graph of n blob points as a Parquet edge table; its path and its number of edges."""
     import pandas as pd
-
-    from spark_ap import AffinityPropagation, ConvergenceWarning
 
     src, dst, s = knn_graph(n)
     path = Path(tempfile.mkdtemp(prefix="spark-ap-bench-")) / "edges.parquet"
     pd.DataFrame({"src": src, "dst": dst, "similarity": s}).to_parquet(path, index=False)
-    edges = spark.read.parquet(str(path))
+    return str(path), src.size
+
+
+def spark_run(spark, path: str, n: int, iterations: int, engine: str) -> dict:
+    """spark-ap's seconds per iteration and the memory of Spark's JVM and Python workers."""
+    import warnings
+
+    from spark_ap import AffinityPropagation, ConvergenceWarning
+
+    edges = spark.read.parquet(path)
     edges = edges.repartition(int(spark.conf.get("spark.sql.shuffle.partitions"))).cache()
     n_edges = edges.count()
     jvm = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
     memory = PeakRSS(int(jvm))
-    clock = IterationClock()
+    clock = IterationClock(memory)
     logging.getLogger("spark_ap").addHandler(clock)
     warnings.simplefilter("ignore", ConvergenceWarning)
     started = time.perf_counter()
     ap = AffinityPropagation(
-        damping=0.9, maxIter=iterations, convergenceIter=iterations + 1, preference="median", noise=False
+        damping=0.9,
+        maxIter=iterations,
+        convergenceIter=iterations + 1,
+        preference="median",
+        noise=False,
+        engine=engine,
     )
     result = ap.run(edges)
     total = time.perf_counter() - started
@@ -190,7 +218,13 @@ def spark_run(spark, n: int, iterations: int) -> dict:
     result.unpersist()
     edges.unpersist()
     # The first interval is set-up (validation, preference) plus iteration 1.
-    return {"seconds": clock.seconds()[1:], "total": total, "peak_bytes": peak, "edges": n_edges + n}
+    return {
+        "seconds": clock.seconds()[1:],
+        "total": total,
+        "peak_bytes": peak,
+        "edges": n_edges + n,
+        "rss_bytes": clock.rss[1:],
+    }
 
 
 def summarise(name: str, run: dict, updates: int) -> dict:
@@ -201,24 +235,32 @@ def summarise(name: str, run: dict, updates: int) -> dict:
         "edge_updates_per_second": updates / per_iteration,
         "total_seconds": run.get("total", sum(run["seconds"])),
         "peak_gib": run["peak_bytes"] / 2**30,
+        "iterations": len(run["seconds"]) + 1,
+        # Memory in use when iteration 2 and the last iteration ended: flat means no growth.
+        "gib_at_iteration_2": run["rss_bytes"][0] / 2**30 if run.get("rss_bytes") else None,
+        "gib_at_last_iteration": run["rss_bytes"][-1] / 2**30 if run.get("rss_bytes") else None,
     }
 
 
 def markdown(results: list[dict]) -> str:
     lines = [
-        "| edges | points | engine | s / iteration | edge updates / s | total s | peak GiB | spark-ap / this |",
-        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| edges | points | engine | iterations | s / iteration | edge updates / s | total s | peak GiB "
+        "| GiB at it. 2 / last | spark-ap / this |",
+        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for size in results:
-        spark_time = next(r for r in size["engines"] if r["engine"] == "spark-ap")["seconds_per_iteration"]
+        spark_time = next(r for r in size["engines"] if r["engine"] == FAST)["seconds_per_iteration"]
         for r in size["engines"]:
+            flat = ""
+            if r.get("gib_at_iteration_2") is not None:
+                flat = f"{r['gib_at_iteration_2']:.2f} / {r['gib_at_last_iteration']:.2f}"
             lines.append(
-                f"| {size['edges']:,} | {size['points']:,} | {r['engine']} | {r['seconds_per_iteration']:.4f} "
-                f"| {r['edge_updates_per_second']:.3g} | {r['total_seconds']:.1f} | {r['peak_gib']:.2f} "
-                f"| {spark_time / r['seconds_per_iteration']:.1f} |"
+                f"| {size['edges']:,} | {size['points']:,} | {r['engine']} | {r['iterations']} "
+                f"| {r['seconds_per_iteration']:.4f} | {r['edge_updates_per_second']:.3g} | {r['total_seconds']:.1f} "
+                f"| {r['peak_gib']:.2f} | {flat} | {spark_time / r['seconds_per_iteration']:.2f} |"
             )
         for skipped in size["skipped"]:
-            lines.append(f"| {size['edges']:,} | {size['points']:,} | {skipped} | n/a | | | | |")
+            lines.append(f"| {size['edges']:,} | {size['points']:,} | {skipped} | | n/a | | | | | |")
     return "\n".join(lines) + "\n"
 
 
@@ -229,7 +271,7 @@ def plot(results: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-    for name in ("spark-ap", "numpy sparse reference", "scikit-learn dense"):
+    for name in (FAST, BASELINE, "numpy sparse reference", "scikit-learn dense"):
         points = [
             (s["edges"], r["seconds_per_iteration"]) for s in results for r in s["engines"] if r["engine"] == name
         ]
@@ -246,9 +288,12 @@ def plot(results: list[dict], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--edges", default="1.6e5,1.6e6", help="approximate edge counts, comma-separated")
+    parser.add_argument("--edges", default="1e4,1.6e5,1.6e6", help="approximate edge counts, comma-separated")
     parser.add_argument("--large", action="store_true", help="also run about 1.6e7 edges (1,000,000 points)")
     parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument(
+        "--baseline-iterations", type=int, default=10, help="iterations of the dataframe engine (at most --iterations)"
+    )
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--driver-memory", default="12g")
     parser.add_argument("--dense-memory-gib", type=float, default=16, help="run scikit-learn if 5 N^2 doubles fit")
@@ -280,9 +325,12 @@ def main() -> None:
     results = []
     for target in targets:
         n = int(target / K)  # a 10-NN graph has 10-16 edges per point once symmetrised
-        spark_result = spark_run(spark, n, args.iterations)
-        updates = spark_result["edges"]
-        engines = [summarise("spark-ap", spark_result, updates)]
+        path, _ = write_graph(n)
+        fast = spark_run(spark, path, n, args.iterations, "blocks")
+        updates = fast["edges"]
+        engines = [summarise(FAST, fast, updates)]
+        baseline = spark_run(spark, path, n, min(args.iterations, args.baseline_iterations), "dataframe")
+        engines.append(summarise(BASELINE, baseline, updates))
         engines.append(summarise("numpy sparse reference", in_child("numpy", n, args.iterations), updates))
         skipped = []
         if 5 * n * n * 8 <= args.dense_memory_gib * 2**30:

@@ -25,7 +25,8 @@ log = logging.getLogger("spark_ap")
 
 # Params that change how a run works, not what it computes: a resumed or
 # repeated run may change them.
-OPERATIONAL_PARAMS = ("checkpointInterval", "checkpointKind", "stateDir")
+OPERATIONAL_PARAMS = ("checkpointInterval", "checkpointKind", "stateDir", "engine")
+ENGINES = ("blocks", "dataframe")
 
 
 @dataclass
@@ -138,6 +139,13 @@ class _AffinityPropagationParams(HasMaxIter, HasWeightCol, HasCheckpointInterval
         "iterations, and from which a rerun with the same params and input resumes",
         typeConverter=TypeConverters.toString,
     )
+    engine = Param(
+        Params._dummy(),
+        "engine",
+        "how iterations run, with the same results: 'blocks' (numpy on chunks of edges, the fast "
+        "default) or 'dataframe' (Spark SQL window aggregates, the reference)",
+        typeConverter=TypeConverters.toString,
+    )
     noise = Param(
         Params._dummy(),
         "noise",
@@ -160,6 +168,7 @@ class _AffinityPropagationParams(HasMaxIter, HasWeightCol, HasCheckpointInterval
             checkpointInterval=10,
             checkpointKind="auto",
             duplicates="error",
+            engine="blocks",
             noise=True,
             seed=0,
         )
@@ -193,6 +202,9 @@ class _AffinityPropagationParams(HasMaxIter, HasWeightCol, HasCheckpointInterval
 
     def getDuplicates(self) -> str:
         return self.getOrDefault(self.duplicates)
+
+    def getEngine(self) -> str:
+        return self.getOrDefault(self.engine)
 
     def getStateDir(self) -> str | None:
         return self.getOrDefault(self.stateDir) if self.isDefined(self.stateDir) else None
@@ -239,6 +251,12 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         :class:`~spark_ap.StateMismatchError`. An iteration whose Spark job fails
         (an executor lost) is retried from the newest save. On a multi-machine
         cluster it must be storage every executor can write (HDFS, S3, ...).
+    engine : {"blocks", "dataframe"}, default "blocks"
+        How the iterations run; both compute the same messages bit for bit.
+        "blocks" keeps the edges as numpy arrays in chunks of about a million
+        edges and moves only per-vertex values (three arrays of n values are
+        broadcast every iteration); "dataframe" is the Spark SQL window engine,
+        slower, kept as the reference and for Spark Connect.
     noise : bool, default True
         scikit-learn's degeneracy noise, drawn per edge from ``seed``.
     seed : int, default 0
@@ -266,6 +284,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         checkpointKind: str = "auto",
         duplicates: str = "error",
         stateDir: str | None = None,
+        engine: str = "blocks",
         noise: bool = True,
         seed: int = 0,
     ) -> None:
@@ -289,6 +308,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         checkpointKind: str = "auto",
         duplicates: str = "error",
         stateDir: str | None = None,
+        engine: str = "blocks",
         noise: bool = True,
         seed: int = 0,
     ) -> AffinityPropagation:
@@ -341,6 +361,9 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
     def setStateDir(self, value: str | None) -> AffinityPropagation:
         return self._setChecked(stateDir=value)
 
+    def setEngine(self, value: str) -> AffinityPropagation:
+        return self._setChecked(engine=value)
+
     def setNoise(self, value: bool) -> AffinityPropagation:
         return self._setChecked(noise=value)
 
@@ -365,6 +388,8 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             )
         if self.getDuplicates() not in DUPLICATES:
             raise InvalidParamError(f"duplicates must be one of {DUPLICATES}; got {self.getDuplicates()!r}")
+        if self.getEngine() not in ENGINES:
+            raise InvalidParamError(f"engine must be one of {ENGINES}; got {self.getEngine()!r}")
         if self.getStateDir() and interval == -1:
             raise InvalidParamError("stateDir needs checkpointInterval >= 1: the state is saved that often")
         check_preference(self.getPreference())
@@ -379,6 +404,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             checkpoint_kind=self.getCheckpointKind(),
             noise=self.getNoise(),
             seed=self.getSeed(),
+            engine=self.getEngine(),
         )
 
     def _graph(self, edges: DataFrame, vertices: DataFrame | None) -> tuple[DataFrame, float]:

@@ -86,6 +86,12 @@ def parser() -> argparse.ArgumentParser:
         choices=("error", "max", "mean"),
         help="repeated (src, dst) pairs: refuse them (default), or keep the max or the mean similarity",
     )
+    p.add_argument(
+        "--engine",
+        choices=("blocks", "dataframe"),
+        help="how iterations run, same results either way: numpy on chunks of edges (blocks, default) or Spark "
+        "SQL window aggregates (dataframe)",
+    )
     p.add_argument("--no-noise", dest="noise", action="store_false", default=None, help="turn the degeneracy noise off")
     p.add_argument(
         "--state-dir",
@@ -149,6 +155,8 @@ def settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         merged["ap"]["noise"] = args.noise
     if args.duplicates is not None:
         merged["ap"]["duplicates"] = args.duplicates
+    if args.engine is not None:
+        merged["ap"]["engine"] = args.engine
     for name in INPUT_OPTIONS:
         if getattr(args, name) is not None:
             merged["input"][name] = getattr(args, name)

@@ -22,6 +22,11 @@ Both are window aggregates partitioned by the vertex, so each edge row gets its
 vertex's aggregate without a join, and the iteration reads the previous state
 once.
 
+This is the ``dataframe`` engine (:class:`WindowEngine`). :func:`iterate`, the
+loop with its saves, resume and retries, drives it or the faster ``blocks``
+engine (:mod:`spark_ap.lib.blocks`), which computes the same state; both hand
+over the edge state above when it is saved and at the end.
+
 Each iteration's state is locally checkpointed, which keeps the plan one
 iteration long. With a :class:`~spark_ap.lib.state.StateStore` the state is also
 saved durably every ``checkpoint_interval`` iterations: a rerun resumes from the
@@ -59,6 +64,7 @@ class Settings:
     checkpoint_kind: str = "auto"
     noise: bool = True
     seed: int = 0
+    engine: str = "blocks"
 
 
 @dataclass
@@ -151,14 +157,16 @@ def _materialize(df: DataFrame) -> DataFrame:
     return df.localCheckpoint(eager=True)
 
 
+def is_local_checkpoint(df: DataFrame) -> bool:
+    """Whether ``df`` reads a checkpoint in executor storage (not a file)."""
+    jdf = getattr(df, "_jdf", None)  # absent on Spark Connect, where the server cleans up
+    return jdf is not None and jdf.queryExecution().analyzed().nodeName() == "LogicalRDD"
+
+
 def release(df: DataFrame) -> None:
     """Free the blocks of a locally checkpointed state now rather than at the next JVM GC."""
-    jdf = getattr(df, "_jdf", None)  # absent on Spark Connect, where the server cleans up
-    if jdf is None:
-        return
-    plan = jdf.queryExecution().analyzed()
-    if plan.nodeName() == "LogicalRDD":
-        plan.rdd().unpersist(False)
+    if is_local_checkpoint(df):
+        df._jdf.queryExecution().analyzed().rdd().unpersist(False)
 
 
 def _save(df: DataFrame) -> DataFrame:
@@ -207,6 +215,45 @@ def _converged(t: int, stats: dict | None, settings: Settings) -> bool:
     )
 
 
+class WindowEngine:
+    """Runs iterations on an edge-state DataFrame with the window aggregates above."""
+
+    def __init__(self, damping: float) -> None:
+        self.damping = damping
+
+    def start(self, state: DataFrame) -> DataFrame:
+        return state
+
+    def step(self, state: DataFrame, reliable: bool = False) -> tuple[DataFrame, dict]:
+        """One iteration; ``reliable`` also writes the new state to the checkpoint directory."""
+        new = _materialize(step(state, self.damping))
+        stats = _stats(new)
+        return (_save(new) if reliable else new), stats
+
+    def edges(self, state: DataFrame) -> DataFrame:
+        return state
+
+    def saved(self, state: DataFrame, saved: DataFrame) -> DataFrame:
+        """Continue from the copy just saved, which frees the local one."""
+        release(state)
+        return saved
+
+    def release(self, state: DataFrame) -> None:
+        release(state)
+
+    def final(self, state: DataFrame) -> DataFrame:
+        return state
+
+
+def make_engine(spark: SparkSession, settings: Settings):
+    """The engine ``settings.engine`` names."""
+    if settings.engine == "dataframe":
+        return WindowEngine(settings.damping)
+    from spark_ap.lib.blocks import BlockEngine
+
+    return BlockEngine(spark, settings.damping)
+
+
 def iterate(graph: DataFrame, settings: Settings, store: StateStore | None = None) -> Outcome:
     """Run the loop until scikit-learn's convergence test passes or ``max_iter`` is reached.
 
@@ -219,6 +266,7 @@ def iterate(graph: DataFrame, settings: Settings, store: StateStore | None = Non
     """
     spark = graph.sparkSession
     sc = spark.sparkContext
+    engine = make_engine(spark, settings)
     durable = store is None and reliable_checkpoints(spark, settings)
     saved = store.load() if store is not None else None
     resumed_from = None if saved is None else saved.iteration
@@ -230,21 +278,18 @@ def iterate(graph: DataFrame, settings: Settings, store: StateStore | None = Non
         saved = Saved(0, [], None, state)
     else:
         log.info("resuming from the state of iteration %d saved in %s", saved.iteration, store.path)
-    t, history, stats, state = saved.iteration, list(saved.history), saved.last, saved.state
+    t, history, stats = saved.iteration, list(saved.history), saved.last
+    current = engine.start(saved.state)
     recoveries = 0
     try:
         while not _converged(t, stats, settings) and t < settings.max_iter:
             sc.setJobDescription(f"affinity propagation: iteration {t + 1}/{settings.max_iter}")
             try:
-                new = _materialize(step(state, settings.damping))
-                new_stats = _stats(new)
-                row = (t + 1, new_stats["exemplars"], new_stats["changed"])
                 due = settings.checkpoint_interval > 0 and (t + 1) % settings.checkpoint_interval == 0
+                new, new_stats = engine.step(current, reliable=durable and due)
+                row = (t + 1, new_stats["exemplars"], new_stats["changed"])
                 if store is not None and due:
-                    local, new = new, store.save(t + 1, [*history, row], new_stats, new)
-                    release(local)
-                elif durable and due:
-                    new = _save(new)
+                    new = engine.saved(new, store.save(t + 1, [*history, row], new_stats, engine.edges(new)))
             except AnalysisException:
                 raise  # a wrong plan fails the same way every time
             except Exception as error:
@@ -262,12 +307,13 @@ def iterate(graph: DataFrame, settings: Settings, store: StateStore | None = Non
                     recoveries,
                     RECOVERIES,
                 )
-                t, history, stats, state = back.iteration, list(back.history), back.last, back.state
+                t, history, stats = back.iteration, list(back.history), back.last
+                current = engine.start(back.state)
                 continue
-            release(state)
-            t, stats, state = t + 1, new_stats, new
+            engine.release(current)
+            t, stats, current = t + 1, new_stats, new
             history.append(row)
             log.info("iteration %d/%d: %d exemplars, %d changed", t, settings.max_iter, *row[1:])
     finally:
         sc.setJobDescription(None)
-    return Outcome(state, t, _converged(t, stats, settings), history, resumed_from)
+    return Outcome(engine.final(current), t, _converged(t, stats, settings), history, resumed_from)

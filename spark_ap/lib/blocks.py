@@ -1,0 +1,395 @@
+"""The block engine: the edge state as numpy arrays in chunks of edges, one Spark job per iteration.
+
+The window engine (:mod:`spark_ap.lib.engine`) sorts every edge twice per
+iteration. This one leaves the edges where they are and moves only per-vertex
+values:
+
+* The vertices are numbered 0..n-1 in id order, so numpy arrays can be indexed
+  by them. The edges are split by target into *chunks* of about
+  :data:`CHUNK_EDGES` edges, a chunk holding every edge into its targets,
+  sorted by (src, dst). The chunks are the elements of an RDD kept in executor
+  storage; an iteration maps it to the next one.
+* Availabilities need per-target sums. All of a target's edges are in one chunk,
+  in source order, so ``np.bincount`` adds them in the order the dense column
+  sum does: the messages are bit for bit the reference's.
+* Responsibilities need, per source i, the largest and second largest
+  a(i,k') + s(i,k') and the k' giving the largest (:class:`Top`). Each chunk
+  computes them over its own edges, a worker merges its chunks, the driver
+  merges the workers' (maxima are exact in any order) and broadcasts three
+  arrays of n values to the next iteration.
+
+Per iteration, a chunk crosses between the JVM and a Python worker twice (32
+bytes per edge); the driver holds the three arrays of n values. The
+similarities themselves stay out of the chunks and are joined back when the
+state is turned into edge rows (to be saved, or at the end).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+from pyspark import RDD, Accumulator, AccumulatorParam, Broadcast, StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from spark_ap.errors import InvalidParamError
+from spark_ap.lib.engine import release
+
+# Edges per chunk: large enough that numpy's per-call cost vanishes, small enough
+# that a Python worker holds a few copies of one comfortably (about 50 MB).
+CHUNK_EDGES = 1 << 20
+# The edge rows the chunks are built from and turned back into.
+_EDGE_COLUMNS = (
+    ("i", T.LongType(), pa.int64()),
+    ("j", T.LongType(), pa.int64()),
+    ("s", T.DoubleType(), pa.float64()),
+    ("r", T.DoubleType(), pa.float64()),
+    ("a", T.DoubleType(), pa.float64()),
+    ("e", T.BooleanType(), pa.bool_()),
+    ("run", T.IntegerType(), pa.int32()),
+    ("changed", T.BooleanType(), pa.bool_()),
+)
+_EDGE_SCHEMA = T.StructType([T.StructField(name, kind) for name, kind, _ in _EDGE_COLUMNS])
+_ARROW_SCHEMA = pa.schema([(name, kind) for name, _, kind in _EDGE_COLUMNS])
+
+
+@dataclass
+class Top:
+    """Per source vertex: the largest a + s, the target giving it (smallest on ties), the second largest."""
+
+    largest: np.ndarray
+    arg: np.ndarray
+    second: np.ndarray
+
+    @classmethod
+    def empty(cls, n: int) -> Top:
+        return cls(np.full(n, -np.inf), np.full(n, n, dtype=np.int64), np.full(n, -np.inf))
+
+    def merge(self, at: np.ndarray, largest: np.ndarray, arg: np.ndarray, second: np.ndarray) -> None:
+        """Fold in the values of the sources ``at`` over more edges; exact in any order."""
+        old_largest, old_arg, old_second = self.largest[at], self.arg[at], self.second[at]
+        wins = (largest > old_largest) | ((largest == old_largest) & (arg < old_arg))
+        self.largest[at] = np.where(wins, largest, old_largest)
+        self.arg[at] = np.where(wins, arg, old_arg)
+        self.second[at] = np.where(wins, np.maximum(second, old_largest), np.maximum(old_second, largest))
+
+    def touched(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The sources that have edges here, and their values."""
+        at = np.flatnonzero(self.largest > -np.inf)
+        return at, self.largest[at], self.arg[at], self.second[at]
+
+
+class Chunk:
+    """The edges into a range of target vertices, sorted by (src, dst), as numpy arrays.
+
+    ``i`` is each edge's source vertex number; ``vertices`` are the chunk's
+    targets (sorted), ``jl`` each edge's target as a position among them, and
+    ``diagonal`` the position of each target's self-edge. ``e``, ``run`` and
+    ``changed`` are per target: its exemplar decision, for how many iterations
+    it has held, and whether the last iteration changed it.
+
+    Sorted by source, each source's edges are one run (so per-source maxima are
+    ``reduceat`` calls) and each target's edges come in source order (so
+    ``np.bincount`` adds them in the order a dense column sum does).
+    """
+
+    ARRAYS = ("i", "jl", "s", "r", "a", "vertices", "diagonal", "e", "run", "changed")
+
+    def __init__(self, **arrays: np.ndarray) -> None:
+        for name in self.ARRAYS:
+            setattr(self, name, arrays[name])
+
+    @classmethod
+    def from_edges(cls, table: pa.Table) -> Chunk:
+        """Build a chunk from edge rows (``_EDGE_SCHEMA``) sorted by (i, j)."""
+        col = {name: table.column(name).to_numpy() for name in table.column_names}
+        i, j = col["i"].astype(np.int32), col["j"].astype(np.int32)
+        vertices = np.unique(j)
+        jl = np.searchsorted(vertices, j).astype(np.int32)
+        diagonal = np.flatnonzero(i == j)
+        diagonal = diagonal[np.argsort(jl[diagonal])].astype(np.int32)
+        if diagonal.size != vertices.size:
+            raise ValueError("every target vertex of a chunk needs its self-edge")
+        return cls(
+            i=i,
+            jl=jl,
+            s=col["s"],
+            r=col["r"],
+            a=col["a"],
+            vertices=vertices,
+            diagonal=diagonal,
+            e=col["e"][diagonal].astype(bool),
+            run=col["run"][diagonal].astype(np.int32),
+            changed=col["changed"][diagonal].astype(bool),
+        )
+
+    def to_buffer(self) -> pa.Buffer:
+        return _encode({name: getattr(self, name) for name in self.ARRAYS})
+
+    @classmethod
+    def from_buffer(cls, buffer: pa.Buffer) -> Chunk:
+        return cls(**_decode(buffer))
+
+    def top(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per source of this chunk: the largest a + s over its edges here, its target, the second largest."""
+        x = self.a + self.s
+        starts = np.r_[0, np.flatnonzero(self.i[1:] != self.i[:-1]) + 1]
+        largest = np.maximum.reduceat(x, starts)
+        counts = np.diff(np.r_[starts, x.size])
+        positions = np.arange(x.size)
+        # The first position holding the largest value is the smallest target: a source's
+        # edges are in target order, and argmax's tie rule picks the first.
+        first = np.minimum.reduceat(np.where(x == np.repeat(largest, counts), positions, x.size), starts)
+        x[first] = -np.inf
+        second = np.maximum.reduceat(x, starts)
+        return self.i[starts], largest, self.vertices[self.jl[first]].astype(np.int64), second
+
+    def step(self, top: Top, damping: float) -> None:
+        """One iteration on this chunk's edges, given every source's :class:`Top` of the last one."""
+        # r(i,k) = s(i,k) - max_{k' != k} (a(i,k') + s(i,k'))
+        i = self.i
+        best = np.where(top.arg[i] == self.vertices[self.jl], top.second[i], top.largest[i])
+        self.r = damping * self.r + (1 - damping) * (self.s - best)
+        # a(i,k) = min(0, r(k,k) + sum_{i' not in {i,k}} max(0, r(i',k))), a(k,k) = sum_{i' != k} max(0, r(i',k))
+        d = self.diagonal
+        own = np.maximum(self.r, 0)
+        own[d] = self.r[d]
+        rest = np.bincount(self.jl, weights=own, minlength=self.vertices.size)[self.jl] - own
+        computed = np.minimum(rest, 0)
+        computed[d] = rest[d]
+        self.a = damping * self.a + (1 - damping) * computed
+        decision = (self.r[d] + self.a[d]) > 0
+        self.run = np.where(decision == self.e, self.run + 1, 1).astype(np.int32)
+        self.changed = decision != self.e
+        self.e = decision
+
+    def edges(self) -> pa.RecordBatch:
+        """The chunk as edge rows (``_EDGE_SCHEMA``); e, run and changed are set on self-edges only."""
+        d = self.diagonal
+        e, run, changed = np.zeros(self.i.size, bool), np.zeros(self.i.size, np.int32), np.zeros(self.i.size, bool)
+        e[d], run[d], changed[d] = self.e, self.run, self.changed
+        columns = [self.i.astype(np.int64), self.vertices[self.jl].astype(np.int64), self.s, self.r, self.a]
+        return pa.RecordBatch.from_arrays([*map(pa.array, columns + [e, run, changed])], schema=_ARROW_SCHEMA)
+
+
+def _encode(arrays: dict[str, np.ndarray]) -> pa.Buffer:
+    """The arrays in one buffer: a JSON header, then each array's bytes, 8-byte aligned."""
+    layout, offset = [], 0
+    for name, x in arrays.items():
+        x = np.ascontiguousarray(x)
+        layout.append((name, x.dtype.str, x.size, offset))
+        offset += -(-x.nbytes // 8) * 8
+    header = json.dumps(layout).encode()
+    start = 8 + -(-len(header) // 8) * 8
+    out = np.empty(start + offset, dtype=np.uint8)
+    out[:8] = np.frombuffer(np.int64(len(header)).tobytes(), dtype=np.uint8)
+    out[8 : 8 + len(header)] = np.frombuffer(header, dtype=np.uint8)
+    for (_, _, _, at), x in zip(layout, arrays.values(), strict=True):
+        raw = np.ascontiguousarray(x).view(np.uint8).ravel()
+        out[start + at : start + at + raw.size] = raw
+    return pa.py_buffer(out)
+
+
+def _decode(buffer: pa.Buffer) -> dict[str, np.ndarray]:
+    """The arrays of :func:`_encode`, as read-only views of ``buffer`` (no copy)."""
+    size = int(np.frombuffer(buffer, dtype=np.int64, count=1)[0])
+    layout = json.loads(bytes(buffer[8 : 8 + size]))
+    start = 8 + -(-size // 8) * 8
+    return {
+        name: np.frombuffer(buffer, dtype=np.dtype(dtype), count=count, offset=start + at)
+        for name, dtype, count, at in layout
+    }
+
+
+def _binary(value: pa.Buffer) -> pa.Array:
+    """A one-row binary column over ``value`` without copying it."""
+    offsets = pa.py_buffer(np.array([0, value.size], dtype=np.int32))
+    return pa.Array.from_buffers(pa.binary(), 1, [None, offsets, value])
+
+
+def _pack(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Edge rows sorted by (j, i) -> one encoded chunk."""
+    batches = [b for b in batches if b.num_rows]
+    if batches:
+        chunk = Chunk.from_edges(pa.Table.from_batches(batches))
+        yield pa.RecordBatch.from_arrays([_binary(chunk.to_buffer())], names=["chunk"])
+
+
+def _unpack(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Encoded chunks -> edge rows."""
+    for batch in batches:
+        column = batch.column(0)
+        for k in range(len(column)):
+            yield Chunk.from_buffer(column[k].as_buffer()).edges()
+
+
+class _Summaries(AccumulatorParam):
+    """Gathers each partition's ``(index, Top values, decision counts)`` for the driver."""
+
+    def zero(self, value: list) -> list:
+        return []
+
+    def addInPlace(self, value1: list, value2: list) -> list:
+        return value1 + value2
+
+
+def _iteration(n: int, damping: float, previous: Broadcast | None, summaries: Accumulator):
+    """The function each partition runs: step every chunk (unless ``previous`` is None), then
+    report the partition's merged :class:`Top` and decision counts."""
+
+    def run(index: int, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+        last = None if previous is None else Top(*previous.value)
+        top = Top.empty(n)
+        counts = {"exemplars": 0, "changed": 0, "min_run": None}
+        for chunk in chunks:
+            if last is not None:
+                chunk.step(last, damping)
+            top.merge(*chunk.top())
+            counts["exemplars"] += int(chunk.e.sum())
+            counts["changed"] += int(chunk.changed.sum())
+            low = int(chunk.run.min())
+            counts["min_run"] = low if counts["min_run"] is None else min(low, counts["min_run"])
+            yield chunk
+        summaries.add([(index, top.touched(), counts)])
+
+    return run
+
+
+@dataclass
+class Blocks:
+    """The block engine's state: the chunks (an RDD in executor storage), every source's Top, the counts."""
+
+    chunks: RDD
+    top: Broadcast  # (largest, arg, second), n values each
+    stats: dict
+    # The Top the chunks were computed from: the chunks' RDD refers to it until released.
+    made_with: Broadcast | None = None
+
+
+class BlockEngine:
+    """Runs iterations on :class:`Blocks`; see the module docstring."""
+
+    def __init__(self, spark: SparkSession, damping: float) -> None:
+        try:
+            self.sc = spark.sparkContext
+        except Exception as error:  # Spark Connect has no SparkContext
+            raise InvalidParamError(
+                "engine='blocks' needs a classic SparkSession (it works on RDDs and broadcasts); "
+                "use engine='dataframe' with Spark Connect."
+            ) from error
+        self.spark = spark
+        self.damping = damping
+        self.index: DataFrame | None = None  # id, idx
+        self.similarity: DataFrame | None = None  # src, dst, similarity: the chunks leave it out
+        self.n = 0
+
+    def _number(self, state: DataFrame) -> DataFrame:
+        """id -> 0..n-1 in id order, from the self-edges (one per vertex)."""
+        ids = state.filter(F.col("src") == F.col("dst")).select(F.col("src").alias("id"))
+        parts = self.sc.defaultParallelism
+        ranked = (
+            ids.repartitionByRange(parts, "id")
+            .sortWithinPartitions("id")
+            .withColumn("mid", F.monotonically_increasing_id())
+            .localCheckpoint()
+        )
+        # monotonically_increasing_id is the partition number << 33 plus the row's position in it.
+        part = F.shiftright("mid", 33)
+        counts = dict(ranked.groupBy(part.alias("p")).count().collect())
+        offsets, total = [], 0
+        for p in range(max(counts, default=-1) + 1):
+            offsets.append(total)
+            total += counts.get(p, 0)
+        self.n = total
+        offset = F.element_at(F.array(*[F.lit(o) for o in offsets] or [F.lit(0)]), (part + 1).cast("int"))
+        return ranked.select("id", (offset + F.col("mid").bitwiseAND((1 << 33) - 1)).alias("idx")).localCheckpoint()
+
+    def _ids(self, name: str, number: str) -> DataFrame:
+        return self.index.select(F.col("id").alias(name), F.col("idx").alias(number))
+
+    def start(self, state: DataFrame) -> Blocks:
+        """Chunks from an edge-state DataFrame (``src, dst, similarity, s, r, a, e, run, changed``)."""
+        # Both are read from ``state`` every time: after a failure, what an
+        # earlier start kept in executor storage may be gone.
+        self.index = self._number(state)
+        # Copied into executor storage: ``state`` may be a save that a newer one replaces.
+        self.similarity = state.select("src", "dst", "similarity").localCheckpoint()
+        edges = state.join(self._ids("src", "i"), "src").join(self._ids("dst", "j"), "dst")
+        edges = edges.select(*_EDGE_SCHEMA.fieldNames())
+        pieces = max(1, math.ceil(edges.count() / CHUNK_EDGES))
+        encoded = (
+            edges.repartitionByRange(pieces, "j")
+            .sortWithinPartitions("i", "j")
+            .mapInArrow(_pack, "chunk binary")
+            .coalesce(self.sc.defaultParallelism)
+        )
+        blocks = self._run(encoded.rdd.map(lambda row: Chunk.from_buffer(row.chunk)), None, False)
+        release(state)
+        return blocks
+
+    def _run(self, chunks: RDD, previous: Broadcast | None, reliable: bool) -> Blocks:
+        """Step ``chunks`` into executor storage in one Spark job, and merge what the partitions report."""
+        summaries = self.sc.accumulator([], _Summaries())
+        new = chunks.mapPartitionsWithIndex(_iteration(self.n, self.damping, previous, summaries))
+        # Persisting also tells PySpark not to fuse the next iteration's function
+        # into this one's (it would recompute every iteration from the start).
+        new.persist(StorageLevel.MEMORY_AND_DISK)
+        if reliable:
+            new.checkpoint()
+        else:
+            new.localCheckpoint()
+        # Counting on the JVM side stores the partitions without reading them back into Python.
+        new._jrdd.count()
+        top = Top.empty(self.n)
+        stats = {"exemplars": 0, "changed": 0, "min_run": None}
+        # A retried task reports again: keep one report per partition.
+        for values, counts in {index: (values, counts) for index, values, counts in summaries.value}.values():
+            top.merge(*values)
+            stats["exemplars"] += counts["exemplars"]
+            stats["changed"] += counts["changed"]
+            if counts["min_run"] is not None:
+                low = stats["min_run"]
+                stats["min_run"] = counts["min_run"] if low is None else min(low, counts["min_run"])
+        return Blocks(new, self.sc.broadcast((top.largest, top.arg, top.second)), stats, previous)
+
+    def step(self, blocks: Blocks, reliable: bool = False) -> tuple[Blocks, dict]:
+        """One iteration; ``reliable`` also writes the new chunks to the checkpoint directory."""
+        new = self._run(blocks.chunks, blocks.top, reliable)
+        return new, new.stats
+
+    def edges(self, blocks: Blocks) -> DataFrame:
+        """The edge state ``src, dst, similarity, s, r, a, e, run, changed`` of ``blocks``."""
+        encoded = self.spark.createDataFrame(
+            blocks.chunks.map(lambda chunk: (chunk.to_buffer().to_pybytes(),)), "chunk binary"
+        )
+        rows = encoded.mapInArrow(_unpack, _EDGE_SCHEMA)
+        rows = rows.join(self._ids("src", "i"), "i").join(self._ids("dst", "j"), "j")
+        rows = rows.join(self.similarity, ["src", "dst"])
+        return rows.select("src", "dst", "similarity", "s", "r", "a", "e", "run", "changed")
+
+    def saved(self, blocks: Blocks, saved: DataFrame) -> Blocks:
+        """Go on with the chunks after a save: they are what the save was written from."""
+        return blocks
+
+    def release(self, blocks: Blocks) -> None:
+        """Free the chunks once the next ones are computed from them.
+
+        Their own Top lives on in the next chunks' RDD (which refers to it until
+        it is released in turn); the Top they were computed from is done with.
+        """
+        blocks.chunks.unpersist(blocking=False)
+        if blocks.made_with is not None:
+            blocks.made_with.destroy()
+
+    def final(self, blocks: Blocks) -> DataFrame:
+        """The edge state after the last iteration, computed once into executor storage."""
+        state = self.edges(blocks).localCheckpoint(eager=True)
+        self.release(blocks)
+        blocks.top.destroy()
+        return state

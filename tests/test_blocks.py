@@ -1,0 +1,94 @@
+"""The block engine: its per-source merge, many chunks, and equality with the window engine."""
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_blobs
+
+from spark_ap import AffinityPropagation, edges_from_matrix, similarity_matrix
+from spark_ap.lib import blocks
+from spark_ap.lib.blocks import Top
+from spark_ap.lib.reference import SparseReference
+from tests.conftest import assignment_rows
+
+
+def test_merging_partial_tops_in_any_order_gives_the_top_of_all_edges():
+    # Values from a small set, so ties (equal largest, equal second) are common.
+    rng = np.random.default_rng(3)
+    n, m = 30, 400
+    src, dst = rng.integers(0, n, m), rng.integers(0, n, m)
+    value = rng.integers(-4, 0, m).astype(float)
+    # Direct: per source, sort its edges by (-value, dst) as argmax with first-wins would pick.
+    expected = {}
+    for i in np.unique(src):
+        mine = sorted(zip(-value[src == i], dst[src == i], strict=True))
+        expected[i] = (-mine[0][0], mine[0][1], -mine[1][0] if len(mine) > 1 else -np.inf)
+    for seed in range(5):
+        parts = np.random.default_rng(seed).integers(0, 4, m)
+        top = Top.empty(n)
+        for p in np.random.default_rng(seed).permutation(4):
+            for k in np.flatnonzero(parts == p):  # one edge at a time: the finest split there is
+                top.merge(np.array([src[k]]), np.array([value[k]]), np.array([dst[k]]), np.array([-np.inf]))
+        got = {i: (top.largest[i], top.arg[i], top.second[i]) for i in np.unique(src)}
+        assert got == expected
+
+
+def _integer_graph(n: int, density: float, seed: int) -> np.ndarray:
+    """Similarities from a few integers (many exact ties), missing edges as -inf, preference -2."""
+    rng = np.random.RandomState(seed)
+    S = -rng.randint(1, 5, (n, n)).astype(float)
+    S[rng.rand(n, n) > density] = -np.inf
+    np.fill_diagonal(S, -2.0)
+    return S
+
+
+@pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")  # a fixed 8 iterations
+def test_many_small_chunks_compute_the_sparse_reference_messages(spark, monkeypatch):
+    # About 30 chunks over the two partitions: every per-source maximum and tie is
+    # merged across chunks and workers; string ids number the vertices in id order.
+    monkeypatch.setattr(blocks, "CHUNK_EDGES", 25)
+    S = _integer_graph(40, 0.5, seed=8)
+    src, dst = np.nonzero(np.isfinite(S))
+    ref = SparseReference(src, dst, S[src, dst])
+    for _ in range(8):
+        ref.step(0.6)
+    ids = [f"v{k:02d}" for k in range(40)]
+    result = AffinityPropagation(maxIter=8, convergenceIter=9, damping=0.6, noise=False).run(
+        edges_from_matrix(spark, S, ids=ids, diagonal=True)
+    )
+    got = sorted((row.src, row.dst, row.similarity, row.r, row.a) for row in result.messages.collect())
+    names = [ids[k] for k in ref.src], [ids[k] for k in ref.dst]
+    assert got == sorted(zip(*names, ref.s.tolist(), ref.r.tolist(), ref.a.tolist(), strict=True))
+
+
+def test_both_engines_give_the_same_run(spark):
+    # Noise on, to convergence (the window engine is slow: a small graph, a short window).
+    S = _integer_graph(24, 0.6, seed=2)
+    edges = edges_from_matrix(spark, S, diagonal=True)
+    params = dict(damping=0.5, convergenceIter=5, seed=1)
+    runs = [AffinityPropagation(engine=engine, **params).run(edges) for engine in ("blocks", "dataframe")]
+    assert runs[0].converged and runs[0].exemplars.count() > 1
+    fast, window = (
+        (
+            assignment_rows(r),
+            r.numIterations,
+            r.converged,
+            r.history.values.tolist(),
+            sorted(tuple(row) for row in r.messages.collect()),
+        )
+        for r in runs
+    )
+    assert fast == window
+
+
+def test_a_save_of_one_engine_resumes_on_the_other(spark, tmp_path):
+    X, _ = make_blobs(30, centers=3, random_state=9)
+    edges = edges_from_matrix(spark, similarity_matrix(X))
+    params = dict(damping=0.9, seed=3, checkpointInterval=5, stateDir=str(tmp_path))
+    first = AffinityPropagation(engine="blocks", **params).run(edges)
+    assert first.resumedFrom is None
+    again = AffinityPropagation(engine="dataframe", **params).run(edges)
+    # The blocks run kept its newest save (the last multiple of 5); the window engine
+    # finishes from there to the same end.
+    assert again.resumedFrom == first.numIterations // 5 * 5
+    assert assignment_rows(again) == assignment_rows(first)
+    assert sorted(tuple(r) for r in again.messages.collect()) == sorted(tuple(r) for r in first.messages.collect())
