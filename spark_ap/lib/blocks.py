@@ -69,7 +69,7 @@ class Top:
 
     @classmethod
     def empty(cls, n: int) -> Top:
-        return cls(np.full(n, -np.inf), np.full(n, n, dtype=np.int64), np.full(n, -np.inf))
+        return cls(np.full(n, -np.inf), np.full(n, n, dtype=np.int32), np.full(n, -np.inf))
 
     def merge(self, at: np.ndarray, largest: np.ndarray, arg: np.ndarray, second: np.ndarray) -> None:
         """Fold in the values of the sources ``at`` over more edges; exact in any order."""
@@ -81,7 +81,7 @@ class Top:
 
     def touched(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The sources that have edges here, and their values."""
-        at = np.flatnonzero(self.largest > -np.inf)
+        at = np.flatnonzero(self.largest > -np.inf).astype(np.int32)
         return at, self.largest[at], self.arg[at], self.second[at]
 
 
@@ -146,9 +146,12 @@ class Chunk:
         # The first position holding the largest value is the smallest target: a source's
         # edges are in target order, and argmax's tie rule picks the first.
         first = np.minimum.reduceat(np.where(x == np.repeat(largest, counts), positions, x.size), starts)
+        # A vertex whose only edge is its self-edge ends up with a NaN availability
+        # (inf - inf, as in the dense computation); nothing equals NaN, so take its edge.
+        first = np.where(first == x.size, starts, first)
         x[first] = -np.inf
         second = np.maximum.reduceat(x, starts)
-        return self.i[starts], largest, self.vertices[self.jl[first]].astype(np.int64), second
+        return self.i[starts], largest, self.vertices[self.jl[first]], second
 
     def step(self, top: Top, damping: float) -> None:
         """One iteration on this chunk's edges, given every source's :class:`Top` of the last one."""
@@ -306,6 +309,11 @@ class BlockEngine:
         for p in range(max(counts, default=-1) + 1):
             offsets.append(total)
             total += counts.get(p, 0)
+        if total >= 2**31 - 1:
+            raise InvalidParamError(
+                f"engine='blocks' numbers vertices with 32-bit integers; {total} vertices are too many. "
+                "Use engine='dataframe'."
+            )
         self.n = total
         offset = F.element_at(F.array(*[F.lit(o) for o in offsets] or [F.lit(0)]), (part + 1).cast("int"))
         return ranked.select("id", (offset + F.col("mid").bitwiseAND((1 << 33) - 1)).alias("idx")).localCheckpoint()
