@@ -195,7 +195,6 @@ def spark_run(spark, path: str, n: int, iterations: int, engine: str) -> dict:
     from spark_ap import AffinityPropagation, ConvergenceWarning
 
     edges = spark.read.parquet(path)
-    edges = edges.repartition(int(spark.conf.get("spark.sql.shuffle.partitions"))).cache()
     n_edges = edges.count()
     jvm = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
     memory = PeakRSS(int(jvm))
@@ -216,7 +215,6 @@ def spark_run(spark, path: str, n: int, iterations: int, engine: str) -> dict:
     logging.getLogger("spark_ap").removeHandler(clock)
     peak = memory.stop()
     result.unpersist()
-    edges.unpersist()
     # The first interval is set-up (validation, preference) plus iteration 1.
     return {
         "seconds": clock.seconds()[1:],
@@ -322,38 +320,45 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("spark_ap").setLevel(logging.INFO)
 
-    results = []
+    results, out = [], Path(args.out)
     for target in targets:
         n = int(target / K)  # a 10-NN graph has 10-16 edges per point once symmetrised
         path, _ = write_graph(n)
         fast = spark_run(spark, path, n, args.iterations, "blocks")
         updates = fast["edges"]
-        engines = [summarise(FAST, fast, updates)]
-        baseline = spark_run(spark, path, n, min(args.iterations, args.baseline_iterations), "dataframe")
-        engines.append(summarise(BASELINE, baseline, updates))
+        engines, skipped = [summarise(FAST, fast, updates)], []
+        try:
+            baseline = spark_run(spark, path, n, min(args.iterations, args.baseline_iterations), "dataframe")
+            engines.append(summarise(BASELINE, baseline, updates))
+        except Exception as error:  # e.g. out of memory: say so and go on with the others
+            skipped.append(f"{BASELINE} (failed: {str(error).strip().splitlines()[0][:120]})")
         engines.append(summarise("numpy sparse reference", in_child("numpy", n, args.iterations), updates))
-        skipped = []
         if 5 * n * n * 8 <= args.dense_memory_gib * 2**30:
             engines.append(summarise("scikit-learn dense", in_child("sklearn", n, args.iterations), n * n))
         else:
             skipped.append(f"scikit-learn dense (N x N does not fit in {args.dense_memory_gib:g} GiB)")
         results.append({"points": n, "edges": updates, "engines": engines, "skipped": skipped})
         print(markdown(results[-1:]), flush=True)
+        write(results, args, out)
+    print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'time_per_iteration.png'}")
 
-    out = Path(args.out)
+
+def write(results: list[dict], args: argparse.Namespace, out: Path) -> None:
+    """The results so far, as JSON, markdown and a plot (rewritten after each size)."""
     out.mkdir(parents=True, exist_ok=True)
     machine = {
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "master": args.master,
+        "driver_memory": args.driver_memory,
         "iterations": args.iterations,
+        "baseline_iterations": min(args.iterations, args.baseline_iterations),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
     (out / "results.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
     (out / "results.md").write_text(markdown(results))
     plot(results, out / "time_per_iteration.png")
-    print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'time_per_iteration.png'}")
 
 
 if __name__ == "__main__":

@@ -92,3 +92,14 @@ def test_a_save_of_one_engine_resumes_on_the_other(spark, tmp_path):
     assert again.resumedFrom == first.numIterations // 5 * 5
     assert assignment_rows(again) == assignment_rows(first)
     assert sorted(tuple(r) for r in again.messages.collect()) == sorted(tuple(r) for r in first.messages.collect())
+
+
+def test_vertices_with_only_a_self_edge_are_exemplars_in_both_engines(spark):
+    # 1, 2 and 3 only receive edges: r(k,k) = inf and a(k,k) = inf - inf = NaN, which
+    # both engines take as "exemplar", so the run converges the same way in both.
+    edges = spark.createDataFrame([(0, 1, -1.0), (0, 2, -2.0), (0, 3, -3.0)], "src long, dst long, similarity double")
+    runs = [AffinityPropagation(preference=-2.5, engine=engine).run(edges) for engine in ("blocks", "dataframe")]
+    for run in runs:
+        assert run.converged and run.history["exemplars"].iloc[-1] == 3
+    assert [assignment_rows(r) for r in runs[1:]] == [assignment_rows(runs[0])]
+    assert runs[0].numIterations == runs[1].numIterations

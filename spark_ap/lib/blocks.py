@@ -167,7 +167,10 @@ class Chunk:
         computed = np.minimum(rest, 0)
         computed[d] = rest[d]
         self.a = damping * self.a + (1 - damping) * computed
-        decision = (self.r[d] + self.a[d]) > 0
+        # "not <= 0" rather than "> 0": a vertex whose only edge is its self-edge has r = inf
+        # and a = inf - inf = NaN, and Spark SQL (the window engine, the final assignment)
+        # orders NaN above every number, so it counts as an exemplar there; here too.
+        decision = ~((self.r[d] + self.a[d]) <= 0)
         self.run = np.where(decision == self.e, self.run + 1, 1).astype(np.int32)
         self.changed = decision != self.e
         self.e = decision
@@ -290,6 +293,7 @@ class BlockEngine:
         self.damping = damping
         self.index: DataFrame | None = None  # id, idx
         self.similarity: DataFrame | None = None  # src, dst, similarity: the chunks leave it out
+        self._copied: DataFrame | None = None  # the copy of it made here, if any
         self.n = 0
 
     def _number(self, state: DataFrame) -> DataFrame:
@@ -316,18 +320,30 @@ class BlockEngine:
             )
         self.n = total
         offset = F.element_at(F.array(*[F.lit(o) for o in offsets] or [F.lit(0)]), (part + 1).cast("int"))
-        return ranked.select("id", (offset + F.col("mid").bitwiseAND((1 << 33) - 1)).alias("idx")).localCheckpoint()
+        index = ranked.select("id", (offset + F.col("mid").bitwiseAND((1 << 33) - 1)).alias("idx")).localCheckpoint()
+        release(ranked)
+        return index
 
     def _ids(self, name: str, number: str) -> DataFrame:
         return self.index.select(F.col("id").alias(name), F.col("idx").alias(number))
 
-    def start(self, state: DataFrame) -> Blocks:
-        """Chunks from an edge-state DataFrame (``src, dst, similarity, s, r, a, e, run, changed``)."""
-        # Both are read from ``state`` every time: after a failure, what an
-        # earlier start kept in executor storage may be gone.
-        self.index = self._number(state)
-        # Copied into executor storage: ``state`` may be a save that a newer one replaces.
-        self.similarity = state.select("src", "dst", "similarity").localCheckpoint()
+    def start(self, state: DataFrame, graph: DataFrame | None = None) -> Blocks:
+        """Chunks from an edge-state DataFrame (``src, dst, similarity, s, r, a, e, run, changed``).
+
+        ``graph`` (``src, dst, similarity``, held for the run) supplies the
+        similarities when the state is turned back into rows; without it they
+        are copied from ``state`` into executor storage, since ``state`` may be
+        a save that a newer one replaces.
+        """
+        # Read from ``state`` every time: after a failure, what an earlier start
+        # kept in executor storage may be gone.
+        for kept in (self.index, self._copied):
+            if kept is not None:
+                release(kept)
+        self.index, self._copied = self._number(state), None
+        if graph is None:
+            graph = self._copied = state.select("src", "dst", "similarity").localCheckpoint()
+        self.similarity = graph
         edges = state.join(self._ids("src", "i"), "src").join(self._ids("dst", "j"), "dst")
         edges = edges.select(*_EDGE_SCHEMA.fieldNames())
         pieces = max(1, math.ceil(edges.count() / CHUNK_EDGES))

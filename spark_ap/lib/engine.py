@@ -221,7 +221,7 @@ class WindowEngine:
     def __init__(self, damping: float) -> None:
         self.damping = damping
 
-    def start(self, state: DataFrame) -> DataFrame:
+    def start(self, state: DataFrame, graph: DataFrame | None = None) -> DataFrame:
         return state
 
     def step(self, state: DataFrame, reliable: bool = False) -> tuple[DataFrame, dict]:
@@ -279,7 +279,7 @@ def iterate(graph: DataFrame, settings: Settings, store: StateStore | None = Non
     else:
         log.info("resuming from the state of iteration %d saved in %s", saved.iteration, store.path)
     t, history, stats = saved.iteration, list(saved.history), saved.last
-    current = engine.start(saved.state)
+    current = engine.start(saved.state, graph)
     recoveries = 0
     try:
         while not _converged(t, stats, settings) and t < settings.max_iter:
@@ -308,7 +308,7 @@ def iterate(graph: DataFrame, settings: Settings, store: StateStore | None = Non
                     RECOVERIES,
                 )
                 t, history, stats = back.iteration, list(back.history), back.last
-                current = engine.start(back.state)
+                current = engine.start(back.state)  # the graph's blocks may be lost too
                 continue
             engine.release(current)
             t, stats, current = t + 1, new_stats, new
