@@ -1,7 +1,7 @@
 """Seconds per iteration of spark-ap's two engines, the numpy sparse reference and scikit-learn, in one run.
 
-    python scripts/benchmark.py                        # about 1e4, 1.6e5 and 1.6e6 edges
-    python scripts/benchmark.py --large                # and about 1.6e7 (1,000,000 points)
+    python scripts/benchmark.py                        # 1e3, 1.6e4 and 1.6e5 points
+    python scripts/benchmark.py --large                # and 1.6e6 points (2.5e7 edges)
     python scripts/benchmark.py --edges 2e4 --iterations 10 --out /tmp/bench
 
 For each size, Gaussian blobs (50 centres, 10-D) become a symmetrised k-nearest-
@@ -218,6 +218,7 @@ def spark_run(spark, path: str, n: int, iterations: int, engine: str) -> dict:
     # The first interval is set-up (validation, preference) plus iteration 1.
     return {
         "seconds": clock.seconds()[1:],
+        "iterations": result.numIterations,
         "total": total,
         "peak_bytes": peak,
         "edges": n_edges + n,
@@ -233,7 +234,7 @@ def summarise(name: str, run: dict, updates: int) -> dict:
         "edge_updates_per_second": updates / per_iteration,
         "total_seconds": run.get("total", sum(run["seconds"])),
         "peak_gib": run["peak_bytes"] / 2**30,
-        "iterations": len(run["seconds"]) + 1,
+        "iterations": run.get("iterations", len(run["seconds"])),
         # Memory in use when iteration 2 and the last iteration ended: flat means no growth.
         "gib_at_iteration_2": run["rss_bytes"][0] / 2**30 if run.get("rss_bytes") else None,
         "gib_at_last_iteration": run["rss_bytes"][-1] / 2**30 if run.get("rss_bytes") else None,
@@ -286,8 +287,12 @@ def plot(results: list[dict], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--edges", default="1e4,1.6e5,1.6e6", help="approximate edge counts, comma-separated")
-    parser.add_argument("--large", action="store_true", help="also run about 1.6e7 edges (1,000,000 points)")
+    parser.add_argument(
+        "--edges",
+        default="1e4,1.6e5,1.6e6",
+        help="sizes as points x k, comma-separated (symmetrised, with self-edges, a graph has about 1.6 times that)",
+    )
+    parser.add_argument("--large", action="store_true", help="also run 1.6e7 (1,600,000 points, 2.5e7 edges)")
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument(
         "--baseline-iterations", type=int, default=10, help="iterations of the dataframe engine (at most --iterations)"

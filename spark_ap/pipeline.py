@@ -50,7 +50,7 @@ def job_arguments(params: dict, run_id: str) -> dict:
         "--preference", str(params["preference"]),
         "--seed", str(params["seed"]),
         "--duplicates", params["duplicates"],
-        "--engine", params.get("engine", "blocks"),
+        "--engine", params["engine"],
         "--checkpoint-interval", str(params["checkpoint_interval"]),
         # A retried task finds the folder of a finished attempt and stops there,
         # or the state an interrupted attempt saved and resumes from it.
