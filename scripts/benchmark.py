@@ -21,7 +21,7 @@ edge). On it run, for a fixed number of iterations without early stopping:
 Reported per size: median seconds per iteration, edge updates per second (one
 edge's r and a recomputed once), total seconds, peak memory (for spark-ap the
 resident set of Spark's JVM and its Python workers, polled; for the child
-processes their maximum resident set), the memory in use after iteration 2 and
+processes their maximum resident set), the memory in use after iteration 1 and
 after the last one, and each engine's time relative to the blocks engine.
 Results go to ``results.json``, ``results.md`` and ``time_per_iteration.png`` in
 ``--out``.
@@ -178,14 +178,14 @@ class IterationClock(logging.Handler):
         return list(np.diff(self.stamps))
 
 
-def write_graph(n: int) -> tuple[str, int]:
-    """The k-NN graph of n blob points as a Parquet edge table; its path and its number of edges."""
+def write_graph(n: int) -> str:
+    """The k-NN graph of n blob points as a Parquet edge table; its path."""
     import pandas as pd
 
     src, dst, s = knn_graph(n)
     path = Path(tempfile.mkdtemp(prefix="spark-ap-bench-")) / "edges.parquet"
     pd.DataFrame({"src": src, "dst": dst, "similarity": s}).to_parquet(path, index=False)
-    return str(path), src.size
+    return str(path)
 
 
 def spark_run(spark, path: str, n: int, iterations: int, engine: str) -> dict:
@@ -235,8 +235,8 @@ def summarise(name: str, run: dict, updates: int) -> dict:
         "total_seconds": run.get("total", sum(run["seconds"])),
         "peak_gib": run["peak_bytes"] / 2**30,
         "iterations": run.get("iterations", len(run["seconds"])),
-        # Memory in use when iteration 2 and the last iteration ended: flat means no growth.
-        "gib_at_iteration_2": run["rss_bytes"][0] / 2**30 if run.get("rss_bytes") else None,
+        # Memory in use when iteration 1 and the last iteration ended: flat means no growth.
+        "gib_at_iteration_1": run["rss_bytes"][0] / 2**30 if run.get("rss_bytes") else None,
         "gib_at_last_iteration": run["rss_bytes"][-1] / 2**30 if run.get("rss_bytes") else None,
     }
 
@@ -244,15 +244,15 @@ def summarise(name: str, run: dict, updates: int) -> dict:
 def markdown(results: list[dict]) -> str:
     lines = [
         "| edges | points | engine | iterations | s / iteration | edge updates / s | total s | peak GiB "
-        "| GiB at it. 2 / last | spark-ap / this |",
+        "| GiB at it. 1 / last | spark-ap / this |",
         "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for size in results:
         spark_time = next(r for r in size["engines"] if r["engine"] == FAST)["seconds_per_iteration"]
         for r in size["engines"]:
             flat = ""
-            if r.get("gib_at_iteration_2") is not None:
-                flat = f"{r['gib_at_iteration_2']:.2f} / {r['gib_at_last_iteration']:.2f}"
+            if r.get("gib_at_iteration_1") is not None:
+                flat = f"{r['gib_at_iteration_1']:.2f} / {r['gib_at_last_iteration']:.2f}"
             lines.append(
                 f"| {size['edges']:,} | {size['points']:,} | {r['engine']} | {r['iterations']} "
                 f"| {r['seconds_per_iteration']:.4f} | {r['edge_updates_per_second']:.3g} | {r['total_seconds']:.1f} "
@@ -328,7 +328,7 @@ def main() -> None:
     results, out = [], Path(args.out)
     for target in targets:
         n = int(target / K)  # a 10-NN graph has 10-16 edges per point once symmetrised
-        path, _ = write_graph(n)
+        path = write_graph(n)
         fast = spark_run(spark, path, n, args.iterations, "blocks")
         updates = fast["edges"]
         engines, skipped = [summarise(FAST, fast, updates)], []

@@ -20,7 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_ap.clustering import OPERATIONAL_PARAMS, AffinityPropagation
+from spark_ap.clustering import ENGINES, OPERATIONAL_PARAMS, AffinityPropagation
 from spark_ap.errors import InvalidInputError, InvalidParamError, SparkAPError, reason
 from spark_ap.export import STATE, export_run, output_status, redact, redact_text
 from spark_ap.graph import METRICS, edges_from_features
@@ -88,7 +88,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--engine",
-        choices=("blocks", "dataframe"),
+        choices=ENGINES,
         help="how iterations run, same results either way: numpy on chunks of edges (blocks, default) or Spark "
         "SQL window aggregates (dataframe)",
     )

@@ -235,6 +235,18 @@ def _unpack(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             yield Chunk.from_buffer(column[k].as_buffer()).edges()
 
 
+def _add_counts(total: dict, exemplars: int, changed: int, min_run: int | None) -> None:
+    """Fold one part's decision counts into ``total`` (min_run None: a part without vertices)."""
+    total["exemplars"] += exemplars
+    total["changed"] += changed
+    if min_run is not None:
+        total["min_run"] = min_run if total["min_run"] is None else min(total["min_run"], min_run)
+
+
+def _no_counts() -> dict:
+    return {"exemplars": 0, "changed": 0, "min_run": None}
+
+
 class _Summaries(AccumulatorParam):
     """Gathers each partition's ``(index, Top values, decision counts)`` for the driver."""
 
@@ -252,15 +264,12 @@ def _iteration(n: int, damping: float, previous: Broadcast | None, summaries: Ac
     def run(index: int, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
         last = None if previous is None else Top(*previous.value)
         top = Top.empty(n)
-        counts = {"exemplars": 0, "changed": 0, "min_run": None}
+        counts = _no_counts()
         for chunk in chunks:
             if last is not None:
                 chunk.step(last, damping)
             top.merge(*chunk.top())
-            counts["exemplars"] += int(chunk.e.sum())
-            counts["changed"] += int(chunk.changed.sum())
-            low = int(chunk.run.min())
-            counts["min_run"] = low if counts["min_run"] is None else min(low, counts["min_run"])
+            _add_counts(counts, int(chunk.e.sum()), int(chunk.changed.sum()), int(chunk.run.min()))
             yield chunk
         summaries.add([(index, top.touched(), counts)])
 
@@ -344,9 +353,10 @@ class BlockEngine:
         if graph is None:
             graph = self._copied = state.select("src", "dst", "similarity").localCheckpoint()
         self.similarity = graph
+        # Counted on ``state`` (a checkpoint or a save): the joins below run once, in the packing.
+        pieces = max(1, math.ceil(state.count() / CHUNK_EDGES))
         edges = state.join(self._ids("src", "i"), "src").join(self._ids("dst", "j"), "dst")
         edges = edges.select(*_EDGE_SCHEMA.fieldNames())
-        pieces = max(1, math.ceil(edges.count() / CHUNK_EDGES))
         encoded = (
             edges.repartitionByRange(pieces, "j")
             .sortWithinPartitions("i", "j")
@@ -371,15 +381,11 @@ class BlockEngine:
         # Counting on the JVM side stores the partitions without reading them back into Python.
         new._jrdd.count()
         top = Top.empty(self.n)
-        stats = {"exemplars": 0, "changed": 0, "min_run": None}
+        stats = _no_counts()
         # A retried task reports again: keep one report per partition.
         for values, counts in {index: (values, counts) for index, values, counts in summaries.value}.values():
             top.merge(*values)
-            stats["exemplars"] += counts["exemplars"]
-            stats["changed"] += counts["changed"]
-            if counts["min_run"] is not None:
-                low = stats["min_run"]
-                stats["min_run"] = counts["min_run"] if low is None else min(low, counts["min_run"])
+            _add_counts(stats, **counts)
         return Blocks(new, self.sc.broadcast((top.largest, top.arg, top.second)), stats, previous)
 
     def step(self, blocks: Blocks, reliable: bool = False) -> tuple[Blocks, dict]:

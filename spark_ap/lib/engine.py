@@ -157,16 +157,14 @@ def _materialize(df: DataFrame) -> DataFrame:
     return df.localCheckpoint(eager=True)
 
 
-def is_local_checkpoint(df: DataFrame) -> bool:
-    """Whether ``df`` reads a checkpoint in executor storage (not a file)."""
-    jdf = getattr(df, "_jdf", None)  # absent on Spark Connect, where the server cleans up
-    return jdf is not None and jdf.queryExecution().analyzed().nodeName() == "LogicalRDD"
-
-
 def release(df: DataFrame) -> None:
     """Free the blocks of a locally checkpointed state now rather than at the next JVM GC."""
-    if is_local_checkpoint(df):
-        df._jdf.queryExecution().analyzed().rdd().unpersist(False)
+    jdf = getattr(df, "_jdf", None)  # absent on Spark Connect, where the server cleans up
+    if jdf is None:
+        return
+    plan = jdf.queryExecution().analyzed()
+    if plan.nodeName() == "LogicalRDD":
+        plan.rdd().unpersist(False)
 
 
 def _save(df: DataFrame) -> DataFrame:
