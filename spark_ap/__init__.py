@@ -19,6 +19,7 @@ from spark_ap.errors import (
     StateMismatchError,
 )
 from spark_ap.graph import edges_from_features, edges_from_matrix, similarity_matrix
+from spark_ap.multilevel import MultiLevelAffinityPropagation, MultiLevelResult
 from spark_ap.session import spark_session
 
 __version__ = "0.1.0"
@@ -34,6 +35,8 @@ __all__ = [
     "InvalidParamError",
     "InvalidValueError",
     "MissingColumnError",
+    "MultiLevelAffinityPropagation",
+    "MultiLevelResult",
     "SparkAPError",
     "StateMismatchError",
     "edges_from_features",

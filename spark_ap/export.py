@@ -20,6 +20,7 @@ import pyspark
 
 from spark_ap.clustering import AffinityPropagationResult
 from spark_ap.errors import InvalidInputError
+from spark_ap.multilevel import MultiLevelResult
 
 STATE = "state"
 
@@ -52,7 +53,7 @@ def output_status(path: str | os.PathLike) -> str:
 
 
 def export_run(
-    result: AffinityPropagationResult,
+    result: AffinityPropagationResult | MultiLevelResult,
     path: str | os.PathLike,
     *,
     params: dict | None = None,
@@ -67,7 +68,10 @@ def export_run(
     Writes ``assignments.parquet`` (id, cluster, exemplar), ``exemplars.csv``
     (cluster, exemplar, size), ``history.csv``, ``summary.json``,
     ``convergence.png`` and, when ``points`` holds 2-D coordinates
-    (columns ``id, x, y``), ``clusters.png``.
+    (columns ``id, x, y``), ``clusters.png``. A multi-level result adds
+    ``levels.csv`` (one row per level) and, after a search for a number of
+    clusters, ``attempts.csv``; its summary says how the preference was chosen
+    and how many true neighbours the approximate graph holds.
 
     Raises
     ------
@@ -96,6 +100,7 @@ def export_run(
             "converged": result.converged,
             "net_similarity": result.netSimilarity,
             "resumed_from_iteration": result.resumedFrom,
+            **_levels(result, staging),
             "timings_seconds": timings or {},
             "versions": {"spark_ap": _version(), "pyspark": pyspark.__version__},
         }
@@ -110,6 +115,21 @@ def export_run(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final
+
+
+def _levels(result: AffinityPropagationResult | MultiLevelResult, staging: Path) -> dict:
+    """The summary's account of a multi-level run, with its tables written to ``staging``."""
+    if not isinstance(result, MultiLevelResult):
+        return {}
+    result.levels.to_csv(staging / "levels.csv", index=False)
+    if len(result.attempts) > 1:
+        result.attempts.to_csv(staging / "attempts.csv", index=False)
+    return {
+        "preference_source": result.preferenceSource,
+        "graph_recall": result.recall,
+        "levels": result.levels.to_dict(orient="records"),
+        "preference_attempts": result.attempts.to_dict(orient="records"),
+    }
 
 
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
@@ -158,11 +178,17 @@ def _save(fig, path: Path) -> None:
 
 
 def plot_convergence(history: pd.DataFrame, path: Path) -> None:
-    """Exemplars and changed decisions per iteration."""
+    """Exemplars and changed decisions per iteration; levels one after the other, when there are levels."""
     fig, ax = _figure(8, 4.5)
-    ax.plot(history["iteration"], history["exemplars"], label="exemplars", color="tab:blue")
-    ax.plot(history["iteration"], history["changed"], label="points that changed their decision", color="tab:orange")
-    ax.set_xlabel("iteration")
+    x = history["iteration"] if "level" not in history else range(1, len(history) + 1)
+    ax.plot(x, history["exemplars"], label="exemplars", color="tab:blue")
+    ax.plot(x, history["changed"], label="points that changed their decision", color="tab:orange")
+    if "level" in history:
+        starts = [i + 1 for i in range(1, len(history)) if history["level"].iloc[i] != history["level"].iloc[i - 1]]
+        for start in starts:
+            ax.axvline(start - 0.5, color="grey", linestyle=":")
+        ax.set_yscale("symlog")
+    ax.set_xlabel("iteration" if "level" not in history else "iteration, level after level (dotted: a new level)")
     ax.set_ylabel("points")
     ax.set_title("Affinity propagation: convergence")
     ax.legend()

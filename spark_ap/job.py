@@ -23,9 +23,10 @@ from pyspark.sql import types as T
 from spark_ap.clustering import ENGINES, OPERATIONAL_PARAMS, AffinityPropagation
 from spark_ap.errors import InvalidInputError, InvalidParamError, SparkAPError, reason
 from spark_ap.export import STATE, export_run, output_status, redact, redact_text
-from spark_ap.graph import METRICS, edges_from_features
+from spark_ap.graph import METRICS
 from spark_ap.lib.state import StateStore
 from spark_ap.lib.validation import validate_edges, validate_features
+from spark_ap.multilevel import MultiLevelAffinityPropagation
 from spark_ap.session import spark_session
 
 log = logging.getLogger("spark_ap")
@@ -49,6 +50,18 @@ AP_OPTIONS = {
     "preference": preference_arg,
     "checkpointInterval": int,
     "seed": int,
+}
+# Params of MultiLevelAffinityPropagation alone: how a feature table becomes
+# a graph and how its levels run. They go in the ``ap`` section too.
+FEATURE_OPTIONS = {
+    "numNeighbors": "neighbours per point of an approximate graph (default 10)",
+    "exactBelow": "up to this many points, the complete graph and exact AP (default 2000)",
+    "preferenceSample": "points whose pairwise similarities give the preference (default 2000)",
+    "resolution": "levels weigh clusters as if the data had this many points; 0: its true size (default 10000)",
+    "maxLevels": "levels at most (default 10)",
+    "knnMaxIter": "iterations at most of a level on a k-NN graph (default 50)",
+    "numClusters": "search the preference for about this many clusters (default 0: no search)",
+    "clusterTolerance": "the search stops within this many clusters of --num-clusters (default 0)",
 }
 INPUT_OPTIONS = ("kind", "srcCol", "dstCol", "weightCol", "idCol", "metric")
 
@@ -81,6 +94,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", choices=METRICS, help="similarity of feature vectors (default sqeuclidean)")
     for name, kind in AP_OPTIONS.items():
         p.add_argument(_flag(name), dest=name, type=kind, help=f"AffinityPropagation {name}")
+    for name, text in FEATURE_OPTIONS.items():
+        p.add_argument(_flag(name), dest=name, type=int, help=f"feature input: {text}")
     p.add_argument(
         "--duplicates",
         choices=("error", "max", "mean"),
@@ -144,11 +159,11 @@ def settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             raise InvalidParamError(f"{path}: unknown section(s) {sorted(unknown)}; expected {sorted(merged)}")
         for section, values in loaded.items():
             merged[section].update(values or {})
-        known = {param.name for param in AffinityPropagation().params}
+        known = {param.name for param in [*AffinityPropagation().params, *MultiLevelAffinityPropagation().params]}
         unknown_params = set(merged["ap"]) - known
         if unknown_params:
             raise InvalidParamError(f"{path}: unknown ap setting(s) {sorted(unknown_params)}; known: {sorted(known)}")
-    for name in AP_OPTIONS:
+    for name in [*AP_OPTIONS, *FEATURE_OPTIONS]:
         if getattr(args, name) is not None:
             merged["ap"][name] = getattr(args, name)
     if args.noise is not None:
@@ -187,9 +202,26 @@ def edge_columns(conf: dict[str, dict[str, Any]]) -> dict[str, str]:
     return {key: inp[key] for key in ("srcCol", "dstCol", "weightCol") if key in inp}
 
 
+def estimator(conf: dict[str, dict[str, Any]], **extra: Any) -> AffinityPropagation | MultiLevelAffinityPropagation:
+    """The estimator a run uses: AffinityPropagation on edges, MultiLevelAffinityPropagation on features.
+
+    The ``ap`` section may hold params of both; a feature run takes those its
+    estimator has, an edge run refuses the feature-only ones.
+    """
+    inp, ap = conf["input"], conf["ap"]
+    if inp["kind"] == "features":
+        names = {param.name for param in MultiLevelAffinityPropagation().params}
+        given = {key: value for key, value in ap.items() if key in names}
+        return MultiLevelAffinityPropagation(**given, metric=inp["metric"], **extra)
+    feature_only = sorted(set(ap) & set(FEATURE_OPTIONS))
+    if feature_only:
+        raise InvalidParamError(f"{feature_only} apply to feature tables (kind: features), not to an edge table")
+    return AffinityPropagation(**ap, **edge_columns(conf), **extra)
+
+
 def run_params(conf: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
-    """What the summary records as the run's params: every AP param, the input, its kind and metric."""
-    params = AffinityPropagation(**conf["ap"], **edge_columns(conf)).resultParams()
+    """What the summary records as the run's params: every estimator param, the input, its kind and metric."""
+    params = estimator(conf).resultParams()
     inp = conf["input"]
     return {**params, "input": args.input, "kind": inp["kind"], "metric": inp["metric"]}
 
@@ -269,7 +301,7 @@ def validate(args: argparse.Namespace) -> str:
         features, _ = feature_table(table, inp.get("idCol", "id"))
         points = validate_features(features, "id", "features")
         return f"{args.input}: {points.count()} feature rows, valid"
-    ap = AffinityPropagation(**conf["ap"], **edge_columns(conf))
+    ap = estimator(conf)
     edges = validate_edges(table, ap.getSrcCol(), ap.getDstCol(), ap.getWeightCol(), ap.getDuplicates())
     n_edges = edges.count()
     n_vertices = edges.select(F.explode(F.array("src", "dst"))).distinct().count()
@@ -296,28 +328,21 @@ def run(args: argparse.Namespace) -> Path:
     started = time.time()
     table = read_table(spark, args.input, args.format)
     points = None
+    saving = int(conf["ap"].get("checkpointInterval", 10)) > 0
+    ap = estimator(conf, stateDir=state_dir if saving else None)
     if inp["kind"] == "features":
         id_col = inp.get("idCol", "id")
-        features, columns = feature_table(table, id_col)
-        edges = edges_from_features(features, metric=inp["metric"]).localCheckpoint()
+        data, columns = feature_table(table, id_col)
         if len(columns) == 2:
             points = table.select(
                 F.col(id_col).alias("id"), F.col(columns[0]).alias("x"), F.col(columns[1]).alias("y")
             ).toPandas()
     else:
-        edges = table
-    saving = int(conf["ap"].get("checkpointInterval", 10)) > 0
-    ap = AffinityPropagation(**conf["ap"], **edge_columns(conf), stateDir=state_dir if saving else None)
-    built = time.time()
-    result = ap.run(edges)
+        data = table
+    result = ap.run(data)
     clustered = time.time()
-    out = export_run(
-        result,
-        args.output,
-        params=params,
-        points=points,
-        timings={"read_and_graph": round(built - started, 3), "clustering": round(clustered - built, 3)},
-    )
+    timings = {"total": round(clustered - started, 3)}
+    out = export_run(result, args.output, params=params, points=points, timings=timings)
     store.clear()  # the run is finished: its saves are no longer needed
     log.info("wrote %s after %d iterations (converged=%s)", out, result.numIterations, result.converged)
     return out

@@ -86,3 +86,42 @@ def add_self_edges(
         pref = F.coalesce(F.col("preference"), pref)
     selfs = missing.select(F.col("id").alias("src"), F.col("id").alias("dst"), pref.alias("similarity"))
     return edges.unionByName(selfs), value
+
+
+def sampled_similarities(points: DataFrame, similarity, *, sample: int = 2000, seed: int = 0):
+    """The similarities of every two distinct points of a sample: a view of all pairwise similarities.
+
+    On a sparse graph the kept edges are the most similar pairs, so their
+    median is far too high a preference. The pairs of a random sample of points
+    show the distribution of *all* pairs; with ``sample`` at least the number
+    of points they are all pairs.
+
+    Parameters
+    ----------
+    points : DataFrame
+        (id, x).
+    similarity : callable
+        ``similarity(X)`` gives the dense similarity matrix of the rows of X.
+    sample : int, default 2000
+        Points drawn (by a seeded hash of their ids): ``sample * (sample - 1) / 2`` pairs.
+    seed : int, default 0
+
+    Returns
+    -------
+    ndarray
+        One value per pair (i < j).
+    """
+    import numpy as np
+
+    rows = points.orderBy(F.xxhash64("id", F.lit(seed))).limit(sample).select("x").collect()
+    X = np.array([row.x for row in rows], dtype=float)
+    return similarity(X)[np.triu_indices(len(X), 1)]
+
+
+def statistic(values, preference: str) -> float:
+    """``"median"``, ``"min"`` or a quantile of ``values``, as :func:`preference_value` on edges."""
+    import numpy as np
+
+    if preference == "min":
+        return float(np.min(values))
+    return float(np.quantile(values, 0.5 if preference == "median" else float(preference)))

@@ -1,0 +1,744 @@
+"""Affinity Propagation for feature tables too large for a complete graph.
+
+On a sparse graph a point can only choose an exemplar it has an edge to, so on
+a k-nearest-neighbour graph no cluster holds more than k + 1 points or so.
+:class:`MultiLevelAffinityPropagation` goes past that limit by levels:
+
+1. Level 0 clusters the points on their k-nearest-neighbour graph (exact
+   all-pairs when there are few points, approximate above that, see
+   :mod:`spark_ap.lib.neighbors`).
+2. Each next level clusters the previous level's exemplars, each standing for
+   its whole cluster: exemplar i choosing exemplar k costs what all of i's
+   members would lose by moving to k,
+   ``s'(i, k) = sum over members m of i of (s(m, k) - s(m, i))``,
+   computed exactly from each cluster's size and feature sum; staying an
+   exemplar costs the points' preference (less s(i, i), which that sum
+   counts). Every point follows its exemplar.
+3. Levels stop when the number of clusters no longer shrinks.
+
+So each level optimises the same objective as AP on the complete graph would,
+over the exemplars that are left. That objective has a scale: with a fixed
+preference, a cluster of many points is worth splitting (dense AP on 2,000
+points of one 10-D Gaussian at the median preference of 50 such blobs finds 5
+exemplars, on 200 points 1). ``resolution`` fixes the scale: the levels weigh
+clusters as if the data had ``resolution`` points, so the clusters are those AP
+finds on that many points of the same data, whatever the data's size.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from pyspark import keyword_only
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param.shared import HasCheckpointInterval, HasMaxIter, HasSeed
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from spark_ap.clustering import ENGINES, OPERATIONAL_PARAMS, AffinityPropagation, _AffinityPropagationParams
+from spark_ap.errors import ConvergenceWarning, InvalidParamError, InvalidValueError
+from spark_ap.graph import METRICS, similarity_matrix
+from spark_ap.lib import assign, neighbors
+from spark_ap.lib.preference import check_preference, preference_value, sampled_similarities, statistic
+from spark_ap.lib.validation import validate_features
+
+log = logging.getLogger("spark_ap")
+
+LEVEL_COLUMNS = ["level", "points", "edges", "graph", "clusters", "iterations", "converged", "seconds"]
+
+
+@dataclass
+class Graph:
+    """Level 0's graph: edges (src, dst, similarity), how they were made, and their recall."""
+
+    edges: DataFrame
+    complete: bool
+    recall: float | None
+
+
+@dataclass
+class MultiLevelResult:
+    """What :meth:`MultiLevelAffinityPropagation.run` returns.
+
+    Attributes
+    ----------
+    assignments : DataFrame
+        ``id, cluster, exemplar``: one row per point, clusters numbered from 0
+        in the order of their exemplars' ids.
+    exemplars : DataFrame
+        ``cluster, exemplar, size``.
+    levels : pandas.DataFrame
+        One row per level: ``level, points`` (clustered at that level),
+        ``edges, graph`` ("all pairs" or "k-NN"), ``clusters, iterations,
+        converged, seconds``.
+    levelAssignments : DataFrame
+        ``level, id, exemplar``: at each level, the exemplar each of that
+        level's points chose (level 0: every point; level l: the exemplars of
+        level l - 1).
+    history : pandas.DataFrame
+        ``level, iteration, exemplars, changed``.
+    preference : float
+        The preference value used.
+    preferenceSource : str
+        Where it came from: given, the complete graph's edges, or sampled pairs.
+    recall : float or None
+        Level 0's approximate graph: the fraction of true nearest neighbours it
+        holds, measured on a sample of points; None for an all-pairs graph.
+    attempts : pandas.DataFrame
+        ``preference, clusters`` of each run of the search for ``numClusters``
+        (one row without a search).
+    numVertices, numEdges : int
+        Points, and edges of level 0's graph (self-edges included).
+    numIterations : int
+        Iterations of all levels together.
+    converged : bool
+        Whether the last level converged.
+    """
+
+    assignments: DataFrame
+    exemplars: DataFrame
+    levels: pd.DataFrame
+    levelAssignments: DataFrame
+    history: pd.DataFrame
+    preference: float
+    preferenceSource: str
+    recall: float | None
+    attempts: pd.DataFrame
+    numVertices: int
+    numEdges: int
+    numIterations: int
+    converged: bool
+    netSimilarity: float | None = None
+    resumedFrom: int | None = None
+    _keep: list = field(default_factory=list, repr=False)
+
+    def unpersist(self) -> None:
+        """Release what the run keeps in executor storage."""
+        for df in self._keep:
+            df.unpersist()
+
+
+class _MultiLevelParams(HasMaxIter, HasCheckpointInterval, HasSeed):
+    damping = _AffinityPropagationParams.damping
+    convergenceIter = _AffinityPropagationParams.convergenceIter
+    checkpointKind = _AffinityPropagationParams.checkpointKind
+    stateDir = _AffinityPropagationParams.stateDir
+    engine = _AffinityPropagationParams.engine
+    noise = _AffinityPropagationParams.noise
+    idCol = Param(Params._dummy(), "idCol", "name of the id column", typeConverter=TypeConverters.toString)
+    featuresCol = Param(
+        Params._dummy(),
+        "featuresCol",
+        "name of the features column: an array of numbers or an ML vector",
+        typeConverter=TypeConverters.toString,
+    )
+    metric = Param(
+        Params._dummy(),
+        "metric",
+        "similarity of two feature vectors: 'sqeuclidean' (negative squared Euclidean distance) or 'cosine'",
+        typeConverter=TypeConverters.toString,
+    )
+    preference = Param(
+        Params._dummy(),
+        "preference",
+        "a number, or 'median', 'min' or a quantile string such as '0.1' of all pairwise similarities "
+        "(exact on an all-pairs graph, else estimated from the pairs of preferenceSample points)",
+    )
+    preferenceSample = Param(
+        Params._dummy(),
+        "preferenceSample",
+        "points whose pairwise similarities estimate the preference (>= 2)",
+        typeConverter=TypeConverters.toInt,
+    )
+    numNeighbors = Param(
+        Params._dummy(),
+        "numNeighbors",
+        "neighbours per point of an approximate graph (>= 1)",
+        typeConverter=TypeConverters.toInt,
+    )
+    exactBelow = Param(
+        Params._dummy(),
+        "exactBelow",
+        "a level with at most this many points gets the complete (all-pairs) graph; above, an "
+        "approximate k-nearest-neighbour graph",
+        typeConverter=TypeConverters.toInt,
+    )
+    numTrees = Param(
+        Params._dummy(),
+        "numTrees",
+        "random projection trees of the approximate graph (>= 1); more find more true neighbours",
+        typeConverter=TypeConverters.toInt,
+    )
+    leafSize = Param(
+        Params._dummy(),
+        "leafSize",
+        "points per leaf of those trees (>= 2); each leaf compares all its points",
+        typeConverter=TypeConverters.toInt,
+    )
+    resolution = Param(
+        Params._dummy(),
+        "resolution",
+        "levels weigh clusters as if the data had this many points (0: as many as it has)",
+        typeConverter=TypeConverters.toInt,
+    )
+    maxLevels = Param(
+        Params._dummy(), "maxLevels", "at most this many levels (>= 1)", typeConverter=TypeConverters.toInt
+    )
+    knnMaxIter = Param(
+        Params._dummy(),
+        "knnMaxIter",
+        "iterations at most of a level on an approximate k-NN graph (>= 1); such a level only groups "
+        "neighbours for the next, and AP on a k-NN graph rarely settles completely",
+        typeConverter=TypeConverters.toInt,
+    )
+    numClusters = Param(
+        Params._dummy(),
+        "numClusters",
+        "search the preference for about this many clusters (0: no search, use preference)",
+        typeConverter=TypeConverters.toInt,
+    )
+    clusterTolerance = Param(
+        Params._dummy(),
+        "clusterTolerance",
+        "the search stops when the number of clusters is within this many of numClusters",
+        typeConverter=TypeConverters.toInt,
+    )
+    maxAttempts = Param(
+        Params._dummy(),
+        "maxAttempts",
+        "runs of the search at most; the run closest to numClusters is kept",
+        typeConverter=TypeConverters.toInt,
+    )
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._setDefault(
+            idCol="id",
+            featuresCol="features",
+            metric="sqeuclidean",
+            preference="median",
+            preferenceSample=2000,
+            numNeighbors=10,
+            exactBelow=2000,
+            numTrees=4,
+            leafSize=1000,
+            resolution=10000,
+            maxLevels=10,
+            knnMaxIter=50,
+            numClusters=0,
+            clusterTolerance=0,
+            maxAttempts=20,
+            damping=0.5,
+            maxIter=200,
+            convergenceIter=15,
+            checkpointInterval=10,
+            checkpointKind="auto",
+            engine="blocks",
+            noise=True,
+            seed=0,
+        )
+
+    def _get(self, name: str):
+        return self.getOrDefault(self.getParam(name))
+
+    def getIdCol(self) -> str:
+        return self._get("idCol")
+
+    def getFeaturesCol(self) -> str:
+        return self._get("featuresCol")
+
+    def getMetric(self) -> str:
+        return self._get("metric")
+
+    def getPreference(self) -> float | str:
+        return self._get("preference")
+
+    def getPreferenceSample(self) -> int:
+        return self._get("preferenceSample")
+
+    def getNumNeighbors(self) -> int:
+        return self._get("numNeighbors")
+
+    def getExactBelow(self) -> int:
+        return self._get("exactBelow")
+
+    def getNumTrees(self) -> int:
+        return self._get("numTrees")
+
+    def getLeafSize(self) -> int:
+        return self._get("leafSize")
+
+    def getResolution(self) -> int:
+        return self._get("resolution")
+
+    def getMaxLevels(self) -> int:
+        return self._get("maxLevels")
+
+    def getKnnMaxIter(self) -> int:
+        return self._get("knnMaxIter")
+
+    def getNumClusters(self) -> int:
+        return self._get("numClusters")
+
+    def getClusterTolerance(self) -> int:
+        return self._get("clusterTolerance")
+
+    def getMaxAttempts(self) -> int:
+        return self._get("maxAttempts")
+
+    def getDamping(self) -> float:
+        return self._get("damping")
+
+    def getConvergenceIter(self) -> int:
+        return self._get("convergenceIter")
+
+    def getCheckpointKind(self) -> str:
+        return self._get("checkpointKind")
+
+    def getEngine(self) -> str:
+        return self._get("engine")
+
+    def getNoise(self) -> bool:
+        return self._get("noise")
+
+    def getStateDir(self) -> str | None:
+        return self._get("stateDir") if self.isDefined(self.stateDir) else None
+
+
+class MultiLevelAffinityPropagation(_MultiLevelParams):
+    """Affinity Propagation on a feature table of any size, by levels of sparse AP.
+
+    Small tables (at most ``exactBelow`` rows) get the complete graph and one
+    level: the result is :class:`~spark_ap.AffinityPropagation` on all pairs,
+    i.e. scikit-learn's. Larger ones get an approximate k-nearest-neighbour
+    graph, then levels as the module docstring describes.
+
+    Parameters
+    ----------
+    idCol, featuresCol : str, default "id", "features"
+    metric : {"sqeuclidean", "cosine"}, default "sqeuclidean"
+    preference : float or str, default "median"
+        A number, or a statistic of all pairwise similarities: ``"median"``,
+        ``"min"`` or a quantile string such as ``"0.1"``. Exact on a complete
+        graph; on an approximate one, estimated from the pairs of
+        ``preferenceSample`` points (the kept edges are the most similar pairs,
+        so their median would be far too high).
+    preferenceSample : int, default 2000
+    numNeighbors : int, default 10
+    exactBelow : int, default 2000
+    numTrees, leafSize : int, default 4, 1000
+        Random projection trees of the approximate graph (see
+        :func:`spark_ap.lib.neighbors.knn_candidates`).
+    resolution : int, default 10000
+        Levels weigh each cluster as if the data had this many points: the
+        clusters are those AP finds on a sample of that size, whatever the
+        data's size. 0 weighs clusters by their true sizes (the exact AP
+        objective, where a fixed preference splits ever more as data grows).
+    maxLevels : int, default 10
+    knnMaxIter : int, default 50
+        Iterations at most of a level on a k-NN graph (``maxIter`` is for
+        all-pairs levels). Such a level only groups neighbours for the next,
+        and on a k-NN graph a few decisions keep flickering: running it to
+        ``maxIter`` costs time and changes little.
+    numClusters : int, default 0
+        When > 0, search the preference (bisection, as R apcluster's
+        ``apclusterK``) for this many clusters, within ``clusterTolerance``,
+        over at most ``maxAttempts`` runs; level 0's graph is built once.
+    clusterTolerance, maxAttempts : int, default 0, 20
+    damping, maxIter, convergenceIter, checkpointInterval, checkpointKind, engine, noise, seed
+        Passed to :class:`~spark_ap.AffinityPropagation` at every level.
+    stateDir : str, optional
+        Each level saves its state in a folder under this one.
+
+    Examples
+    --------
+    >>> ap = MultiLevelAffinityPropagation(numNeighbors=10)
+    >>> ap.assignClusters(features).show()  # doctest: +SKIP
+    """
+
+    @keyword_only
+    def __init__(
+        self,
+        *,
+        idCol: str = "id",
+        featuresCol: str = "features",
+        metric: str = "sqeuclidean",
+        preference: float | str = "median",
+        preferenceSample: int = 2000,
+        numNeighbors: int = 10,
+        exactBelow: int = 2000,
+        numTrees: int = 4,
+        leafSize: int = 1000,
+        resolution: int = 10000,
+        maxLevels: int = 10,
+        knnMaxIter: int = 50,
+        numClusters: int = 0,
+        clusterTolerance: int = 0,
+        maxAttempts: int = 20,
+        damping: float = 0.5,
+        maxIter: int = 200,
+        convergenceIter: int = 15,
+        checkpointInterval: int = 10,
+        checkpointKind: str = "auto",
+        stateDir: str | None = None,
+        engine: str = "blocks",
+        noise: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.setParams(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(
+        self,
+        *,
+        idCol: str = "id",
+        featuresCol: str = "features",
+        metric: str = "sqeuclidean",
+        preference: float | str = "median",
+        preferenceSample: int = 2000,
+        numNeighbors: int = 10,
+        exactBelow: int = 2000,
+        numTrees: int = 4,
+        leafSize: int = 1000,
+        resolution: int = 10000,
+        maxLevels: int = 10,
+        knnMaxIter: int = 50,
+        numClusters: int = 0,
+        clusterTolerance: int = 0,
+        maxAttempts: int = 20,
+        damping: float = 0.5,
+        maxIter: int = 200,
+        convergenceIter: int = 15,
+        checkpointInterval: int = 10,
+        checkpointKind: str = "auto",
+        stateDir: str | None = None,
+        engine: str = "blocks",
+        noise: bool = True,
+        seed: int = 0,
+    ) -> MultiLevelAffinityPropagation:
+        """Set the params given by keyword."""
+        self._set(**self._input_kwargs)
+        self._check()
+        return self
+
+    def _check(self) -> None:
+        if self.getMetric() not in METRICS:
+            raise InvalidParamError(f"metric must be one of {METRICS}; got {self.getMetric()!r}")
+        if self.getEngine() not in ENGINES:
+            raise InvalidParamError(f"engine must be one of {ENGINES}; got {self.getEngine()!r}")
+        check_preference(self.getPreference())
+        for name, low in (
+            ("preferenceSample", 2),
+            ("numNeighbors", 1),
+            ("exactBelow", 0),
+            ("numTrees", 1),
+            ("leafSize", 2),
+            ("resolution", 0),
+            ("maxLevels", 1),
+            ("knnMaxIter", 1),
+            ("numClusters", 0),
+            ("clusterTolerance", 0),
+            ("maxAttempts", 1),
+        ):
+            if self._get(name) < low:
+                raise InvalidParamError(f"{name} must be >= {low}; got {self._get(name)}")
+        self._level_ap(0.0, self.getMaxIter(), None)  # checks the params it passes on
+
+    def _level_ap(self, preference: float, max_iter: int, state_dir: str | None) -> AffinityPropagation:
+        """The AffinityPropagation that clusters one level."""
+        return AffinityPropagation(
+            damping=self.getDamping(),
+            maxIter=max_iter,
+            convergenceIter=self.getConvergenceIter(),
+            preference=preference,
+            checkpointInterval=self.getCheckpointInterval(),
+            checkpointKind=self.getCheckpointKind(),
+            stateDir=state_dir,
+            engine=self.getEngine(),
+            noise=self.getNoise(),
+            seed=self.getSeed(),
+        )
+
+    def _points(self, features: DataFrame) -> DataFrame:
+        """(id, x), validated; for cosine, x scaled to unit length (then d2 = 2 - 2 cos)."""
+        points = validate_features(features, self.getIdCol(), self.getFeaturesCol())
+        if self.getMetric() == "cosine":
+            norm = F.sqrt(F.aggregate("x", F.lit(0.0), lambda acc, v: acc + v * v))
+            zero = points.filter(norm == 0)
+            n_zero = zero.count()
+            if n_zero:
+                raise InvalidValueError(
+                    f"{n_zero} feature rows are all zeros, which have no cosine similarity; "
+                    f"for example id {zero.first()['id']!r}."
+                )
+            points = points.select("id", F.transform("x", lambda v: v / norm).alias("x"))
+        return points.localCheckpoint()
+
+    def _similarity(self, d2):
+        """Similarity from squared distance (of unit vectors for cosine)."""
+        return -d2 if self.getMetric() == "sqeuclidean" else 1 - d2 / 2
+
+    def _dense(self, X: np.ndarray) -> np.ndarray:
+        return similarity_matrix(X, self.getMetric())
+
+    def _pairs(self, points: DataFrame, n: int) -> tuple[DataFrame, bool]:
+        """(src, dst, d2) of a level's graph: all pairs up to exactBelow points, else approximate k-NN."""
+        if n <= self.getExactBelow():
+            left = points.select(F.col("id").alias("src"), F.col("x").alias("xs"))
+            right = points.select(F.col("id").alias("dst"), F.col("x").alias("xd"))
+            d2 = F.aggregate(F.zip_with("xs", "xd", lambda a, b: (a - b) * (a - b)), F.lit(0.0), lambda s, v: s + v)
+            pairs = left.crossJoin(right).filter(F.col("src") != F.col("dst"))
+            return pairs.select("src", "dst", d2.alias("d2")), True
+        near = neighbors.knn_candidates(
+            points, self.getNumNeighbors(), trees=self.getNumTrees(), leaf_size=self.getLeafSize(), seed=self.getSeed()
+        )
+        return near, False
+
+    def buildGraph(self, features: DataFrame) -> tuple[DataFrame, Graph]:
+        """Level 0's graph of a feature table: (points (id, x), :class:`Graph`)."""
+        points = self._points(features)
+        n = points.count()
+        pairs, complete = self._pairs(points, n)
+        recall = None
+        if not complete:
+            pairs = pairs.localCheckpoint()
+            recall = neighbors.recall(points, pairs, self.getNumNeighbors(), seed=self.getSeed())
+            log.info("approximate %d-NN graph: recall %.3f on a sample", self.getNumNeighbors(), recall)
+            pairs = neighbors.symmetrise(pairs)
+        edges = pairs.select("src", "dst", self._similarity(F.col("d2")).alias("similarity")).localCheckpoint()
+        return points, Graph(edges, complete, recall)
+
+    def run(self, features: DataFrame) -> MultiLevelResult:
+        """Cluster the rows of ``features`` (``idCol``, ``featuresCol``)."""
+        self._check()
+        points, graph = self.buildGraph(features)
+        n = points.count()
+        pref, sample = self.getPreference(), min(n, self.getPreferenceSample())
+        values = None
+        if not isinstance(pref, str):
+            value, source = float(pref), "given"
+        elif graph.complete:
+            value, source = preference_value(graph.edges, pref), f"{pref} of all pairwise similarities"
+        else:
+            values = self._sampled(points)
+            value = statistic(values, pref)
+            source = f"{pref} of the {values.size} pairwise similarities of {sample} sampled points"
+        if self.getNumClusters():
+            values = self._sampled(points) if values is None else values
+            outcome, attempts = self._search(points, graph, n, value, values)
+            value, source = outcome.preference, f"searched for {self.getNumClusters()} clusters"
+        else:
+            outcome = self._levels(points, graph, n, value, "")
+            attempts = [(value, outcome.clusters)]
+        return outcome.result(
+            preference=value,
+            source=source,
+            recall=graph.recall,
+            attempts=pd.DataFrame(attempts, columns=["preference", "clusters"]),
+        )
+
+    def _sampled(self, points: DataFrame) -> np.ndarray:
+        return sampled_similarities(points, self._dense, sample=self.getPreferenceSample(), seed=self.getSeed())
+
+    def resultParams(self) -> dict:
+        """The params that decide what a run computes, by name (all but where it saves its state)."""
+        return {
+            p.name: self.getOrDefault(p) for p in self.params if self.isDefined(p) and p.name not in OPERATIONAL_PARAMS
+        }
+
+    def assignClusters(self, features: DataFrame) -> DataFrame:
+        """Cluster and return ``id, cluster, exemplar``; see :meth:`run`."""
+        return self.run(features).assignments
+
+    def _search(self, points, graph, n, start, values) -> tuple[_Levels, list[tuple[float, int]]]:
+        """Bisection over the preference for numClusters clusters; the closest run and every attempt.
+
+        More preference gives more clusters (nearly always). The range runs from
+        the largest pairwise similarity, where nearly every point is its own
+        exemplar, down to a preference low enough to merge everything at the
+        weights the levels use. The first attempt is the preference asked for.
+        """
+        want, tolerance = self.getNumClusters(), self.getClusterTolerance()
+        weight = min(n, self.getResolution() or n)
+        hi = float(values.max())
+        lo = float(values.min()) - weight * (hi - float(values.min()))
+        p = start if lo < start < hi else (lo + hi) / 2
+        best, attempts = None, []
+        for attempt in range(self.getMaxAttempts()):
+            outcome = self._levels(points, graph, n, p, f"attempt-{attempt}/")
+            attempts.append((p, outcome.clusters))
+            log.info("preference search: %g gives %d clusters (want %d)", p, outcome.clusters, want)
+            if best is None or abs(outcome.clusters - want) < abs(best.clusters - want):
+                best = outcome
+            if abs(outcome.clusters - want) <= tolerance:
+                break
+            if outcome.clusters > want:
+                hi = p
+            else:
+                lo = p
+            p = (lo + hi) / 2
+        return best, attempts
+
+    def _levels(self, points: DataFrame, graph: Graph, n: int, preference: float, label: str) -> _Levels:
+        """Run the levels at one preference."""
+        scale = min(1.0, self.getResolution() / n) if self.getResolution() else 1.0
+        factor = 1.0 if self.getMetric() == "sqeuclidean" else 0.5
+        root = self.getStateDir()
+        level_preference = preference
+        mapping = points.select("id", F.col("id").alias("exemplar"))  # every point -> its current exemplar
+        level_points, edges, count = points.select("id"), graph.edges, n
+        rows, histories, chosen_all = [], [], []
+        iterations, converged = 0, True
+        for level in range(self.getMaxLevels()):
+            started = time.time()
+            state_dir = f"{root.rstrip('/')}/{label}level-{level}" if root else None
+            complete = graph.complete if level == 0 else count <= self.getExactBelow()
+            max_iter = self.getMaxIter() if complete else self.getKnnMaxIter()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                result = self._level_ap(level_preference, max_iter, state_dir).run(edges, vertices=level_points)
+            found = [str(w.message) for w in caught if not issubclass(w.category, ConvergenceWarning)]
+            for message in found:
+                warnings.warn(message, stacklevel=3)
+            chosen = result.assignments.select("id", F.coalesce("exemplar", "id").alias("next")).localCheckpoint()
+            clusters = chosen.select("next").distinct().count()
+            iterations += result.numIterations
+            converged = result.converged
+            rows.append(
+                (
+                    level,
+                    count,
+                    result.numEdges,
+                    "all pairs" if complete else "k-NN",
+                    clusters,
+                    result.numIterations,
+                    result.converged,
+                    round(time.time() - started, 3),
+                )
+            )
+            histories.append(result.history.assign(level=level))
+            chosen_all.append(chosen.select(F.lit(level).alias("level"), "id", F.col("next").alias("exemplar")))
+            log.info(
+                "level %d: %d points -> %d clusters in %d iterations (converged=%s)",
+                level,
+                count,
+                clusters,
+                result.numIterations,
+                result.converged,
+            )
+            result.unpersist()
+            mapping = (
+                mapping.join(chosen.withColumnRenamed("id", "exemplar"), "exemplar")
+                .select("id", F.col("next").alias("exemplar"))
+                .localCheckpoint()
+            )
+            if (level == 0 and graph.complete) or clusters >= count or clusters <= 1:
+                break
+            level_points, edges = self._next_level(points, mapping, clusters, scale * factor)
+            # An exemplar that stays one pays the preference instead of its own
+            # similarity to itself, which the shifted similarities count (cosine: 1).
+            level_preference = preference - (scale if self.getMetric() == "cosine" else 0.0)
+            count = clusters
+        return _Levels(
+            mapping=mapping,
+            clusters=clusters,
+            preference=preference,
+            levels=pd.DataFrame(rows, columns=LEVEL_COLUMNS),
+            history=pd.concat(histories, ignore_index=True)[["level", "iteration", "exemplars", "changed"]],
+            chosen=chosen_all,
+            iterations=iterations,
+            converged=converged,
+            n=n,
+        )
+
+    def _next_level(
+        self, points: DataFrame, mapping: DataFrame, count: int, weight: float
+    ) -> tuple[DataFrame, DataFrame]:
+        """The exemplars (id) and their graph for the next level.
+
+        ``s'(i, k) = weight * sum over members m of i of (s(m, k) - s(m, i))``.
+        With s = -|x - y|^2 a member's term is
+        ``2 x_m . (x_k - x_i) - (|x_k|^2 - |x_i|^2)``, so the sum needs only the
+        cluster's size and feature sum. Cosine similarity on unit vectors is
+        1 - |x - y|^2 / 2: half of that (``weight`` carries the half).
+        """
+        exemplars = points.join(mapping.select(F.col("exemplar").alias("id")).distinct(), "id").localCheckpoint()
+        dims = F.posexplode("x").alias("pos", "v")
+        sums = (
+            mapping.join(points, "id")
+            .select("exemplar", dims)
+            .groupBy("exemplar", "pos")
+            .agg(F.sum("v").alias("v"))
+            .groupBy("exemplar")
+            .agg(F.array_sort(F.collect_list(F.struct("pos", "v"))).alias("sv"))
+            .select(F.col("exemplar").alias("src"), F.transform("sv", lambda e: e["v"]).alias("sum"))
+        )
+        sizes = mapping.groupBy(F.col("exemplar").alias("src")).agg(F.count(F.lit(1)).alias("size"))
+        pairs, _ = self._pairs(exemplars, count)
+        if count > self.getExactBelow():
+            pairs = neighbors.symmetrise(pairs)
+
+        def dot(a, b):
+            return F.aggregate(F.zip_with(a, b, lambda u, v: u * v), F.lit(0.0), lambda s, v: s + v)
+
+        xs = exemplars.select(F.col("id").alias("src"), F.col("x").alias("xs"))
+        xd = exemplars.select(F.col("id").alias("dst"), F.col("x").alias("xd"))
+        joined = pairs.select("src", "dst").join(xs, "src").join(xd, "dst").join(sums, "src").join(sizes, "src")
+        gain = 2 * (dot("sum", "xd") - dot("sum", "xs")) - F.col("size") * (dot("xd", "xd") - dot("xs", "xs"))
+        edges = joined.select("src", "dst", (F.lit(weight) * gain).alias("similarity")).localCheckpoint()
+        return exemplars.select("id"), edges
+
+
+@dataclass
+class _Levels:
+    """The levels run at one preference."""
+
+    mapping: DataFrame
+    clusters: int
+    preference: float
+    levels: pd.DataFrame
+    history: pd.DataFrame
+    chosen: list[DataFrame]
+    iterations: int
+    converged: bool
+    n: int
+
+    def result(self, *, preference, source, recall, attempts) -> MultiLevelResult:
+        ranks = (
+            self.mapping.select("exemplar")
+            .distinct()
+            .withColumn("cluster", F.dense_rank().over(Window.orderBy("exemplar")) - 1)
+        )
+        assignments = self.mapping.join(ranks, "exemplar").select("id", "cluster", "exemplar").persist()
+        level_assignments = self.chosen[0]
+        for chosen in self.chosen[1:]:
+            level_assignments = level_assignments.unionByName(chosen)
+        if not self.converged:
+            warnings.warn(
+                f"The last level did not converge in {self.levels['iterations'].iloc[-1]} iterations; "
+                "the clusters may be degenerate.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        return MultiLevelResult(
+            assignments=assignments,
+            exemplars=assign.exemplar_table(assignments),
+            levels=self.levels,
+            levelAssignments=level_assignments,
+            history=self.history,
+            preference=preference,
+            preferenceSource=source,
+            recall=recall,
+            attempts=attempts,
+            numVertices=self.n,
+            numEdges=int(self.levels["edges"].iloc[0]),
+            numIterations=self.iterations,
+            converged=self.converged,
+            _keep=[assignments],
+        )

@@ -1,0 +1,193 @@
+"""Feature tables at scale: approximate k-NN graphs, sampled preferences, levels, and the search for K."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.cluster import AffinityPropagation as SkAffinityPropagation
+from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score
+from sklearn.neighbors import NearestNeighbors
+
+from spark_ap import MultiLevelAffinityPropagation, similarity_matrix
+from spark_ap.lib import neighbors
+from spark_ap.lib.preference import sampled_similarities, statistic
+from tests.conftest import BIN
+
+
+def feature_table(spark, X):
+    return spark.createDataFrame([(i, [float(v) for v in x]) for i, x in enumerate(X)], ["id", "features"])
+
+
+def points_of(spark, X):
+    return spark.createDataFrame([(i, [float(v) for v in x]) for i, x in enumerate(X)], ["id", "x"])
+
+
+def labels(result, n):
+    rows = result.assignments.toPandas().set_index("id").sort_index()
+    assert list(rows.index) == list(range(n))
+    return rows["cluster"].to_numpy(), rows["exemplar"].to_numpy()
+
+
+def test_sampled_preference_is_close_to_the_dense_median(spark):
+    X, _ = make_blobs(1500, n_features=5, centers=8, random_state=1)
+    S = similarity_matrix(X)
+    dense_median = np.median(S[np.triu_indices(len(X), 1)])
+    points = points_of(spark, X)
+    estimate = statistic(sampled_similarities(points, similarity_matrix, sample=400, seed=3), "median")
+    assert abs(estimate - dense_median) < 0.05 * abs(dense_median)
+    # A sample as large as the data is all pairs: the exact value.
+    everything = sampled_similarities(points, similarity_matrix, sample=2000)
+    assert everything.size == 1500 * 1499 // 2
+    assert statistic(everything, "0.3") == pytest.approx(np.quantile(S[np.triu_indices(len(X), 1)], 0.3), rel=1e-12)
+
+
+def test_approximate_neighbours_against_exact_ones(spark):
+    X, _ = make_blobs(3000, n_features=6, centers=20, random_state=2)
+    k = 5
+    points = points_of(spark, X)
+    found = neighbors.knn_candidates(points, k, trees=4, leaf_size=200, seed=1).toPandas()
+    assert found.groupby("src").size().max() == k and found["src"].nunique() == 3000
+    assert not found.duplicated(["src", "dst"]).any() and (found["src"] != found["dst"]).all()
+    np.testing.assert_allclose(
+        found["d2"], ((X[found["src"]] - X[found["dst"]]) ** 2).sum(axis=1), rtol=1e-12, atol=1e-12
+    )
+    # The truth from scikit-learn, on every point.
+    _, exact = NearestNeighbors(n_neighbors=k + 1).fit(X).kneighbors(X)
+    truth = {(i, j) for i, row in enumerate(exact[:, 1:]) for j in row}
+    true_recall = len(truth & set(zip(found["src"], found["dst"], strict=True))) / len(truth)
+    assert true_recall > 0.9
+    measured = neighbors.recall(points, spark.createDataFrame(found), k, queries=300, seed=0)
+    assert abs(measured - true_recall) < 0.05
+
+
+def test_levels_recover_blobs_far_larger_than_a_neighbourhood(spark):
+    X, y = make_blobs(1200, n_features=6, centers=5, cluster_std=1.0, center_box=(-30, 30), random_state=4)
+    ap = MultiLevelAffinityPropagation(numNeighbors=5, exactBelow=150, leafSize=200, damping=0.7, seed=2)
+    result = ap.run(feature_table(spark, X))
+    clusters, _ = labels(result, len(X))
+    assert adjusted_rand_score(y, clusters) > 0.99
+    levels = result.levels
+    # Level 0 cannot make clusters of 240 points out of 6 neighbours each: the levels above do.
+    assert levels["graph"].iloc[0] == "k-NN" and levels["clusters"].iloc[0] > 5 * 10
+    assert len(levels) >= 3 and levels["clusters"].iloc[-1] == levels["clusters"].iloc[-2] == 5
+    assert result.recall > 0.9
+    # The preference is estimated from the pairs of a sample, not from the (near) edges.
+    dense_median = np.median(similarity_matrix(X)[np.triu_indices(len(X), 1)])
+    assert abs(result.preference - dense_median) < 0.05 * abs(dense_median)
+    assert "sampled points" in result.preferenceSource
+    # Every point follows its exemplar through the levels.
+    chosen = result.levelAssignments.toPandas()
+    follow = dict(zip(chosen.loc[chosen.level == 0, "id"], chosen.loc[chosen.level == 0, "exemplar"], strict=True))
+    for level in range(1, len(levels)):
+        step = chosen[chosen.level == level].set_index("id")["exemplar"]
+        follow = {i: step[e] for i, e in follow.items()}
+    _, exemplars = labels(result, len(X))
+    assert [follow[i] for i in range(len(X))] == list(exemplars)
+
+
+def test_a_small_table_is_exact_affinity_propagation(spark):
+    X, _ = make_blobs(60, n_features=3, centers=4, random_state=5)
+    result = MultiLevelAffinityPropagation(noise=False).run(feature_table(spark, X))
+    S = similarity_matrix(X)
+    preference = np.median(S[~np.eye(len(X), dtype=bool)])
+    expected = SkAffinityPropagation(affinity="precomputed", preference=preference, random_state=0).fit(S)
+    clusters, exemplars = labels(result, len(X))
+    assert list(result.levels["graph"]) == ["all pairs"] and result.recall is None
+    assert result.preference == pytest.approx(preference, rel=1e-12)
+    np.testing.assert_array_equal(np.unique(exemplars), expected.cluster_centers_indices_)
+    assert adjusted_rand_score(expected.labels_, clusters) == 1.0
+
+
+def test_search_for_a_number_of_clusters(spark):
+    X, _ = make_blobs(150, n_features=4, centers=6, center_box=(-15, 15), random_state=7)
+    ap = MultiLevelAffinityPropagation(numClusters=3, clusterTolerance=0, damping=0.8, seed=1)
+    result = ap.run(feature_table(spark, X))
+    clusters, _ = labels(result, len(X))
+    assert len(np.unique(clusters)) == 3
+    assert result.attempts["clusters"].iloc[-1] == 3 and len(result.attempts) > 1
+    # scikit-learn at the preference found agrees (the graph is complete here).
+    S = similarity_matrix(X)
+    sk = SkAffinityPropagation(
+        affinity="precomputed", preference=result.preference, damping=0.8, random_state=0, max_iter=200
+    ).fit(S)
+    assert len(sk.cluster_centers_indices_) == 3
+
+
+def test_search_keeps_the_closest_run_when_none_is_exact(spark):
+    X, _ = make_blobs(40, n_features=2, centers=2, center_box=(-50, 50), random_state=3)
+    ap = MultiLevelAffinityPropagation(numClusters=7, clusterTolerance=0, maxAttempts=3, damping=0.8)
+    result = ap.run(feature_table(spark, X))
+    attempts = result.attempts
+    assert len(attempts) == 3
+    best = attempts.loc[(attempts["clusters"] - 7).abs().idxmin()]
+    assert result.exemplars.count() == best["clusters"] and result.preference == best["preference"]
+
+
+def test_the_command_clusters_a_large_feature_table_by_levels(spark, tmp_path):
+    X, y = make_blobs(600, n_features=4, centers=3, center_box=(-25, 25), random_state=9)
+    table = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    table.insert(0, "id", np.arange(len(X)))
+    csv = tmp_path / "points.csv"
+    table.to_csv(csv, index=False)
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [str(BIN / "spark-ap"), "--input", str(csv), "--output", str(out), "--master", "local[2]"]
+        + ["--kind", "features", "--num-neighbors", "5", "--exact-below", "100", "--damping", "0.7"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["clusters"] == 3 and summary["params"]["numNeighbors"] == 5
+    assert "sampled points" in summary["preference_source"] and summary["graph_recall"] > 0.9
+    levels = pd.read_csv(out / "levels.csv")
+    assert list(levels["level"]) == list(range(len(levels))) and levels["graph"].iloc[0] == "k-NN"
+    written = pd.read_parquet(out / "assignments.parquet").sort_values("id")
+    assert adjusted_rand_score(y, written["cluster"]) == 1.0
+
+
+def test_feature_options_are_refused_for_an_edge_table(tmp_path):
+    csv = tmp_path / "edges.csv"
+    csv.write_text("src,dst,similarity\n0,1,-1.0\n1,0,-1.0\n")
+    done = subprocess.run(
+        [str(BIN / "spark-ap"), "--input", str(csv), "--output", str(tmp_path / "run"), "--num-clusters", "3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "['numClusters'] apply to feature tables" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"numNeighbors": 0}, "numNeighbors must be >= 1"),
+        ({"metric": "manhattan"}, "metric must be one of"),
+        ({"preference": "mean"}, "preference must be"),
+        ({"maxIter": 0}, "maxIter must be >= 1"),
+    ],
+)
+def test_bad_params_are_refused(params, message):
+    from spark_ap import InvalidParamError
+
+    with pytest.raises(InvalidParamError, match=message):
+        MultiLevelAffinityPropagation(**params)
+
+
+def test_cosine_levels_on_directions(spark):
+    rng = np.random.default_rng(0)
+    directions = np.eye(4)[:3] * 10
+    X = np.vstack([d + rng.standard_normal((150, 4)) for d in directions]) * rng.uniform(0.5, 3, (450, 1))
+    y = np.repeat(np.arange(3), 150)
+    ap = MultiLevelAffinityPropagation(metric="cosine", numNeighbors=5, exactBelow=100, damping=0.7)
+    clusters, _ = labels(ap.run(feature_table(spark, X)), len(X))
+    assert adjusted_rand_score(y, clusters) > 0.98
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__]))
