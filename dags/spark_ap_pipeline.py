@@ -61,6 +61,18 @@ SPARK_JOB = {
         "checkpoint_interval": Param(
             10, type="integer", minimum=1, description="Save the run's state every this many iterations"
         ),
+        # Feature tables only: how they become a graph, and the levels past a neighbourhood.
+        "num_neighbors": Param(10, type="integer", minimum=1, description="Neighbours per point of a k-NN graph"),
+        "exact_below": Param(
+            2000, type="integer", minimum=0, description="Up to this many points: the complete graph, exact AP"
+        ),
+        "resolution": Param(
+            10000, type="integer", minimum=0, description="Levels weigh clusters as if the data had this many points"
+        ),
+        "num_clusters": Param(
+            0, type="integer", minimum=0, description="Search the preference for about this many clusters (0: off)"
+        ),
+        "cluster_tolerance": Param(0, type="integer", minimum=0, description="How far from num_clusters will do"),
     },
 )
 def spark_ap_pipeline():

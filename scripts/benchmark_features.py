@@ -72,7 +72,7 @@ def sklearn_worker(n: int, damping: float, out: str) -> dict:
     }
 
 
-def spark_ap_run(spark, path: str, damping: float) -> dict:
+def spark_ap_run(spark, path: str, damping: float, params: dict) -> dict:
     """The multi-level pipeline from the Parquet file; its labels, time and memory."""
     from pyspark.sql import functions as F
 
@@ -84,7 +84,7 @@ def spark_ap_run(spark, path: str, damping: float) -> dict:
     started = time.perf_counter()
     table = spark.read.parquet(path)
     features = table.select("id", F.array(*[f"x{i}" for i in range(DIMENSIONS)]).alias("features"))
-    result = MultiLevelAffinityPropagation(damping=damping).run(features)
+    result = MultiLevelAffinityPropagation(damping=damping, **params).run(features)
     assignments = result.assignments.toPandas().sort_values("id")
     seconds = time.perf_counter() - started
     peak = memory.stop()
@@ -139,9 +139,19 @@ def main() -> None:
     parser.add_argument("--points", default="1e4,1e5", help="sizes N, comma-separated")
     parser.add_argument("--damping", type=float, default=0.9)
     parser.add_argument("--dense-max", type=float, default=2e4, help="run scikit-learn up to this N")
+    parser.add_argument(
+        "--warmup", type=int, default=5000, help="first cluster this many points, untimed, to warm the JVM (0: no)"
+    )
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--driver-memory", default="8g")
     parser.add_argument("--out", default="benchmarks")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="another MultiLevelAffinityPropagation param, e.g. --param numNeighbors=15 (repeatable)",
+    )
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -156,6 +166,7 @@ def main() -> None:
     from spark_ap import spark_session
 
     sizes = [int(float(p)) for p in args.points.split(",")]
+    params = {name: json.loads(value) for name, value in (item.split("=", 1) for item in args.param)}
     spark = spark_session(
         master=args.master,
         **{
@@ -171,6 +182,14 @@ def main() -> None:
     results, out = [], Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="spark-ap-features-"))
+    if args.warmup:
+        # A fresh JVM compiles its code paths and starts Python workers on first
+        # use; a notebook or a long-lived session has done so already.
+        X, _ = blobs(args.warmup)
+        warm = pd.DataFrame(X, columns=[f"x{i}" for i in range(DIMENSIONS)])
+        warm.insert(0, "id", np.arange(args.warmup))
+        warm.to_parquet(scratch / "warmup.parquet", index=False)
+        spark_ap_run(spark, str(scratch / "warmup.parquet"), args.damping, params)
     for n in sizes:
         X, truth = blobs(n)
         table = pd.DataFrame(X, columns=[f"x{i}" for i in range(DIMENSIONS)])
@@ -178,7 +197,7 @@ def main() -> None:
         path = scratch / f"blobs_{n}.parquet"
         table.to_parquet(path, index=False)
         row: dict = {"points": n}
-        ours = spark_ap_run(spark, str(path), args.damping)
+        ours = spark_ap_run(spark, str(path), args.damping, params)
         labels = ours.pop("labels")
         ours["ari_truth"] = adjusted_rand_score(truth, labels)
         row["spark-ap"] = ours

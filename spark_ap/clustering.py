@@ -407,9 +407,12 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             engine=self.getEngine(),
         )
 
-    def _graph(self, edges: DataFrame, vertices: DataFrame | None) -> tuple[DataFrame, float]:
+    def _graph(self, edges: DataFrame, vertices: DataFrame | None, trusted: bool) -> tuple[DataFrame, float]:
         """Validated edges with a self-edge per vertex, and the value of the default preference."""
-        graph = validate_edges(edges, self.getSrcCol(), self.getDstCol(), self.getWeightCol(), self.getDuplicates())
+        if trusted:
+            graph = edges.select("src", "dst", "similarity")
+        else:
+            graph = validate_edges(edges, self.getSrcCol(), self.getDstCol(), self.getWeightCol(), self.getDuplicates())
         ids = graph.select(F.col("src").alias("id")).union(graph.select(F.col("dst").alias("id")))
         per_vertex = None
         if vertices is not None:
@@ -441,8 +444,13 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             ``idCol`` and optionally ``preferenceCol``: adds vertices that have
             no edges and per-vertex preferences.
         """
+        return self._run(edges, vertices)
+
+    def _run(self, edges: DataFrame, vertices: DataFrame | None, *, trusted: bool = False) -> AffinityPropagationResult:
+        """:meth:`run`; ``trusted`` edges (src, dst, similarity, as spark-ap itself builds them) skip
+        validation, and the net similarity, which nobody reads then, is not computed."""
         settings = self._settings()
-        graph, preference = self._graph(edges, vertices)
+        graph, preference = self._graph(edges, vertices, trusted)
         graph = graph.localCheckpoint(eager=True)
         s = F.col("similarity")
         off = F.col("src") != F.col("dst")
@@ -514,7 +522,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             net = None
         else:
             assignments = assign.label(state, ids, exemplar_ids).persist()
-            net = assign.net_similarity(state, assignments)
+            net = None if trusted else assign.net_similarity(state, assignments)
         return AffinityPropagationResult(
             assignments=assignments,
             exemplars=assign.exemplar_table(assignments.filter(F.col("cluster") >= 0)),

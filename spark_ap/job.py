@@ -52,10 +52,12 @@ AP_OPTIONS = {
     "seed": int,
 }
 # Params of MultiLevelAffinityPropagation alone: how a feature table becomes
-# a graph and how its levels run. They go in the ``ap`` section too.
+# a graph and how its levels run. They go in the YAML file's ``features``
+# section, which an edge table's run ignores.
 FEATURE_OPTIONS = {
     "numNeighbors": "neighbours per point of an approximate graph (default 10)",
     "exactBelow": "up to this many points, the complete graph and exact AP (default 2000)",
+    "levelExactBelow": "levels above the first with up to this many exemplars use all their pairs (default 400)",
     "preferenceSample": "points whose pairwise similarities give the preference (default 2000)",
     "resolution": "levels weigh clusters as if the data had this many points; 0: its true size (default 10000)",
     "maxLevels": "levels at most (default 10)",
@@ -141,6 +143,7 @@ def settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Built-in defaults, then the YAML file, then the command line."""
     merged: dict[str, dict[str, Any]] = {
         "ap": {},
+        "features": {},
         "input": {"kind": "edges", "metric": "sqeuclidean"},
         "spark": {},
     }
@@ -159,13 +162,21 @@ def settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             raise InvalidParamError(f"{path}: unknown section(s) {sorted(unknown)}; expected {sorted(merged)}")
         for section, values in loaded.items():
             merged[section].update(values or {})
-        known = {param.name for param in [*AffinityPropagation().params, *MultiLevelAffinityPropagation().params]}
+        known = {param.name for param in AffinityPropagation().params}
         unknown_params = set(merged["ap"]) - known
         if unknown_params:
             raise InvalidParamError(f"{path}: unknown ap setting(s) {sorted(unknown_params)}; known: {sorted(known)}")
-    for name in [*AP_OPTIONS, *FEATURE_OPTIONS]:
+        unknown_features = set(merged["features"]) - set(FEATURE_OPTIONS)
+        if unknown_features:
+            raise InvalidParamError(
+                f"{path}: unknown features setting(s) {sorted(unknown_features)}; known: {sorted(FEATURE_OPTIONS)}"
+            )
+    for name in AP_OPTIONS:
         if getattr(args, name) is not None:
             merged["ap"][name] = getattr(args, name)
+    given = [name for name in FEATURE_OPTIONS if getattr(args, name) is not None]
+    for name in given:
+        merged["features"][name] = getattr(args, name)
     if args.noise is not None:
         merged["ap"]["noise"] = args.noise
     if args.duplicates is not None:
@@ -175,6 +186,10 @@ def settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     for name in INPUT_OPTIONS:
         if getattr(args, name) is not None:
             merged["input"][name] = getattr(args, name)
+    if given and merged["input"]["kind"] != "features":
+        raise InvalidParamError(
+            f"{', '.join(_flag(name) for name in given)} apply to feature tables (--kind features), not to edges"
+        )
     return merged
 
 
@@ -205,17 +220,14 @@ def edge_columns(conf: dict[str, dict[str, Any]]) -> dict[str, str]:
 def estimator(conf: dict[str, dict[str, Any]], **extra: Any) -> AffinityPropagation | MultiLevelAffinityPropagation:
     """The estimator a run uses: AffinityPropagation on edges, MultiLevelAffinityPropagation on features.
 
-    The ``ap`` section may hold params of both; a feature run takes those its
-    estimator has, an edge run refuses the feature-only ones.
+    A feature run takes the ``ap`` params its estimator has (all but those
+    about edge tables) and the ``features`` section.
     """
     inp, ap = conf["input"], conf["ap"]
     if inp["kind"] == "features":
         names = {param.name for param in MultiLevelAffinityPropagation().params}
-        given = {key: value for key, value in ap.items() if key in names}
-        return MultiLevelAffinityPropagation(**given, metric=inp["metric"], **extra)
-    feature_only = sorted(set(ap) & set(FEATURE_OPTIONS))
-    if feature_only:
-        raise InvalidParamError(f"{feature_only} apply to feature tables (kind: features), not to an edge table")
+        shared = {key: value for key, value in ap.items() if key in names}
+        return MultiLevelAffinityPropagation(**shared, **conf["features"], metric=inp["metric"], **extra)
     return AffinityPropagation(**ap, **edge_columns(conf), **extra)
 
 

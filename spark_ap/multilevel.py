@@ -34,11 +34,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pyspark import keyword_only
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasCheckpointInterval, HasMaxIter, HasSeed
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from spark_ap.clustering import ENGINES, OPERATIONAL_PARAMS, AffinityPropagation, _AffinityPropagationParams
 from spark_ap.errors import ConvergenceWarning, InvalidParamError, InvalidValueError
@@ -164,8 +166,14 @@ class _MultiLevelParams(HasMaxIter, HasCheckpointInterval, HasSeed):
     exactBelow = Param(
         Params._dummy(),
         "exactBelow",
-        "a level with at most this many points gets the complete (all-pairs) graph; above, an "
-        "approximate k-nearest-neighbour graph",
+        "a table of at most this many points gets the complete (all-pairs) graph and exact AP; above, an "
+        "approximate k-nearest-neighbour graph and levels",
+        typeConverter=TypeConverters.toInt,
+    )
+    levelExactBelow = Param(
+        Params._dummy(),
+        "levelExactBelow",
+        "a level above the first with at most this many exemplars gets all their pairs; above, a k-NN graph",
         typeConverter=TypeConverters.toInt,
     )
     numTrees = Param(
@@ -225,6 +233,7 @@ class _MultiLevelParams(HasMaxIter, HasCheckpointInterval, HasSeed):
             preferenceSample=2000,
             numNeighbors=10,
             exactBelow=2000,
+            levelExactBelow=400,
             numTrees=4,
             leafSize=1000,
             resolution=10000,
@@ -266,6 +275,9 @@ class _MultiLevelParams(HasMaxIter, HasCheckpointInterval, HasSeed):
 
     def getExactBelow(self) -> int:
         return self._get("exactBelow")
+
+    def getLevelExactBelow(self) -> int:
+        return self._get("levelExactBelow")
 
     def getNumTrees(self) -> int:
         return self._get("numTrees")
@@ -331,6 +343,10 @@ class MultiLevelAffinityPropagation(_MultiLevelParams):
     preferenceSample : int, default 2000
     numNeighbors : int, default 10
     exactBelow : int, default 2000
+    levelExactBelow : int, default 400
+        Levels above the first with at most this many exemplars use all their
+        pairs, larger ones a k-NN graph. All pairs merge more per level, but
+        cost the square of the exemplars in every iteration.
     numTrees, leafSize : int, default 4, 1000
         Random projection trees of the approximate graph (see
         :func:`spark_ap.lib.neighbors.knn_candidates`).
@@ -372,6 +388,7 @@ class MultiLevelAffinityPropagation(_MultiLevelParams):
         preferenceSample: int = 2000,
         numNeighbors: int = 10,
         exactBelow: int = 2000,
+        levelExactBelow: int = 400,
         numTrees: int = 4,
         leafSize: int = 1000,
         resolution: int = 10000,
@@ -404,6 +421,7 @@ class MultiLevelAffinityPropagation(_MultiLevelParams):
         preferenceSample: int = 2000,
         numNeighbors: int = 10,
         exactBelow: int = 2000,
+        levelExactBelow: int = 400,
         numTrees: int = 4,
         leafSize: int = 1000,
         resolution: int = 10000,
@@ -437,6 +455,7 @@ class MultiLevelAffinityPropagation(_MultiLevelParams):
             ("preferenceSample", 2),
             ("numNeighbors", 1),
             ("exactBelow", 0),
+            ("levelExactBelow", 0),
             ("numTrees", 1),
             ("leafSize", 2),
             ("resolution", 0),
@@ -488,17 +507,20 @@ class MultiLevelAffinityPropagation(_MultiLevelParams):
         return similarity_matrix(X, self.getMetric())
 
     def _pairs(self, points: DataFrame, n: int) -> tuple[DataFrame, bool]:
-        """(src, dst, d2) of a level's graph: all pairs up to exactBelow points, else approximate k-NN."""
+        """(src, dst, d2) of level 0's graph: all pairs up to exactBelow points, else approximate k-NN."""
         if n <= self.getExactBelow():
             left = points.select(F.col("id").alias("src"), F.col("x").alias("xs"))
             right = points.select(F.col("id").alias("dst"), F.col("x").alias("xd"))
             d2 = F.aggregate(F.zip_with("xs", "xd", lambda a, b: (a - b) * (a - b)), F.lit(0.0), lambda s, v: s + v)
             pairs = left.crossJoin(right).filter(F.col("src") != F.col("dst"))
             return pairs.select("src", "dst", d2.alias("d2")), True
-        near = neighbors.knn_candidates(
+        return self._knn(points), False
+
+    def _knn(self, points: DataFrame) -> DataFrame:
+        """(src, dst, d2): about numNeighbors nearest neighbours of every point, from the trees."""
+        return neighbors.knn_candidates(
             points, self.getNumNeighbors(), trees=self.getNumTrees(), leaf_size=self.getLeafSize(), seed=self.getSeed()
         )
-        return near, False
 
     def buildGraph(self, features: DataFrame) -> tuple[DataFrame, Graph]:
         """Level 0's graph of a feature table: (points (id, x), :class:`Graph`)."""
@@ -598,14 +620,13 @@ class MultiLevelAffinityPropagation(_MultiLevelParams):
         for level in range(self.getMaxLevels()):
             started = time.time()
             state_dir = f"{root.rstrip('/')}/{label}level-{level}" if root else None
-            complete = graph.complete if level == 0 else count <= self.getExactBelow()
+            complete = graph.complete if level == 0 else count <= self.getLevelExactBelow()
             max_iter = self.getMaxIter() if complete else self.getKnnMaxIter()
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                result = self._level_ap(level_preference, max_iter, state_dir).run(edges, vertices=level_points)
-            found = [str(w.message) for w in caught if not issubclass(w.category, ConvergenceWarning)]
-            for message in found:
-                warnings.warn(message, stacklevel=3)
+            with warnings.catch_warnings():
+                # A level's convergence goes into the levels table; only the last level's warns.
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                level_ap = self._level_ap(level_preference, max_iter, state_dir)
+                result = level_ap._run(edges, level_points, trusted=True)
             chosen = result.assignments.select("id", F.coalesce("exemplar", "id").alias("next")).localCheckpoint()
             clusters = chosen.select("next").distinct().count()
             iterations += result.numIterations
@@ -668,31 +689,51 @@ class MultiLevelAffinityPropagation(_MultiLevelParams):
         cluster's size and feature sum. Cosine similarity on unit vectors is
         1 - |x - y|^2 / 2: half of that (``weight`` carries the half).
         """
-        exemplars = points.join(mapping.select(F.col("exemplar").alias("id")).distinct(), "id").localCheckpoint()
         dims = F.posexplode("x").alias("pos", "v")
         sums = (
             mapping.join(points, "id")
             .select("exemplar", dims)
             .groupBy("exemplar", "pos")
-            .agg(F.sum("v").alias("v"))
+            .agg(F.sum("v").alias("v"), F.count(F.lit(1)).alias("size"))
             .groupBy("exemplar")
-            .agg(F.array_sort(F.collect_list(F.struct("pos", "v"))).alias("sv"))
-            .select(F.col("exemplar").alias("src"), F.transform("sv", lambda e: e["v"]).alias("sum"))
+            .agg(F.array_sort(F.collect_list(F.struct("pos", "v"))).alias("sv"), F.first("size").alias("size"))
+            .select(F.col("exemplar").alias("id"), F.transform("sv", lambda e: e["v"]).alias("sum"), "size")
         )
-        sizes = mapping.groupBy(F.col("exemplar").alias("src")).agg(F.count(F.lit(1)).alias("size"))
-        pairs, _ = self._pairs(exemplars, count)
-        if count > self.getExactBelow():
-            pairs = neighbors.symmetrise(pairs)
+        exemplars = points.join(sums, "id").localCheckpoint()
+        if count <= self.getLevelExactBelow():
+            return exemplars.select("id"), self._complete_level(exemplars, weight)
+        pairs = neighbors.symmetrise(self._knn(exemplars.select("id", "x")))
 
         def dot(a, b):
             return F.aggregate(F.zip_with(a, b, lambda u, v: u * v), F.lit(0.0), lambda s, v: s + v)
 
-        xs = exemplars.select(F.col("id").alias("src"), F.col("x").alias("xs"))
+        xs = exemplars.select(F.col("id").alias("src"), F.col("x").alias("xs"), "sum", "size")
         xd = exemplars.select(F.col("id").alias("dst"), F.col("x").alias("xd"))
-        joined = pairs.select("src", "dst").join(xs, "src").join(xd, "dst").join(sums, "src").join(sizes, "src")
+        joined = pairs.select("src", "dst").join(xs, "src").join(xd, "dst")
         gain = 2 * (dot("sum", "xd") - dot("sum", "xs")) - F.col("size") * (dot("xd", "xd") - dot("xs", "xs"))
         edges = joined.select("src", "dst", (F.lit(weight) * gain).alias("similarity")).localCheckpoint()
         return exemplars.select("id"), edges
+
+    def _complete_level(self, exemplars: DataFrame, weight: float) -> DataFrame:
+        """All pairs of at most ``levelExactBelow`` exemplars: small enough to compute on the driver with numpy."""
+        rows = exemplars.select("id", "x", "sum", "size").collect()
+        kind = pa.string() if isinstance(exemplars.schema["id"].dataType, T.StringType) else pa.int64()
+        ids = np.array([row.id for row in rows], dtype=object if kind == pa.string() else np.int64)
+        X = np.array([row.x for row in rows], dtype=float)
+        sums = np.array([row.sum for row in rows], dtype=float)
+        size = np.array([row.size for row in rows], dtype=float)
+        sq = np.einsum("ij,ij->i", X, X)
+        # gain[i, k] = 2 sum_i . (x_k - x_i) - size_i (|x_k|^2 - |x_i|^2)
+        gain = 2 * (sums @ X.T - np.einsum("ij,ij->i", sums, X)[:, None]) - size[:, None] * (sq[None, :] - sq[:, None])
+        src, dst = np.nonzero(~np.eye(len(ids), dtype=bool))
+        table = pa.table(
+            {
+                "src": pa.array(ids[src], type=kind),
+                "dst": pa.array(ids[dst], type=kind),
+                "similarity": weight * gain[src, dst],
+            }
+        )
+        return exemplars.sparkSession.createDataFrame(table).localCheckpoint()
 
 
 @dataclass

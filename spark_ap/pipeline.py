@@ -56,6 +56,14 @@ def job_arguments(params: dict, run_id: str) -> dict:
         # or the state an interrupted attempt saved and resumes from it.
         "--skip-existing",
     ]  # fmt: skip
+    if params["kind"] == "features":
+        args += [
+            "--num-neighbors", str(params["num_neighbors"]),
+            "--exact-below", str(params["exact_below"]),
+            "--resolution", str(params["resolution"]),
+            "--num-clusters", str(params["num_clusters"]),
+            "--cluster-tolerance", str(params["cluster_tolerance"]),
+        ]  # fmt: skip
     return {"args": args, "validate_args": [*args, "--validate-only"], "output": str(output)}
 
 

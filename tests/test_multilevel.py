@@ -160,7 +160,7 @@ def test_feature_options_are_refused_for_an_edge_table(tmp_path):
         text=True,
         timeout=120,
     )
-    assert done.returncode == 2 and "['numClusters'] apply to feature tables" in done.stderr
+    assert done.returncode == 2 and "--num-clusters apply to feature tables (--kind features)" in done.stderr
 
 
 @pytest.mark.parametrize(
