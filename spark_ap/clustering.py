@@ -29,6 +29,15 @@ OPERATIONAL_PARAMS = ("checkpointInterval", "checkpointKind", "stateDir", "engin
 ENGINES = ("blocks", "dataframe")
 
 
+def result_params(estimator: Params) -> dict:
+    """``estimator``'s params that decide what a run computes, by name: all but :data:`OPERATIONAL_PARAMS`."""
+    return {
+        p.name: estimator.getOrDefault(p)
+        for p in estimator.params
+        if estimator.isDefined(p) and p.name not in OPERATIONAL_PARAMS
+    }
+
+
 @dataclass
 class AffinityPropagationResult:
     """What :meth:`AffinityPropagation.run` returns.
@@ -540,9 +549,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
 
     def resultParams(self) -> dict:
         """The params that decide what a run computes, by name: all but :data:`OPERATIONAL_PARAMS`."""
-        return {
-            p.name: self.getOrDefault(p) for p in self.params if self.isDefined(p) and p.name not in OPERATIONAL_PARAMS
-        }
+        return result_params(self)
 
     def _store(self, spark: SparkSession, facts: Row, preference: float) -> StateStore | None:
         """The run's state store when ``stateDir`` is set; its identity is what a resume must match."""

@@ -42,7 +42,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_ap.clustering import ENGINES, OPERATIONAL_PARAMS, AffinityPropagation, _AffinityPropagationParams
+from spark_ap.clustering import ENGINES, AffinityPropagation, _AffinityPropagationParams, result_params
 from spark_ap.errors import ConvergenceWarning, InvalidParamError, InvalidValueError
 from spark_ap.graph import METRICS, similarity_matrix
 from spark_ap.lib import assign, neighbors
@@ -569,10 +569,8 @@ class MultiLevelAffinityPropagation(_MultiLevelParams):
         return sampled_similarities(points, self._dense, sample=self.getPreferenceSample(), seed=self.getSeed())
 
     def resultParams(self) -> dict:
-        """The params that decide what a run computes, by name (all but where it saves its state)."""
-        return {
-            p.name: self.getOrDefault(p) for p in self.params if self.isDefined(p) and p.name not in OPERATIONAL_PARAMS
-        }
+        """The params that decide what a run computes, by name (not those that say only how it runs)."""
+        return result_params(self)
 
     def assignClusters(self, features: DataFrame) -> DataFrame:
         """Cluster and return ``id, cluster, exemplar``; see :meth:`run`."""

@@ -149,6 +149,8 @@ def test_the_command_clusters_a_large_feature_table_by_levels(spark, tmp_path):
     assert list(levels["level"]) == list(range(len(levels))) and levels["graph"].iloc[0] == "k-NN"
     written = pd.read_parquet(out / "assignments.parquet").sort_values("id")
     assert adjusted_rand_score(y, written["cluster"]) == 1.0
+    # Each level saved its state under state/level-N; a finished run keeps none of it.
+    assert not (out / "state").exists()
 
 
 def test_feature_options_are_refused_for_an_edge_table(tmp_path):

@@ -26,6 +26,7 @@ from spark_ap.errors import StateMismatchError
 log = logging.getLogger("spark_ap")
 
 META = "_spark_ap_state.json"
+_NESTED = re.compile(r"(level|attempt)-\d+")
 _SAVE = re.compile(r"iteration-(\d{6,})")
 
 
@@ -141,7 +142,8 @@ class StateStore:
         """Delete every save, finished or not, and then the directory if nothing else is in it.
 
         Only what :meth:`save` writes is deleted, so a mistyped path cannot take
-        anything else with it.
+        anything else with it; that includes the stores of a multi-level run's
+        levels and attempts (``level-N``, ``attempt-N``), cleared the same way.
         """
         if not self._fs.exists(self._root):
             return
@@ -149,6 +151,8 @@ class StateStore:
             name = status.getPath().getName()
             if _SAVE.fullmatch(name.removeprefix("_tmp-")):
                 self._fs.delete(status.getPath(), True)
+            elif status.isDirectory() and _NESTED.fullmatch(name):
+                StateStore(self.spark, self._uri(name), {}).clear()
         if len(self._fs.listStatus(self._root)) == 0:
             self._fs.delete(self._root, False)
 
