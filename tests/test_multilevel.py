@@ -1,6 +1,7 @@
 """Feature tables at scale: approximate k-NN graphs, sampled preferences, levels, and the search for K."""
 
 import json
+import logging
 import subprocess
 import sys
 
@@ -87,6 +88,26 @@ def test_levels_recover_blobs_far_larger_than_a_neighbourhood(spark):
         follow = {i: step[e] for i, e in follow.items()}
     _, exemplars = labels(result, len(X))
     assert [follow[i] for i in range(len(X))] == list(exemplars)
+
+
+def test_a_rerun_resumes_every_level_from_its_saves(spark, tmp_path, caplog):
+    X, _ = make_blobs(400, n_features=4, centers=3, center_box=(-25, 25), random_state=9)
+    features = feature_table(spark, X)
+    ap = MultiLevelAffinityPropagation(numNeighbors=5, exactBelow=100, stateDir=str(tmp_path), checkpointInterval=5)
+    # The first run stops after level 0, as a run killed during level 1 would have.
+    first = ap.copy({ap.maxLevels: 1}).run(features)
+    assert len(first.levels) == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["level-0"]
+    with caplog.at_level(logging.INFO, logger="spark_ap"):
+        again = ap.run(features)
+    assert f"resuming from the state of iteration 50 saved in {tmp_path}/level-0" in caplog.text
+
+    # Level 0 resumed where it had ended (its choices unchanged); the levels above ran on.
+    def level_zero(result):
+        chosen = result.levelAssignments.filter("level = 0").toPandas()
+        return chosen.sort_values("id")["exemplar"].tolist()
+
+    assert level_zero(again) == level_zero(first)
+    assert again.exemplars.count() == 3 and len(again.levels) >= 2
 
 
 def test_a_small_table_is_exact_affinity_propagation(spark):
