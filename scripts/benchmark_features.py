@@ -95,7 +95,7 @@ def spark_ap_run(spark, path: str, damping: float, params: dict) -> dict:
         "recall": result.recall,
         "preference": result.preference,
         "preference_source": result.preferenceSource,
-        "levels": result.levels.to_dict(orient="records"),
+        "levels": json.loads(result.levels.to_json(orient="records")),
         "labels": assignments["cluster"].to_numpy(),
     }
     result.unpersist()

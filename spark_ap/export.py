@@ -127,8 +127,9 @@ def _levels(result: AffinityPropagationResult | MultiLevelResult, staging: Path)
     return {
         "preference_source": result.preferenceSource,
         "graph_recall": result.recall,
-        "levels": result.levels.to_dict(orient="records"),
-        "preference_attempts": result.attempts.to_dict(orient="records"),
+        # Through JSON, so that a missing value is null, not NaN.
+        "levels": json.loads(result.levels.to_json(orient="records")),
+        "preference_attempts": json.loads(result.attempts.to_json(orient="records")),
     }
 
 

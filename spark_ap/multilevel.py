@@ -51,7 +51,7 @@ from spark_ap.lib.validation import validate_features
 
 log = logging.getLogger("spark_ap")
 
-LEVEL_COLUMNS = ["level", "points", "edges", "graph", "clusters", "iterations", "converged", "seconds"]
+LEVEL_COLUMNS = ["level", "points", "edges", "graph", "clusters", "iterations", "converged", "resumed_from", "seconds"]
 
 
 @dataclass
@@ -77,7 +77,8 @@ class MultiLevelResult:
     levels : pandas.DataFrame
         One row per level: ``level, points`` (clustered at that level),
         ``edges, graph`` ("all pairs" or "k-NN"), ``clusters, iterations,
-        converged, seconds``.
+        converged``, ``resumed_from`` (the saved iteration it resumed from, or
+        None) and ``seconds``.
     levelAssignments : DataFrame
         ``level, id, exemplar``: at each level, the exemplar each of that
         level's points chose (level 0: every point; level l: the exemplars of
@@ -100,6 +101,8 @@ class MultiLevelResult:
         Iterations of all levels together.
     converged : bool
         Whether the last level converged.
+    resumedFrom : int or None
+        The saved iteration of the first level that resumed from a save.
     """
 
     assignments: DataFrame
@@ -638,6 +641,7 @@ class MultiLevelAffinityPropagation(_MultiLevelParams):
                     clusters,
                     result.numIterations,
                     result.converged,
+                    result.resumedFrom,
                     round(time.time() - started, 3),
                 )
             )
@@ -668,7 +672,7 @@ class MultiLevelAffinityPropagation(_MultiLevelParams):
             mapping=mapping,
             clusters=clusters,
             preference=preference,
-            levels=pd.DataFrame(rows, columns=LEVEL_COLUMNS),
+            levels=pd.DataFrame(rows, columns=LEVEL_COLUMNS).astype({"resumed_from": "Int64"}),
             history=pd.concat(histories, ignore_index=True)[["level", "iteration", "exemplars", "changed"]],
             chosen=chosen_all,
             iterations=iterations,
@@ -779,5 +783,6 @@ class _Levels:
             numEdges=int(self.levels["edges"].iloc[0]),
             numIterations=self.iterations,
             converged=self.converged,
+            resumedFrom=next((int(i) for i in self.levels["resumed_from"] if pd.notna(i)), None),
             _keep=[assignments],
         )

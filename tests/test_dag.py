@@ -102,7 +102,9 @@ def _kill_job_after_save(root: Path, iteration: int, done: threading.Event, kill
     import psutil
 
     while not done.is_set():
-        if any(i >= iteration for state in root.glob("*/state") for i in saves(state)):
+        # A feature table's run saves each level's state in state/level-N.
+        folders = [*root.glob("*/state"), *root.glob("*/state/level-*")]
+        if any(i >= iteration for state in folders for i in saves(state)):
             for process in psutil.process_iter(["cmdline"]):
                 command = " ".join(process.info["cmdline"] or [])
                 if "spark_ap_job.py" in command and str(root) in command:

@@ -100,6 +100,7 @@ def test_a_rerun_resumes_every_level_from_its_saves(spark, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="spark_ap"):
         again = ap.run(features)
     assert f"resuming from the state of iteration 50 saved in {tmp_path}/level-0" in caplog.text
+    assert again.resumedFrom == 50 and again.levels["resumed_from"].iloc[0] == 50
 
     # Level 0 resumed where it had ended (its choices unchanged); the levels above ran on.
     def level_zero(result):
