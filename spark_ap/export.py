@@ -181,15 +181,16 @@ def _save(fig, path: Path) -> None:
 def plot_convergence(history: pd.DataFrame, path: Path) -> None:
     """Exemplars and changed decisions per iteration; levels one after the other, when there are levels."""
     fig, ax = _figure(8, 4.5)
-    x = history["iteration"] if "level" not in history else range(1, len(history) + 1)
+    levels = "level" in history and history["level"].nunique() > 1
+    x = range(1, len(history) + 1) if levels else history["iteration"]
     ax.plot(x, history["exemplars"], label="exemplars", color="tab:blue")
     ax.plot(x, history["changed"], label="points that changed their decision", color="tab:orange")
-    if "level" in history:
+    if levels:
         starts = [i + 1 for i in range(1, len(history)) if history["level"].iloc[i] != history["level"].iloc[i - 1]]
         for start in starts:
             ax.axvline(start - 0.5, color="grey", linestyle=":")
-        ax.set_yscale("symlog")
-    ax.set_xlabel("iteration" if "level" not in history else "iteration, level after level (dotted: a new level)")
+        ax.set_yscale("symlog")  # level 0 has far more exemplars than the last
+    ax.set_xlabel("iteration, level after level (dotted: a new level)" if levels else "iteration")
     ax.set_ylabel("points")
     ax.set_title("Affinity propagation: convergence")
     ax.legend()
