@@ -190,6 +190,7 @@ def plot_convergence(history: pd.DataFrame, path: Path) -> None:
         for start in starts:
             ax.axvline(start - 0.5, color="grey", linestyle=":")
         ax.set_yscale("symlog")  # level 0 has far more exemplars than the last
+        ax.set_ylim(bottom=0)
     ax.set_xlabel("iteration, level after level (dotted: a new level)" if levels else "iteration")
     ax.set_ylabel("points")
     ax.set_title("Affinity propagation: convergence")
