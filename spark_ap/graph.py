@@ -9,8 +9,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_ap.errors import InvalidInputError, InvalidParamError, InvalidValueError
-from spark_ap.lib.validation import validate_features
+from spark_ap.errors import InvalidInputError, InvalidParamError
+from spark_ap.lib.validation import refuse_zero_vectors, validate_features
 
 METRICS = ("sqeuclidean", "cosine")
 
@@ -95,13 +95,12 @@ def edges_from_features(
         raise InvalidParamError(f"metric must be one of {METRICS}; got {metric!r}")
     points = validate_features(features, idCol, featuresCol)
     if metric == "cosine":
-        zero = F.forall("x", lambda v: v == 0)
-        n_zero = points.filter(zero).count()
-        if n_zero:
-            example = points.filter(zero).select("id").first()["id"]
-            raise InvalidValueError(
-                f"{n_zero} feature rows are all zeros, which have no cosine similarity; for example id {example!r}."
-            )
+        refuse_zero_vectors(points)
+    return all_pairs(points, metric)
+
+
+def all_pairs(points: DataFrame, metric: str) -> DataFrame:
+    """(src, dst, similarity) of every ordered pair of distinct rows of a validated (id, x) table."""
     left = points.select(F.col("id").alias("src"), F.col("x").alias("xs"))
     right = points.select(F.col("id").alias("dst"), F.col("x").alias("xd"))
     pairs = left.crossJoin(right).filter(F.col("src") != F.col("dst"))

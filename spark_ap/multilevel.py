@@ -43,11 +43,11 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_ap.clustering import ENGINES, AffinityPropagation, _AffinityPropagationParams, result_params
-from spark_ap.errors import ConvergenceWarning, InvalidParamError, InvalidValueError
-from spark_ap.graph import METRICS, similarity_matrix
+from spark_ap.errors import ConvergenceWarning, InvalidParamError
+from spark_ap.graph import METRICS, all_pairs, similarity_matrix
 from spark_ap.lib import assign, neighbors
 from spark_ap.lib.preference import check_preference, preference_value, sampled_similarities, statistic
-from spark_ap.lib.validation import validate_features
+from spark_ap.lib.validation import refuse_zero_vectors, validate_features
 
 log = logging.getLogger("spark_ap")
 
@@ -56,11 +56,12 @@ LEVEL_COLUMNS = ["level", "points", "edges", "graph", "clusters", "iterations", 
 
 @dataclass
 class Graph:
-    """Level 0's graph: edges (src, dst, similarity), how they were made, and their recall."""
+    """Level 0's graph: edges (src, dst, similarity), how they were made, their recall, and the points."""
 
     edges: DataFrame
     complete: bool
     recall: float | None
+    points: int
 
 
 @dataclass
@@ -491,14 +492,8 @@ class MultiLevelAffinityPropagation(_MultiLevelParams):
         """(id, x), validated; for cosine, x scaled to unit length (then d2 = 2 - 2 cos)."""
         points = validate_features(features, self.getIdCol(), self.getFeaturesCol())
         if self.getMetric() == "cosine":
+            refuse_zero_vectors(points)
             norm = F.sqrt(F.aggregate("x", F.lit(0.0), lambda acc, v: acc + v * v))
-            zero = points.filter(norm == 0)
-            n_zero = zero.count()
-            if n_zero:
-                raise InvalidValueError(
-                    f"{n_zero} feature rows are all zeros, which have no cosine similarity; "
-                    f"for example id {zero.first()['id']!r}."
-                )
             points = points.select("id", F.transform("x", lambda v: v / norm).alias("x"))
         return points.localCheckpoint()
 
@@ -509,16 +504,6 @@ class MultiLevelAffinityPropagation(_MultiLevelParams):
     def _dense(self, X: np.ndarray) -> np.ndarray:
         return similarity_matrix(X, self.getMetric())
 
-    def _pairs(self, points: DataFrame, n: int) -> tuple[DataFrame, bool]:
-        """(src, dst, d2) of level 0's graph: all pairs up to exactBelow points, else approximate k-NN."""
-        if n <= self.getExactBelow():
-            left = points.select(F.col("id").alias("src"), F.col("x").alias("xs"))
-            right = points.select(F.col("id").alias("dst"), F.col("x").alias("xd"))
-            d2 = F.aggregate(F.zip_with("xs", "xd", lambda a, b: (a - b) * (a - b)), F.lit(0.0), lambda s, v: s + v)
-            pairs = left.crossJoin(right).filter(F.col("src") != F.col("dst"))
-            return pairs.select("src", "dst", d2.alias("d2")), True
-        return self._knn(points), False
-
     def _knn(self, points: DataFrame) -> DataFrame:
         """(src, dst, d2): about numNeighbors nearest neighbours of every point, from the trees."""
         return neighbors.knn_candidates(
@@ -526,24 +511,26 @@ class MultiLevelAffinityPropagation(_MultiLevelParams):
         )
 
     def buildGraph(self, features: DataFrame) -> tuple[DataFrame, Graph]:
-        """Level 0's graph of a feature table: (points (id, x), :class:`Graph`)."""
+        """Level 0's graph of a feature table: (points (id, x), :class:`Graph`).
+
+        All pairs up to exactBelow points, else an approximate k-NN graph.
+        """
         points = self._points(features)
         n = points.count()
-        pairs, complete = self._pairs(points, n)
-        recall = None
-        if not complete:
-            pairs = pairs.localCheckpoint()
-            recall = neighbors.recall(points, pairs, self.getNumNeighbors(), seed=self.getSeed())
-            log.info("approximate %d-NN graph: recall %.3f on a sample", self.getNumNeighbors(), recall)
-            pairs = neighbors.symmetrise(pairs)
+        if n <= self.getExactBelow():
+            return points, Graph(all_pairs(points, self.getMetric()).localCheckpoint(), True, None, n)
+        near = self._knn(points).localCheckpoint()
+        recall = neighbors.recall(points, near, self.getNumNeighbors(), seed=self.getSeed())
+        log.info("approximate %d-NN graph: recall %.3f on a sample", self.getNumNeighbors(), recall)
+        pairs = neighbors.symmetrise(near)
         edges = pairs.select("src", "dst", self._similarity(F.col("d2")).alias("similarity")).localCheckpoint()
-        return points, Graph(edges, complete, recall)
+        return points, Graph(edges, False, recall, n)
 
     def run(self, features: DataFrame) -> MultiLevelResult:
         """Cluster the rows of ``features`` (``idCol``, ``featuresCol``)."""
         self._check()
         points, graph = self.buildGraph(features)
-        n = points.count()
+        n = graph.points
         pref, sample = self.getPreference(), min(n, self.getPreferenceSample())
         values = None
         if not isinstance(pref, str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -33,6 +34,11 @@ def check_preference(preference: object) -> None:
     )
 
 
+def _quantile(preference: str) -> float:
+    """The quantile that ``"median"`` or a quantile string such as ``"0.1"`` stands for."""
+    return 0.5 if preference == "median" else float(preference)
+
+
 def preference_value(edges: DataFrame, preference: float | str) -> float:
     """The number that ``preference`` stands for on this graph.
 
@@ -48,7 +54,7 @@ def preference_value(edges: DataFrame, preference: float | str) -> float:
     if preference == "min":
         agg = F.min(s)
     else:
-        agg = F.percentile(s, 0.5 if preference == "median" else float(preference))
+        agg = F.percentile(s, _quantile(preference))
     value = off.agg(agg.alias("p")).first()["p"]
     return 0.0 if value is None else float(value)
 
@@ -111,8 +117,6 @@ def sampled_similarities(points: DataFrame, similarity, *, sample: int = 2000, s
     ndarray
         One value per pair (i < j).
     """
-    import numpy as np
-
     rows = points.orderBy(F.xxhash64("id", F.lit(seed))).limit(sample).select("x").collect()
     X = np.array([row.x for row in rows], dtype=float)
     return similarity(X)[np.triu_indices(len(X), 1)]
@@ -120,8 +124,6 @@ def sampled_similarities(points: DataFrame, similarity, *, sample: int = 2000, s
 
 def statistic(values, preference: str) -> float:
     """``"median"``, ``"min"`` or a quantile of ``values``, as :func:`preference_value` on edges."""
-    import numpy as np
-
     if preference == "min":
         return float(np.min(values))
-    return float(np.quantile(values, 0.5 if preference == "median" else float(preference)))
+    return float(np.quantile(values, _quantile(preference)))

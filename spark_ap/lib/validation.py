@@ -214,3 +214,14 @@ def validate_features(features: DataFrame, id_col: str, features_col: str) -> Da
             f"have; for example {_example(out, F.size(x) != common)}."
         )
     return out
+
+
+def refuse_zero_vectors(points: DataFrame) -> None:
+    """Raise :class:`InvalidValueError` for (id, x) rows of length zero, which have no cosine similarity."""
+    zero = F.forall("x", lambda v: v == 0) | (F.aggregate("x", F.lit(0.0), lambda acc, v: acc + v * v) == 0)
+    n_zero = points.filter(zero).count()
+    if n_zero:
+        example = points.filter(zero).select("id").first()["id"]
+        raise InvalidValueError(
+            f"{n_zero} feature rows are all zeros, which have no cosine similarity; for example id {example!r}."
+        )
