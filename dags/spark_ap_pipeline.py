@@ -21,7 +21,7 @@ import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset, Param, dag, task
 
-from spark_ap.pipeline import check_input, job_arguments, read_summary
+from spark_ap.pipeline import check_input, job_arguments, read_summary, submit_options
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Asset("spark_ap_results")
@@ -29,6 +29,9 @@ SPARK_JOB = {
     "conn_id": "spark_default",
     "application": str(ROOT / "scripts" / "spark_ap_job.py"),
     "conf": {"spark.ui.showConsoleProgress": "false"},
+    # --packages and --repositories: GraphFrames, from Maven Central or the
+    # repositories of conf/spark-ap.yaml and SPARK_AP_REPOSITORIES.
+    **submit_options(ROOT / "conf" / "spark-ap.yaml"),
 }
 
 
@@ -56,7 +59,9 @@ SPARK_JOB = {
             "error", enum=["error", "max", "mean"], description="Repeated (src, dst) pairs: refuse, or combine"
         ),
         "engine": Param(
-            "blocks", enum=["blocks", "dataframe"], description="How iterations run (same results): numpy or Spark SQL"
+            "blocks",
+            enum=["blocks", "graphframes"],
+            description="How iterations run (same results): numpy on chunks of edges, or GraphFrames aggregateMessages",
         ),
         "checkpoint_interval": Param(
             10, type="integer", minimum=1, description="Save the run's state every this many iterations"

@@ -43,6 +43,10 @@ class StateMismatchError(SparkAPError):
     """A saved state belongs to another run (other params or another input) and cannot be resumed."""
 
 
+class GraphFramesUnavailableError(SparkAPError, RuntimeError):
+    """The GraphFrames JVM package could not be resolved or is not on the session's classpath."""
+
+
 def reason(error: BaseException) -> str:
     """The first line of what went wrong: the JVM's message for a Py4J error, else Python's."""
     java = getattr(error, "java_exception", None)  # a Py4JJavaError's own message only names the call

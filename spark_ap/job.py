@@ -20,14 +20,16 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_ap.clustering import ENGINES, OPERATIONAL_PARAMS, AffinityPropagation
+from spark_ap.clustering import OPERATIONAL_PARAMS, AffinityPropagation
 from spark_ap.errors import InvalidInputError, InvalidParamError, SparkAPError, reason
 from spark_ap.export import STATE, export_run, output_status, redact, redact_text
 from spark_ap.graph import METRICS
+from spark_ap.lib.engine import ENGINES
+from spark_ap.lib.noise import NOISES
 from spark_ap.lib.state import StateStore
 from spark_ap.lib.validation import validate_edges, validate_features
 from spark_ap.multilevel import MultiLevelAffinityPropagation
-from spark_ap.session import spark_session
+from spark_ap.session import REPOSITORIES_ENV, spark_session
 
 log = logging.getLogger("spark_ap")
 
@@ -106,10 +108,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--engine",
         choices=ENGINES,
-        help="how iterations run, same results either way: numpy on chunks of edges (blocks, default) or Spark "
-        "SQL window aggregates (dataframe)",
+        help="how iterations run, same results either way: numpy on chunks of edges (blocks, default) or "
+        "GraphFrame.aggregateMessages rounds (graphframes)",
     )
-    p.add_argument("--no-noise", dest="noise", action="store_false", default=None, help="turn the degeneracy noise off")
+    p.add_argument(
+        "--noise",
+        choices=NOISES,
+        help="degeneracy noise: drawn per edge (edge, default), scikit-learn's own draws for random_state=seed "
+        "(sklearn: exact iteration counts, up to 20,000 vertices), or none",
+    )
+    p.add_argument("--no-noise", dest="noise", action="store_const", const="none", help="the same as --noise none")
     p.add_argument(
         "--state-dir",
         help="where the run saves its state every checkpointInterval iterations (default: OUTPUT/state; "
@@ -127,6 +135,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--master", help="Spark master URL when not run by spark-submit (default local[*])")
     p.add_argument(
+        "--repositories",
+        help="extra Maven repositories (comma-separated URLs) to resolve the GraphFrames package from when the "
+        f"job starts Spark itself, added to {REPOSITORIES_ENV} and spark.jars.repositories; under spark-submit "
+        "give spark-submit --packages and --repositories instead",
+    )
+    p.add_argument(
         "--validate-only",
         action="store_true",
         help="check the input (columns, types, nulls, duplicates, ...) and the output folder, then stop",
@@ -139,38 +153,43 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+SECTIONS = ("ap", "features", "input", "spark")
+
+
+def read_config(config: str | Path) -> dict[str, dict[str, Any]]:
+    """The sections of a YAML settings file (see conf/spark-ap.yaml), checked for unknown names."""
+    path = Path(config)
+    if not path.is_file():
+        raise InvalidParamError(f"The config file {path} does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}  # plain data only: no tags that build objects
+    except yaml.YAMLError as error:
+        raise InvalidParamError(f"{path} is not a plain YAML settings file: {error}") from error
+    if not isinstance(loaded, dict):
+        raise InvalidParamError(f"{path} must hold sections ap, input and spark; it holds {type(loaded).__name__}")
+    unknown = set(loaded) - set(SECTIONS)
+    if unknown:
+        raise InvalidParamError(f"{path}: unknown section(s) {sorted(unknown)}; expected {sorted(SECTIONS)}")
+    sections = {section: dict(values or {}) for section, values in loaded.items()}
+    known = {param.name for param in AffinityPropagation().params}
+    unknown_params = set(sections.get("ap", {})) - known
+    if unknown_params:
+        raise InvalidParamError(f"{path}: unknown ap setting(s) {sorted(unknown_params)}; known: {sorted(known)}")
+    unknown_features = set(sections.get("features", {})) - set(FEATURE_OPTIONS)
+    if unknown_features:
+        raise InvalidParamError(
+            f"{path}: unknown features setting(s) {sorted(unknown_features)}; known: {sorted(FEATURE_OPTIONS)}"
+        )
+    return sections
+
+
 def settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Built-in defaults, then the YAML file, then the command line."""
-    merged: dict[str, dict[str, Any]] = {
-        "ap": {},
-        "features": {},
-        "input": {"kind": "edges", "metric": "sqeuclidean"},
-        "spark": {},
-    }
+    merged: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+    merged["input"] = {"kind": "edges", "metric": "sqeuclidean"}
     if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise InvalidParamError(f"The config file {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}  # plain data only: no tags that build objects
-        except yaml.YAMLError as error:
-            raise InvalidParamError(f"{path} is not a plain YAML settings file: {error}") from error
-        if not isinstance(loaded, dict):
-            raise InvalidParamError(f"{path} must hold sections ap, input and spark; it holds {type(loaded).__name__}")
-        unknown = set(loaded) - set(merged)
-        if unknown:
-            raise InvalidParamError(f"{path}: unknown section(s) {sorted(unknown)}; expected {sorted(merged)}")
-        for section, values in loaded.items():
-            merged[section].update(values or {})
-        known = {param.name for param in AffinityPropagation().params}
-        unknown_params = set(merged["ap"]) - known
-        if unknown_params:
-            raise InvalidParamError(f"{path}: unknown ap setting(s) {sorted(unknown_params)}; known: {sorted(known)}")
-        unknown_features = set(merged["features"]) - set(FEATURE_OPTIONS)
-        if unknown_features:
-            raise InvalidParamError(
-                f"{path}: unknown features setting(s) {sorted(unknown_features)}; known: {sorted(FEATURE_OPTIONS)}"
-            )
+        for section, values in read_config(args.config).items():
+            merged[section].update(values)
     for name in AP_OPTIONS:
         if getattr(args, name) is not None:
             merged["ap"][name] = getattr(args, name)
@@ -290,6 +309,13 @@ def feature_table(table: DataFrame, id_col: str) -> tuple[DataFrame, list[str]]:
     return features, numeric
 
 
+def session(args: argparse.Namespace, conf: dict[str, dict[str, Any]]) -> SparkSession:
+    """The job's SparkSession: the ``spark`` settings, GraphFrames from the configured repositories."""
+    return spark_session(
+        master=args.master, repositories=args.repositories, **{k: str(v) for k, v in conf["spark"].items()}
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the job; bad input or params end it with exit code 2 and a one-line reason."""
     args = parser().parse_args(argv)
@@ -306,7 +332,7 @@ def validate(args: argparse.Namespace) -> str:
     """Check the input and the output folder as a run would, without clustering; describe the input."""
     conf = settings(args)
     check_paths(args, run_params(conf, args))
-    spark = spark_session(master=args.master, **{k: str(v) for k, v in conf["spark"].items()})
+    spark = session(args, conf)
     table = read_table(spark, args.input, args.format)
     inp = conf["input"]
     if inp["kind"] == "features":
@@ -327,7 +353,7 @@ def run(args: argparse.Namespace) -> Path:
     if check_paths(args, params):
         log.info("%s already holds this run, finished; nothing to do", args.output)
         return Path(args.output)
-    spark = spark_session(master=args.master, **{k: str(v) for k, v in conf["spark"].items()})
+    spark = session(args, conf)
     if args.checkpoint_dir:
         spark.sparkContext.setCheckpointDir(args.checkpoint_dir)
     # The default sits in the run folder on the driver's local disk, which

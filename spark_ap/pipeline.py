@@ -12,6 +12,7 @@ from pathlib import Path
 
 from spark_ap import job
 from spark_ap.errors import InvalidInputError
+from spark_ap.session import graphframes_conf
 
 log = logging.getLogger("spark_ap")
 
@@ -65,6 +66,19 @@ def job_arguments(params: dict, run_id: str) -> dict:
             "--cluster-tolerance", str(params["cluster_tolerance"]),
         ]  # fmt: skip
     return {"args": args, "validate_args": [*args, "--validate-only"], "output": str(output)}
+
+
+def submit_options(config: str | Path) -> dict[str, str]:
+    """``packages`` and ``repositories`` for the DAG's SparkSubmitOperator.
+
+    GraphFrames' coordinates, with the packages and repositories of the YAML
+    settings file's ``spark`` section and of ``SPARK_AP_REPOSITORIES``; empty
+    when the file's ``spark.jars`` already ships GraphFrames' jars.
+    """
+    spark = job.read_config(config).get("spark", {}) if Path(config).is_file() else {}
+    conf = graphframes_conf({key: str(value) for key, value in spark.items()})
+    options = {"packages": conf.get("spark.jars.packages"), "repositories": conf.get("spark.jars.repositories")}
+    return {key: value for key, value in options.items() if value}
 
 
 def read_summary(output: str) -> dict:

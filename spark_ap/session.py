@@ -1,11 +1,31 @@
-"""A SparkSession with settings that suit the engine."""
+"""A SparkSession with settings that suit the engine, and the GraphFrames package on its classpath.
+
+GraphFrames is a JVM package as well as a Python one. Spark resolves it from
+Maven coordinates (``spark.jars.packages``) through Maven Central and any extra
+repositories (``spark.jars.repositories``): on a cluster without internet
+access, an internal Maven mirror given in ``SPARK_AP_REPOSITORIES``. A cluster
+that ships its own jars passes them with ``spark.jars`` instead, and then no
+package is resolved.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 
+from pyspark.errors import PySparkRuntimeError
 from pyspark.sql import SparkSession
+
+from spark_ap.errors import GraphFramesUnavailableError
+
+# The JVM side of graphframes-py 0.11.0, built for Spark 4 and Scala 2.13; it
+# brings graphframes-graphx-spark4_2.13 along as a dependency.
+GRAPHFRAMES_PACKAGE = "io.graphframes:graphframes-spark4_2.13:0.11.0"
+# Comma-separated URLs of extra Maven repositories, as spark.jars.repositories takes them.
+REPOSITORIES_ENV = "SPARK_AP_REPOSITORIES"
+# Where Spark's resolver looks when told nothing else (besides the local caches).
+DEFAULT_REPOSITORIES = ("Maven Central (https://repo1.maven.org/maven2)", "https://repos.spark-packages.org")
 
 DEFAULTS = {
     "spark.app.name": "spark-ap",
@@ -17,31 +37,143 @@ DEFAULTS = {
 }
 
 
-def spark_session(master: str | None = None, **conf: str) -> SparkSession:
-    """Return the active SparkSession, or build one.
+def _split(value: str | None) -> list[str]:
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
+
+
+def _merge(*lists: Iterable[str]) -> str:
+    """Comma-separated, in order, each item once."""
+    return ",".join(dict.fromkeys(item for items in lists for item in items))
+
+
+def graphframes_conf(conf: dict[str, str] | None = None, repositories: str | None = None) -> dict[str, str]:
+    """The settings that put GraphFrames on a new session's classpath, merged with ``conf``'s.
+
+    Parameters
+    ----------
+    conf : dict, optional
+        Spark settings the caller gives. Packages in ``spark.jars.packages`` are
+        kept; a graphframes jar in ``spark.jars`` means no package is added.
+    repositories : str, optional
+        Extra Maven repositories (comma-separated URLs), added to those of
+        ``conf`` and of the ``SPARK_AP_REPOSITORIES`` environment variable.
+
+    Returns
+    -------
+    dict
+        ``spark.jars.packages`` and, when there are any, ``spark.jars.repositories``.
+    """
+    conf = conf or {}
+    packages = _split(conf.get("spark.jars.packages"))
+    if not any(p.startswith("io.graphframes:") for p in packages) and not any(
+        "graphframes" in jar.rsplit("/", 1)[-1] for jar in _split(conf.get("spark.jars"))
+    ):
+        packages.append(GRAPHFRAMES_PACKAGE)
+    out = {"spark.jars.packages": _merge(packages)} if packages else {}
+    repos = _merge(
+        _split(conf.get("spark.jars.repositories")), _split(repositories), _split(os.environ.get(REPOSITORIES_ENV))
+    )
+    if repos:
+        out["spark.jars.repositories"] = repos
+    return out
+
+
+def submit_arguments(conf: dict[str, str] | None = None, repositories: str | None = None) -> list[str]:
+    """``spark-submit`` options that give the job GraphFrames: ``--packages`` and ``--repositories``."""
+    settings = graphframes_conf(conf, repositories)
+    args = []
+    if "spark.jars.packages" in settings:
+        args += ["--packages", settings["spark.jars.packages"]]
+    if "spark.jars.repositories" in settings:
+        args += ["--repositories", settings["spark.jars.repositories"]]
+    return args
+
+
+def unavailable_message(settings: dict[str, str], problem: str, remedy: str = "") -> str:
+    """``problem``, the packages and repositories Spark was given, and how to point it at GraphFrames."""
+    tried = [*DEFAULT_REPOSITORIES, *_split(settings.get("spark.jars.repositories"))]
+    if settings.get("spark.jars.ivySettings"):
+        tried = [f"those of the Ivy settings file {settings['spark.jars.ivySettings']}"]
+    return (
+        f"{problem} Packages: {settings.get('spark.jars.packages') or 'none'}. "
+        f"Repositories: {', '.join(tried)}, and the local Maven and Ivy caches. {remedy}"
+        f"Set {REPOSITORIES_ENV} to a Maven repository that holds {GRAPHFRAMES_PACKAGE} (comma-separated URLs, "
+        "e.g. an internal mirror https://maven.example.com/releases, or file:///opt/maven), or give the "
+        "graphframes-spark4_2.13 and graphframes-graphx-spark4_2.13 jars with spark.jars (spark-submit --jars)."
+    )
+
+
+def spark_session(master: str | None = None, *, repositories: str | None = None, **conf: str) -> SparkSession:
+    """Return the active SparkSession, or build one with GraphFrames on its classpath.
 
     Parameters
     ----------
     master : str, optional
         Spark master URL. By default the one ``spark-submit`` or the
         environment gives, else ``local[*]``.
+    repositories : str, optional
+        Extra Maven repositories to resolve GraphFrames from, comma-separated
+        (see :func:`graphframes_conf`); ``SPARK_AP_REPOSITORIES`` adds more.
     **conf : str
         Spark settings, e.g. ``spark_session(**{"spark.sql.shuffle.partitions": "8"})``;
         they win over :data:`DEFAULTS`. Ignored when a session is already active,
         since most settings cannot change on a running context.
 
+    Raises
+    ------
+    GraphFramesUnavailableError
+        Spark could not resolve the GraphFrames package.
+
     Notes
     -----
     Spark's Python workers must run the same interpreter as the driver, so
     ``PYSPARK_PYTHON`` is set to it unless the environment already says.
+    Under ``spark-submit`` the JVM is already running and the packages must be
+    given to ``spark-submit`` itself (:func:`submit_arguments`).
     """
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    settings = {**DEFAULTS, **conf}
+    settings.update(graphframes_conf(settings, repositories))
     builder = SparkSession.builder
     if master is not None:
         builder = builder.master(master)
-    for key, value in {**DEFAULTS, **conf}.items():
+    for key, value in settings.items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    try:
+        return builder.getOrCreate()
+    except PySparkRuntimeError as error:
+        # The JVM exits before it starts when spark-submit cannot resolve a package.
+        if error.getCondition() != "JAVA_GATEWAY_EXITED":
+            raise
+        raise GraphFramesUnavailableError(
+            unavailable_message(
+                settings,
+                "Spark did not start: it could not resolve the packages it was given (its resolver's "
+                "report is printed above).",
+            )
+        ) from error
+
+
+def require_graphframes(spark: SparkSession) -> None:
+    """Raise :class:`GraphFramesUnavailableError` unless GraphFrames' JVM classes load in ``spark``.
+
+    A session made without the package (a notebook's own, or ``spark-submit``
+    without ``--packages``) runs everything but the GraphFrames parts.
+    """
+    jvm = getattr(spark, "_jvm", None)
+    if jvm is None:  # Spark Connect: the server's classpath is its own business
+        return
+    try:
+        jvm.Thread.currentThread().getContextClassLoader().loadClass("org.graphframes.GraphFramePythonAPI")
+    except Exception as error:
+        raise GraphFramesUnavailableError(
+            unavailable_message(
+                dict(spark.sparkContext.getConf().getAll()),
+                "GraphFrames' JVM classes (org.graphframes) are not on this Spark session's classpath.",
+                "Build the session with spark_ap.spark_session() or give spark-submit the options of "
+                "spark_ap.session.submit_arguments(). ",
+            )
+        ) from error
