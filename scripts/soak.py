@@ -1,6 +1,6 @@
 """Run many iterations and show that an iteration costs the same at the end as at the start.
 
-    python scripts/soak.py [--iterations 500] [--points 40]
+    python scripts/soak.py [--iterations 500] [--points 40] [--engine graphframes]
 
 Runs a short and a long run on the same graph in one process and prints the
 seconds per iteration of each and their ratio: growing lineage or leaked state
@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 
 from spark_ap import AffinityPropagation, ConvergenceWarning, edges_from_matrix, spark_session
+from spark_ap.lib.engine import ENGINES
 
 
 def main() -> None:
@@ -24,6 +25,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=500)
     parser.add_argument("--points", type=int, default=40)
     parser.add_argument("--checkpoint-interval", type=int, default=10)
+    parser.add_argument("--engine", choices=ENGINES, default="graphframes")
     args = parser.parse_args()
 
     spark = spark_session(**{"spark.sql.shuffle.partitions": "4"})
@@ -37,7 +39,11 @@ def main() -> None:
     per_iteration = {}
     for n in (args.iterations // 10, args.iterations):
         ap = AffinityPropagation(
-            maxIter=n, convergenceIter=n + 1, damping=0.9, checkpointInterval=args.checkpoint_interval
+            maxIter=n,
+            convergenceIter=n + 1,
+            damping=0.9,
+            checkpointInterval=args.checkpoint_interval,
+            engine=args.engine,
         )
         started = time.perf_counter()
         result = ap.run(edges)

@@ -7,6 +7,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import pandas as pd
+from graphframes import GraphFrame
 from pyspark import keyword_only
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasCheckpointInterval, HasMaxIter, HasSeed, HasWeightCol
@@ -16,17 +17,18 @@ from pyspark.sql import functions as F
 
 from spark_ap.errors import ColumnTypeError, ConvergenceWarning, InvalidParamError
 from spark_ap.lib import assign
-from spark_ap.lib.engine import Settings, initial_state, iterate, release
+from spark_ap.lib.engine import Settings, check_engine, initial_state, iterate, release
+from spark_ap.lib.noise import noise_kind
 from spark_ap.lib.preference import add_self_edges, check_preference
 from spark_ap.lib.state import StateStore
 from spark_ap.lib.validation import DUPLICATES, id_type, require_columns, validate_edges, validate_preferences
+from spark_ap.session import require_graphframes
 
 log = logging.getLogger("spark_ap")
 
 # Params that change how a run works, not what it computes: a resumed or
 # repeated run may change them.
 OPERATIONAL_PARAMS = ("checkpointInterval", "checkpointKind", "stateDir", "engine")
-ENGINES = ("blocks", "dataframe")
 
 
 def result_params(estimator: Params) -> dict:
@@ -70,6 +72,11 @@ class AffinityPropagationResult:
     resumedFrom : int or None
         The iteration whose saved state this run started from (see
         ``stateDir``), or None when it started from the beginning.
+    graph : GraphFrame
+        The clustered graph, to go on with GraphFrames (motifs, degrees, the
+        connected components of a cluster): vertices ``id, cluster, exemplar,
+        isExemplar``, edges ``src, dst, similarity, r, a`` (self-edges carry
+        the preferences).
     """
 
     assignments: DataFrame
@@ -84,6 +91,15 @@ class AffinityPropagationResult:
     numEdges: int
     resumedFrom: int | None = None
     _state: DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def graph(self) -> GraphFrame:
+        require_graphframes(self.assignments.sparkSession)
+        is_exemplar = F.coalesce(F.col("id") == F.col("exemplar"), F.lit(False))
+        return GraphFrame(
+            self.assignments.withColumn("isExemplar", is_exemplar),
+            self.messages.select("src", "dst", "similarity", "r", "a"),
+        )
 
     def unpersist(self) -> None:
         """Release what the run keeps in executor storage: the assignments and the messages."""
@@ -152,14 +168,16 @@ class _AffinityPropagationParams(HasMaxIter, HasWeightCol, HasCheckpointInterval
         Params._dummy(),
         "engine",
         "how iterations run, with the same results: 'blocks' (numpy on chunks of edges, the fast "
-        "default) or 'dataframe' (Spark SQL window aggregates, the reference)",
+        "default) or 'graphframes' (GraphFrame.aggregateMessages rounds)",
         typeConverter=TypeConverters.toString,
     )
     noise = Param(
         Params._dummy(),
         "noise",
-        "add scikit-learn's tiny degeneracy noise to the similarities (seeded, per edge)",
-        typeConverter=TypeConverters.toBoolean,
+        "scikit-learn's tiny degeneracy noise on the similarities: 'edge' (drawn per edge from seed), "
+        "'sklearn' (scikit-learn's own draws for random_state=seed, up to 20,000 vertices) or 'none'; "
+        "True and False mean 'edge' and 'none'",
+        typeConverter=lambda value: noise_kind(value) if isinstance(value, bool) else TypeConverters.toString(value),
     )
 
     def __init__(self, *args):
@@ -178,7 +196,7 @@ class _AffinityPropagationParams(HasMaxIter, HasWeightCol, HasCheckpointInterval
             checkpointKind="auto",
             duplicates="error",
             engine="blocks",
-            noise=True,
+            noise="edge",
             seed=0,
         )
 
@@ -206,7 +224,7 @@ class _AffinityPropagationParams(HasMaxIter, HasWeightCol, HasCheckpointInterval
     def getCheckpointKind(self) -> str:
         return self.getOrDefault(self.checkpointKind)
 
-    def getNoise(self) -> bool:
+    def getNoise(self) -> str:
         return self.getOrDefault(self.noise)
 
     def getDuplicates(self) -> str:
@@ -260,14 +278,23 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         :class:`~spark_ap.StateMismatchError`. An iteration whose Spark job fails
         (an executor lost) is retried from the newest save. On a multi-machine
         cluster it must be storage every executor can write (HDFS, S3, ...).
-    engine : {"blocks", "dataframe"}, default "blocks"
+    engine : {"blocks", "graphframes"}, default "blocks"
         How the iterations run; both compute the same messages bit for bit.
+        "graphframes" makes the graph a GraphFrame and each iteration two
+        rounds of ``GraphFrame.aggregateMessages`` (one per message);
         "blocks" keeps the edges as numpy arrays in chunks of about a million
         edges and moves only per-vertex values (three arrays of n values are
-        broadcast every iteration); "dataframe" is the Spark SQL window engine,
-        slower, kept as the reference and for Spark Connect.
-    noise : bool, default True
-        scikit-learn's degeneracy noise, drawn per edge from ``seed``.
+        broadcast every iteration), many times faster.
+    noise : {"edge", "sklearn", "none"}, default "edge"
+        scikit-learn's degeneracy noise, which breaks ties between equally good
+        exemplars: ``(eps * s + tiny * 100) * z`` added to every similarity
+        s, preferences included. With "edge" the normal z of an edge is drawn
+        from (``seed``, src, dst), for any graph and partitioning. With
+        "sklearn" it is entry (i, k) of
+        ``np.random.RandomState(seed).standard_normal((n, n))``, i and k the
+        vertices' positions in id order, exactly what scikit-learn adds with
+        ``random_state=seed``; drawn on the driver, for graphs up to 20,000
+        vertices. True and False mean "edge" and "none".
     seed : int, default 0
 
     Examples
@@ -294,7 +321,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         duplicates: str = "error",
         stateDir: str | None = None,
         engine: str = "blocks",
-        noise: bool = True,
+        noise: str | bool = "edge",
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -318,7 +345,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         duplicates: str = "error",
         stateDir: str | None = None,
         engine: str = "blocks",
-        noise: bool = True,
+        noise: str | bool = "edge",
         seed: int = 0,
     ) -> AffinityPropagation:
         """Set the params given by keyword."""
@@ -397,11 +424,11 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             )
         if self.getDuplicates() not in DUPLICATES:
             raise InvalidParamError(f"duplicates must be one of {DUPLICATES}; got {self.getDuplicates()!r}")
-        if self.getEngine() not in ENGINES:
-            raise InvalidParamError(f"engine must be one of {ENGINES}; got {self.getEngine()!r}")
+        check_engine(self.getEngine())
         if self.getStateDir() and interval == -1:
             raise InvalidParamError("stateDir needs checkpointInterval >= 1: the state is saved that often")
         check_preference(self.getPreference())
+        noise_kind(self.getNoise())
 
     def _settings(self) -> Settings:
         self._check()
@@ -411,7 +438,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             convergence_iter=self.getConvergenceIter(),
             checkpoint_interval=self.getCheckpointInterval(),
             checkpoint_kind=self.getCheckpointKind(),
-            noise=self.getNoise(),
+            noise=noise_kind(self.getNoise()),
             seed=self.getSeed(),
             engine=self.getEngine(),
         )
@@ -439,20 +466,28 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         graph, preference = add_self_edges(graph, ids.distinct(), self.getPreference(), per_vertex)
         return graph, preference
 
-    def run(self, edges: DataFrame, vertices: DataFrame | None = None) -> AffinityPropagationResult:
+    def run(self, edges: DataFrame | GraphFrame, vertices: DataFrame | None = None) -> AffinityPropagationResult:
         """Cluster the graph and return the assignments with everything learned on the way.
 
         Parameters
         ----------
-        edges : DataFrame
+        edges : DataFrame or GraphFrame
             ``srcCol, dstCol, weightCol``: similarities s(src, dst), which need
             not be symmetric. A self-edge (src == dst) carries that vertex's
             preference. A missing edge means the two points cannot choose each
-            other.
+            other. A GraphFrame gives its edges (``src, dst`` and
+            ``weightCol``) and its vertices (``id`` and optionally
+            ``preferenceCol``) at once.
         vertices : DataFrame, optional
             ``idCol`` and optionally ``preferenceCol``: adds vertices that have
             no edges and per-vertex preferences.
         """
+        if isinstance(edges, GraphFrame):
+            if vertices is not None:
+                raise InvalidParamError("Give a GraphFrame alone: its vertices are the vertices table")
+            return self.copy({self.srcCol: "src", self.dstCol: "dst", self.idCol: "id"})._run(
+                edges.edges, edges.vertices
+            )
         return self._run(edges, vertices)
 
     def _run(self, edges: DataFrame, vertices: DataFrame | None, *, trusted: bool = False) -> AffinityPropagationResult:
@@ -567,6 +602,6 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         }
         return StateStore(spark, path, identity)
 
-    def assignClusters(self, edges: DataFrame, vertices: DataFrame | None = None) -> DataFrame:
+    def assignClusters(self, edges: DataFrame | GraphFrame, vertices: DataFrame | None = None) -> DataFrame:
         """Cluster the graph and return ``id, cluster, exemplar``; see :meth:`run`."""
         return self.run(edges, vertices).assignments

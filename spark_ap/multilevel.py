@@ -42,10 +42,12 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_ap.clustering import ENGINES, AffinityPropagation, _AffinityPropagationParams, result_params
+from spark_ap.clustering import AffinityPropagation, _AffinityPropagationParams, result_params
 from spark_ap.errors import ConvergenceWarning, InvalidParamError
 from spark_ap.graph import METRICS, all_pairs, similarity_matrix
 from spark_ap.lib import assign, neighbors
+from spark_ap.lib.engine import check_engine
+from spark_ap.lib.noise import noise_kind
 from spark_ap.lib.preference import check_preference, preference_value, sampled_similarities, statistic
 from spark_ap.lib.validation import refuse_zero_vectors, validate_features
 
@@ -252,7 +254,7 @@ class _MultiLevelParams(HasMaxIter, HasCheckpointInterval, HasSeed):
             checkpointInterval=10,
             checkpointKind="auto",
             engine="blocks",
-            noise=True,
+            noise="edge",
             seed=0,
         )
 
@@ -319,7 +321,7 @@ class _MultiLevelParams(HasMaxIter, HasCheckpointInterval, HasSeed):
     def getEngine(self) -> str:
         return self._get("engine")
 
-    def getNoise(self) -> bool:
+    def getNoise(self) -> str:
         return self._get("noise")
 
     def getStateDir(self) -> str | None:
@@ -408,7 +410,7 @@ class MultiLevelAffinityPropagation(_MultiLevelParams):
         checkpointKind: str = "auto",
         stateDir: str | None = None,
         engine: str = "blocks",
-        noise: bool = True,
+        noise: str | bool = "edge",
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -441,7 +443,7 @@ class MultiLevelAffinityPropagation(_MultiLevelParams):
         checkpointKind: str = "auto",
         stateDir: str | None = None,
         engine: str = "blocks",
-        noise: bool = True,
+        noise: str | bool = "edge",
         seed: int = 0,
     ) -> MultiLevelAffinityPropagation:
         """Set the params given by keyword."""
@@ -452,9 +454,9 @@ class MultiLevelAffinityPropagation(_MultiLevelParams):
     def _check(self) -> None:
         if self.getMetric() not in METRICS:
             raise InvalidParamError(f"metric must be one of {METRICS}; got {self.getMetric()!r}")
-        if self.getEngine() not in ENGINES:
-            raise InvalidParamError(f"engine must be one of {ENGINES}; got {self.getEngine()!r}")
+        check_engine(self.getEngine())
         check_preference(self.getPreference())
+        noise_kind(self.getNoise())
         for name, low in (
             ("preferenceSample", 2),
             ("numNeighbors", 1),
@@ -484,7 +486,7 @@ class MultiLevelAffinityPropagation(_MultiLevelParams):
             checkpointKind=self.getCheckpointKind(),
             stateDir=state_dir,
             engine=self.getEngine(),
-            noise=self.getNoise(),
+            noise=noise_kind(self.getNoise()),
             seed=self.getSeed(),
         )
 

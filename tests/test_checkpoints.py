@@ -20,10 +20,11 @@ def edges(spark):
 
 
 @pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")
-def test_plan_does_not_grow_with_iterations(edges):
+@pytest.mark.parametrize("engine, longer", [("blocks", 12), ("graphframes", 6)])
+def test_plan_does_not_grow_with_iterations(edges, engine, longer):
     sizes = []
-    for iterations in (2, 12):
-        ap = AffinityPropagation(maxIter=iterations, convergenceIter=100, checkpointInterval=-1)
+    for iterations in (2, longer):
+        ap = AffinityPropagation(maxIter=iterations, convergenceIter=100, checkpointInterval=-1, engine=engine)
         result = ap.run(edges)
         assert result.numIterations == iterations
         sizes.append(plan_size(result.messages))

@@ -15,8 +15,15 @@ def test_defaults():
     assert (ap.getSrcCol(), ap.getDstCol(), ap.getWeightCol()) == ("src", "dst", "similarity")
     assert ap.getCheckpointInterval() == 10
     assert ap.getCheckpointKind() == "auto"
-    assert ap.getNoise() is True
+    assert ap.getNoise() == "edge"
+    assert ap.getEngine() == "blocks"
     assert ap.getSeed() == 0
+
+
+def test_noise_takes_the_old_booleans():
+    assert AffinityPropagation(noise=True).getNoise() == "edge"
+    assert AffinityPropagation(noise=False).getNoise() == "none"
+    assert AffinityPropagation().setNoise("sklearn").getNoise() == "sklearn"
 
 
 def test_params_are_keyword_only():
@@ -45,6 +52,9 @@ def test_setters_chain_and_getters_read_back():
         ({"checkpointKind": "disk"}, "checkpointKind must be"),
         ({"preference": "0"}, "quantile in \\(0, 1\\)"),
         ({"duplicates": "sum"}, "duplicates must be one of"),
+        ({"noise": "gauss"}, "noise must be one of"),
+        ({"engine": "spark"}, "engine must be one of"),
+        ({"engine": "dataframe"}, "replaced by engine='graphframes'"),
     ],
 )
 def test_out_of_range_params_fail_fast(params, message):

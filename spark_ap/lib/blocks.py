@@ -1,7 +1,8 @@
 """The block engine: the edge state as numpy arrays in chunks of edges, one Spark job per iteration.
 
-The window engine (:mod:`spark_ap.lib.engine`) sorts every edge twice per
-iteration. This one leaves the edges where they are and moves only per-vertex
+The graphframes engine (:mod:`spark_ap.lib.graphframes`) sends a message along
+every edge twice per iteration and joins the vertices' aggregates back onto
+the edges. This one leaves the edges where they are and moves only per-vertex
 values:
 
 * The vertices are numbered 0..n-1 in id order, so numpy arrays can be indexed
@@ -168,7 +169,7 @@ class Chunk:
         computed[d] = rest[d]
         self.a = damping * self.a + (1 - damping) * computed
         # "not <= 0" rather than "> 0": a vertex whose only edge is its self-edge has r = inf
-        # and a = inf - inf = NaN, and Spark SQL (the window engine, the final assignment)
+        # and a = inf - inf = NaN, and Spark SQL (the graphframes engine, the final assignment)
         # orders NaN above every number, so it counts as an exemplar there; here too.
         decision = ~((self.r[d] + self.a[d]) <= 0)
         self.run = np.where(decision == self.e, self.run + 1, 1).astype(np.int32)
@@ -296,7 +297,7 @@ class BlockEngine:
         except Exception as error:  # Spark Connect has no SparkContext
             raise InvalidParamError(
                 "engine='blocks' needs a classic SparkSession (it works on RDDs and broadcasts); "
-                "use engine='dataframe' with Spark Connect."
+                "use engine='graphframes' with Spark Connect."
             ) from error
         self.spark = spark
         self.damping = damping
@@ -325,7 +326,7 @@ class BlockEngine:
         if total >= 2**31 - 1:
             raise InvalidParamError(
                 f"engine='blocks' numbers vertices with 32-bit integers; {total} vertices are too many. "
-                "Use engine='dataframe'."
+                "Use engine='graphframes'."
             )
         self.n = total
         offset = F.element_at(F.array(*[F.lit(o) for o in offsets] or [F.lit(0)]), (part + 1).cast("int"))

@@ -1,6 +1,7 @@
-"""The message-passing loop of Affinity Propagation on a Spark edge table.
+"""The message-passing loop of Affinity Propagation, whichever engine runs the iterations.
 
-The state is one row per edge (self-edges included)::
+The state the engines hand over, when it is saved and at the end, is one row
+per edge (self-edges included)::
 
     src, dst, similarity, s, r, a, e, run, changed
 
@@ -11,26 +12,21 @@ availability carried by the edge. ``e`` and ``run`` are read on self-edges only:
 iterations in a row it has held, which is all scikit-learn's convergence window
 needs to know; ``changed`` says whether the decision changed in the last iteration.
 
-One iteration is two aggregations, one per message:
+Two engines compute the same states bit for bit:
 
-1. per source i, the largest and second largest a(i,k') + s(i,k') and which k'
-   gives the largest; every r(i,k) follows on the same rows;
-2. per target k, the sum of max(0, r(i',k)) over i' != k and r(k,k); every
-   a(i,k) follows on the same rows.
+* ``graphframes`` (:mod:`spark_ap.lib.graphframes`): the edge state is the edge
+  table of a GraphFrame, and each iteration is two rounds of
+  ``GraphFrame.aggregateMessages``, one per message;
+* ``blocks`` (:mod:`spark_ap.lib.blocks`): the edges as numpy arrays in chunks,
+  one Spark job per iteration, only per-vertex values moving.
 
-Both are window aggregates partitioned by the vertex, so each edge row gets its
-vertex's aggregate without a join, and the iteration reads the previous state
-once.
-
-This is the ``dataframe`` engine (:class:`WindowEngine`). :func:`iterate`, the
-loop with its saves, resume and retries, drives it or the faster ``blocks``
-engine (:mod:`spark_ap.lib.blocks`), which computes the same state; both hand
-over the edge state above when it is saved and at the end.
-
-Each iteration's state is locally checkpointed, which keeps the plan one
-iteration long. With a :class:`~spark_ap.lib.state.StateStore` the state is also
-saved durably every ``checkpoint_interval`` iterations: a rerun resumes from the
-newest save, and a failed iteration is retried from it.
+An engine has ``start(state, graph)``, ``step(current, reliable)``,
+``edges(current)``, ``saved(current, saved)``, ``release(current)`` and
+``final(current)``; :func:`iterate` drives either one. With a
+:class:`~spark_ap.lib.state.StateStore` the state is saved durably every
+``checkpoint_interval`` iterations: a rerun resumes from the newest save, and a
+failed iteration is retried from it. Saves are engine-neutral edge states, so a
+save of one engine resumes in the other.
 """
 
 from __future__ import annotations
@@ -39,11 +35,11 @@ import logging
 from dataclasses import dataclass, field
 
 from pyspark.errors import AnalysisException
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_ap.errors import InvalidParamError, reason
-from spark_ap.lib.noise import with_noise
+from spark_ap.lib.noise import sklearn_normals, standard_normal, with_noise
 from spark_ap.lib.state import Saved, StateStore
 
 log = logging.getLogger("spark_ap")
@@ -62,9 +58,23 @@ class Settings:
     convergence_iter: int = 15
     checkpoint_interval: int = 10
     checkpoint_kind: str = "auto"
-    noise: bool = True
+    noise: str = "edge"
     seed: int = 0
     engine: str = "blocks"
+
+
+ENGINES = ("blocks", "graphframes")
+
+
+def check_engine(engine: str) -> None:
+    """Raise :class:`InvalidParamError` unless ``engine`` is one of :data:`ENGINES`."""
+    if engine == "dataframe":
+        raise InvalidParamError(
+            "engine='dataframe' (the Spark SQL window engine) was replaced by engine='graphframes', which computes "
+            "the same messages with GraphFrame.aggregateMessages; use 'graphframes' or 'blocks'."
+        )
+    if engine not in ENGINES:
+        raise InvalidParamError(f"engine must be one of {ENGINES}; got {engine!r}")
 
 
 @dataclass
@@ -81,8 +91,11 @@ class Outcome:
 def initial_state(graph: DataFrame, settings: Settings) -> DataFrame:
     """Edge state before the first iteration: r = a = 0, no exemplar decided."""
     s = F.col("similarity")
-    if settings.noise:
-        s = with_noise(s, settings.seed, F.col("src"), F.col("dst"))
+    if settings.noise == "edge":
+        s = with_noise(s, standard_normal(settings.seed, F.col("src"), F.col("dst")))
+    elif settings.noise == "sklearn":
+        graph = graph.join(sklearn_normals(graph, settings.seed), ["src", "dst"])
+        s = with_noise(s, F.col("z"))
     return graph.select(
         "src",
         "dst",
@@ -94,57 +107,6 @@ def initial_state(graph: DataFrame, settings: Settings) -> DataFrame:
         F.lit(0).alias("run"),
         F.lit(False).alias("changed"),
     )
-
-
-def update_responsibilities(state: DataFrame, damping: float) -> DataFrame:
-    """r(i,k) = s(i,k) - max_{k' != k} (a(i,k') + s(i,k')), damped."""
-    # Ordering each source's edges by a + s gives the largest value (first row)
-    # and, for the first row itself, the second largest (the next row): the
-    # largest over k' != k is the former for every edge but the argmax.
-    by_src = Window.partitionBy("src").orderBy(F.col("as_").desc(), F.col("dst"))
-    top = F.row_number().over(by_src) == 1
-    largest = F.first("as_").over(by_src)
-    second = F.coalesce(F.lead("as_", 1).over(by_src), F.lit(-INF))
-    computed = F.col("s") - F.when(top, second).otherwise(largest)
-    return (
-        state.withColumn("as_", F.col("a") + F.col("s"))
-        .withColumn("r", damping * F.col("r") + (1 - damping) * computed)
-        .drop("as_")
-    )
-
-
-def update_availabilities(state: DataFrame, damping: float) -> DataFrame:
-    """a(i,k) = min(0, r(k,k) + sum_{i' not in {i,k}} max(0, r(i',k))) and
-    a(k,k) = sum_{i' != k} max(0, r(i',k)), damped."""
-    # Per target k, total = r(k,k) + sum_{i' != k} max(0, r(i',k)), added up in
-    # source order as numpy adds a column; each edge then takes its own term
-    # back out. The result is bit for bit the dense computation and does not
-    # depend on how the rows are partitioned.
-    by_dst = Window.partitionBy("dst").orderBy("src").rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
-    self_edge = F.col("src") == F.col("dst")
-    own = F.when(self_edge, F.col("r")).otherwise(F.greatest(F.col("r"), F.lit(0.0)))
-    total = F.sum(own).over(by_dst)
-    computed = F.when(self_edge, total - own).otherwise(F.least(F.lit(0.0), total - own))
-    return state.withColumn("a", damping * F.col("a") + (1 - damping) * computed)
-
-
-def update_decisions(state: DataFrame) -> DataFrame:
-    """On self-edges: the exemplar decision and for how many iterations it has held."""
-    self_edge = F.col("src") == F.col("dst")
-    decision = (F.col("r") + F.col("a")) > 0
-    run = F.when(decision == F.col("e"), F.col("run") + 1).otherwise(1)
-    return (
-        state.withColumn("run", F.when(self_edge, run).otherwise(F.col("run")))
-        .withColumn("changed", self_edge & (decision != F.col("e")))
-        .withColumn("e", F.when(self_edge, decision).otherwise(F.col("e")))
-    )
-
-
-def step(state: DataFrame, damping: float) -> DataFrame:
-    """One full iteration: responsibilities, availabilities, decisions."""
-    state = update_responsibilities(state, damping)
-    state = update_availabilities(state, damping)
-    return update_decisions(state)
 
 
 def _materialize(df: DataFrame) -> DataFrame:
@@ -213,40 +175,13 @@ def _converged(t: int, stats: dict | None, settings: Settings) -> bool:
     )
 
 
-class WindowEngine:
-    """Runs iterations on an edge-state DataFrame with the window aggregates above."""
-
-    def __init__(self, damping: float) -> None:
-        self.damping = damping
-
-    def start(self, state: DataFrame, graph: DataFrame | None = None) -> DataFrame:
-        return state
-
-    def step(self, state: DataFrame, reliable: bool = False) -> tuple[DataFrame, dict]:
-        """One iteration; ``reliable`` also writes the new state to the checkpoint directory."""
-        new = _materialize(step(state, self.damping))
-        stats = _stats(new)
-        return (_save(new) if reliable else new), stats
-
-    def edges(self, state: DataFrame) -> DataFrame:
-        return state
-
-    def saved(self, state: DataFrame, saved: DataFrame) -> DataFrame:
-        """Continue from the copy just saved, which frees the local one."""
-        release(state)
-        return saved
-
-    def release(self, state: DataFrame) -> None:
-        release(state)
-
-    def final(self, state: DataFrame) -> DataFrame:
-        return state
-
-
 def make_engine(spark: SparkSession, settings: Settings):
     """The engine ``settings.engine`` names."""
-    if settings.engine == "dataframe":
-        return WindowEngine(settings.damping)
+    # Imported here: both engines build on this module's helpers.
+    if settings.engine == "graphframes":
+        from spark_ap.lib.graphframes import GraphFramesEngine
+
+        return GraphFramesEngine(spark, settings.damping)
     from spark_ap.lib.blocks import BlockEngine
 
     return BlockEngine(spark, settings.damping)
@@ -265,6 +200,7 @@ def iterate(graph: DataFrame, settings: Settings, store: StateStore | None = Non
     spark = graph.sparkSession
     sc = spark.sparkContext
     engine = make_engine(spark, settings)
+    log.info("iterating with the %s engine", settings.engine)
     durable = store is None and reliable_checkpoints(spark, settings)
     saved = store.load() if store is not None else None
     resumed_from = None if saved is None else saved.iteration

@@ -1,10 +1,20 @@
-"""scikit-learn's degeneracy noise, drawn per edge so partitioning cannot change it.
+"""scikit-learn's degeneracy noise, in two flavours.
 
-scikit-learn adds ``(eps * s + tiny * 100) * z`` to every similarity, with ``z``
-standard normal, to break ties between equally good exemplars. It draws ``z``
-from one random stream in row-major order, which a distributed engine cannot
-reproduce. Here ``z`` is a function of (seed, src, dst) only: two 53-bit
-uniforms from Spark's xxhash64 turned into a normal by the Box-Muller transform.
+scikit-learn adds ``(eps * s + tiny * 100) * z`` to every similarity (after the
+preferences are on the diagonal), with ``z`` standard normal, to break ties
+between equally good exemplars. It draws ``z`` as
+``np.random.RandomState(seed).standard_normal((n, n))``, one stream in
+row-major order.
+
+* ``"edge"`` (the default): ``z`` is a function of (seed, src, dst) only, two
+  53-bit uniforms from Spark's xxhash64 turned into a normal by the Box-Muller
+  transform. Any graph size, any partitioning, computed where the edges are.
+* ``"sklearn"``: ``z`` is entry (i, k) of scikit-learn's matrix, with i and k
+  the vertices' positions in id order. The driver draws the stream a block of
+  rows at a time (never the n x n matrix) and keeps the entries of the edges,
+  so it is for graphs up to :data:`SKLEARN_MAX_VERTICES` vertices. With it, a
+  complete graph gives exactly scikit-learn's iteration count, not only its
+  clusters.
 """
 
 from __future__ import annotations
@@ -12,11 +22,31 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from pyspark.sql import Column
+import pyarrow as pa
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+
+from spark_ap.errors import InvalidParamError
 
 EPS = float(np.finfo(float).eps)
 TINY = float(np.finfo(float).tiny)
+NOISES = ("edge", "sklearn", "none")
+# n x n normals are drawn for scikit-learn's noise: 4e8 at this size, about 20 s
+# on one core, as much as scikit-learn itself draws for a dense matrix that size.
+SKLEARN_MAX_VERTICES = 20_000
+# Normals drawn per block of rows (32 MB).
+_BLOCK = 1 << 22
+
+
+def noise_kind(value: object) -> str:
+    """The noise a param value names: True means "edge", False "none"."""
+    if value is True:
+        return "edge"
+    if value is False:
+        return "none"
+    if value not in NOISES:
+        raise InvalidParamError(f"noise must be one of {NOISES} (or True/False); got {value!r}")
+    return value
 
 
 def _uniform(seed: int, src: Column, dst: Column, stream: int) -> Column:
@@ -32,6 +62,43 @@ def standard_normal(seed: int, src: Column, dst: Column) -> Column:
     return F.sqrt(-2.0 * F.log(u1)) * F.cos(2.0 * math.pi * u2)
 
 
-def with_noise(s: Column, seed: int, src: Column, dst: Column) -> Column:
-    """``s`` plus scikit-learn's degeneracy noise."""
-    return s + (EPS * s + TINY * 100) * standard_normal(seed, src, dst)
+def with_noise(s: Column, z: Column) -> Column:
+    """``s`` plus scikit-learn's degeneracy noise for the standard normal ``z``."""
+    return s + (EPS * s + TINY * 100) * z
+
+
+def sklearn_normals(graph: DataFrame, seed: int) -> DataFrame:
+    """``src, dst, z``: for every edge of ``graph``, scikit-learn's normal for its entry of the matrix.
+
+    ``graph`` has a self-edge per vertex, so its sources are all the vertices.
+
+    Raises
+    ------
+    InvalidParamError
+        The graph has more than :data:`SKLEARN_MAX_VERTICES` vertices.
+    """
+    n = graph.filter(F.col("src") == F.col("dst")).count()
+    if n > SKLEARN_MAX_VERTICES:
+        raise InvalidParamError(
+            f"noise='sklearn' draws scikit-learn's n x n normals on the driver; this graph has {n} vertices, "
+            f"more than {SKLEARN_MAX_VERTICES}. Use noise='edge' (the default), which gives the same clusters."
+        )
+    pairs = graph.select("src", "dst").toArrow()
+    src, dst = pairs.column("src").to_numpy(zero_copy_only=False), pairs.column("dst").to_numpy(zero_copy_only=False)
+    # Positions in id order, as Spark orders ids: numbers by value, strings by code point.
+    ids = np.unique(src)
+    i, k = np.searchsorted(ids, src), np.searchsorted(ids, dst)
+    order = np.lexsort((k, i))
+    z = np.empty(src.size)
+    stream = np.random.RandomState(seed)
+    rows = max(1, _BLOCK // n)
+    # The legacy generator's stream goes on across calls: row blocks drawn one
+    # after the other are the rows of the one (n, n) draw.
+    bounds = np.searchsorted(i[order], np.arange(0, n + rows, rows))
+    for block, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=False)):
+        first = block * rows
+        values = stream.standard_normal((min(rows, n - first), n))
+        at = order[lo:hi]
+        z[at] = values[i[at] - first, k[at]]
+    table = pa.table({"src": pairs.column("src"), "dst": pairs.column("dst"), "z": z})
+    return graph.sparkSession.createDataFrame(table)

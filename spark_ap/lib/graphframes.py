@@ -1,0 +1,176 @@
+"""The GraphFrames engine: each iteration is two rounds of ``GraphFrame.aggregateMessages``.
+
+The edge state (``src, dst, similarity, s, r, a, e, run, changed``, see
+:mod:`spark_ap.lib.engine`) is the edge table of a GraphFrame whose vertices are
+the points. One iteration is two rounds, one per message:
+
+1. every edge sends a(i,k) + s(i,k) (and k) to its source; each source keeps
+   the largest, the target giving it (the smallest on ties, as ``np.argmax``)
+   and the second largest. Joined back onto the edges by source, they give
+   every r(i,k) = s(i,k) - max_{k' != k} (a(i,k') + s(i,k')).
+2. every edge sends max(0, r(i,k)) (r(k,k) on a self-edge) to its target; each
+   target adds them up in source order, as numpy adds a column. Joined back by
+   target, the total less the edge's own term gives every a(i,k).
+
+Both are folds over the messages a vertex receives (``aggregate`` over the
+collected list), not Spark's ``max``/``sum`` aggregates: the top two need the
+argmax with its tie rule, and a floating-point sum is only reproducible in a
+fixed order. The messages are then bit for bit those of the blocks engine and
+of the numpy references, whatever the partitioning.
+
+The new edge state is locally checkpointed every iteration, which keeps the
+plan one iteration long.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+from graphframes import GraphFrame
+from graphframes.lib import AggregateMessages as Messages
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from spark_ap.lib.engine import INF, _materialize, _save, _stats, release
+from spark_ap.session import require_graphframes
+
+log = logging.getLogger("spark_ap")
+
+
+def update_decisions(state: DataFrame) -> DataFrame:
+    """On self-edges: the exemplar decision and for how many iterations it has held."""
+    self_edge = F.col("src") == F.col("dst")
+    decision = (F.col("r") + F.col("a")) > 0
+    run = F.when(decision == F.col("e"), F.col("run") + 1).otherwise(1)
+    return (
+        state.withColumn("run", F.when(self_edge, run).otherwise(F.col("run")))
+        .withColumn("changed", self_edge & (decision != F.col("e")))
+        .withColumn("e", F.when(self_edge, decision).otherwise(F.col("e")))
+    )
+
+
+def _top_two(messages: Column, id_type: str) -> Column:
+    """Fold (v, k) messages into (largest v, its k with the smallest k on ties, second largest v).
+
+    Spark SQL orders NaN above every number, as the final assignment does; a
+    vertex whose only edge is its self-edge sends NaN (see the blocks engine).
+    """
+    start = F.struct(F.lit(-INF).alias("largest"), F.lit(None).cast(id_type).alias("arg"), F.lit(-INF).alias("second"))
+
+    def merge(acc: Column, m: Column) -> Column:
+        wins = acc["arg"].isNull() | (m["v"] > acc["largest"]) | ((m["v"] == acc["largest"]) & (m["k"] < acc["arg"]))
+        won = F.struct(m["v"].alias("largest"), m["k"].alias("arg"), acc["largest"].alias("second"))
+        kept = F.struct(acc["largest"], acc["arg"], F.greatest(acc["second"], m["v"]).alias("second"))
+        return F.when(wins, won).otherwise(kept)
+
+    return F.aggregate(F.collect_list(messages), start, merge)
+
+
+def _own(src: Column, dst: Column, r: Column) -> Column:
+    """An edge's term in its target's total: r(k,k) on a self-edge, else max(0, r(i,k))."""
+    return F.when(src == dst, r).otherwise(F.greatest(r, F.lit(0.0)))
+
+
+def _ordered_sum(messages: Column) -> Column:
+    """Sum (i, x) messages in the order of i: the order numpy adds a column in."""
+    return F.aggregate(F.array_sort(F.collect_list(messages)), F.lit(0.0), lambda acc, m: acc + m["x"])
+
+
+# The storage level aggregateMessages keeps its inputs and results at (its default).
+STORAGE_LEVEL = StorageLevel.MEMORY_AND_DISK_DESER
+# An iteration's parts, timed: the two rounds (the second computes the
+# responsibilities it sends), the availabilities with the checkpoint, the counts.
+PHASES = ("sendToSrc", "sendToDst", "availabilities", "counts")
+# Up to this many vertices, the vertices and their per-iteration aggregates are
+# broadcast to the edges rather than the edges shuffled to them.
+BROADCAST_VERTICES = 2_000_000
+
+
+class GraphFramesEngine:
+    """Runs iterations on an edge-state DataFrame with ``GraphFrame.aggregateMessages``."""
+
+    def __init__(self, spark: SparkSession, damping: float) -> None:
+        require_graphframes(spark)
+        self.spark = spark
+        self.damping = damping
+        self.vertices: DataFrame | None = None
+        self._kept: DataFrame | None = None
+        self.broadcast = True
+
+    def start(self, state: DataFrame, graph: DataFrame | None = None) -> DataFrame:
+        """Take the vertices from ``state``'s self-edges (one per vertex)."""
+        if self._kept is not None:
+            release(self._kept)
+        # A copy of their own: ``state`` is released after the first iteration.
+        self._kept = state.filter(F.col("src") == F.col("dst")).select(F.col("src").alias("id")).localCheckpoint()
+        self.broadcast = self._kept.count() <= BROADCAST_VERTICES
+        self.vertices = self._small(self._kept)
+        return state
+
+    def _small(self, df: DataFrame) -> DataFrame:
+        """``df`` (one row per vertex) marked for broadcast joins when the vertices are few enough.
+
+        Spark cannot size a checkpoint before reading it, so it would plan a
+        sort-merge join and shuffle every edge to meet a few vertices (adaptive
+        execution turns it into a broadcast only after the shuffle).
+        """
+        return F.broadcast(df) if self.broadcast else df
+
+    def step(self, state: DataFrame, reliable: bool = False) -> tuple[DataFrame, dict]:
+        """One iteration; ``reliable`` also writes the new state to the checkpoint directory."""
+        d = self.damping
+        edge, src, dst = Messages.edge, F.col("src"), F.col("dst")
+        clock = [time.perf_counter()]
+        # r(i,k) = s(i,k) - max_{k' != k} (a(i,k') + s(i,k'))
+        tops = GraphFrame(self.vertices, state).aggregateMessages(
+            [_top_two(Messages.msg, state.schema["dst"].dataType.simpleString()).alias("top")],
+            sendToSrc=[F.struct((edge["a"] + edge["s"]).alias("v"), edge["dst"].alias("k"))],
+            intermediate_storage_level=STORAGE_LEVEL,
+        )
+        clock.append(time.perf_counter())
+        top = F.col("top")
+        best = F.when(dst == top["arg"], top["second"]).otherwise(top["largest"])
+        with_r = state.join(self._small(tops.withColumnRenamed("id", "src")), "src").withColumn(
+            "r", d * F.col("r") + (1 - d) * (F.col("s") - best)
+        )
+        # a(i,k) = min(0, r(k,k) + sum_{i' not in {i,k}} max(0, r(i',k))), a(k,k) = sum_{i' != k} max(0, r(i',k)):
+        # each target's total of r(k,k) and the positive r(i',k), less the edge's own term.
+        totals = GraphFrame(self.vertices, with_r.drop("top")).aggregateMessages(
+            [_ordered_sum(Messages.msg).alias("total")],
+            sendToDst=[F.struct(edge["src"].alias("i"), _own(edge["src"], edge["dst"], edge["r"]).alias("x"))],
+            intermediate_storage_level=STORAGE_LEVEL,
+        )
+        clock.append(time.perf_counter())
+        rest = F.col("total") - _own(src, dst, F.col("r"))
+        computed = F.when(src == dst, rest).otherwise(F.least(F.lit(0.0), rest))
+        with_a = with_r.join(self._small(totals.withColumnRenamed("id", "dst")), "dst").withColumn(
+            "a", d * F.col("a") + (1 - d) * computed
+        )
+        new = _materialize(update_decisions(with_a).select(*state.columns))
+        tops.unpersist()  # aggregateMessages leaves its results persisted
+        totals.unpersist()
+        clock.append(time.perf_counter())
+        stats = _stats(new)
+        clock.append(time.perf_counter())
+        # Where an iteration's time goes (scripts/benchmark.py reports it).
+        log.debug("graphframes phases: %s", dict(zip(PHASES, np.diff(clock).round(4).tolist(), strict=True)))
+        return (_save(new) if reliable else new), stats
+
+    def edges(self, state: DataFrame) -> DataFrame:
+        return state
+
+    def saved(self, state: DataFrame, saved: DataFrame) -> DataFrame:
+        """Continue from the copy just saved, which frees the local one."""
+        release(state)
+        return saved
+
+    def release(self, state: DataFrame) -> None:
+        release(state)
+
+    def final(self, state: DataFrame) -> DataFrame:
+        if self._kept is not None:
+            release(self._kept)
+        return state
