@@ -59,9 +59,10 @@ SPARK_JOB = {
             "error", enum=["error", "max", "mean"], description="Repeated (src, dst) pairs: refuse, or combine"
         ),
         "engine": Param(
-            "blocks",
-            enum=["blocks", "graphframes"],
-            description="How iterations run (same results): numpy on chunks of edges, or GraphFrames aggregateMessages",
+            "auto",
+            enum=["auto", "local", "blocks", "graphframes"],
+            description="How iterations run (same results): numpy on the driver (local) or on chunks of edges "
+            "(blocks), or GraphFrames aggregateMessages; auto: local up to 5 million edges, else blocks",
         ),
         "checkpoint_interval": Param(
             10, type="integer", minimum=1, description="Save the run's state every this many iterations"

@@ -167,8 +167,9 @@ class _AffinityPropagationParams(HasMaxIter, HasWeightCol, HasCheckpointInterval
     engine = Param(
         Params._dummy(),
         "engine",
-        "how iterations run, with the same results: 'blocks' (numpy on chunks of edges, the fast "
-        "default) or 'graphframes' (GraphFrame.aggregateMessages rounds)",
+        "how iterations run, with the same results: 'auto' (local up to 5 million edges, else blocks), "
+        "'local' (numpy on the driver), 'blocks' (numpy on chunks of edges in executors) or 'graphframes' "
+        "(GraphFrame.aggregateMessages rounds)",
         typeConverter=TypeConverters.toString,
     )
     noise = Param(
@@ -195,7 +196,7 @@ class _AffinityPropagationParams(HasMaxIter, HasWeightCol, HasCheckpointInterval
             checkpointInterval=10,
             checkpointKind="auto",
             duplicates="error",
-            engine="blocks",
+            engine="auto",
             noise="edge",
             seed=0,
         )
@@ -278,13 +279,16 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         :class:`~spark_ap.StateMismatchError`. An iteration whose Spark job fails
         (an executor lost) is retried from the newest save. On a multi-machine
         cluster it must be storage every executor can write (HDFS, S3, ...).
-    engine : {"blocks", "graphframes"}, default "blocks"
-        How the iterations run; both compute the same messages bit for bit.
+    engine : {"auto", "local", "blocks", "graphframes"}, default "auto"
+        How the iterations run; all compute the same messages bit for bit.
         "graphframes" makes the graph a GraphFrame and each iteration two
         rounds of ``GraphFrame.aggregateMessages`` (one per message);
         "blocks" keeps the edges as numpy arrays in chunks of about a million
-        edges and moves only per-vertex values (three arrays of n values are
-        broadcast every iteration), many times faster.
+        edges in executor storage and moves only per-vertex values (three
+        arrays of n values are broadcast every iteration), many times faster;
+        "local" iterates on the driver with the same numpy step, for graphs
+        that fit one process (Spark still reads, validates, saves and
+        assigns). "auto" is "local" up to 5 million edges, else "blocks".
     noise : {"edge", "sklearn", "none"}, default "edge"
         scikit-learn's degeneracy noise, which breaks ties between equally good
         exemplars: ``(eps * s + tiny * 100) * z`` added to every similarity
@@ -320,7 +324,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         checkpointKind: str = "auto",
         duplicates: str = "error",
         stateDir: str | None = None,
-        engine: str = "blocks",
+        engine: str = "auto",
         noise: str | bool = "edge",
         seed: int = 0,
     ) -> None:
@@ -344,7 +348,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         checkpointKind: str = "auto",
         duplicates: str = "error",
         stateDir: str | None = None,
-        engine: str = "blocks",
+        engine: str = "auto",
         noise: str | bool = "edge",
         seed: int = 0,
     ) -> AffinityPropagation:
@@ -538,7 +542,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             n_iter, converged = 0, True
         else:
             store = self._store(graph.sparkSession, facts, preference)
-            outcome = iterate(graph, settings, store)
+            outcome = iterate(graph, settings, store, edges=int(facts["edges"]))
             state, n_iter, converged, history = outcome.state, outcome.n_iter, outcome.converged, outcome.history
             resumed_from = outcome.resumed_from
             # From here on everything is read from the final state, which holds

@@ -108,8 +108,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--engine",
         choices=ENGINES,
-        help="how iterations run, same results either way: numpy on chunks of edges (blocks, default) or "
-        "GraphFrame.aggregateMessages rounds (graphframes)",
+        help="how iterations run, same results every way: numpy on the driver (local), numpy on chunks of edges "
+        "in executors (blocks), GraphFrame.aggregateMessages rounds (graphframes); auto (default): local up to "
+        "5 million edges, else blocks",
     )
     p.add_argument(
         "--noise",

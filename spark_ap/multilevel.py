@@ -253,7 +253,7 @@ class _MultiLevelParams(HasMaxIter, HasCheckpointInterval, HasSeed):
             convergenceIter=15,
             checkpointInterval=10,
             checkpointKind="auto",
-            engine="blocks",
+            engine="auto",
             noise="edge",
             seed=0,
         )
@@ -409,7 +409,7 @@ class MultiLevelAffinityPropagation(_MultiLevelParams):
         checkpointInterval: int = 10,
         checkpointKind: str = "auto",
         stateDir: str | None = None,
-        engine: str = "blocks",
+        engine: str = "auto",
         noise: str | bool = "edge",
         seed: int = 0,
     ) -> None:
@@ -442,7 +442,7 @@ class MultiLevelAffinityPropagation(_MultiLevelParams):
         checkpointInterval: int = 10,
         checkpointKind: str = "auto",
         stateDir: str | None = None,
-        engine: str = "blocks",
+        engine: str = "auto",
         noise: str | bool = "edge",
         seed: int = 0,
     ) -> MultiLevelAffinityPropagation:

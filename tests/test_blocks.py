@@ -1,11 +1,15 @@
-"""The block engine: its per-source merge, many chunks, and runs that move between engines."""
+"""The block engine and the local engine (its numpy step on the driver): the per-source merge, many chunks, and
+runs that move between engines."""
+
+import logging
+import re
 
 import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
 
 from spark_ap import AffinityPropagation, edges_from_matrix, similarity_matrix
-from spark_ap.lib import blocks
+from spark_ap.lib import blocks, local
 from spark_ap.lib.blocks import Top
 from spark_ap.lib.reference import SparseReference
 from tests.conftest import assignment_rows
@@ -52,7 +56,7 @@ def test_many_small_chunks_compute_the_sparse_reference_messages(spark, monkeypa
     for _ in range(8):
         ref.step(0.6)
     ids = [f"v{k:02d}" for k in range(40)]
-    result = AffinityPropagation(maxIter=8, convergenceIter=9, damping=0.6, noise=False).run(
+    result = AffinityPropagation(maxIter=8, convergenceIter=9, damping=0.6, noise=False, engine="blocks").run(
         edges_from_matrix(spark, S, ids=ids, diagonal=True)
     )
     got = sorted((row.src, row.dst, row.similarity, row.r, row.a) for row in result.messages.collect())
@@ -75,12 +79,39 @@ def test_a_save_of_one_engine_resumes_on_the_other(spark, tmp_path, first_engine
     assert sorted(tuple(r) for r in again.messages.collect()) == sorted(tuple(r) for r in first.messages.collect())
 
 
-def test_vertices_with_only_a_self_edge_are_exemplars_in_both_engines(spark):
+def test_vertices_with_only_a_self_edge_are_exemplars_in_every_engine(spark):
     # 1, 2 and 3 only receive edges: r(k,k) = inf and a(k,k) = inf - inf = NaN, which
-    # both engines take as "exemplar", so the run converges the same way in both.
+    # every engine takes as "exemplar", so the run converges the same way in all.
     edges = spark.createDataFrame([(0, 1, -1.0), (0, 2, -2.0), (0, 3, -3.0)], "src long, dst long, similarity double")
-    runs = [AffinityPropagation(preference=-2.5, engine=engine).run(edges) for engine in ("blocks", "graphframes")]
+    engines = ("blocks", "graphframes", "local")
+    runs = [AffinityPropagation(preference=-2.5, engine=engine).run(edges) for engine in engines]
     for run in runs:
         assert run.converged and run.history["exemplars"].iloc[-1] == 3
-    assert [assignment_rows(r) for r in runs[1:]] == [assignment_rows(runs[0])]
-    assert runs[0].numIterations == runs[1].numIterations
+    assert [assignment_rows(r) for r in runs[1:]] == [assignment_rows(runs[0])] * 2
+    assert runs[0].numIterations == runs[1].numIterations == runs[2].numIterations
+
+
+def test_the_local_engine_is_the_blocks_engine_on_the_driver(spark):
+    # String ids, noise on, to convergence: every message, the history and the clusters.
+    S = _integer_graph(30, 0.5, seed=5)
+    edges = edges_from_matrix(spark, S, ids=[f"p{k}" for k in range(30)], diagonal=True)
+    runs = [AffinityPropagation(engine=engine, seed=2, convergenceIter=8).run(edges) for engine in ("blocks", "local")]
+    assert runs[0].converged and runs[0].exemplars.count() > 1
+    blocks, local = (
+        (assignment_rows(r), r.numIterations, r.history.values.tolist(), sorted(tuple(m) for m in r.messages.collect()))
+        for r in runs
+    )
+    assert local == blocks
+
+
+@pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")  # a fixed 2 iterations
+def test_auto_iterates_on_the_driver_up_to_a_number_of_edges(spark, monkeypatch, caplog):
+    edges = edges_from_matrix(spark, -np.random.RandomState(1).rand(5, 5))  # 25 edges with the self-edges
+    chosen = {}
+    for limit in (25, 24):
+        monkeypatch.setattr(local, "LOCAL_MAX_EDGES", limit)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="spark_ap"):
+            AffinityPropagation(maxIter=2, convergenceIter=3).run(edges)
+        chosen[limit] = re.search(r"iterating with the (\w+) engine", caplog.text).group(1)
+    assert chosen == {25: "local", 24: "blocks"}

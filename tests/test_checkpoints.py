@@ -1,5 +1,9 @@
 """Lineage stays bounded however many iterations run; durable checkpoints land where asked."""
 
+import logging
+import os
+import re
+
 import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
@@ -31,22 +35,40 @@ def test_plan_does_not_grow_with_iterations(edges, engine, longer):
     assert sizes[0] == sizes[1] < 5
 
 
+class _Snapshots(logging.Handler):
+    """The checkpoint directory's files when the engine logs an iteration, while that state is alive
+    (Spark's cleaner deletes a checkpoint's files once nothing refers to it)."""
+
+    def __init__(self, directory: str) -> None:
+        super().__init__()
+        self.directory, self.files = directory, {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        found = re.match(r"iteration (\d+)/", record.getMessage())
+        if found:
+            self.files[int(found.group(1))] = set(_files(self.directory))
+
+
 @pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")  # a fixed 4 iterations
-def test_reliable_checkpoints_are_written(spark, edges):
-    directory = spark.sparkContext.getCheckpointDir()
-    before = set(_files(spark, directory))
-    # The last iteration is a checkpoint the result holds on to, so Spark's
-    # cleaner cannot have removed its files by the time they are looked for.
-    ap = AffinityPropagation(checkpointInterval=2, checkpointKind="reliable", maxIter=4, convergenceIter=10)
-    result = ap.run(edges)
+def test_reliable_checkpoints_are_written(spark, edges, caplog):
+    snapshots = _Snapshots(spark.sparkContext.getCheckpointDir())
+    before = set(_files(snapshots.directory))
+    ap = AffinityPropagation(
+        checkpointInterval=2, checkpointKind="reliable", maxIter=4, convergenceIter=10, engine="blocks"
+    )
+    logging.getLogger("spark_ap").addHandler(snapshots)
+    try:
+        with caplog.at_level(logging.INFO, logger="spark_ap"):
+            result = ap.run(edges)
+    finally:
+        logging.getLogger("spark_ap").removeHandler(snapshots)
     assert result.numIterations == 4
-    assert set(_files(spark, directory)) - before
+    new = {t: files - before for t, files in snapshots.files.items()}
+    assert not new[1] and new[2] and new[4]  # written at iterations 2 and 4 only
     assert result.messages.count() == edges.count() + 20
 
 
-def _files(spark, directory: str) -> list[str]:
-    import os
-
+def _files(directory: str) -> list[str]:
     path = directory.removeprefix("file:")
     return [os.path.join(root, name) for root, _, names in os.walk(path) for name in names]
 
@@ -54,7 +76,7 @@ def _files(spark, directory: str) -> list[str]:
 def test_many_iterations_with_frequent_checkpoints(spark):
     # Checkpointed every 3 iterations or never: the same answer. (scripts/soak.py runs 500.)
     S = -np.random.RandomState(1).rand(8, 8)
-    base = dict(maxIter=45, convergenceIter=100, damping=0.9, preference=-0.5)
+    base = dict(maxIter=45, convergenceIter=100, damping=0.9, preference=-0.5, engine="blocks")
     with pytest.warns(UserWarning):
         a = AffinityPropagation(checkpointInterval=3, checkpointKind="reliable", **base).run(
             edges_from_matrix(spark, S)

@@ -119,7 +119,8 @@ def test_a_killed_cluster_task_is_retried_and_resumes(dag, spark, tmp_path):
     csv = tmp_path / "points.csv"
     pd.DataFrame({"id": np.arange(50), "x": X[:, 0], "y": X[:, 1]}).to_csv(csv, index=False)
     root = tmp_path / "runs"
-    conf = {"input": str(csv), "output_root": str(root), "damping": 0.7, "checkpoint_interval": 2}
+    # The blocks engine: iterations as slow as Spark makes them, so the kill lands mid-run.
+    conf = {"input": str(csv), "output_root": str(root), "damping": 0.7, "checkpoint_interval": 2, "engine": "blocks"}
 
     done, killed = threading.Event(), []
     killer = threading.Thread(target=_kill_job_after_save, args=(root, 4, done, killed), daemon=True)

@@ -16,7 +16,7 @@ def test_defaults():
     assert ap.getCheckpointInterval() == 10
     assert ap.getCheckpointKind() == "auto"
     assert ap.getNoise() == "edge"
-    assert ap.getEngine() == "blocks"
+    assert ap.getEngine() == "auto"
     assert ap.getSeed() == 0
 
 

@@ -65,7 +65,7 @@ def test_spark_engine_computes_the_sparse_reference_messages(spark):
     sparse = SparseReference(src, dst, s)
     for _ in range(6):
         sparse.step(0.6)
-    result = AffinityPropagation(maxIter=6, convergenceIter=7, damping=0.6, noise=False).run(
+    result = AffinityPropagation(maxIter=6, convergenceIter=7, damping=0.6, noise=False, engine="blocks").run(
         edges_from_matrix(spark, S, diagonal=True)
     )
     got = sorted((row.src, row.dst, row.r, row.a) for row in result.messages.collect())

@@ -100,7 +100,9 @@ def test_a_failed_iteration_is_retried_from_the_newest_save(spark, blobs, uninte
     logging.getLogger("spark_ap").addHandler(drop)
     try:
         with caplog.at_level(logging.INFO, logger="spark_ap"):
-            result = AffinityPropagation(**PARAMS, stateDir=str(tmp_path), checkpointInterval=5).run(blobs)
+            result = AffinityPropagation(**PARAMS, stateDir=str(tmp_path), checkpointInterval=5, engine="blocks").run(
+                blobs
+            )
     finally:
         logging.getLogger("spark_ap").removeHandler(drop)
     assert drop.dropped > 0
@@ -113,7 +115,7 @@ def test_a_killed_spark_submit_job_resumes_to_the_uninterrupted_result(spark, bl
     blobs.write.parquet(str(edges))
     out = tmp_path / "run"
     args = ["--input", str(edges), "--output", str(out), "--checkpoint-interval", "2", "--damping", "0.9"]
-    args += ["--seed", "4", "--preference", "median"]
+    args += ["--seed", "4", "--preference", "median", "--engine", "blocks"]
     # A job of its own, in a process group of its own: SIGKILL takes the JVM and
     # the Python driver at once, as a lost machine would.
     job = subprocess.Popen(

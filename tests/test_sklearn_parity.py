@@ -37,15 +37,15 @@ def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 @pytest.mark.parametrize(
-    "make, damping, preference",
+    "make, damping, preference, engine",
     [
-        (blobs, 0.5, "median"),
-        (wine, 0.5, "median"),
-        (breast_cancer, 0.7, "min"),
-        (random_asymmetric, 0.6, "median"),
+        (blobs, 0.5, "median", "auto"),
+        (wine, 0.5, "median", "auto"),
+        (breast_cancer, 0.7, "min", "blocks"),  # Spark's executors; tests/test_graphframes.py has the other
+        (random_asymmetric, 0.6, "median", "auto"),
     ],
 )
-def test_same_result_as_sklearn(spark, make, damping, preference):
+def test_same_result_as_sklearn(spark, make, damping, preference, engine):
     S = make()
     n = len(S)
     off = S[~np.eye(n, dtype=bool)]
@@ -53,7 +53,7 @@ def test_same_result_as_sklearn(spark, make, damping, preference):
     sk = SklearnAP(affinity="precomputed", preference=pref, damping=damping, max_iter=200, random_state=0).fit(S)
     assert len(sk.cluster_centers_indices_) > 1
 
-    result = AffinityPropagation(damping=damping, preference=preference, maxIter=200, noise="sklearn").run(
+    result = AffinityPropagation(damping=damping, preference=preference, noise="sklearn", engine=engine).run(
         edges_from_matrix(spark, S)
     )
 

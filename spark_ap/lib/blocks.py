@@ -164,7 +164,9 @@ class Chunk:
         d = self.diagonal
         own = np.maximum(self.r, 0)
         own[d] = self.r[d]
-        rest = np.bincount(self.jl, weights=own, minlength=self.vertices.size)[self.jl] - own
+        # inf - inf = NaN for a vertex whose only edge is its self-edge, as in the dense computation.
+        with np.errstate(invalid="ignore"):
+            rest = np.bincount(self.jl, weights=own, minlength=self.vertices.size)[self.jl] - own
         computed = np.minimum(rest, 0)
         computed[d] = rest[d]
         self.a = damping * self.a + (1 - damping) * computed

@@ -12,17 +12,22 @@ availability carried by the edge. ``e`` and ``run`` are read on self-edges only:
 iterations in a row it has held, which is all scikit-learn's convergence window
 needs to know; ``changed`` says whether the decision changed in the last iteration.
 
-Two engines compute the same states bit for bit:
+Three engines compute the same states bit for bit:
 
 * ``graphframes`` (:mod:`spark_ap.lib.graphframes`): the edge state is the edge
   table of a GraphFrame, and each iteration is two rounds of
   ``GraphFrame.aggregateMessages``, one per message;
 * ``blocks`` (:mod:`spark_ap.lib.blocks`): the edges as numpy arrays in chunks,
-  one Spark job per iteration, only per-vertex values moving.
+  one Spark job per iteration, only per-vertex values moving;
+* ``local`` (:mod:`spark_ap.lib.local`): the blocks engine's numpy step on one
+  chunk of every edge, on the driver, for graphs that fit one process.
 
-An engine has ``start(state, graph)``, ``step(current, reliable)``,
+``auto`` is ``local`` up to :data:`~spark_ap.lib.local.LOCAL_MAX_EDGES` edges,
+else ``blocks``.
+
+Each engine has ``start(state, graph)``, ``step(current, reliable)``,
 ``edges(current)``, ``saved(current, saved)``, ``release(current)`` and
-``final(current)``; :func:`iterate` drives either one. With a
+``final(current)``; :func:`iterate` drives any of them. With a
 :class:`~spark_ap.lib.state.StateStore` the state is saved durably every
 ``checkpoint_interval`` iterations: a rerun resumes from the newest save, and a
 failed iteration is retried from it. Saves are engine-neutral edge states, so a
@@ -63,7 +68,7 @@ class Settings:
     engine: str = "blocks"
 
 
-ENGINES = ("blocks", "graphframes")
+ENGINES = ("auto", "local", "blocks", "graphframes")
 
 
 def check_engine(engine: str) -> None:
@@ -175,19 +180,32 @@ def _converged(t: int, stats: dict | None, settings: Settings) -> bool:
     )
 
 
-def make_engine(spark: SparkSession, settings: Settings):
-    """The engine ``settings.engine`` names."""
-    # Imported here: both engines build on this module's helpers.
-    if settings.engine == "graphframes":
+def engine_for(engine: str, edges: int) -> str:
+    """The engine that runs: ``engine``, with "auto" resolved by the graph's number of edges."""
+    if engine != "auto":
+        return engine
+    from spark_ap.lib.local import LOCAL_MAX_EDGES
+
+    return "local" if edges <= LOCAL_MAX_EDGES else "blocks"
+
+
+def make_engine(spark: SparkSession, engine: str, damping: float):
+    """The engine named ``engine`` (not "auto")."""
+    # Imported here: the engines build on this module's helpers.
+    if engine == "graphframes":
         from spark_ap.lib.graphframes import GraphFramesEngine
 
-        return GraphFramesEngine(spark, settings.damping)
+        return GraphFramesEngine(spark, damping)
+    if engine == "local":
+        from spark_ap.lib.local import LocalEngine
+
+        return LocalEngine(spark, damping)
     from spark_ap.lib.blocks import BlockEngine
 
-    return BlockEngine(spark, settings.damping)
+    return BlockEngine(spark, damping)
 
 
-def iterate(graph: DataFrame, settings: Settings, store: StateStore | None = None) -> Outcome:
+def iterate(graph: DataFrame, settings: Settings, store: StateStore | None = None, edges: int = 0) -> Outcome:
     """Run the loop until scikit-learn's convergence test passes or ``max_iter`` is reached.
 
     With a ``store``, the state is saved there before the first iteration and
@@ -199,8 +217,9 @@ def iterate(graph: DataFrame, settings: Settings, store: StateStore | None = Non
     """
     spark = graph.sparkSession
     sc = spark.sparkContext
-    engine = make_engine(spark, settings)
-    log.info("iterating with the %s engine", settings.engine)
+    name = engine_for(settings.engine, edges)
+    engine = make_engine(spark, name, settings.damping)
+    log.info("iterating with the %s engine", name)
     durable = store is None and reliable_checkpoints(spark, settings)
     saved = store.load() if store is not None else None
     resumed_from = None if saved is None else saved.iteration

@@ -1,0 +1,91 @@
+"""The local engine: a graph that fits one process iterates on the driver, with numpy.
+
+Spark still reads, validates and numbers the input, computes the preference,
+saves the state and assigns the clusters; only the iterations move. The edges
+become one :class:`~spark_ap.lib.blocks.Chunk`, the blocks engine's numpy
+layout, holding every edge: an iteration is the blocks engine's step on it,
+with the per-source maxima taken over the whole chunk. The messages are
+therefore bit for bit those of the Spark engines and of the numpy references.
+
+What it costs: the edge state on the driver (about 100 bytes per edge, with
+the arrays an iteration makes), and one copy of the state into Spark at every
+save and at the end. What it saves: Spark's fixed cost per iteration (a job,
+its tasks, a broadcast), a tenth of a second and more, which is most of an
+iteration below a few million edges (see BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession
+
+from spark_ap.lib.blocks import _ARROW_SCHEMA, Chunk, Top
+
+# engine="auto" iterates on the driver up to this many edges (self-edges included).
+LOCAL_MAX_EDGES = 5_000_000
+
+
+class LocalEngine:
+    """Runs iterations on a :class:`Chunk` of every edge, held by the driver."""
+
+    def __init__(self, spark: SparkSession, damping: float) -> None:
+        self.spark = spark
+        self.damping = damping
+        self.ids: np.ndarray | None = None  # vertex number -> id
+        self.similarity: np.ndarray | None = None  # per edge, in the chunk's order
+        self.schema = None
+
+    def start(self, state: DataFrame, graph: DataFrame | None = None) -> Chunk:
+        """The chunk of ``state``'s edges, sorted by (source, target) number."""
+        self.schema = state.schema
+        table = state.toArrow()
+        src = table.column("src").to_numpy(zero_copy_only=False)
+        dst = table.column("dst").to_numpy(zero_copy_only=False)
+        # Every vertex has a self-edge, so the sources are all of them; numbered
+        # in id order, as Spark orders ids (numbers by value, strings by code point).
+        self.ids = np.unique(src)
+        i, j = np.searchsorted(self.ids, src), np.searchsorted(self.ids, dst)
+        order = np.lexsort((j, i))
+        self.similarity = table.column("similarity").to_numpy()[order]
+        columns = {"i": i[order], "j": j[order]}
+        columns.update({name: table.column(name).to_numpy(zero_copy_only=False)[order] for name in _NAMES[2:]})
+        return Chunk.from_edges(pa.table(columns, schema=_ARROW_SCHEMA))
+
+    def step(self, chunk: Chunk, reliable: bool = False) -> tuple[Chunk, dict]:
+        """One iteration. ``reliable`` is moot: the state lives on the driver, not in executors."""
+        top = Top.empty(self.ids.size)
+        top.merge(*chunk.top())
+        chunk.step(top, self.damping)
+        return chunk, {
+            "exemplars": int(chunk.e.sum()),
+            "changed": int(chunk.changed.sum()),
+            "min_run": int(chunk.run.min()),
+        }
+
+    def edges(self, chunk: Chunk) -> DataFrame:
+        """The edge state ``src, dst, similarity, s, r, a, e, run, changed`` of ``chunk``, as a DataFrame."""
+        batch = chunk.edges()
+        src, dst = self.ids[batch.column("i").to_numpy()], self.ids[batch.column("j").to_numpy()]
+        table = pa.table(
+            {
+                "src": src,
+                "dst": dst,
+                "similarity": self.similarity,
+                **{name: batch.column(name) for name in _NAMES[2:]},
+            }
+        )
+        return self.spark.createDataFrame(table, schema=self.schema)
+
+    def saved(self, chunk: Chunk, saved: DataFrame) -> Chunk:
+        return chunk
+
+    def release(self, chunk: Chunk) -> None:
+        """Nothing to free: an iteration replaces the chunk's arrays."""
+
+    def final(self, chunk: Chunk) -> DataFrame:
+        """The edge state after the last iteration, copied into executor storage once."""
+        return self.edges(chunk).localCheckpoint(eager=True)
+
+
+_NAMES = _ARROW_SCHEMA.names
