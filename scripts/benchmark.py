@@ -1,17 +1,24 @@
-"""Seconds per iteration of spark-ap's two engines, the numpy sparse reference and scikit-learn, in one run.
+"""Seconds per iteration of spark-ap's three engines, the numpy sparse reference and scikit-learn, in one run.
 
     python scripts/benchmark.py                        # 1e3, 1.6e4 and 1.6e5 points
     python scripts/benchmark.py --large                # and 1.6e6 points (2.5e7 edges)
     python scripts/benchmark.py --edges 2e4 --iterations 10 --out /tmp/bench
+    python scripts/benchmark.py --edges 1.6e5 --knobs  # the graphframes engine's settings, against each other
 
 For each size, Gaussian blobs (50 centres, 10-D) become a symmetrised k-nearest-
 neighbour graph (k = 10, similarity = -squared distance, preference = the median
 edge). On it run, for a fixed number of iterations without early stopping:
 
-* spark-ap with ``engine="blocks"`` (the default) on local Spark (``--master``,
-  default ``local[2]``), ``--iterations`` iterations;
-* spark-ap with ``engine="dataframe"``, the window-aggregate engine: the baseline
-  a plain DataFrame loop gives, ``--baseline-iterations`` iterations;
+* spark-ap with ``engine="blocks"`` (what ``engine="auto"`` runs above 5
+  million edges) on local Spark (``--master``, default ``local[2]``),
+  ``--iterations`` iterations;
+* spark-ap with ``engine="graphframes"``, two ``GraphFrame.aggregateMessages``
+  rounds per iteration, ``--graphframes-iterations`` iterations, with where each
+  iteration's time goes (the two rounds, the availabilities and checkpoint, the
+  decision counts);
+* spark-ap with ``engine="local"``: the same numpy step as blocks, on the
+  driver, Spark doing the set-up and the final assignment (up to
+  ``--local-max-edges``);
 * ``spark_ap.lib.reference.SparseReference``, the numpy sparse reference the
   tests use as oracle, on one core, in a child process;
 * scikit-learn's dense ``AffinityPropagation`` on the complete similarity matrix
@@ -20,11 +27,19 @@ edge). On it run, for a fixed number of iterations without early stopping:
 
 Reported per size: median seconds per iteration, edge updates per second (one
 edge's r and a recomputed once), total seconds, peak memory (for spark-ap the
-resident set of Spark's JVM and its Python workers, polled; for the child
-processes their maximum resident set), the memory in use after iteration 1 and
-after the last one, and each engine's time relative to the blocks engine.
+resident set of Spark's JVM and its Python workers, polled, plus what the
+driver's Python process grew by during the run, which is where the local
+engine holds its state; for the child processes their maximum resident set),
+the memory in use after iteration 1 and after the last one, and each engine's
+time relative to the blocks engine.
 Results go to ``results.json``, ``results.md`` and ``time_per_iteration.png`` in
 ``--out``.
+
+``--knobs`` runs the graphframes engine alone on the first size under each
+setting (aggregateMessages' storage level, broadcast joins, adaptive query
+execution, a reliable rather than a local checkpoint every iteration), in
+interleaved rounds after a warm-up round, and reports each against the
+defaults of the same round: ``knobs.json`` and ``knobs.md``.
 """
 
 from __future__ import annotations
@@ -48,7 +63,7 @@ import numpy as np
 
 K = 10
 CENTERS = 50
-FAST, BASELINE = "spark-ap blocks", "spark-ap dataframe"
+FAST, BASELINE, LOCAL = "spark-ap blocks", "spark-ap graphframes", "spark-ap local"
 DIMENSIONS = 10
 
 
@@ -129,12 +144,15 @@ def in_child(kind: str, n: int, iterations: int) -> dict:
 
 
 class PeakRSS:
-    """Poll the resident set of a process tree (here: Spark's JVM and its Python workers) from a thread."""
+    """Poll the resident set of a process tree (here: Spark's JVM and its Python workers) from a thread,
+    plus what this (the driver's) process holds beyond what it held at the start: the local engine's state."""
 
     def __init__(self, pid: int) -> None:
         import psutil
 
         self.process = psutil.Process(pid)
+        self.driver = psutil.Process()
+        self.driver_start = self.driver.memory_info().rss
         self.peak = self.current = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -144,7 +162,7 @@ class PeakRSS:
         import psutil
 
         while not self._stop.is_set():
-            total = 0
+            total = max(0, self.driver.memory_info().rss - self.driver_start)
             try:
                 for process in [self.process, *self.process.children(recursive=True)]:
                     total += process.memory_info().rss
@@ -161,18 +179,22 @@ class PeakRSS:
 
 
 class IterationClock(logging.Handler):
-    """Seconds between the engine's per-iteration log lines, and the memory in use at each."""
+    """Seconds between the engine's per-iteration log lines, the memory in use at each, and the
+    graphframes engine's phases."""
 
     def __init__(self, memory: PeakRSS) -> None:
-        super().__init__(logging.INFO)
+        super().__init__(logging.DEBUG)
         self.memory = memory
         self.stamps: list[float] = []
         self.rss: list[int] = []
+        self.phases: list[dict] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         if re.match(r"iteration \d+/", record.getMessage()) or record.getMessage().startswith("affinity propagation"):
             self.stamps.append(record.created)
             self.rss.append(self.memory.current)
+        elif record.getMessage().startswith("graphframes phases"):
+            self.phases.append(dict(record.args))  # logging unpacks a lone dict argument
 
     def seconds(self) -> list[float]:
         return list(np.diff(self.stamps))
@@ -188,7 +210,7 @@ def write_graph(n: int) -> str:
     return str(path)
 
 
-def spark_run(spark, path: str, n: int, iterations: int, engine: str) -> dict:
+def spark_run(spark, path: str, n: int, iterations: int, engine: str, **params) -> dict:
     """spark-ap's seconds per iteration and the memory of Spark's JVM and Python workers."""
     import warnings
 
@@ -209,6 +231,7 @@ def spark_run(spark, path: str, n: int, iterations: int, engine: str) -> dict:
         preference="median",
         noise=False,
         engine=engine,
+        **params,
     )
     result = ap.run(edges)
     total = time.perf_counter() - started
@@ -223,6 +246,10 @@ def spark_run(spark, path: str, n: int, iterations: int, engine: str) -> dict:
         "peak_bytes": peak,
         "edges": n_edges + n,
         "rss_bytes": clock.rss[1:],
+        # The first iteration's phases include planning what later ones reuse.
+        "phases": {key: statistics.median(p[key] for p in clock.phases[1:]) for key in clock.phases[0]}
+        if len(clock.phases) > 1
+        else None,
     }
 
 
@@ -238,6 +265,7 @@ def summarise(name: str, run: dict, updates: int) -> dict:
         # Memory in use when iteration 1 and the last iteration ended: flat means no growth.
         "gib_at_iteration_1": run["rss_bytes"][0] / 2**30 if run.get("rss_bytes") else None,
         "gib_at_last_iteration": run["rss_bytes"][-1] / 2**30 if run.get("rss_bytes") else None,
+        "phases": run.get("phases"),
     }
 
 
@@ -260,6 +288,15 @@ def markdown(results: list[dict]) -> str:
             )
         for skipped in size["skipped"]:
             lines.append(f"| {size['edges']:,} | {size['points']:,} | {skipped} | | n/a | | | | | |")
+    phased = [(size, r) for size in results for r in size["engines"] if r.get("phases")]
+    if phased:
+        names = list(phased[0][1]["phases"])
+        lines += ["", "| edges | engine | " + " | ".join(f"{p} s" for p in names) + " |"]
+        lines.append("| ---: | --- |" + " ---: |" * len(names))
+        for size, r in phased:
+            total = sum(r["phases"].values())
+            cells = " | ".join(f"{r['phases'][p]:.3f} ({r['phases'][p] / total:.0%})" for p in names)
+            lines.append(f"| {size['edges']:,} | {r['engine']} | {cells} |")
     return "\n".join(lines) + "\n"
 
 
@@ -270,7 +307,7 @@ def plot(results: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-    for name in (FAST, BASELINE, "numpy sparse reference", "scikit-learn dense"):
+    for name in (FAST, BASELINE, LOCAL, "numpy sparse reference", "scikit-learn dense"):
         points = [
             (s["edges"], r["seconds_per_iteration"]) for s in results for r in s["engines"] if r["engine"] == name
         ]
@@ -295,7 +332,14 @@ def main() -> None:
     parser.add_argument("--large", action="store_true", help="also run 1.6e7 (1,600,000 points, 2.5e7 edges)")
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument(
-        "--baseline-iterations", type=int, default=10, help="iterations of the dataframe engine (at most --iterations)"
+        "--graphframes-iterations",
+        type=int,
+        default=6,
+        help="iterations of the graphframes engine (at most --iterations)",
+    )
+    parser.add_argument("--knobs", action="store_true", help="compare the graphframes engine's settings instead")
+    parser.add_argument(
+        "--local-max-edges", type=float, default=3e7, help="run the local engine on graphs up to this many edges"
     )
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--driver-memory", default="12g")
@@ -323,7 +367,10 @@ def main() -> None:
     )
     spark.sparkContext.setLogLevel("ERROR")
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("spark_ap").setLevel(logging.INFO)
+    logging.getLogger("spark_ap").setLevel(logging.DEBUG)
+    if args.knobs:
+        knobs(spark, int(targets[0] / K), args, Path(args.out))
+        return
 
     results, out = [], Path(args.out)
     for target in targets:
@@ -332,11 +379,16 @@ def main() -> None:
         fast = spark_run(spark, path, n, args.iterations, "blocks")
         updates = fast["edges"]
         engines, skipped = [summarise(FAST, fast, updates)], []
-        try:
-            baseline = spark_run(spark, path, n, min(args.iterations, args.baseline_iterations), "dataframe")
-            engines.append(summarise(BASELINE, baseline, updates))
-        except Exception as error:  # e.g. out of memory: say so and go on with the others
-            skipped.append(f"{BASELINE} (failed: {str(error).strip().splitlines()[0][:120]})")
+        others = [(BASELINE, "graphframes", min(args.iterations, args.graphframes_iterations))]
+        if updates <= args.local_max_edges:
+            others.append((LOCAL, "local", args.iterations))
+        else:
+            skipped.append(f"{LOCAL} (more than --local-max-edges {args.local_max_edges:,.0f} edges)")
+        for name, engine, iterations in others:
+            try:
+                engines.append(summarise(name, spark_run(spark, path, n, iterations, engine), updates))
+            except Exception as error:  # e.g. out of memory: say so and go on with the others
+                skipped.append(f"{name} (failed: {str(error).strip().splitlines()[0][:120]})")
         engines.append(summarise("numpy sparse reference", in_child("numpy", n, args.iterations), updates))
         if 5 * n * n * 8 <= args.dense_memory_gib * 2**30:
             engines.append(summarise("scikit-learn dense", in_child("sklearn", n, args.iterations), n * n))
@@ -358,12 +410,78 @@ def write(results: list[dict], args: argparse.Namespace, out: Path) -> None:
         "master": args.master,
         "driver_memory": args.driver_memory,
         "iterations": args.iterations,
-        "baseline_iterations": min(args.iterations, args.baseline_iterations),
+        "graphframes_iterations": min(args.iterations, args.graphframes_iterations),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
     (out / "results.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
     (out / "results.md").write_text(markdown(results))
     plot(results, out / "time_per_iteration.png")
+
+
+def knobs(spark, n: int, args: argparse.Namespace, out: Path, rounds: int = 2) -> None:
+    """The graphframes engine on one graph under each setting, in interleaved rounds.
+
+    The JVM keeps getting faster for minutes (it compiles what runs often), so
+    a warm-up round runs every setting once, settings then run one after the
+    other in each counted round, and each is reported as the median over
+    rounds of its time divided by the defaults' time in the same round.
+    """
+    from pyspark import StorageLevel
+
+    from spark_ap.lib import graphframes
+
+    path = write_graph(n)
+    iterations = args.graphframes_iterations
+    spark.sparkContext.setCheckpointDir(tempfile.mkdtemp(prefix="spark-ap-bench-checkpoints-"))
+    defaults = (graphframes.STORAGE_LEVEL, graphframes.BROADCAST_VERTICES, spark.conf.get("spark.sql.adaptive.enabled"))
+    variants = {
+        "defaults (local checkpoint every iteration)": {},
+        "aggregateMessages at MEMORY_ONLY": {"storage": StorageLevel.MEMORY_ONLY},
+        "aggregateMessages at MEMORY_AND_DISK (serialised)": {"storage": StorageLevel.MEMORY_AND_DISK},
+        "aggregateMessages at DISK_ONLY": {"storage": StorageLevel.DISK_ONLY},
+        "no broadcast joins": {"broadcast": 0},
+        "adaptive query execution off": {"aqe": "false"},
+        "reliable checkpoint every iteration": {"params": {"checkpointInterval": 1, "checkpointKind": "reliable"}},
+    }
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    peaks: dict[str, float] = dict.fromkeys(variants, 0.0)
+    for counted in [False] + [True] * rounds:  # a warm-up round first: every setting's plans compiled once
+        for name, variant in variants.items():
+            graphframes.STORAGE_LEVEL = variant.get("storage", defaults[0])
+            graphframes.BROADCAST_VERTICES = variant.get("broadcast", defaults[1])
+            spark.conf.set("spark.sql.adaptive.enabled", variant.get("aqe", defaults[2]))
+            run = spark_run(spark, path, n, iterations, "graphframes", **variant.get("params", {}))
+            print(f"{name}: {statistics.median(run['seconds']):.3f} s/iteration", flush=True)
+            if counted:
+                times[name].append(statistics.median(run["seconds"]))
+                peaks[name] = max(peaks[name], run["peak_bytes"] / 2**30)
+    graphframes.STORAGE_LEVEL, graphframes.BROADCAST_VERTICES = defaults[:2]
+    spark.conf.set("spark.sql.adaptive.enabled", defaults[2])
+    base = times[next(iter(variants))]
+    rows = [
+        {
+            "setting": name,
+            "seconds_per_iteration": statistics.median(seconds),
+            "ratio_to_defaults": statistics.median(t / b for t, b in zip(seconds, base, strict=True)),
+            "peak_gib": peaks[name],
+            "rounds": seconds,
+        }
+        for name, seconds in times.items()
+    ]
+    lines = [
+        f"graphframes engine on {run['edges']:,} edges ({n:,} points): after a warm-up round, {rounds} "
+        f"interleaved rounds of {iterations} iterations per setting",
+        "",
+        "| setting | s / iteration (median of rounds) | this / defaults (median of rounds) | peak GiB |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        cells = f"{r['seconds_per_iteration']:.3f} | {r['ratio_to_defaults']:.2f} | {r['peak_gib']:.2f}"
+        lines.append(f"| {r['setting']} | {cells} |")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "knobs.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (out / "knobs.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
