@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 from spark_ap.errors import ColumnTypeError, ConvergenceWarning, InvalidParamError
 from spark_ap.lib import assign
 from spark_ap.lib.engine import Settings, check_engine, initial_state, iterate, release
-from spark_ap.lib.noise import noise_kind
+from spark_ap.lib.noise import noise_kind, noise_param
 from spark_ap.lib.preference import add_self_edges, check_preference
 from spark_ap.lib.state import StateStore
 from spark_ap.lib.validation import DUPLICATES, id_type, require_columns, validate_edges, validate_preferences
@@ -178,7 +178,7 @@ class _AffinityPropagationParams(HasMaxIter, HasWeightCol, HasCheckpointInterval
         "scikit-learn's tiny degeneracy noise on the similarities: 'edge' (drawn per edge from seed), "
         "'sklearn' (scikit-learn's own draws for random_state=seed, up to 20,000 vertices) or 'none'; "
         "True and False mean 'edge' and 'none'",
-        typeConverter=lambda value: noise_kind(value) if isinstance(value, bool) else TypeConverters.toString(value),
+        typeConverter=noise_param,
     )
 
     def __init__(self, *args):

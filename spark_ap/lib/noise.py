@@ -49,6 +49,11 @@ def noise_kind(value: object) -> str:
     return value
 
 
+def noise_param(value: object) -> object:
+    """The noise param's type converter: True and False become their names; the rest is checked later."""
+    return noise_kind(value) if isinstance(value, bool) else value
+
+
 def _uniform(seed: int, src: Column, dst: Column, stream: int) -> Column:
     """A uniform in (0, 1) from the top 53 bits of a 64-bit hash."""
     bits = F.shiftrightunsigned(F.xxhash64(F.lit(seed), F.lit(stream), src, dst), 11)
