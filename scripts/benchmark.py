@@ -19,7 +19,7 @@ edge). On it run, for a fixed number of iterations without early stopping:
 * spark-ap with ``engine="local"``: the same numpy step as blocks, on the
   driver, Spark doing the set-up and the final assignment (up to
   ``--local-max-edges``);
-* ``spark_ap.lib.reference.SparseReference``, the numpy sparse reference the
+* ``spark_ap.testing.reference.SparseReference``, the numpy sparse reference the
   tests use as oracle, on one core, in a child process;
 * scikit-learn's dense ``AffinityPropagation`` on the complete similarity matrix
   of the same points, in a child process, when five N x N matrices fit in
@@ -93,7 +93,7 @@ def with_preferences(src, dst, s) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def numpy_worker(n: int, iterations: int) -> dict:
     """In a child process: the sparse reference's seconds per iteration and peak memory."""
-    from spark_ap.lib.reference import SparseReference
+    from spark_ap.testing.reference import SparseReference
 
     ref = SparseReference(*with_preferences(*knn_graph(n)))
     times = []
@@ -418,13 +418,15 @@ def write(results: list[dict], args: argparse.Namespace, out: Path) -> None:
     plot(results, out / "time_per_iteration.png")
 
 
-def knobs(spark, n: int, args: argparse.Namespace, out: Path, rounds: int = 2) -> None:
+def knobs(spark, n: int, args: argparse.Namespace, out: Path, rounds: int = 3) -> None:
     """The graphframes engine on one graph under each setting, in interleaved rounds.
 
     The JVM keeps getting faster for minutes (it compiles what runs often), so
     a warm-up round runs every setting once, settings then run one after the
     other in each counted round, and each is reported as the median over
-    rounds of its time divided by the defaults' time in the same round.
+    rounds of its time divided by the defaults' time in the same round. Each
+    round starts at a different setting, so that no setting always runs first
+    (right after the previous round's garbage).
     """
     from pyspark import StorageLevel
 
@@ -445,8 +447,11 @@ def knobs(spark, n: int, args: argparse.Namespace, out: Path, rounds: int = 2) -
     }
     times: dict[str, list[float]] = {name: [] for name in variants}
     peaks: dict[str, float] = dict.fromkeys(variants, 0.0)
-    for counted in [False] + [True] * rounds:  # a warm-up round first: every setting's plans compiled once
-        for name, variant in variants.items():
+    names = list(variants)
+    for round_ in range(-1, rounds):  # a warm-up round first: every setting's plans compiled once
+        counted = round_ >= 0
+        for name in names[max(round_, 0) :] + names[: max(round_, 0)]:
+            variant = variants[name]
             graphframes.STORAGE_LEVEL = variant.get("storage", defaults[0])
             graphframes.BROADCAST_VERTICES = variant.get("broadcast", defaults[1])
             spark.conf.set("spark.sql.adaptive.enabled", variant.get("aqe", defaults[2]))
@@ -470,13 +475,15 @@ def knobs(spark, n: int, args: argparse.Namespace, out: Path, rounds: int = 2) -
     ]
     lines = [
         f"graphframes engine on {run['edges']:,} edges ({n:,} points): after a warm-up round, {rounds} "
-        f"interleaved rounds of {iterations} iterations per setting",
+        f"interleaved rounds (each starting at another setting) of {iterations} iterations per setting",
         "",
-        "| setting | s / iteration (median of rounds) | this / defaults (median of rounds) | peak GiB |",
-        "| --- | ---: | ---: | ---: |",
+        "| setting | s / iteration (median) | this / defaults (median of rounds) | range over rounds | peak GiB |",
+        "| --- | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
-        cells = f"{r['seconds_per_iteration']:.3f} | {r['ratio_to_defaults']:.2f} | {r['peak_gib']:.2f}"
+        ratios = [t / b for t, b in zip(r["rounds"], base, strict=True)]
+        spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
+        cells = f"{r['seconds_per_iteration']:.3f} | {r['ratio_to_defaults']:.2f} | {spread} | {r['peak_gib']:.2f}"
         lines.append(f"| {r['setting']} | {cells} |")
     out.mkdir(parents=True, exist_ok=True)
     (out / "knobs.json").write_text(json.dumps(rows, indent=2) + "\n")

@@ -11,7 +11,7 @@ from sklearn.datasets import make_blobs
 from spark_ap import AffinityPropagation, edges_from_matrix, similarity_matrix
 from spark_ap.lib import blocks, local
 from spark_ap.lib.blocks import Top
-from spark_ap.lib.reference import SparseReference
+from spark_ap.testing.reference import SparseReference
 from tests.conftest import assignment_rows
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from spark_ap import AffinityPropagation, edges_from_matrix
-from spark_ap.lib.reference import affinity_propagation_dense
+from spark_ap.testing.reference import affinity_propagation_dense
 from tests.conftest import dense_messages, exemplars_of, labels_of
 
 TOL = 1e-9

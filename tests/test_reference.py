@@ -6,7 +6,7 @@ from sklearn.cluster import AffinityPropagation as SklearnAP
 from sklearn.datasets import make_blobs
 
 from spark_ap import AffinityPropagation, edges_from_matrix, similarity_matrix
-from spark_ap.lib.reference import SparseReference, affinity_propagation_dense, affinity_propagation_sparse
+from spark_ap.testing.reference import SparseReference, affinity_propagation_dense, affinity_propagation_sparse
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -90,7 +90,7 @@ def test_sklearn_noise_gives_sklearn_iteration_count_where_the_edge_noise_does_n
 
 
 def test_history_matches_dense_reference(spark):
-    from spark_ap.lib.reference import affinity_propagation_dense
+    from spark_ap.testing.reference import affinity_propagation_dense
 
     S = blobs()
     pref = float(np.median(S[~np.eye(len(S), dtype=bool)]))
