@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	@command -v java >/dev/null || { echo "Spark needs Java 17 or newer on PATH (e.g. apt-get install openjdk-17-jdk-headless)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip==25.3"
-	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable ".[test,plots,airflow]"
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable ".[test,airflow]"
 	$(BIN)/python -c "import pyspark, pyspark.sql; print('pyspark', pyspark.__version__)"
 	@touch $@
 

@@ -14,6 +14,7 @@ retried, and the retry resumes from the state the run saved every
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,16 +22,19 @@ import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset, Param, dag, task
 
-from spark_ap.pipeline import check_input, job_arguments, read_summary, submit_options
+from spark_ap.params import dag_params
+from spark_ap.pipeline import asset_extra, check_input, job_arguments, read_summary, submit_options
 
-ROOT = Path(__file__).resolve().parent.parent
+# The spark-ap checkout or installation that holds the job script, the settings
+# file and the bundled example; SPARK_AP_HOME points elsewhere.
+ROOT = Path(os.environ.get("SPARK_AP_HOME") or Path(__file__).resolve().parent.parent)
 RESULTS = Asset("spark_ap_results")
 SPARK_JOB = {
     "conn_id": "spark_default",
     "application": str(ROOT / "scripts" / "spark_ap_job.py"),
-    "conf": {"spark.ui.showConsoleProgress": "false"},
     # --packages and --repositories: GraphFrames, from Maven Central or the
-    # repositories of conf/spark-ap.yaml and SPARK_AP_REPOSITORIES.
+    # repositories of conf/spark-ap.yaml and SPARK_AP_REPOSITORIES; --conf: a
+    # quiet Spark log.
     **submit_options(ROOT / "conf" / "spark-ap.yaml"),
 }
 
@@ -48,37 +52,9 @@ SPARK_JOB = {
             description="Edge table (src, dst, similarity) or feature table (id and numeric columns), CSV or Parquet",
         ),
         "kind": Param("features", enum=["edges", "features"]),
-        "metric": Param("sqeuclidean", enum=["sqeuclidean", "cosine"], description="Similarity of feature vectors"),
         "output_root": Param(str(ROOT / "output" / "runs"), type="string", minLength=1),
-        "damping": Param(0.7, type="number", minimum=0.5, exclusiveMaximum=1),
-        "max_iter": Param(200, type="integer", minimum=1),
-        "convergence_iter": Param(15, type="integer", minimum=1),
-        "preference": Param("0.1", type="string", minLength=1, description="A number, median, min, or a quantile"),
-        "seed": Param(0, type="integer", minimum=0, description="Seed of the degeneracy noise"),
-        "duplicates": Param(
-            "error", enum=["error", "max", "mean"], description="Repeated (src, dst) pairs: refuse, or combine"
-        ),
-        "engine": Param(
-            "auto",
-            enum=["auto", "local", "blocks", "graphframes"],
-            description="How iterations run (same results): numpy on the driver (local) or on chunks of edges "
-            "(blocks), or GraphFrames aggregateMessages; auto: local up to 5 million edges, else blocks",
-        ),
-        "checkpoint_interval": Param(
-            10, type="integer", minimum=1, description="Save the run's state every this many iterations"
-        ),
-        # Feature tables only: how they become a graph, and the levels past a neighbourhood.
-        "num_neighbors": Param(10, type="integer", minimum=1, description="Neighbours per point of a k-NN graph"),
-        "exact_below": Param(
-            2000, type="integer", minimum=0, description="Up to this many points: the complete graph, exact AP"
-        ),
-        "resolution": Param(
-            10000, type="integer", minimum=0, description="Levels weigh clusters as if the data had this many points"
-        ),
-        "num_clusters": Param(
-            0, type="integer", minimum=0, description="Search the preference for about this many clusters (0: off)"
-        ),
-        "cluster_tolerance": Param(0, type="integer", minimum=0, description="How far from num_clusters will do"),
+        # The estimators' params, with their defaults, bounds and docs (spark_ap.params).
+        **{name: Param(**schema) for name, schema in dag_params().items()},
     },
 )
 def spark_ap_pipeline():
@@ -89,9 +65,11 @@ def spark_ap_pipeline():
         return job_arguments(params, run_id)
 
     @task(outlets=[RESULTS])
-    def report(output: str) -> dict:
-        """Read back the run's summary and list its files."""
-        return read_summary(output)
+    def report(output: str, *, outlet_events) -> dict:
+        """Read back the run's summary, list its files, and tell the asset's consumers where the run is."""
+        summary = read_summary(output)
+        outlet_events[RESULTS].extra = asset_extra(summary)
+        return summary
 
     job = ingest()
     validate = SparkSubmitOperator(

@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 
 from spark_ap import AffinityPropagation, ConvergenceWarning, edges_from_matrix, spark_session
-from spark_ap.lib.engine import ENGINES
+from spark_ap.params import ENGINES
 
 
 def main() -> None:

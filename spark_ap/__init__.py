@@ -3,27 +3,44 @@
 >>> from spark_ap import AffinityPropagation, spark_session
 >>> spark = spark_session()                                   # doctest: +SKIP
 >>> AffinityPropagation(preference="median").assignClusters(edges)  # doctest: +SKIP
+
+The names below are imported when first used, so that ``import spark_ap.params``
+(the Airflow DAG does, whenever Airflow parses it) does not load Spark.
 """
 
-from spark_ap.clustering import AffinityPropagation, AffinityPropagationResult
-from spark_ap.errors import (
-    ColumnTypeError,
-    ConvergenceWarning,
-    DuplicateEdgeError,
-    EmptyInputError,
-    GraphFramesUnavailableError,
-    InvalidInputError,
-    InvalidParamError,
-    InvalidValueError,
-    MissingColumnError,
-    SparkAPError,
-    StateMismatchError,
-)
-from spark_ap.graph import edges_from_features, edges_from_matrix, similarity_matrix
-from spark_ap.multilevel import MultiLevelAffinityPropagation, MultiLevelResult
-from spark_ap.session import spark_session
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "AffinityPropagation": "spark_ap.clustering",
+    "AffinityPropagationResult": "spark_ap.clustering",
+    "MultiLevelAffinityPropagation": "spark_ap.multilevel",
+    "MultiLevelResult": "spark_ap.multilevel",
+    "edges_from_features": "spark_ap.graph",
+    "edges_from_matrix": "spark_ap.graph",
+    "similarity_matrix": "spark_ap.graph",
+    "spark_session": "spark_ap.session",
+    **dict.fromkeys(
+        [
+            "ColumnTypeError",
+            "ConvergenceWarning",
+            "DuplicateEdgeError",
+            "EmptyInputError",
+            "GraphFramesUnavailableError",
+            "InvalidInputError",
+            "InvalidParamError",
+            "InvalidValueError",
+            "MissingColumnError",
+            "SparkAPError",
+            "StateMismatchError",
+        ],
+        "spark_ap.errors",
+    ),
+}
 
 __all__ = [
     "AffinityPropagation",
@@ -46,3 +63,36 @@ __all__ = [
     "similarity_matrix",
     "spark_session",
 ]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'spark_ap' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+if TYPE_CHECKING:
+    from spark_ap.clustering import AffinityPropagation, AffinityPropagationResult
+    from spark_ap.errors import (
+        ColumnTypeError,
+        ConvergenceWarning,
+        DuplicateEdgeError,
+        EmptyInputError,
+        GraphFramesUnavailableError,
+        InvalidInputError,
+        InvalidParamError,
+        InvalidValueError,
+        MissingColumnError,
+        SparkAPError,
+        StateMismatchError,
+    )
+    from spark_ap.graph import edges_from_features, edges_from_matrix, similarity_matrix
+    from spark_ap.multilevel import MultiLevelAffinityPropagation, MultiLevelResult
+    from spark_ap.session import spark_session

@@ -9,26 +9,26 @@ from dataclasses import dataclass, field
 import pandas as pd
 from graphframes import GraphFrame
 from pyspark import keyword_only
-from pyspark.ml.param import Param, Params, TypeConverters
-from pyspark.ml.param.shared import HasCheckpointInterval, HasMaxIter, HasSeed, HasWeightCol
+from pyspark.ml.param import Params
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from spark_ap.errors import ColumnTypeError, ConvergenceWarning, InvalidParamError
 from spark_ap.lib import assign
-from spark_ap.lib.engine import Settings, check_engine, initial_state, iterate, release
-from spark_ap.lib.noise import noise_kind, noise_param
-from spark_ap.lib.preference import add_self_edges, check_preference
+from spark_ap.lib.engine import Settings, initial_state, iterate, release
+from spark_ap.lib.mlparams import SpecParams, spec_param
+from spark_ap.lib.preference import add_self_edges
 from spark_ap.lib.state import StateStore
-from spark_ap.lib.validation import DUPLICATES, id_type, require_columns, validate_edges, validate_preferences
+from spark_ap.lib.validation import id_type, require_columns, validate_edges, validate_preferences
+from spark_ap.params import AP, SPECS
 from spark_ap.session import require_graphframes
 
 log = logging.getLogger("spark_ap")
 
 # Params that change how a run works, not what it computes: a resumed or
 # repeated run may change them.
-OPERATIONAL_PARAMS = ("checkpointInterval", "checkpointKind", "stateDir", "engine")
+OPERATIONAL_PARAMS = tuple(name for name, spec in SPECS.items() if not spec.result)
 
 
 def result_params(estimator: Params) -> dict:
@@ -109,103 +109,44 @@ class AffinityPropagationResult:
             self._state.unpersist()
 
 
-class _AffinityPropagationParams(HasMaxIter, HasWeightCol, HasCheckpointInterval, HasSeed):
-    damping = Param(
-        Params._dummy(),
-        "damping",
-        "damping factor in [0.5, 1): new = damping * old + (1 - damping) * computed",
-        typeConverter=TypeConverters.toFloat,
-    )
-    convergenceIter = Param(
-        Params._dummy(),
-        "convergenceIter",
-        "stop when no exemplar decision has changed for this many iterations (>= 1)",
-        typeConverter=TypeConverters.toInt,
-    )
-    preference = Param(
-        Params._dummy(),
-        "preference",
-        "preference for vertices without a self-edge: a number, 'median' or 'min' of the "
-        "off-diagonal similarities, or a quantile in (0, 1) as a string such as '0.1'",
-    )
-    srcCol = Param(Params._dummy(), "srcCol", "name of the source id column", typeConverter=TypeConverters.toString)
-    dstCol = Param(Params._dummy(), "dstCol", "name of the target id column", typeConverter=TypeConverters.toString)
-    idCol = Param(
-        Params._dummy(),
-        "idCol",
-        "name of the id column of the optional vertices table",
-        typeConverter=TypeConverters.toString,
-    )
-    preferenceCol = Param(
-        Params._dummy(),
-        "preferenceCol",
-        "name of the per-vertex preference column of the optional vertices table",
-        typeConverter=TypeConverters.toString,
-    )
-    checkpointKind = Param(
-        Params._dummy(),
-        "checkpointKind",
-        "'local': keep the state in executor storage only; 'reliable': also write it to the "
-        "SparkContext checkpoint directory every checkpointInterval iterations; 'auto': "
-        "reliable when a checkpoint directory is set, else local",
-        typeConverter=TypeConverters.toString,
-    )
-    duplicates = Param(
-        Params._dummy(),
-        "duplicates",
-        "what repeated (src, dst) pairs mean: 'error' (refuse them), or one edge with the 'max' or the "
-        "'mean' of their similarities",
-        typeConverter=TypeConverters.toString,
-    )
-    stateDir = Param(
-        Params._dummy(),
-        "stateDir",
-        "directory (local path or URI) where the run saves its state every checkpointInterval "
-        "iterations, and from which a rerun with the same params and input resumes",
-        typeConverter=TypeConverters.toString,
-    )
-    engine = Param(
-        Params._dummy(),
-        "engine",
-        "how iterations run, with the same results: 'auto' (local up to 5 million edges, else blocks), "
-        "'local' (numpy on the driver), 'blocks' (numpy on chunks of edges in executors) or 'graphframes' "
-        "(GraphFrame.aggregateMessages rounds)",
-        typeConverter=TypeConverters.toString,
-    )
-    noise = Param(
-        Params._dummy(),
-        "noise",
-        "scikit-learn's tiny degeneracy noise on the similarities: 'edge' (drawn per edge from seed), "
-        "'sklearn' (scikit-learn's own draws for random_state=seed, up to 20,000 vertices) or 'none'; "
-        "True and False mean 'edge' and 'none'",
-        typeConverter=noise_param,
-    )
+class _AffinityPropagationParams(SpecParams):
+    """AffinityPropagation's params; names, docs, defaults and bounds are in :mod:`spark_ap.params`."""
 
-    def __init__(self, *args):
-        super().__init__(*args)
-        self._setDefault(
-            damping=0.5,
-            maxIter=200,
-            convergenceIter=15,
-            preference="median",
-            srcCol="src",
-            dstCol="dst",
-            weightCol="similarity",
-            idCol="id",
-            preferenceCol="preference",
-            checkpointInterval=10,
-            checkpointKind="auto",
-            duplicates="error",
-            engine="auto",
-            noise="edge",
-            seed=0,
-        )
+    _estimator = AP
+    damping = spec_param("damping")
+    maxIter = spec_param("maxIter")
+    convergenceIter = spec_param("convergenceIter")
+    preference = spec_param("preference")
+    srcCol = spec_param("srcCol")
+    dstCol = spec_param("dstCol")
+    weightCol = spec_param("weightCol")
+    idCol = spec_param("idCol")
+    preferenceCol = spec_param("preferenceCol")
+    checkpointInterval = spec_param("checkpointInterval")
+    checkpointKind = spec_param("checkpointKind")
+    duplicates = spec_param("duplicates")
+    stateDir = spec_param("stateDir")
+    engine = spec_param("engine")
+    noise = spec_param("noise")
+    seed = spec_param("seed")
 
     def getDamping(self) -> float:
         return self.getOrDefault(self.damping)
 
+    def getMaxIter(self) -> int:
+        return self.getOrDefault(self.maxIter)
+
     def getConvergenceIter(self) -> int:
         return self.getOrDefault(self.convergenceIter)
+
+    def getWeightCol(self) -> str:
+        return self.getOrDefault(self.weightCol)
+
+    def getCheckpointInterval(self) -> int:
+        return self.getOrDefault(self.checkpointInterval)
+
+    def getSeed(self) -> int:
+        return self.getOrDefault(self.seed)
 
     def getPreference(self) -> float | str:
         return self.getOrDefault(self.preference)
@@ -235,7 +176,7 @@ class _AffinityPropagationParams(HasMaxIter, HasWeightCol, HasCheckpointInterval
         return self.getOrDefault(self.engine)
 
     def getStateDir(self) -> str | None:
-        return self.getOrDefault(self.stateDir) if self.isDefined(self.stateDir) else None
+        return self._get("stateDir")
 
 
 class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, DefaultParamsWritable):
@@ -253,9 +194,9 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
     maxIter : int, default 200
     convergenceIter : int, default 15
     preference : float or str, default "median"
-        Used for vertices without a self-edge: a number, ``"median"`` or
-        ``"min"`` of the off-diagonal similarities, or a quantile string such
-        as ``"0.1"``. A self-edge in the input, or a non-null value in the
+        Used for vertices without a self-edge: a number is the value itself;
+        ``"median"``, ``"min"`` or ``"quantile:0.1"`` (any quantile in (0, 1))
+        are those statistics of the off-diagonal similarities. A self-edge in the input, or a non-null value in the
         vertices table's ``preferenceCol``, wins.
     srcCol, dstCol, weightCol : str, default "src", "dst", "similarity"
     idCol, preferenceCol : str, default "id", "preference"
@@ -412,27 +353,9 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
 
     def _check(self) -> None:
         """Raise :class:`InvalidParamError` for any param out of range."""
-        damping = self.getDamping()
-        if not 0.5 <= damping < 1:
-            raise InvalidParamError(f"damping must be in [0.5, 1); got {damping}")
-        if self.getMaxIter() < 1:
-            raise InvalidParamError(f"maxIter must be >= 1; got {self.getMaxIter()}")
-        if self.getConvergenceIter() < 1:
-            raise InvalidParamError(f"convergenceIter must be >= 1; got {self.getConvergenceIter()}")
-        interval = self.getCheckpointInterval()
-        if interval < 1 and interval != -1:
-            raise InvalidParamError(f"checkpointInterval must be >= 1, or -1 to never checkpoint; got {interval}")
-        if self.getCheckpointKind() not in ("auto", "local", "reliable"):
-            raise InvalidParamError(
-                f"checkpointKind must be 'auto', 'local' or 'reliable'; got {self.getCheckpointKind()!r}"
-            )
-        if self.getDuplicates() not in DUPLICATES:
-            raise InvalidParamError(f"duplicates must be one of {DUPLICATES}; got {self.getDuplicates()!r}")
-        check_engine(self.getEngine())
-        if self.getStateDir() and interval == -1:
+        self._check_spec()
+        if self.getStateDir() and self.getCheckpointInterval() == -1:
             raise InvalidParamError("stateDir needs checkpointInterval >= 1: the state is saved that often")
-        check_preference(self.getPreference())
-        noise_kind(self.getNoise())
 
     def _settings(self) -> Settings:
         self._check()
@@ -442,7 +365,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             convergence_iter=self.getConvergenceIter(),
             checkpoint_interval=self.getCheckpointInterval(),
             checkpoint_kind=self.getCheckpointKind(),
-            noise=noise_kind(self.getNoise()),
+            noise=self.getNoise(),
             seed=self.getSeed(),
             engine=self.getEngine(),
         )

@@ -11,8 +11,7 @@ from pyspark.sql import types as T
 
 from spark_ap.errors import InvalidInputError, InvalidParamError
 from spark_ap.lib.validation import refuse_zero_vectors, validate_features
-
-METRICS = ("sqeuclidean", "cosine")
+from spark_ap.params import METRICS
 
 
 def edges_from_matrix(

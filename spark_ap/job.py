@@ -7,6 +7,7 @@ Installed as the ``spark-ap`` command; under ``spark-submit`` run
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import re
@@ -15,71 +16,36 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_ap.clustering import OPERATIONAL_PARAMS, AffinityPropagation
+from spark_ap.config import SECTIONS, read_config
 from spark_ap.errors import InvalidInputError, InvalidParamError, SparkAPError, reason
 from spark_ap.export import STATE, export_run, output_status, redact, redact_text
-from spark_ap.graph import METRICS
-from spark_ap.lib.engine import ENGINES
-from spark_ap.lib.noise import NOISES
 from spark_ap.lib.state import StateStore
 from spark_ap.lib.validation import validate_edges, validate_features
 from spark_ap.multilevel import MultiLevelAffinityPropagation
+from spark_ap.params import SPECS, cli_preference, in_section
 from spark_ap.session import REPOSITORIES_ENV, spark_session
 
 log = logging.getLogger("spark_ap")
 
 
-# Options that are AffinityPropagation params, with how to parse them; they
-# go in the YAML file's ``ap`` section under the same names.
-def preference_arg(text: str) -> float | str:
-    """'median', 'min' and quantiles such as '0.1' stay strings; other numbers become numbers."""
-    try:
-        value = float(text)
-    except ValueError:
-        return text
-    return text if 0 < value < 1 else value
-
-
-AP_OPTIONS = {
-    "damping": float,
-    "maxIter": int,
-    "convergenceIter": int,
-    "preference": preference_arg,
-    "checkpointInterval": int,
-    "seed": int,
+GROUPS = {
+    "ap": "Affinity Propagation (the YAML file's ap section)",
+    "features": "feature tables only, --kind features (the YAML file's features section)",
+    "input": "input columns (the YAML file's input section)",
 }
-# Params of MultiLevelAffinityPropagation alone: how a feature table becomes
-# a graph and how its levels run. They go in the YAML file's ``features``
-# section, which an edge table's run ignores.
-FEATURE_OPTIONS = {
-    "numNeighbors": "neighbours per point of an approximate graph (default 10)",
-    "exactBelow": "up to this many points, the complete graph and exact AP (default 2000)",
-    "levelExactBelow": "levels above the first with up to this many exemplars use all their pairs (default 400)",
-    "preferenceSample": "points whose pairwise similarities give the preference (default 2000)",
-    "resolution": "levels weigh clusters as if the data had this many points; 0: its true size (default 10000)",
-    "maxLevels": "levels at most (default 10)",
-    "knnMaxIter": "iterations at most of a level on a k-NN graph (default 50)",
-    "numClusters": "search the preference for about this many clusters (default 0: no search)",
-    "clusterTolerance": "the search stops within this many clusters of --num-clusters (default 0)",
-}
-INPUT_OPTIONS = ("kind", "srcCol", "dstCol", "weightCol", "idCol", "metric")
-
-
-def _flag(name: str) -> str:
-    """maxIter -> --max-iter"""
-    return "--" + "".join("-" + c.lower() if c.isupper() else c for c in name)
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="spark-ap",
         description="Affinity Propagation clustering on Spark: read a similarity graph or a feature table, "
-        "cluster it, and write a run folder (assignments, exemplars, summary, history, plots).",
+        "cluster it, and write a run folder (assignments, exemplars, summary, history, plots). Options win over "
+        "the --config file, which wins over the defaults shown.",
     )
     p.add_argument("--input", required=True, help="edge or feature table: a Parquet or CSV file or folder")
     p.add_argument(
@@ -90,38 +56,24 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--format", choices=("parquet", "csv"), help="input format (default: from the file suffix)")
     p.add_argument("--config", help="YAML settings file (see conf/spark-ap.yaml); options given here win")
-    p.add_argument("--kind", choices=("edges", "features"), help="the input holds edges or feature vectors")
-    p.add_argument("--src-col", dest="srcCol", help="edge source id column (default src)")
-    p.add_argument("--dst-col", dest="dstCol", help="edge target id column (default dst)")
-    p.add_argument("--weight-col", dest="weightCol", help="edge similarity column (default similarity)")
-    p.add_argument("--id-col", dest="idCol", help="feature table id column (default id)")
-    p.add_argument("--metric", choices=METRICS, help="similarity of feature vectors (default sqeuclidean)")
-    for name, kind in AP_OPTIONS.items():
-        p.add_argument(_flag(name), dest=name, type=kind, help=f"AffinityPropagation {name}")
-    for name, text in FEATURE_OPTIONS.items():
-        p.add_argument(_flag(name), dest=name, type=int, help=f"feature input: {text}")
     p.add_argument(
-        "--duplicates",
-        choices=("error", "max", "mean"),
-        help="repeated (src, dst) pairs: refuse them (default), or keep the max or the mean similarity",
+        "--kind", choices=("edges", "features"), help="the input holds edges or feature vectors (default edges)"
     )
-    p.add_argument(
-        "--engine",
-        choices=ENGINES,
-        help="how iterations run, same results every way: numpy on the driver (local), numpy on chunks of edges "
-        "in executors (blocks), GraphFrame.aggregateMessages rounds (graphframes); auto (default): local up to "
-        "5 million edges, else blocks",
+    groups = {section: p.add_argument_group(title) for section, title in GROUPS.items()}
+    for section, group in groups.items():
+        for spec in in_section(section):
+            options = {"dest": spec.name, "help": f"{spec.doc} (default {spec.default})"}
+            if spec.choices:
+                options["choices"] = spec.choices
+            else:
+                options["type"] = cli_preference if spec.name == "preference" else spec.type
+            group.add_argument(spec.flag, **options)
+    groups["ap"].add_argument(
+        "--no-noise", dest="noise", action="store_const", const="none", help="the same as --noise none"
     )
-    p.add_argument(
-        "--noise",
-        choices=NOISES,
-        help="degeneracy noise: drawn per edge (edge, default), scikit-learn's own draws for random_state=seed "
-        "(sklearn: exact iteration counts, up to 20,000 vertices), or none",
-    )
-    p.add_argument("--no-noise", dest="noise", action="store_const", const="none", help="the same as --noise none")
     p.add_argument(
         "--state-dir",
-        help="where the run saves its state every checkpointInterval iterations (default: OUTPUT/state; "
+        help="where the run saves its state every --checkpoint-interval iterations (default: OUTPUT/state; "
         "on a multi-machine cluster give storage every executor can write, e.g. hdfs://...)",
     )
     p.add_argument(
@@ -154,61 +106,26 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-SECTIONS = ("ap", "features", "input", "spark")
-
-
-def read_config(config: str | Path) -> dict[str, dict[str, Any]]:
-    """The sections of a YAML settings file (see conf/spark-ap.yaml), checked for unknown names."""
-    path = Path(config)
-    if not path.is_file():
-        raise InvalidParamError(f"The config file {path} does not exist")
-    try:
-        loaded = yaml.safe_load(path.read_text()) or {}  # plain data only: no tags that build objects
-    except yaml.YAMLError as error:
-        raise InvalidParamError(f"{path} is not a plain YAML settings file: {error}") from error
-    if not isinstance(loaded, dict):
-        raise InvalidParamError(f"{path} must hold sections ap, input and spark; it holds {type(loaded).__name__}")
-    unknown = set(loaded) - set(SECTIONS)
-    if unknown:
-        raise InvalidParamError(f"{path}: unknown section(s) {sorted(unknown)}; expected {sorted(SECTIONS)}")
-    sections = {section: dict(values or {}) for section, values in loaded.items()}
-    known = {param.name for param in AffinityPropagation().params}
-    unknown_params = set(sections.get("ap", {})) - known
-    if unknown_params:
-        raise InvalidParamError(f"{path}: unknown ap setting(s) {sorted(unknown_params)}; known: {sorted(known)}")
-    unknown_features = set(sections.get("features", {})) - set(FEATURE_OPTIONS)
-    if unknown_features:
-        raise InvalidParamError(
-            f"{path}: unknown features setting(s) {sorted(unknown_features)}; known: {sorted(FEATURE_OPTIONS)}"
-        )
-    return sections
-
-
 def settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Built-in defaults, then the YAML file, then the command line."""
     merged: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
-    merged["input"] = {"kind": "edges", "metric": "sqeuclidean"}
+    merged["input"] = {"kind": "edges", "metric": SPECS["metric"].default}
     if args.config:
         for section, values in read_config(args.config).items():
             merged[section].update(values)
-    for name in AP_OPTIONS:
-        if getattr(args, name) is not None:
-            merged["ap"][name] = getattr(args, name)
-    given = [name for name in FEATURE_OPTIONS if getattr(args, name) is not None]
-    for name in given:
-        merged["features"][name] = getattr(args, name)
-    if args.noise is not None:
-        merged["ap"]["noise"] = args.noise
-    if args.duplicates is not None:
-        merged["ap"]["duplicates"] = args.duplicates
-    if args.engine is not None:
-        merged["ap"]["engine"] = args.engine
-    for name in INPUT_OPTIONS:
-        if getattr(args, name) is not None:
-            merged["input"][name] = getattr(args, name)
+    for section in GROUPS:
+        for spec in in_section(section):
+            if getattr(args, spec.name) is not None:
+                merged[section][spec.name] = getattr(args, spec.name)
+    if args.kind is not None:
+        merged["input"]["kind"] = args.kind
+    given = [spec.flag for spec in in_section("features") if getattr(args, spec.name) is not None]
     if given and merged["input"]["kind"] != "features":
-        raise InvalidParamError(
-            f"{', '.join(_flag(name) for name in given)} apply to feature tables (--kind features), not to edges"
+        raise InvalidParamError(f"{', '.join(given)} apply to feature tables (--kind features), not to edges")
+    if isinstance(args.preference, float) and 0 < args.preference < 1:
+        log.warning(
+            "--preference %s is the value %s; for the %s-quantile of the similarities give --preference quantile:%s",
+            *[args.preference] * 4,
         )
     return merged
 
@@ -229,6 +146,47 @@ def check_input(path: str, fmt: str | None = None) -> None:
         )
 
 
+def local_columns(path: str, fmt: str | None = None) -> list[str] | None:
+    """The column names of a local CSV file (its header) or Parquet file or folder; None when unknown."""
+    p = Path(path)
+    fmt = fmt or ("csv" if path.endswith(".csv") else "parquet")
+    try:
+        if fmt == "csv" and p.is_file():
+            with p.open(newline="") as lines:
+                return next(csv.reader(lines), [])
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            files = [p] if p.is_file() else sorted(p.rglob("*.parquet"))
+            return list(pq.read_schema(files[0]).names) if files else None
+    except (OSError, UnicodeDecodeError, ValueError):
+        pass  # unreadable here: Spark reads it and says why
+    return None
+
+
+def check_edge_columns(path: str, fmt: str | None, columns: list[str]) -> None:
+    """Before Spark starts: an edge input must have its id and similarity columns.
+
+    A table with an ``id`` column instead is a feature table given without ``--kind features``.
+    """
+    if "://" in path:
+        return
+    found = local_columns(path, fmt)
+    missing = [c for c in columns if found is not None and c not in found]
+    if not missing:
+        return
+    flags = dict(zip(columns, ("--src-col", "--dst-col", "--weight-col"), strict=True))
+    if "id" in found:
+        raise InvalidInputError(
+            f"The input {path} has columns {found} and no {missing}: this looks like a feature table: add "
+            "--kind features"
+        )
+    raise InvalidInputError(
+        f"The input {path} has no column(s) {missing} (it has {found}); name its columns with "
+        + ", ".join(flags[c] for c in missing)
+    )
+
+
 def edge_columns(conf: dict[str, dict[str, Any]]) -> dict[str, str]:
     """srcCol, dstCol, weightCol as configured for an edge input (a feature input makes src, dst, similarity)."""
     inp = conf["input"]
@@ -244,11 +202,20 @@ def estimator(conf: dict[str, dict[str, Any]], **extra: Any) -> AffinityPropagat
     about edge tables) and the ``features`` section.
     """
     inp, ap = conf["input"], conf["ap"]
-    if inp["kind"] == "features":
-        names = {param.name for param in MultiLevelAffinityPropagation().params}
-        shared = {key: value for key, value in ap.items() if key in names}
-        return MultiLevelAffinityPropagation(**shared, **conf["features"], metric=inp["metric"], **extra)
-    return AffinityPropagation(**ap, **edge_columns(conf), **extra)
+    try:
+        if inp["kind"] == "features":
+            names = {param.name for param in MultiLevelAffinityPropagation().params}
+            shared = {key: value for key, value in ap.items() if key in names}
+            return MultiLevelAffinityPropagation(**shared, **conf["features"], metric=inp["metric"], **extra)
+        return AffinityPropagation(**ap, **edge_columns(conf), **extra)
+    except InvalidParamError as error:
+        raise InvalidParamError(in_flags(str(error))) from error
+
+
+def in_flags(message: str) -> str:
+    """``message`` with the params' names as the command line spells them: ``maxIter`` -> ``--max-iter``."""
+    names = "|".join(sorted(SPECS, key=len, reverse=True))
+    return re.sub(rf"(?<![\w-])({names})(?![\w-])", lambda m: SPECS[m.group(1)].flag, message)
 
 
 def run_params(conf: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
@@ -265,6 +232,8 @@ def check_paths(args: argparse.Namespace, params: dict[str, Any]) -> bool:
     this very run, finished (same params and input), so there is nothing to do.
     """
     check_input(args.input, args.format)
+    if params["kind"] == "edges":
+        check_edge_columns(args.input, args.format, [params["srcCol"], params["dstCol"], params["weightCol"]])
     status = output_status(args.output)
     if status == "finished":
         if not args.skip_existing:
@@ -321,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the job; bad input or params end it with exit code 2 and a one-line reason."""
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # py4j says "Closing down clientserver connection" at exit, at INFO.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     try:
         print(validate(args) if args.validate_only else run(args))
     except SparkAPError as error:

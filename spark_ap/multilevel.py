@@ -36,20 +36,19 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 from pyspark import keyword_only
-from pyspark.ml.param import Param, Params, TypeConverters
-from pyspark.ml.param.shared import HasCheckpointInterval, HasMaxIter, HasSeed
-from pyspark.sql import DataFrame, Window
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_ap.clustering import AffinityPropagation, _AffinityPropagationParams, result_params
-from spark_ap.errors import ConvergenceWarning, InvalidParamError
-from spark_ap.graph import METRICS, all_pairs, similarity_matrix
+from spark_ap.clustering import AffinityPropagation, result_params
+from spark_ap.errors import ConvergenceWarning
+from spark_ap.graph import all_pairs, similarity_matrix
 from spark_ap.lib import assign, neighbors
-from spark_ap.lib.engine import check_engine
-from spark_ap.lib.noise import noise_kind
-from spark_ap.lib.preference import check_preference, preference_value, sampled_similarities, statistic
+from spark_ap.lib.mlparams import SpecParams, spec_param
+from spark_ap.lib.preference import preference_value, sampled_similarities, statistic
 from spark_ap.lib.validation import refuse_zero_vectors, validate_features
+from spark_ap.params import MULTILEVEL
 
 log = logging.getLogger("spark_ap")
 
@@ -104,6 +103,10 @@ class MultiLevelResult:
         Iterations of all levels together.
     converged : bool
         Whether the last level converged.
+    netSimilarity : float
+        Sum of s(i, exemplar(i)) over the points that are not exemplars, plus
+        ``preference`` for every exemplar (Frey and Dueck's objective), with
+        the similarities computed from the features.
     resumedFrom : int or None
         The saved iteration of the first level that resumed from a save.
     """
@@ -131,135 +134,35 @@ class MultiLevelResult:
             df.unpersist()
 
 
-class _MultiLevelParams(HasMaxIter, HasCheckpointInterval, HasSeed):
-    damping = _AffinityPropagationParams.damping
-    convergenceIter = _AffinityPropagationParams.convergenceIter
-    checkpointKind = _AffinityPropagationParams.checkpointKind
-    stateDir = _AffinityPropagationParams.stateDir
-    engine = _AffinityPropagationParams.engine
-    noise = _AffinityPropagationParams.noise
-    idCol = Param(Params._dummy(), "idCol", "name of the id column", typeConverter=TypeConverters.toString)
-    featuresCol = Param(
-        Params._dummy(),
-        "featuresCol",
-        "name of the features column: an array of numbers or an ML vector",
-        typeConverter=TypeConverters.toString,
-    )
-    metric = Param(
-        Params._dummy(),
-        "metric",
-        "similarity of two feature vectors: 'sqeuclidean' (negative squared Euclidean distance) or 'cosine'",
-        typeConverter=TypeConverters.toString,
-    )
-    preference = Param(
-        Params._dummy(),
-        "preference",
-        "a number, or 'median', 'min' or a quantile string such as '0.1' of all pairwise similarities "
-        "(exact on an all-pairs graph, else estimated from the pairs of preferenceSample points)",
-    )
-    preferenceSample = Param(
-        Params._dummy(),
-        "preferenceSample",
-        "points whose pairwise similarities estimate the preference (>= 2)",
-        typeConverter=TypeConverters.toInt,
-    )
-    numNeighbors = Param(
-        Params._dummy(),
-        "numNeighbors",
-        "neighbours per point of an approximate graph (>= 1)",
-        typeConverter=TypeConverters.toInt,
-    )
-    exactBelow = Param(
-        Params._dummy(),
-        "exactBelow",
-        "a table of at most this many points gets the complete (all-pairs) graph and exact AP; above, an "
-        "approximate k-nearest-neighbour graph and levels",
-        typeConverter=TypeConverters.toInt,
-    )
-    levelExactBelow = Param(
-        Params._dummy(),
-        "levelExactBelow",
-        "a level above the first with at most this many exemplars gets all their pairs; above, a k-NN graph",
-        typeConverter=TypeConverters.toInt,
-    )
-    numTrees = Param(
-        Params._dummy(),
-        "numTrees",
-        "random projection trees of the approximate graph (>= 1); more find more true neighbours",
-        typeConverter=TypeConverters.toInt,
-    )
-    leafSize = Param(
-        Params._dummy(),
-        "leafSize",
-        "points per leaf of those trees (>= 2); each leaf compares all its points",
-        typeConverter=TypeConverters.toInt,
-    )
-    resolution = Param(
-        Params._dummy(),
-        "resolution",
-        "levels weigh clusters as if the data had this many points (0: as many as it has)",
-        typeConverter=TypeConverters.toInt,
-    )
-    maxLevels = Param(
-        Params._dummy(), "maxLevels", "at most this many levels (>= 1)", typeConverter=TypeConverters.toInt
-    )
-    knnMaxIter = Param(
-        Params._dummy(),
-        "knnMaxIter",
-        "iterations at most of a level on an approximate k-NN graph (>= 1); such a level only groups "
-        "neighbours for the next, and AP on a k-NN graph rarely settles completely",
-        typeConverter=TypeConverters.toInt,
-    )
-    numClusters = Param(
-        Params._dummy(),
-        "numClusters",
-        "search the preference for about this many clusters (0: no search, use preference)",
-        typeConverter=TypeConverters.toInt,
-    )
-    clusterTolerance = Param(
-        Params._dummy(),
-        "clusterTolerance",
-        "the search stops when the number of clusters is within this many of numClusters",
-        typeConverter=TypeConverters.toInt,
-    )
-    maxAttempts = Param(
-        Params._dummy(),
-        "maxAttempts",
-        "runs of the search at most; the run closest to numClusters is kept",
-        typeConverter=TypeConverters.toInt,
-    )
+class _MultiLevelParams(SpecParams):
+    """MultiLevelAffinityPropagation's params; names, docs, defaults and bounds are in :mod:`spark_ap.params`."""
 
-    def __init__(self, *args):
-        super().__init__(*args)
-        self._setDefault(
-            idCol="id",
-            featuresCol="features",
-            metric="sqeuclidean",
-            preference="median",
-            preferenceSample=2000,
-            numNeighbors=10,
-            exactBelow=2000,
-            levelExactBelow=400,
-            numTrees=4,
-            leafSize=1000,
-            resolution=10000,
-            maxLevels=10,
-            knnMaxIter=50,
-            numClusters=0,
-            clusterTolerance=0,
-            maxAttempts=20,
-            damping=0.5,
-            maxIter=200,
-            convergenceIter=15,
-            checkpointInterval=10,
-            checkpointKind="auto",
-            engine="auto",
-            noise="edge",
-            seed=0,
-        )
-
-    def _get(self, name: str):
-        return self.getOrDefault(self.getParam(name))
+    _estimator = MULTILEVEL
+    idCol = spec_param("idCol")
+    featuresCol = spec_param("featuresCol")
+    metric = spec_param("metric")
+    preference = spec_param("preference")
+    preferenceSample = spec_param("preferenceSample")
+    numNeighbors = spec_param("numNeighbors")
+    exactBelow = spec_param("exactBelow")
+    levelExactBelow = spec_param("levelExactBelow")
+    numTrees = spec_param("numTrees")
+    leafSize = spec_param("leafSize")
+    resolution = spec_param("resolution")
+    maxLevels = spec_param("maxLevels")
+    knnMaxIter = spec_param("knnMaxIter")
+    numClusters = spec_param("numClusters")
+    clusterTolerance = spec_param("clusterTolerance")
+    maxAttempts = spec_param("maxAttempts")
+    damping = spec_param("damping")
+    maxIter = spec_param("maxIter")
+    convergenceIter = spec_param("convergenceIter")
+    checkpointInterval = spec_param("checkpointInterval")
+    checkpointKind = spec_param("checkpointKind")
+    stateDir = spec_param("stateDir")
+    engine = spec_param("engine")
+    noise = spec_param("noise")
+    seed = spec_param("seed")
 
     def getIdCol(self) -> str:
         return self._get("idCol")
@@ -312,6 +215,15 @@ class _MultiLevelParams(HasMaxIter, HasCheckpointInterval, HasSeed):
     def getDamping(self) -> float:
         return self._get("damping")
 
+    def getMaxIter(self) -> int:
+        return self._get("maxIter")
+
+    def getCheckpointInterval(self) -> int:
+        return self._get("checkpointInterval")
+
+    def getSeed(self) -> int:
+        return self._get("seed")
+
     def getConvergenceIter(self) -> int:
         return self._get("convergenceIter")
 
@@ -325,10 +237,10 @@ class _MultiLevelParams(HasMaxIter, HasCheckpointInterval, HasSeed):
         return self._get("noise")
 
     def getStateDir(self) -> str | None:
-        return self._get("stateDir") if self.isDefined(self.stateDir) else None
+        return self._get("stateDir")
 
 
-class MultiLevelAffinityPropagation(_MultiLevelParams):
+class MultiLevelAffinityPropagation(_MultiLevelParams, DefaultParamsReadable, DefaultParamsWritable):
     """Affinity Propagation on a feature table of any size, by levels of sparse AP.
 
     Small tables (at most ``exactBelow`` rows) get the complete graph and one
@@ -341,8 +253,8 @@ class MultiLevelAffinityPropagation(_MultiLevelParams):
     idCol, featuresCol : str, default "id", "features"
     metric : {"sqeuclidean", "cosine"}, default "sqeuclidean"
     preference : float or str, default "median"
-        A number, or a statistic of all pairwise similarities: ``"median"``,
-        ``"min"`` or a quantile string such as ``"0.1"``. Exact on a complete
+        A number (the value), or a statistic of all pairwise similarities:
+        ``"median"``, ``"min"`` or ``"quantile:0.1"`` (any quantile in (0, 1)). Exact on a complete
         graph; on an approximate one, estimated from the pairs of
         ``preferenceSample`` points (the kept edges are the most similar pairs,
         so their median would be far too high).
@@ -451,28 +363,88 @@ class MultiLevelAffinityPropagation(_MultiLevelParams):
         self._check()
         return self
 
+    def _setChecked(self, **kwargs) -> MultiLevelAffinityPropagation:
+        self._set(**kwargs)
+        self._check()
+        return self
+
+    def setIdCol(self, value: str) -> MultiLevelAffinityPropagation:
+        return self._setChecked(idCol=value)
+
+    def setFeaturesCol(self, value: str) -> MultiLevelAffinityPropagation:
+        return self._setChecked(featuresCol=value)
+
+    def setMetric(self, value: str) -> MultiLevelAffinityPropagation:
+        return self._setChecked(metric=value)
+
+    def setPreference(self, value: float | str) -> MultiLevelAffinityPropagation:
+        return self._setChecked(preference=value)
+
+    def setPreferenceSample(self, value: int) -> MultiLevelAffinityPropagation:
+        return self._setChecked(preferenceSample=value)
+
+    def setNumNeighbors(self, value: int) -> MultiLevelAffinityPropagation:
+        return self._setChecked(numNeighbors=value)
+
+    def setExactBelow(self, value: int) -> MultiLevelAffinityPropagation:
+        return self._setChecked(exactBelow=value)
+
+    def setLevelExactBelow(self, value: int) -> MultiLevelAffinityPropagation:
+        return self._setChecked(levelExactBelow=value)
+
+    def setNumTrees(self, value: int) -> MultiLevelAffinityPropagation:
+        return self._setChecked(numTrees=value)
+
+    def setLeafSize(self, value: int) -> MultiLevelAffinityPropagation:
+        return self._setChecked(leafSize=value)
+
+    def setResolution(self, value: int) -> MultiLevelAffinityPropagation:
+        return self._setChecked(resolution=value)
+
+    def setMaxLevels(self, value: int) -> MultiLevelAffinityPropagation:
+        return self._setChecked(maxLevels=value)
+
+    def setKnnMaxIter(self, value: int) -> MultiLevelAffinityPropagation:
+        return self._setChecked(knnMaxIter=value)
+
+    def setNumClusters(self, value: int) -> MultiLevelAffinityPropagation:
+        return self._setChecked(numClusters=value)
+
+    def setClusterTolerance(self, value: int) -> MultiLevelAffinityPropagation:
+        return self._setChecked(clusterTolerance=value)
+
+    def setMaxAttempts(self, value: int) -> MultiLevelAffinityPropagation:
+        return self._setChecked(maxAttempts=value)
+
+    def setDamping(self, value: float) -> MultiLevelAffinityPropagation:
+        return self._setChecked(damping=value)
+
+    def setMaxIter(self, value: int) -> MultiLevelAffinityPropagation:
+        return self._setChecked(maxIter=value)
+
+    def setConvergenceIter(self, value: int) -> MultiLevelAffinityPropagation:
+        return self._setChecked(convergenceIter=value)
+
+    def setCheckpointInterval(self, value: int) -> MultiLevelAffinityPropagation:
+        return self._setChecked(checkpointInterval=value)
+
+    def setCheckpointKind(self, value: str) -> MultiLevelAffinityPropagation:
+        return self._setChecked(checkpointKind=value)
+
+    def setStateDir(self, value: str | None) -> MultiLevelAffinityPropagation:
+        return self._setChecked(stateDir=value)
+
+    def setEngine(self, value: str) -> MultiLevelAffinityPropagation:
+        return self._setChecked(engine=value)
+
+    def setNoise(self, value: str | bool) -> MultiLevelAffinityPropagation:
+        return self._setChecked(noise=value)
+
+    def setSeed(self, value: int) -> MultiLevelAffinityPropagation:
+        return self._setChecked(seed=value)
+
     def _check(self) -> None:
-        if self.getMetric() not in METRICS:
-            raise InvalidParamError(f"metric must be one of {METRICS}; got {self.getMetric()!r}")
-        check_engine(self.getEngine())
-        check_preference(self.getPreference())
-        noise_kind(self.getNoise())
-        for name, low in (
-            ("preferenceSample", 2),
-            ("numNeighbors", 1),
-            ("exactBelow", 0),
-            ("levelExactBelow", 0),
-            ("numTrees", 1),
-            ("leafSize", 2),
-            ("resolution", 0),
-            ("maxLevels", 1),
-            ("knnMaxIter", 1),
-            ("numClusters", 0),
-            ("clusterTolerance", 0),
-            ("maxAttempts", 1),
-        ):
-            if self._get(name) < low:
-                raise InvalidParamError(f"{name} must be >= {low}; got {self._get(name)}")
+        self._check_spec()
         self._level_ap(0.0, self.getMaxIter(), None)  # checks the params it passes on
 
     def _level_ap(self, preference: float, max_iter: int, state_dir: str | None) -> AffinityPropagation:
@@ -486,7 +458,7 @@ class MultiLevelAffinityPropagation(_MultiLevelParams):
             checkpointKind=self.getCheckpointKind(),
             stateDir=state_dir,
             engine=self.getEngine(),
-            noise=noise_kind(self.getNoise()),
+            noise=self.getNoise(),
             seed=self.getSeed(),
         )
 
@@ -550,12 +522,25 @@ class MultiLevelAffinityPropagation(_MultiLevelParams):
         else:
             outcome = self._levels(points, graph, n, value, "")
             attempts = [(value, outcome.clusters)]
-        return outcome.result(
+        result = outcome.result(
             preference=value,
             source=source,
             recall=graph.recall,
             attempts=pd.DataFrame(attempts, columns=["preference", "clusters"]),
         )
+        result.netSimilarity = self._net_similarity(points, result.assignments, value)
+        return result
+
+    def _net_similarity(self, points: DataFrame, assignments: DataFrame, preference: float) -> float:
+        """Frey and Dueck's objective of the final clusters: s(i, exemplar(i)) summed over the other
+        points, plus the preference of every exemplar, with the similarities computed from the features."""
+        x = points.select("id", "x")
+        e = points.select(F.col("id").alias("exemplar"), F.col("x").alias("e"))
+        pairs = assignments.filter(F.col("id") != F.col("exemplar")).join(x, "id").join(e, "exemplar")
+        d2 = F.aggregate(F.zip_with("x", "e", lambda a, b: (a - b) * (a - b)), F.lit(0.0), lambda acc, v: acc + v)
+        total = pairs.agg(F.sum(self._similarity(d2))).first()[0] or 0.0
+        exemplars = assignments.filter(F.col("id") == F.col("exemplar")).count()
+        return float(total) + exemplars * preference
 
     def _sampled(self, points: DataFrame) -> np.ndarray:
         return sampled_similarities(points, self._dense, sample=self.getPreferenceSample(), seed=self.getSeed())
@@ -742,12 +727,8 @@ class _Levels:
     n: int
 
     def result(self, *, preference, source, recall, attempts) -> MultiLevelResult:
-        ranks = (
-            self.mapping.select("exemplar")
-            .distinct()
-            .withColumn("cluster", F.dense_rank().over(Window.orderBy("exemplar")) - 1)
-        )
-        assignments = self.mapping.join(ranks, "exemplar").select("id", "cluster", "exemplar").persist()
+        numbers = assign.cluster_numbers(self.mapping)
+        assignments = self.mapping.join(numbers, "exemplar").select("id", "cluster", "exemplar").persist()
         level_assignments = self.chosen[0]
         for chosen in self.chosen[1:]:
             level_assignments = level_assignments.unionByName(chosen)

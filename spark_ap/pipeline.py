@@ -1,6 +1,8 @@
 """What the Airflow DAG's tasks do, kept here so the DAG file only wires them.
 
-See ``dags/spark_ap_pipeline.py``.
+See ``dags/spark_ap_pipeline.py``. Airflow parses DAG files often, so what the
+DAG file calls at parse time (:func:`submit_options`) imports no Spark, numpy
+or pandas; the tasks import them when they run.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ import logging
 import re
 from pathlib import Path
 
-from spark_ap import job
+from spark_ap.config import read_config
 from spark_ap.errors import InvalidInputError
-from spark_ap.session import graphframes_conf
+from spark_ap.params import SPECS
+from spark_ap.session import graphframes_conf, logging_conf
 
 log = logging.getLogger("spark_ap")
 
@@ -34,50 +37,40 @@ def check_input(path: str, kind: str) -> None:
     """Fail fast on an input that is missing or of an unknown kind, before Spark starts."""
     if kind not in ("edges", "features"):
         raise InvalidInputError(f"kind must be 'edges' or 'features'; got {kind!r}")
-    job.check_input(path)
+    from spark_ap.job import check_input as check_path
+
+    check_path(path)
 
 
 def job_arguments(params: dict, run_id: str) -> dict:
     """The spark-ap job's command lines for one DAG run (validate, cluster), and the run folder it writes."""
     output = run_folder(params["output_root"], run_id)
-    args = [
-        "--input", params["input"],
-        "--output", str(output),
-        "--kind", params["kind"],
-        "--metric", params["metric"],
-        "--damping", str(params["damping"]),
-        "--max-iter", str(params["max_iter"]),
-        "--convergence-iter", str(params["convergence_iter"]),
-        "--preference", str(params["preference"]),
-        "--seed", str(params["seed"]),
-        "--duplicates", params["duplicates"],
-        "--engine", params["engine"],
-        "--checkpoint-interval", str(params["checkpoint_interval"]),
-        # A retried task finds the folder of a finished attempt and stops there,
-        # or the state an interrupted attempt saved and resumes from it.
-        "--skip-existing",
-    ]  # fmt: skip
-    if params["kind"] == "features":
-        args += [
-            "--num-neighbors", str(params["num_neighbors"]),
-            "--exact-below", str(params["exact_below"]),
-            "--resolution", str(params["resolution"]),
-            "--num-clusters", str(params["num_clusters"]),
-            "--cluster-tolerance", str(params["cluster_tolerance"]),
-        ]  # fmt: skip
+    args = ["--input", params["input"], "--output", str(output), "--kind", params["kind"]]
+    for spec in SPECS.values():
+        if spec.dag and (spec.section != "features" or params["kind"] == "features"):
+            args += [spec.flag, str(params[spec.snake])]
+    # A retried task finds the folder of a finished attempt and stops there,
+    # or the state an interrupted attempt saved and resumes from it.
+    args.append("--skip-existing")
     return {"args": args, "validate_args": [*args, "--validate-only"], "output": str(output)}
 
 
-def submit_options(config: str | Path) -> dict[str, str]:
-    """``packages`` and ``repositories`` for the DAG's SparkSubmitOperator.
+def submit_options(config: str | Path) -> dict:
+    """``packages``, ``repositories`` and ``conf`` for the DAG's SparkSubmitOperator.
 
     GraphFrames' coordinates, with the packages and repositories of the YAML
-    settings file's ``spark`` section and of ``SPARK_AP_REPOSITORIES``; empty
-    when the file's ``spark.jars`` already ships GraphFrames' jars.
+    settings file's ``spark`` section and of ``SPARK_AP_REPOSITORIES`` (none
+    when the file's ``spark.jars`` already ships GraphFrames' jars), and the
+    settings that keep the job's log to spark-ap's lines and Spark's warnings.
     """
-    spark = job.read_config(config).get("spark", {}) if Path(config).is_file() else {}
-    conf = graphframes_conf({key: str(value) for key, value in spark.items()})
-    options = {"packages": conf.get("spark.jars.packages"), "repositories": conf.get("spark.jars.repositories")}
+    spark = read_config(config).get("spark", {}) if Path(config).is_file() else {}
+    spark = {key: str(value) for key, value in spark.items()}
+    packages = graphframes_conf(spark)
+    options = {
+        "packages": packages.get("spark.jars.packages"),
+        "repositories": packages.get("spark.jars.repositories"),
+        "conf": {"spark.ui.showConsoleProgress": "false", **logging_conf(spark)},
+    }
     return {key: value for key, value in options.items() if value}
 
 
@@ -94,3 +87,9 @@ def read_summary(output: str) -> dict:
         summary["converged"],
     )
     return {**summary, "folder": str(folder), "files": files}
+
+
+def asset_extra(summary: dict) -> dict:
+    """What the results asset's event carries: the run folder and the summary's headline numbers."""
+    keys = ("folder", "clusters", "iterations", "converged", "points", "net_similarity")
+    return {key: summary[key] for key in keys if key in summary}

@@ -13,11 +13,13 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable
-
-from pyspark.errors import PySparkRuntimeError
-from pyspark.sql import SparkSession
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from spark_ap.errors import GraphFramesUnavailableError
+
+if TYPE_CHECKING:  # Spark is imported where a session is made: the DAG file reads this module's settings
+    from pyspark.sql import SparkSession
 
 # The JVM side of graphframes-py 0.11.0, built for Spark 4 and Scala 2.13; it
 # brings graphframes-graphx-spark4_2.13 along as a dependency.
@@ -35,6 +37,27 @@ DEFAULTS = {
     # Let the cleaner delete checkpoint files of states that are no longer referenced.
     "spark.cleaner.referenceTracking.cleanCheckpoints": "true",
 }
+
+
+# Spark's logging for spark-ap runs: warnings and errors (see the file).
+LOG4J2_FILE = Path(__file__).resolve().parent / "log4j2.properties"
+
+
+def logging_conf(conf: dict[str, str] | None = None) -> dict[str, str]:
+    """The driver option that points Spark's logging at :data:`LOG4J2_FILE`, merged with ``conf``'s.
+
+    Empty when the caller configures Spark's logging already: a
+    ``log4j2.configurationFile`` among ``spark.driver.extraJavaOptions``, or a
+    ``log4j2.properties`` in ``SPARK_CONF_DIR``. Spark's log level can be
+    raised again with the setting ``spark.log.level`` (e.g. ``INFO``).
+    """
+    conf = conf or {}
+    options = conf.get("spark.driver.extraJavaOptions", "")
+    conf_dir = os.environ.get("SPARK_CONF_DIR")
+    if "log4j2.configurationFile" in options or (conf_dir and (Path(conf_dir) / "log4j2.properties").is_file()):
+        return {}
+    option = f"-Dlog4j2.configurationFile={LOG4J2_FILE.as_uri()}"
+    return {"spark.driver.extraJavaOptions": f"{options} {option}".strip()}
 
 
 def _split(value: str | None) -> list[str]:
@@ -117,7 +140,9 @@ def spark_session(master: str | None = None, *, repositories: str | None = None,
     **conf : str
         Spark settings, e.g. ``spark_session(**{"spark.sql.shuffle.partitions": "8"})``;
         they win over :data:`DEFAULTS`. Ignored when a session is already active,
-        since most settings cannot change on a running context.
+        since most settings cannot change on a running context. Spark logs
+        warnings and errors only (:func:`logging_conf`); ``"spark.log.level": "INFO"``
+        brings its INFO lines back.
 
     Raises
     ------
@@ -131,12 +156,16 @@ def spark_session(master: str | None = None, *, repositories: str | None = None,
     Under ``spark-submit`` the JVM is already running and the packages must be
     given to ``spark-submit`` itself (:func:`submit_arguments`).
     """
+    from pyspark.errors import PySparkRuntimeError
+    from pyspark.sql import SparkSession
+
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     settings = {**DEFAULTS, **conf}
     settings.update(graphframes_conf(settings, repositories))
+    settings.update(logging_conf(settings))
     builder = SparkSession.builder
     if master is not None:
         builder = builder.master(master)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,27 +16,6 @@ BIN = Path(sys.executable).parent
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 # py4j logs at interpreter exit, after pytest has closed the streams.
 logging.getLogger("py4j").setLevel(logging.WARNING)
-# The Airflow tests get an Airflow of their own: fresh SQLite metadata in a
-# temporary folder, our DAG folder, and a spark_default connection to local Spark.
-# This must happen before anything imports airflow.
-_airflow_home = tempfile.mkdtemp(prefix="spark-ap-airflow-")
-os.environ.update(
-    {
-        "AIRFLOW_HOME": _airflow_home,
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_airflow_home}/airflow.db",
-        "AIRFLOW_CONN_SPARK_DEFAULT": '{"conn_type": "spark", "host": "local[2]"}',
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-    }
-)
-
-
-@pytest.fixture(scope="session")
-def airflow_db():
-    """Airflow's metadata database, migrated once (dag.test() needs it)."""
-    done = subprocess.run([str(BIN / "airflow"), "db", "migrate"], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
 
 
 @pytest.fixture(scope="session")

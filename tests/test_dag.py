@@ -1,6 +1,10 @@
 """The Airflow DAG: it imports, validates its params, and runs end to end on local Spark."""
 
 import json
+import os
+import re
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -12,8 +16,32 @@ from sklearn.datasets import make_blobs
 
 from spark_ap import AffinityPropagation, InvalidInputError, edges_from_features
 from spark_ap.job import main as job_main
+from spark_ap.params import dag_params
 from spark_ap.pipeline import check_input, job_arguments, run_folder
-from tests.conftest import ROOT, assignment_rows, png_size, saves, written_rows
+from tests.conftest import BIN, ROOT, assignment_rows, png_size, saves, written_rows
+
+
+@pytest.fixture(scope="module")
+def airflow_db(tmp_path_factory):
+    """An Airflow of these tests' own: fresh SQLite metadata, our DAG folder, a
+    spark_default connection to local Spark, its database migrated once (dag.test()
+    needs it). Airflow reads its settings when first imported, which happens in
+    these fixtures, after the environment below is in place."""
+    home = tmp_path_factory.mktemp("airflow")
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+            "AIRFLOW_CONN_SPARK_DEFAULT": '{"conn_type": "spark", "host": "local[2]"}',
+            # SparkSubmitOperator finds spark-submit on PATH.
+            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        }.items():
+            env.setenv(key, value)
+        done = subprocess.run([str(BIN / "airflow"), "db", "migrate"], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        yield
 
 
 @pytest.fixture
@@ -34,6 +62,21 @@ def test_dag_folder_imports_with_the_pipeline(dag):
     assert [a.name for a in dag.get_task("report").outlets] == ["spark_ap_results"]
     assert dag.get_task("cluster")._conn_id == dag.get_task("validate")._conn_id == "spark_default"
     assert dag.get_task("cluster").retries >= 1 and dag.get_task("validate").retries == 0
+    # The estimators' params with their defaults: the DAG carries no numbers of its own.
+    assert {name: dag.params[name] for name in dag_params()} == {k: v["default"] for k, v in dag_params().items()}
+
+
+def test_parsing_the_dag_file_imports_no_spark(airflow_db):
+    # Airflow parses DAG files over and over: Spark, numpy, pandas and pyarrow load in the tasks.
+    code = (
+        "import runpy, sys; runpy.run_path(sys.argv[1]); "
+        "print(sorted(m for m in ('pyspark', 'numpy', 'pandas', 'pyarrow') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(ROOT / "dags" / "spark_ap_pipeline.py")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 @pytest.mark.parametrize(
@@ -68,16 +111,22 @@ def test_bad_data_fails_at_validation_and_writes_nothing(dag, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_end_to_end_on_local_spark(dag, spark, tmp_path):
+def test_end_to_end_on_local_spark(dag, spark, tmp_path, capfd):
     X, _ = make_blobs(60, centers=3, random_state=12)
     # Params are data: a path that looks like a Jinja template reaches the job as it is.
     (tmp_path / "{{ 7 * 7 }}").mkdir()
     csv = tmp_path / "{{ 7 * 7 }}" / "points.csv"
     pd.DataFrame({"id": np.arange(60), "x": X[:, 0], "y": X[:, 1]}).to_csv(csv, index=False)
     conf = {"input": str(csv), "output_root": str(tmp_path / "runs"), "damping": 0.6, "preference": "median"}
+    capfd.readouterr()
     run = dag.test(run_conf=conf)
+    printed = "".join(capfd.readouterr())
     assert run.state == "success"
     folder = run_folder(conf["output_root"], run.run_id)
+    # A quiet run: Airflow's lines, spark-ap's and Spark's warnings, not Spark's INFO log.
+    lines = printed.splitlines()
+    spark_info = [line for line in lines if re.search(r" INFO (Executor|TaskSetManager|DAGScheduler):", line)]
+    assert spark_info == [] and len(lines) < 200, f"{len(lines)} lines, e.g. {(spark_info or lines)[:5]}"
 
     features = spark.createDataFrame([(i, [float(v) for v in x]) for i, x in enumerate(X)], ["id", "features"])
     expected = AffinityPropagation(damping=0.6, preference="median").run(edges_from_features(features))
@@ -89,6 +138,16 @@ def test_end_to_end_on_local_spark(dag, spark, tmp_path):
     assert summary["params"]["input"] == str(csv)
     assert png_size(folder / "clusters.png") == (700, 700)
     assert png_size(folder / "convergence.png") == (800, 450)
+
+    # Downstream DAGs find the run through the asset event.
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        event = session.query(AssetEvent).order_by(AssetEvent.id.desc()).first()
+        extra = dict(event.extra)
+    assert extra["folder"] == str(folder) and extra["clusters"] == summary["clusters"]
+    assert extra["iterations"] == summary["iterations"]
 
     # A retried cluster task finds the finished folder and leaves it as it is.
     before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
@@ -138,7 +197,7 @@ def test_a_killed_cluster_task_is_retried_and_resumes(dag, spark, tmp_path):
     folder = run_folder(str(root), run.run_id)
     summary = json.loads((folder / "summary.json").read_text())
     features = spark.createDataFrame([(i, [float(v) for v in x]) for i, x in enumerate(X)], ["id", "features"])
-    expected = AffinityPropagation(damping=0.7, preference="0.1").run(edges_from_features(features))
+    expected = AffinityPropagation(damping=0.7).run(edges_from_features(features))
     assert summary["resumed_from_iteration"] >= 4
     assert summary["iterations"] == expected.numIterations
     assert written_rows(folder) == assignment_rows(expected)

@@ -66,14 +66,14 @@ def test_spark_submit_on_a_feature_csv(spark, tmp_path):
 def test_settings_layer_defaults_file_and_command_line(tmp_path):
     config = tmp_path / "ap.yaml"
     config.write_text(
-        "ap:\n  damping: 0.8\n  maxIter: 50\n  preference: '0.2'\ninput:\n  kind: features\n"
+        "ap:\n  damping: 0.8\n  maxIter: 50\n  preference: quantile:0.2\ninput:\n  kind: features\n"
         "features:\n  numNeighbors: 7\n  resolution: 500\n"
     )
     args = parser().parse_args(
         ["--input", "x", "--output", "y", "--config", str(config), "--max-iter", "70", "--resolution", "900"]
     )
     merged = settings(args)
-    assert merged["ap"] == {"damping": 0.8, "maxIter": 70, "preference": "0.2"}
+    assert merged["ap"] == {"damping": 0.8, "maxIter": 70, "preference": "quantile:0.2"}
     assert merged["features"] == {"numNeighbors": 7, "resolution": 900}
     assert merged["input"] == {"kind": "features", "metric": "sqeuclidean"}
     numbers = parser().parse_args(["--input", "x", "--output", "y", "--preference", "-12.5"])

@@ -43,7 +43,9 @@ def test_sampled_preference_is_close_to_the_dense_median(spark):
     # A sample as large as the data is all pairs: the exact value.
     everything = sampled_similarities(points, similarity_matrix, sample=2000)
     assert everything.size == 1500 * 1499 // 2
-    assert statistic(everything, "0.3") == pytest.approx(np.quantile(S[np.triu_indices(len(X), 1)], 0.3), rel=1e-12)
+    assert statistic(everything, "quantile:0.3") == pytest.approx(
+        np.quantile(S[np.triu_indices(len(X), 1)], 0.3), rel=1e-12
+    )
 
 
 def test_approximate_neighbours_against_exact_ones(spark):
@@ -122,6 +124,10 @@ def test_a_small_table_is_exact_affinity_propagation(spark):
     assert result.preference == pytest.approx(preference, rel=1e-12)
     np.testing.assert_array_equal(np.unique(exemplars), expected.cluster_centers_indices_)
     assert adjusted_rand_score(expected.labels_, clusters) == 1.0
+    # Frey and Dueck's objective, from the dense matrix: s(i, exemplar) off the exemplars, the preference on them.
+    points = np.arange(len(X))
+    net = S[points, exemplars][exemplars != points].sum() + preference * len(np.unique(exemplars))
+    assert result.netSimilarity == pytest.approx(net, rel=1e-9)
 
 
 def test_search_for_a_number_of_clusters(spark):

@@ -1,9 +1,21 @@
 """The estimator behaves like a pyspark.ml one: keyword-only params, getters, setters, save/load."""
 
+import inspect
+
 import numpy as np
 import pytest
 
-from spark_ap import AffinityPropagation, InvalidParamError, edges_from_matrix
+from spark_ap import (
+    AffinityPropagation,
+    InvalidParamError,
+    MultiLevelAffinityPropagation,
+    config,
+    edges_from_matrix,
+    job,
+    params,
+    pipeline,
+)
+from tests.conftest import ROOT
 
 
 def test_defaults():
@@ -32,8 +44,8 @@ def test_params_are_keyword_only():
 
 
 def test_setters_chain_and_getters_read_back():
-    ap = AffinityPropagation().setDamping(0.8).setMaxIter(50).setPreference("0.25").setWeightCol("w")
-    assert (ap.getDamping(), ap.getMaxIter(), ap.getPreference(), ap.getWeightCol()) == (0.8, 50, "0.25", "w")
+    ap = AffinityPropagation().setDamping(0.8).setMaxIter(50).setPreference("quantile:0.25").setWeightCol("w")
+    assert (ap.getDamping(), ap.getMaxIter(), ap.getPreference(), ap.getWeightCol()) == (0.8, 50, "quantile:0.25", "w")
     assert ap.setPreference(-3).getPreference() == -3
 
 
@@ -46,6 +58,7 @@ def test_setters_chain_and_getters_read_back():
         ({"convergenceIter": 0}, "convergenceIter must be >= 1"),
         ({"checkpointInterval": 0}, "checkpointInterval must be >= 1, or -1"),
         ({"checkpointInterval": -2}, "checkpointInterval must be >= 1, or -1"),
+        ({"preference": "quantile:1.5"}, "quantile in \\(0, 1\\)"),
         ({"preference": "1.5"}, "quantile in \\(0, 1\\)"),
         ({"preference": "average"}, "preference must be"),
         ({"preference": float("nan")}, "preference must be finite"),
@@ -66,7 +79,7 @@ def test_out_of_range_params_fail_fast(params, message):
 
 
 def test_save_and_load(tmp_path, spark):
-    ap = AffinityPropagation(damping=0.75, preference="0.1", maxIter=33, srcCol="a", dstCol="b", seed=4)
+    ap = AffinityPropagation(damping=0.75, preference="quantile:0.1", maxIter=33, srcCol="a", dstCol="b", seed=4)
     ap.setDuplicates("mean").setStateDir(str(tmp_path / "state"))
     ap.save(str(tmp_path / "ap"))
     loaded = AffinityPropagation.load(str(tmp_path / "ap"))
@@ -99,3 +112,117 @@ def test_self_edges_and_vertex_preferences_win_over_the_param(spark):
     assert sorted(r.exemplar for r in result.exemplars.collect()) == [0, 2]
     prefs = {r.src: r.similarity for r in result.messages.filter("src = dst").collect()}
     assert prefs == {0: 5.0, 1: -1000.0, 2: 5.0, 3: -1000.0}
+
+
+# One spec, every surface: spark_ap.params.SPECS against the estimators, the
+# command line, the YAML file and the DAG's params.
+
+
+@pytest.mark.parametrize("estimator", [AffinityPropagation, MultiLevelAffinityPropagation])
+def test_estimators_params_are_the_spec(estimator):
+    specs = {spec.name: spec for spec in params.specs(estimator.__name__)}
+    made = estimator()
+    assert sorted(p.name for p in made.params) == sorted(specs)
+    for name, spec in specs.items():
+        param = made.getParam(name)
+        assert param.doc == spec.doc, name
+        assert (made.getOrDefault(param) if made.isDefined(param) else None) == spec.default, name
+        getter, setter = "get" + name[0].upper() + name[1:], "set" + name[0].upper() + name[1:]
+        assert getattr(made, getter)() == spec.default, getter
+        assert callable(getattr(made, setter)), setter
+    for method in (estimator.__init__, estimator.setParams):
+        signature = inspect.signature(method)
+        keywords = {n: p.default for n, p in signature.parameters.items() if p.kind == p.KEYWORD_ONLY}
+        assert keywords == {name: spec.default for name, spec in specs.items()}, method.__qualname__
+
+
+def test_every_param_is_checked_with_its_spec():
+    for spec in params.SPECS.values():
+        estimator = AffinityPropagation if params.AP in spec.estimators else MultiLevelAffinityPropagation
+        if spec.low is not None:
+            with pytest.raises(InvalidParamError, match=spec.name):
+                estimator(**{spec.name: spec.type(spec.low - 1)})
+        if spec.high is not None:
+            with pytest.raises(InvalidParamError, match=spec.name):
+                estimator(**{spec.name: spec.high})
+        if spec.choices:
+            with pytest.raises(InvalidParamError, match=spec.name):
+                estimator(**{spec.name: "nonsense"})
+            for choice in spec.choices:
+                estimator(**{spec.name: choice})
+
+
+def test_command_line_flags_are_the_spec():
+    options = {action.dest: action for action in job.parser()._actions if action.option_strings[:1] != ["--no-noise"]}
+    for spec in params.SPECS.values():
+        if spec.section is None:
+            continue
+        action = options[spec.name]
+        assert spec.flag in action.option_strings
+        assert f"(default {spec.default})" in action.help
+        assert tuple(action.choices or ()) == spec.choices, spec.name
+
+
+def test_yaml_file_holds_the_defaults():
+    conf = config.read_config(ROOT / "conf" / "spark-ap.yaml")
+    for section in ("ap", "features", "input"):
+        for name, value in conf[section].items():
+            if name != "kind":
+                assert params.SPECS[name].section == section and value == params.SPECS[name].default, name
+
+
+def test_dag_params_are_the_spec_and_go_to_the_job_as_flags():
+    schemas = params.dag_params()
+    offered = [spec for spec in params.SPECS.values() if spec.dag]
+    assert sorted(schemas) == sorted(spec.snake for spec in offered)
+    for spec in offered:
+        assert schemas[spec.snake]["default"] == spec.default
+        assert schemas[spec.snake].get("enum", list(spec.choices) or None) == (list(spec.choices) or None)
+    # The arguments a DAG run gives the job parse back to the same settings.
+    values = {spec.snake: schemas[spec.snake]["default"] for spec in offered}
+    values.update({"input": "in.csv", "output_root": "/tmp/out", "kind": "features", "damping": 0.75, "seed": 3})
+    args = job.parser().parse_args(pipeline.job_arguments(values, "run-1")["args"])
+    merged = job.settings(args)
+    for spec in offered:
+        section = merged[spec.section]
+        assert section[spec.name] == values[spec.snake], spec.name
+
+
+def test_a_number_is_always_a_value_and_words_name_statistics():
+    args = job.parser().parse_args(["--input", "x", "--output", "y", "--preference", "0.3"])
+    assert job.settings(args)["ap"]["preference"] == 0.3
+    args = job.parser().parse_args(["--input", "x", "--output", "y", "--preference", "quantile:0.3"])
+    assert job.settings(args)["ap"]["preference"] == "quantile:0.3"
+    assert params.quantile("quantile:0.3") == 0.3 and params.quantile("median") == 0.5
+    assert params.quantile("min") is None
+    # The spelling before quantile: still means a quantile, with a warning naming the new one.
+    with pytest.warns(FutureWarning, match="quantile:0.3"):
+        assert params.quantile("0.3") == 0.3
+
+
+def test_command_line_errors_speak_in_flags(tmp_path, capsys):
+    edges = tmp_path / "edges.csv"
+    edges.write_text("src,dst,similarity\n0,1,-1.0\n1,0,-1.0\n")
+    assert job.main(["--input", str(edges), "--output", str(tmp_path / "run"), "--max-iter", "0"]) == 2
+    assert "--max-iter must be >= 1" in capsys.readouterr().err
+    points = tmp_path / "points.csv"
+    points.write_text("id,x,y\n0,1.0,2.0\n1,2.0,3.0\n")
+    assert job.main(["--input", str(points), "--output", str(tmp_path / "run")]) == 2
+    assert "this looks like a feature table: add --kind features" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_multilevel_setters_and_save_and_load(tmp_path, spark):
+    ap = MultiLevelAffinityPropagation().setNumNeighbors(7).setMetric("cosine").setPreference("quantile:0.2")
+    with pytest.raises(InvalidParamError, match="numNeighbors"):
+        ap.setNumNeighbors(0)
+    ap.setNumNeighbors(7).save(str(tmp_path / "ml"))
+    loaded = MultiLevelAffinityPropagation.load(str(tmp_path / "ml"))
+    assert (loaded.getNumNeighbors(), loaded.getMetric(), loaded.getPreference()) == (7, "cosine", "quantile:0.2")
+
+
+def test_readme_params_table_lists_the_spec():
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("### Parameters") : readme.index("### Output")]
+    for spec in params.specs(params.AP):
+        assert f"`{spec.name}`" in table, spec.name

@@ -77,12 +77,30 @@ def label(edges: DataFrame, vertices: DataFrame, exemplars: DataFrame) -> DataFr
     """
     chosen = nearest_exemplar(edges, exemplars)
     assigned = vertices.join(chosen, "id", "left").withColumn("exemplar", F.coalesce("exemplar", "id"))
-    clusters = (
+    return assigned.join(cluster_numbers(assigned), "exemplar").select("id", "cluster", "exemplar")
+
+
+def cluster_numbers(assigned: DataFrame) -> DataFrame:
+    """(exemplar, cluster): the distinct exemplars of ``assigned``, numbered from 0 in id order.
+
+    A rank over a window without a partition would move every exemplar into one
+    partition. Instead the exemplars are range-partitioned by id, each partition
+    numbers its own, and adds the count of the partitions before it.
+    """
+    ranged = (
         assigned.select("exemplar")
         .distinct()
-        .withColumn("cluster", F.dense_rank().over(Window.orderBy("exemplar")) - 1)
+        .repartitionByRange("exemplar")
+        .withColumn("part", F.spark_partition_id())
+        .localCheckpoint()  # the partition ids must not change between the count and the numbering
     )
-    return assigned.join(clusters, "exemplar").select("id", "cluster", "exemplar")
+    counts = sorted((row["part"], row["count"]) for row in ranged.groupBy("part").count().collect())
+    before = [(part, sum(count for _, count in counts[:i])) for i, (part, _) in enumerate(counts)]
+    offsets = ranged.sparkSession.createDataFrame(before or [(0, 0)], "part int, before long")
+    in_part = F.row_number().over(Window.partitionBy("part").orderBy("exemplar"))
+    return ranged.join(F.broadcast(offsets), "part").select(
+        "exemplar", (F.col("before") + in_part - 1).cast("int").alias("cluster")
+    )
 
 
 def unassigned(vertices: DataFrame) -> DataFrame:

@@ -30,28 +30,11 @@ from spark_ap.errors import InvalidParamError
 
 EPS = float(np.finfo(float).eps)
 TINY = float(np.finfo(float).tiny)
-NOISES = ("edge", "sklearn", "none")
 # n x n normals are drawn for scikit-learn's noise: 4e8 at this size, about 20 s
 # on one core, as much as scikit-learn itself draws for a dense matrix that size.
 SKLEARN_MAX_VERTICES = 20_000
 # Normals drawn per block of rows (32 MB).
 _BLOCK = 1 << 22
-
-
-def noise_kind(value: object) -> str:
-    """The noise a param value names: True means "edge", False "none"."""
-    if value is True:
-        return "edge"
-    if value is False:
-        return "none"
-    if value not in NOISES:
-        raise InvalidParamError(f"noise must be one of {NOISES} (or True/False); got {value!r}")
-    return value
-
-
-def noise_param(value: object) -> object:
-    """The noise param's type converter: True and False become their names; the rest is checked later."""
-    return noise_kind(value) if isinstance(value, bool) else value
 
 
 def _uniform(seed: int, src: Column, dst: Column, stream: int) -> Column:

@@ -6,46 +6,17 @@ import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from spark_ap.errors import InvalidParamError
-
-STATISTICS = ("median", "min")
-
-
-def check_preference(preference: object) -> None:
-    """Raise :class:`InvalidParamError` unless ``preference`` is one the engine understands."""
-    if isinstance(preference, bool):
-        raise InvalidParamError(f"preference must be a number, 'median', 'min' or a quantile; got {preference!r}")
-    if isinstance(preference, (int, float)):
-        if preference != preference or abs(preference) == float("inf"):
-            raise InvalidParamError(f"preference must be finite; got {preference!r}")
-        return
-    if isinstance(preference, str):
-        if preference in STATISTICS:
-            return
-        try:
-            q = float(preference)
-        except ValueError:
-            q = None
-        if q is not None and 0 < q < 1:
-            return
-    raise InvalidParamError(
-        f"preference must be a number, 'median', 'min', or a quantile in (0, 1) given as a string "
-        f"such as '0.25'; got {preference!r}"
-    )
-
-
-def _quantile(preference: str) -> float:
-    """The quantile that ``"median"`` or a quantile string such as ``"0.1"`` stands for."""
-    return 0.5 if preference == "median" else float(preference)
+from spark_ap.params import quantile
 
 
 def preference_value(edges: DataFrame, preference: float | str) -> float:
     """The number that ``preference`` stands for on this graph.
 
     ``"median"`` is the median of the off-diagonal similarities (as Frey and
-    Dueck's code and R's apcluster use), ``"min"`` their minimum, and a quantile
-    string ``"q"`` their q-quantile with linear interpolation, as numpy computes
-    it. A graph with no off-diagonal edge gets 0.0: every vertex is then alone.
+    Dueck's code and R's apcluster use), ``"min"`` their minimum, and
+    ``"quantile:q"`` their q-quantile with linear interpolation, as numpy
+    computes it (see :func:`spark_ap.params.quantile`). A graph with no
+    off-diagonal edge gets 0.0: every vertex is then alone.
     """
     if not isinstance(preference, str):
         return float(preference)
@@ -54,7 +25,7 @@ def preference_value(edges: DataFrame, preference: float | str) -> float:
     if preference == "min":
         agg = F.min(s)
     else:
-        agg = F.percentile(s, _quantile(preference))
+        agg = F.percentile(s, quantile(preference))
     value = off.agg(agg.alias("p")).first()["p"]
     return 0.0 if value is None else float(value)
 
@@ -126,4 +97,4 @@ def statistic(values, preference: str) -> float:
     """``"median"``, ``"min"`` or a quantile of ``values``, as :func:`preference_value` on edges."""
     if preference == "min":
         return float(np.min(values))
-    return float(np.quantile(values, _quantile(preference)))
+    return float(np.quantile(values, quantile(preference)))

@@ -54,9 +54,6 @@ def id_type(df: DataFrame, columns: list[str], what: str) -> T.DataType:
     return T.LongType() if "integer" in kinds.values() else T.StringType()
 
 
-DUPLICATES = ("error", "max", "mean")
-
-
 def validate_edges(edges: DataFrame, src: str, dst: str, weight: str, duplicates: str = "error") -> DataFrame:
     """Return ``edges`` as (src, dst, similarity) with long or string ids and double similarities.
 

@@ -1,0 +1,48 @@
+"""The YAML settings file of the job and the DAG (see ``conf/spark-ap.yaml``).
+
+Its sections ``ap``, ``features`` and ``input`` hold the params of
+:data:`spark_ap.params.SPECS` with that section (and ``input.kind``, the
+table's kind); ``spark`` holds Spark settings. Like :mod:`spark_ap.params`, this
+module imports no Spark: the DAG reads the file when it is parsed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from spark_ap.errors import InvalidParamError
+from spark_ap.params import SPECS, in_section
+
+SECTIONS = ("ap", "features", "input", "spark")
+# Keys of a section besides its params: the job's own state folder, and the input's kind.
+EXTRA_KEYS = {"ap": {"stateDir"}, "features": set(), "input": {"kind"}}
+
+
+def read_config(config: str | Path) -> dict[str, dict[str, Any]]:
+    """The sections of a YAML settings file, checked for unknown names."""
+    path = Path(config)
+    if not path.is_file():
+        raise InvalidParamError(f"The config file {path} does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}  # plain data only: no tags that build objects
+    except yaml.YAMLError as error:
+        raise InvalidParamError(f"{path} is not a plain YAML settings file: {error}") from error
+    if not isinstance(loaded, dict):
+        raise InvalidParamError(f"{path} must hold sections ap, input and spark; it holds {type(loaded).__name__}")
+    unknown = set(loaded) - set(SECTIONS)
+    if unknown:
+        raise InvalidParamError(f"{path}: unknown section(s) {sorted(unknown)}; expected {sorted(SECTIONS)}")
+    sections = {section: dict(values or {}) for section, values in loaded.items()}
+    for section, extra in EXTRA_KEYS.items():
+        known = {spec.name for spec in in_section(section)} | extra
+        unknown_keys = sorted(set(sections.get(section, {})) - known)
+        if unknown_keys:
+            elsewhere = [f"{name} belongs in {SPECS[name].section}" for name in unknown_keys if name in SPECS]
+            hint = f" ({'; '.join(elsewhere)})" if elsewhere else ""
+            raise InvalidParamError(
+                f"{path}: unknown {section} setting(s) {unknown_keys}{hint}; known: {sorted(known)}"
+            )
+    return sections
