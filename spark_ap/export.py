@@ -68,7 +68,7 @@ def export_run(
     Writes ``assignments.parquet`` (id, cluster, exemplar), ``exemplars.csv``
     (cluster, exemplar, size), ``history.csv``, ``summary.json``,
     ``convergence.png`` and, when ``points`` holds 2-D coordinates
-    (columns ``id, x, y``), ``clusters.png``. A multi-level result adds
+    (``id`` and two columns, whose names label the axes), ``clusters.png``. A multi-level result adds
     ``levels.csv`` (one row per level) and, after a search for a number of
     clusters, ``attempts.csv``; its summary says how the preference was chosen
     and how many true neighbours the approximate graph holds.
@@ -105,9 +105,11 @@ def export_run(
             "versions": {"spark_ap": _version(), "pyspark": pyspark.__version__},
         }
         (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        plot_convergence(result.history, staging / "convergence.png")
+        plot_convergence(result.history, staging / "convergence.png", converged=result.converged)
         if points is not None:
-            plot_clusters(points.merge(assignments, on="id"), staging / "clusters.png")
+            x, y = [c for c in points.columns if c != "id"]
+            coordinates = points.rename(columns={x: "x", y: "y"})
+            plot_clusters(coordinates.merge(assignments, on="id"), staging / "clusters.png", axes=(x, y))
         # The summary goes last: its presence is what marks the run finished.
         for name in sorted(p.name for p in staging.iterdir() if p.name != "summary.json"):
             os.replace(staging / name, final / name)
@@ -178,8 +180,13 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_convergence(history: pd.DataFrame, path: Path) -> None:
-    """Exemplars and changed decisions per iteration; levels one after the other, when there are levels."""
+def plot_convergence(history: pd.DataFrame, path: Path, converged: bool = False) -> None:
+    """Exemplars and changed decisions per iteration; levels one after the other, when there are levels.
+
+    The y axis is logarithmic past 1 (all points change at the first iteration,
+    a handful later on), and a converged run marks the iteration after which no
+    decision changed.
+    """
     fig, ax = _figure(8, 4.5)
     levels = "level" in history and history["level"].nunique() > 1
     x = range(1, len(history) + 1) if levels else history["iteration"]
@@ -189,8 +196,12 @@ def plot_convergence(history: pd.DataFrame, path: Path) -> None:
         starts = [i + 1 for i in range(1, len(history)) if history["level"].iloc[i] != history["level"].iloc[i - 1]]
         for start in starts:
             ax.axvline(start - 0.5, color="grey", linestyle=":")
-        ax.set_yscale("symlog")  # level 0 has far more exemplars than the last
-        ax.set_ylim(bottom=0)
+    changed = [i for i, c in enumerate(history["changed"]) if c > 0]
+    if converged and changed and len(history):
+        settled = list(x)[changed[-1]]
+        ax.axvline(settled, color="tab:green", linestyle="--", label=f"last change (iteration {settled})")
+    ax.set_yscale("symlog")
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("iteration, level after level (dotted: a new level)" if levels else "iteration")
     ax.set_ylabel("points")
     ax.set_title("Affinity propagation: convergence")
@@ -198,9 +209,14 @@ def plot_convergence(history: pd.DataFrame, path: Path) -> None:
     _save(fig, path)
 
 
-def plot_clusters(points: pd.DataFrame, path: Path) -> None:
-    """Points coloured by cluster, exemplars marked; ``points`` has id, x, y, cluster, exemplar."""
+def plot_clusters(points: pd.DataFrame, path: Path, axes: tuple[str, str] = ("x", "y")) -> None:
+    """Points coloured by cluster, exemplars marked; ``points`` has id, x, y, cluster, exemplar.
+
+    ``axes`` names the coordinates (the input's column names).
+    """
     fig, ax = _figure(7, 7)
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
     ax.scatter(points["x"], points["y"], c=points["cluster"], cmap="tab20", s=12)
     exemplars = points[points["id"] == points["exemplar"]]
     ax.scatter(exemplars["x"], exemplars["y"], marker="*", s=250, c="black", label="exemplars")

@@ -344,9 +344,7 @@ def run(args: argparse.Namespace) -> Path:
         id_col = inp.get("idCol", "id")
         data, columns = feature_table(table, id_col)
         if len(columns) == 2:
-            points = table.select(
-                F.col(id_col).alias("id"), F.col(columns[0]).alias("x"), F.col(columns[1]).alias("y")
-            ).toPandas()
+            points = table.select(F.col(id_col).alias("id"), *columns).toPandas()
     else:
         data = table
     result = ap.run(data)
