@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
+# Where the public names live; the rest of __all__ are the error types of spark_ap.errors.
+_MODULES = {
     "AffinityPropagation": "spark_ap.clustering",
     "AffinityPropagationResult": "spark_ap.clustering",
     "MultiLevelAffinityPropagation": "spark_ap.multilevel",
@@ -24,22 +25,6 @@ _EXPORTS = {
     "edges_from_matrix": "spark_ap.graph",
     "similarity_matrix": "spark_ap.graph",
     "spark_session": "spark_ap.session",
-    **dict.fromkeys(
-        [
-            "ColumnTypeError",
-            "ConvergenceWarning",
-            "DuplicateEdgeError",
-            "EmptyInputError",
-            "GraphFramesUnavailableError",
-            "InvalidInputError",
-            "InvalidParamError",
-            "InvalidValueError",
-            "MissingColumnError",
-            "SparkAPError",
-            "StateMismatchError",
-        ],
-        "spark_ap.errors",
-    ),
 }
 
 __all__ = [
@@ -66,16 +51,15 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
+    if name not in __all__:
         raise AttributeError(f"module 'spark_ap' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(importlib.import_module(_MODULES.get(name, "spark_ap.errors")), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+    return sorted([*globals(), *__all__])
 
 
 if TYPE_CHECKING:

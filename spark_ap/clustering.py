@@ -294,14 +294,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         seed: int = 0,
     ) -> AffinityPropagation:
         """Set the params given by keyword."""
-        self._set(**self._input_kwargs)
-        self._check()
-        return self
-
-    def _setChecked(self, **kwargs) -> AffinityPropagation:
-        self._set(**kwargs)
-        self._check()
-        return self
+        return self._setChecked(**self._input_kwargs)
 
     def setDamping(self, value: float) -> AffinityPropagation:
         return self._setChecked(damping=value)

@@ -359,14 +359,7 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, DefaultParamsReadable, De
         seed: int = 0,
     ) -> MultiLevelAffinityPropagation:
         """Set the params given by keyword."""
-        self._set(**self._input_kwargs)
-        self._check()
-        return self
-
-    def _setChecked(self, **kwargs) -> MultiLevelAffinityPropagation:
-        self._set(**kwargs)
-        self._check()
-        return self
+        return self._setChecked(**self._input_kwargs)
 
     def setIdCol(self, value: str) -> MultiLevelAffinityPropagation:
         return self._setChecked(idCol=value)

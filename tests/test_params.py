@@ -216,7 +216,8 @@ def test_multilevel_setters_and_save_and_load(tmp_path, spark):
     ap = MultiLevelAffinityPropagation().setNumNeighbors(7).setMetric("cosine").setPreference("quantile:0.2")
     with pytest.raises(InvalidParamError, match="numNeighbors"):
         ap.setNumNeighbors(0)
-    ap.setNumNeighbors(7).save(str(tmp_path / "ml"))
+    assert ap.getNumNeighbors() == 7  # a refused value leaves the old one
+    ap.save(str(tmp_path / "ml"))
     loaded = MultiLevelAffinityPropagation.load(str(tmp_path / "ml"))
     assert (loaded.getNumNeighbors(), loaded.getMetric(), loaded.getPreference()) == (7, "cosine", "quantile:0.2")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pyspark.ml.param import Param, Params, TypeConverters
 
+from spark_ap.errors import InvalidParamError
 from spark_ap.params import SPECS, check, defaults, noise_param
 
 _CONVERTERS = {int: TypeConverters.toInt, float: TypeConverters.toFloat, str: TypeConverters.toString}
@@ -30,6 +31,23 @@ class SpecParams(Params):
     def _get(self, name: str):
         param = self.getParam(name)
         return self.getOrDefault(param) if self.isDefined(param) else None
+
+    def _check(self) -> None:
+        """Raise :class:`~spark_ap.InvalidParamError` for any param out of range."""
+        self._check_spec()
+
+    def _setChecked(self, **kwargs):
+        """Set the params given by keyword and check them all; on an error, put the old values back."""
+        before = {name: self.getOrDefault(name) for name in kwargs if self.isSet(name)}
+        self._set(**kwargs)
+        try:
+            self._check()
+        except InvalidParamError:
+            for name in kwargs:
+                self.clear(self.getParam(name))
+            self._set(**before)
+            raise
+        return self
 
     def _check_spec(self) -> None:
         """Raise :class:`~spark_ap.InvalidParamError` for the first param its spec refuses."""
