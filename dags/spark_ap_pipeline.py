@@ -22,8 +22,8 @@ import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset, Param, dag, task
 
+from spark_ap.app.pipeline import asset_extra, check_input, job_arguments, read_summary, submit_options
 from spark_ap.params import dag_params
-from spark_ap.pipeline import asset_extra, check_input, job_arguments, read_summary, submit_options
 
 # The spark-ap checkout or installation that holds the job script, the settings
 # file and the bundled example; SPARK_AP_HOME points elsewhere.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from airflow.dag_processing.dagbag import DagBag
 
-from spark_ap.pipeline import run_folder
+from spark_ap.app.pipeline import run_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -3,7 +3,7 @@
 spark-submit --master local[2] scripts/spark_ap_job.py --input edges.parquet --output runs/1
 """
 
-from spark_ap.job import main
+from spark_ap.app.job import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

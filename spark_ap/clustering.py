@@ -11,12 +11,13 @@ from graphframes import GraphFrame
 from pyspark import keyword_only
 from pyspark.ml.param import Params
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
-from pyspark.sql import DataFrame, Row, SparkSession
+from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from spark_ap.errors import ColumnTypeError, ConvergenceWarning, InvalidParamError
 from spark_ap.lib import assign
-from spark_ap.lib.engine import Settings, initial_state, iterate, release
+from spark_ap.lib.checkpoints import release
+from spark_ap.lib.engine import Outcome, Settings, initial_state, iterate
 from spark_ap.lib.mlparams import SpecParams, spec_param
 from spark_ap.lib.preference import add_self_edges
 from spark_ap.lib.state import StateStore
@@ -38,6 +39,34 @@ def result_params(estimator: Params) -> dict:
         for p in estimator.params
         if estimator.isDefined(p) and p.name not in OPERATIONAL_PARAMS
     }
+
+
+def self_edge() -> Column:
+    """True on a vertex's self-edge, which carries its preference and its decision."""
+    return F.col("src") == F.col("dst")
+
+
+def graph_facts(graph: DataFrame) -> Row:
+    """Counts and ranges of a graph with self-edges, and an order-independent fingerprint of it
+    (preferences included): a saved state is resumed only on the graph it was computed from."""
+    s = F.col("similarity")
+    on, off = self_edge(), ~self_edge()
+    return graph.agg(
+        F.count(F.lit(1)).alias("edges"),
+        F.sum(on.cast("long")).alias("vertices"),
+        F.min(F.when(off, s)).alias("s_min"),
+        F.max(F.when(off, s)).alias("s_max"),
+        F.min(F.when(on, s)).alias("p_min"),
+        F.max(F.when(on, s)).alias("p_max"),
+        F.sum(F.xxhash64("src", "dst", "similarity").cast("decimal(20,0)")).alias("checksum"),
+    ).first()
+
+
+def _nothing_to_propagate(facts: Row) -> bool:
+    """One vertex, or all similarities equal and all preferences equal (scikit-learn's shortcut)."""
+    return facts["vertices"] == 1 or (
+        facts["s_min"] is not None and facts["s_min"] == facts["s_max"] and facts["p_min"] == facts["p_max"]
+    )
 
 
 @dataclass
@@ -363,9 +392,9 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             engine=self.getEngine(),
         )
 
-    def _graph(self, edges: DataFrame, vertices: DataFrame | None, trusted: bool) -> tuple[DataFrame, float]:
+    def _graph(self, edges: DataFrame, vertices: DataFrame | None, validated: bool) -> tuple[DataFrame, float]:
         """Validated edges with a self-edge per vertex, and the value of the default preference."""
-        if trusted:
+        if validated:
             graph = edges.select("src", "dst", "similarity")
         else:
             graph = validate_edges(edges, self.getSrcCol(), self.getDstCol(), self.getWeightCol(), self.getDuplicates())
@@ -386,7 +415,9 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         graph, preference = add_self_edges(graph, ids.distinct(), self.getPreference(), per_vertex)
         return graph, preference
 
-    def run(self, edges: DataFrame | GraphFrame, vertices: DataFrame | None = None) -> AffinityPropagationResult:
+    def run(
+        self, edges: DataFrame | GraphFrame, vertices: DataFrame | None = None, *, validated: bool = False
+    ) -> AffinityPropagationResult:
         """Cluster the graph and return the assignments with everything learned on the way.
 
         Parameters
@@ -401,34 +432,22 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         vertices : DataFrame, optional
             ``idCol`` and optionally ``preferenceCol``: adds vertices that have
             no edges and per-vertex preferences.
+        validated : bool, default False
+            The edges are ``src, dst, similarity`` as spark-ap's own builders
+            make them (:func:`~spark_ap.edges_from_features`, the levels of
+            :class:`~spark_ap.MultiLevelAffinityPropagation`): no nulls, no
+            repeated pairs, numeric similarities. Their checks, a pass over the
+            edges, are skipped and the column params are not read.
         """
         if isinstance(edges, GraphFrame):
             if vertices is not None:
                 raise InvalidParamError("Give a GraphFrame alone: its vertices are the vertices table")
-            return self.copy({self.srcCol: "src", self.dstCol: "dst", self.idCol: "id"})._run(
-                edges.edges, edges.vertices
-            )
-        return self._run(edges, vertices)
-
-    def _run(self, edges: DataFrame, vertices: DataFrame | None, *, trusted: bool = False) -> AffinityPropagationResult:
-        """:meth:`run`; ``trusted`` edges (src, dst, similarity, as spark-ap itself builds them) skip
-        validation, and the net similarity, which nobody reads then, is not computed."""
+            renamed = self.copy({self.srcCol: "src", self.dstCol: "dst", self.idCol: "id"})
+            return renamed.run(edges.edges, edges.vertices, validated=validated)
         settings = self._settings()
-        graph, preference = self._graph(edges, vertices, trusted)
+        graph, preference = self._graph(edges, vertices, validated)
         graph = graph.localCheckpoint(eager=True)
-        s = F.col("similarity")
-        off = F.col("src") != F.col("dst")
-        facts = graph.agg(
-            F.count(F.lit(1)).alias("edges"),
-            F.sum((~off).cast("long")).alias("vertices"),
-            F.min(F.when(off, s)).alias("s_min"),
-            F.max(F.when(off, s)).alias("s_max"),
-            F.min(F.when(~off, s)).alias("p_min"),
-            F.max(F.when(~off, s)).alias("p_max"),
-            # An order-independent fingerprint of the graph, preferences included:
-            # a saved state is resumed only on the graph it was computed from.
-            F.sum(F.xxhash64("src", "dst", "similarity").cast("decimal(20,0)")).alias("checksum"),
-        ).first()
+        facts = graph_facts(graph)
         log.info(
             "affinity propagation: %d vertices, %d edges (self-edges included), preference %s = %g",
             facts["vertices"],
@@ -436,69 +455,68 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             self.getPreference(),
             preference,
         )
-
-        history: list[tuple[int, int, int]] = []
-        resumed_from = None
-        self_edge = F.col("src") == F.col("dst")
-        if facts["vertices"] == 1 or (
-            facts["s_min"] is not None and facts["s_min"] == facts["s_max"] and facts["p_min"] == facts["p_max"]
-        ):
-            # scikit-learn's shortcut: with one point, or all similarities and
-            # all preferences equal, there is nothing to propagate; every point is
-            # an exemplar when the preference beats the similarity, else the first.
+        if _nothing_to_propagate(facts):
+            # scikit-learn's shortcut: with one point, or all similarities and all
+            # preferences equal, every point is an exemplar when the preference
+            # beats the similarity, else the first.
             warnings.warn(
                 "All samples have mutually equal similarities; returning arbitrary cluster center(s).", stacklevel=2
             )
             state = initial_state(graph, settings).persist()
-            ids = state.filter(self_edge).select(F.col("src").alias("id"))
-            if facts["vertices"] > 1 and facts["p_min"] <= facts["s_min"]:
-                exemplar_ids = ids.agg(F.min("id").alias("id"))
-            else:
-                exemplar_ids = ids
-            n_iter, converged = 0, True
+            ids = state.filter(self_edge()).select(F.col("src").alias("id"))
+            one = facts["vertices"] > 1 and facts["p_min"] <= facts["s_min"]
+            exemplar_ids = ids.agg(F.min("id").alias("id")) if one else ids
+            outcome = Outcome(state=state, n_iter=0, converged=True, history=[])
         else:
-            store = self._store(graph.sparkSession, facts, preference)
-            outcome = iterate(graph, settings, store, edges=int(facts["edges"]))
-            state, n_iter, converged, history = outcome.state, outcome.n_iter, outcome.converged, outcome.history
-            resumed_from = outcome.resumed_from
-            # From here on everything is read from the final state, which holds
-            # the graph too: with a state store it is on durable storage.
-            ids = state.filter(self_edge).select(F.col("src").alias("id"))
-            # The intermediate tables have one row per vertex at most; checkpointing
-            # them keeps the final plans short and each step computed once.
-            decided = state.filter(self_edge & (F.col("r") + F.col("a") > 0)).select(F.col("src").alias("id"))
-            decided = decided.localCheckpoint()
-            if decided.isEmpty():
-                exemplar_ids = None
-            else:
-                first = assign.nearest_exemplar(state, decided).localCheckpoint()
-                exemplar_ids = assign.refine(state, first).localCheckpoint()
-            if not converged:
-                warnings.warn(
-                    f"Affinity propagation did not converge in {n_iter} iterations; "
-                    + ("the clusters may be degenerate." if exemplar_ids is not None else "there are no clusters."),
-                    ConvergenceWarning,
-                    stacklevel=2,
-                )
+            outcome = iterate(graph, settings, self._store(graph.sparkSession, facts, preference), int(facts["edges"]))
+            exemplar_ids = self._exemplars(outcome)
+        return self._result(outcome, exemplar_ids, preference, facts)
 
+    def _exemplars(self, outcome: Outcome) -> DataFrame | None:
+        """The refined exemplars (``id``) of the final state, or None when no point decided to be one."""
+        # From here on everything is read from the final state, which holds the
+        # graph too: with a state store it is on durable storage. The tables have
+        # one row per vertex at most; checkpointing them keeps the plans short.
+        state = outcome.state
+        decided = state.filter(self_edge() & (F.col("r") + F.col("a") > 0)).select(F.col("src").alias("id"))
+        decided = decided.localCheckpoint()
+        exemplar_ids = None
+        if not decided.isEmpty():
+            first = assign.nearest_exemplar(state, decided).localCheckpoint()
+            exemplar_ids = assign.refine(state, first).localCheckpoint()
+        if not outcome.converged:
+            warnings.warn(
+                f"Affinity propagation did not converge in {outcome.n_iter} iterations; "
+                + ("the clusters may be degenerate." if exemplar_ids is not None else "there are no clusters."),
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        return exemplar_ids
+
+    def _result(
+        self, outcome: Outcome, exemplar_ids: DataFrame | None, preference: float, facts: Row
+    ) -> AffinityPropagationResult:
+        """Labels for every vertex, and the result around them."""
+        state = outcome.state
+        ids = state.filter(self_edge()).select(F.col("src").alias("id"))
         if exemplar_ids is None:
             assignments = assign.unassigned(ids).persist()
             net = None
         else:
             assignments = assign.label(state, ids, exemplar_ids).persist()
-            net = None if trusted else assign.net_similarity(state, assignments)
+            net = assign.net_similarity(state, assignments)
         return AffinityPropagationResult(
             assignments=assignments,
             exemplars=assign.exemplar_table(assignments.filter(F.col("cluster") >= 0)),
-            numIterations=n_iter,
-            converged=converged,
+            numIterations=outcome.n_iter,
+            converged=outcome.converged,
             netSimilarity=net,
-            history=pd.DataFrame(history, columns=["iteration", "exemplars", "changed"]),
+            history=pd.DataFrame(outcome.history, columns=["iteration", "exemplars", "changed"]),
             messages=state.select("src", "dst", "similarity", "s", "r", "a"),
             preference=preference,
             numVertices=int(facts["vertices"]),
             numEdges=int(facts["edges"]),
-            resumedFrom=resumed_from,
+            resumedFrom=outcome.resumed_from,
             _state=state,
         )
 

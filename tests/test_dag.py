@@ -15,9 +15,9 @@ import pytest
 from sklearn.datasets import make_blobs
 
 from spark_ap import AffinityPropagation, InvalidInputError, edges_from_features
-from spark_ap.job import main as job_main
+from spark_ap.app.job import main as job_main
+from spark_ap.app.pipeline import check_input, job_arguments, run_folder
 from spark_ap.params import dag_params
-from spark_ap.pipeline import check_input, job_arguments, run_folder
 from tests.conftest import BIN, ROOT, assignment_rows, png_size, saves, written_rows
 
 

@@ -2,6 +2,8 @@
 
 import importlib.metadata
 import pathlib
+import subprocess
+import sys
 
 
 def test_pyspark_imports_with_its_jars():
@@ -27,3 +29,18 @@ def test_pandas_is_below_3():
     import pandas
 
     assert int(pandas.__version__.split(".")[0]) < 3
+
+
+def test_imports_go_one_way():
+    # The library never imports the application (job, export, config, pipeline), and the
+    # modules the DAG reads at parse time import no Spark.
+    code = (
+        "import sys; import spark_ap.params, spark_ap.errors, spark_ap.app.config, spark_ap.app.pipeline; "
+        "light = sorted(m for m in ('pyspark', 'numpy', 'pandas') if m in sys.modules); "
+        "import spark_ap.clustering, spark_ap.multilevel, spark_ap.graph, spark_ap.session; "
+        "app = sorted(m for m in sys.modules if m.startswith('spark_ap.app.') and m not in "
+        "('spark_ap.app.config', 'spark_ap.app.pipeline')); print(light, app)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[-2] == "[] []"

@@ -8,7 +8,7 @@ import pytest
 from sklearn.datasets import make_blobs
 
 from spark_ap import AffinityPropagation, InvalidInputError, edges_from_matrix, similarity_matrix
-from spark_ap.export import export_run
+from spark_ap.app.export import export_run
 from tests.conftest import assignment_rows, png_size, written_rows
 
 

@@ -10,7 +10,7 @@ import pytest
 from sklearn.datasets import make_blobs
 
 from spark_ap import AffinityPropagation, edges_from_features, edges_from_matrix, similarity_matrix
-from spark_ap.job import parser, settings
+from spark_ap.app.job import parser, settings
 from tests.conftest import assignment_rows, written_rows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,7 +109,7 @@ def _edges_csv(tmp_path: Path) -> Path:
 )
 def test_bad_paths_fail_with_a_clear_message(spark, tmp_path, capsys, make_input, output_holds, message):
     # In-process, on the suite's Spark session: the job's checks are the same code.
-    from spark_ap.job import main
+    from spark_ap.app.job import main
 
     out = tmp_path / "run"
     for name, text in (output_holds or {}).items():

@@ -16,6 +16,7 @@ from sklearn.neighbors import NearestNeighbors
 from spark_ap import MultiLevelAffinityPropagation, similarity_matrix
 from spark_ap.lib import neighbors
 from spark_ap.lib.preference import sampled_similarities, statistic
+from spark_ap.multilevel.levels import next_level
 from tests.conftest import BIN
 
 
@@ -221,3 +222,25 @@ def test_cosine_levels_on_directions(spark):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))
+
+
+def test_the_coarse_graph_is_what_the_members_gain(spark):
+    # s'(i, k) = weight * sum over i's members m of (s(m, k) - s(m, i)), brute force from the points.
+    X = np.random.RandomState(0).randn(40, 3)
+    exemplars = [0, 7, 19, 33]
+    owner = {m: exemplars[int(np.argmin(((X[exemplars] - X[m]) ** 2).sum(1)))] for m in range(len(X))}
+    points = spark.createDataFrame([(m, X[m].tolist()) for m in range(len(X))], "id long, x array<double>")
+    mapping = spark.createDataFrame(list(owner.items()), "id long, exemplar long")
+
+    def gain(i, k):
+        return sum(((X[m] - X[i]) ** 2).sum() - ((X[m] - X[k]) ** 2).sum() for m in owner if owner[m] == i)
+
+    # All pairs on the driver, then the pairs of a k-NN graph in Spark: one formula, both ways.
+    for level_exact_below, pairs in ((10, 12), (0, None)):
+        ap = MultiLevelAffinityPropagation(levelExactBelow=level_exact_below, numNeighbors=2)
+        ids, edges = next_level(ap, points, mapping, len(exemplars), 0.5)
+        assert sorted(r.id for r in ids.collect()) == exemplars
+        rows = edges.collect()
+        assert rows and (pairs is None or len(rows) == pairs)
+        for r in rows:
+            assert r.src != r.dst and r.similarity == pytest.approx(0.5 * gain(r.src, r.dst), rel=1e-9)

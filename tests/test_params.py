@@ -5,16 +5,8 @@ import inspect
 import numpy as np
 import pytest
 
-from spark_ap import (
-    AffinityPropagation,
-    InvalidParamError,
-    MultiLevelAffinityPropagation,
-    config,
-    edges_from_matrix,
-    job,
-    params,
-    pipeline,
-)
+from spark_ap import AffinityPropagation, InvalidParamError, MultiLevelAffinityPropagation, edges_from_matrix, params
+from spark_ap.app import config, job, pipeline
 from tests.conftest import ROOT
 
 

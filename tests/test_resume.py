@@ -12,7 +12,7 @@ import pytest
 from sklearn.datasets import make_blobs
 
 from spark_ap import AffinityPropagation, InvalidParamError, StateMismatchError, edges_from_matrix, similarity_matrix
-from spark_ap.job import main
+from spark_ap.app.job import main
 from tests.conftest import assignment_rows, saves, wait_for_save, written_rows
 
 ROOT = Path(__file__).resolve().parent.parent

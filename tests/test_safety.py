@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from spark_ap.job import main
-from spark_ap.pipeline import run_folder
+from spark_ap.app.job import main
+from spark_ap.app.pipeline import run_folder
 
 
 @pytest.mark.parametrize("run_id", ["../../etc", "/etc/passwd", "a/../../b", "..", "", "manual__2026-01-01T00:00:00"])

@@ -40,7 +40,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_ap.errors import InvalidParamError
-from spark_ap.lib.engine import release
+from spark_ap.lib.checkpoints import release
 
 # Edges per chunk: large enough that numpy's per-call cost vanishes, small enough
 # that a Python worker holds a few copies of one comfortably (about 50 MB).

@@ -45,12 +45,15 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_ap.errors import InvalidParamError, reason
+from spark_ap.lib import local
+from spark_ap.lib.blocks import BlockEngine
+from spark_ap.lib.checkpoints import materialize, release
+from spark_ap.lib.graphframes import GraphFramesEngine
 from spark_ap.lib.noise import sklearn_normals, standard_normal, with_noise
 from spark_ap.lib.state import Saved, StateStore
 
 log = logging.getLogger("spark_ap")
 
-INF = float("inf")
 # How many failed iterations a run with a state store retries from its newest save.
 RECOVERIES = 3
 
@@ -101,33 +104,6 @@ def initial_state(graph: DataFrame, settings: Settings) -> DataFrame:
     )
 
 
-def _materialize(df: DataFrame) -> DataFrame:
-    """Compute ``df`` into executor storage and cut its lineage.
-
-    A chain of merely persisted iterations would keep every earlier plan inside
-    the next one; Spark describes such nested cached plans in text that doubles
-    with every level, so each iteration is checkpointed locally instead.
-    """
-    return df.localCheckpoint(eager=True)
-
-
-def release(df: DataFrame) -> None:
-    """Free the blocks of a locally checkpointed state now rather than at the next JVM GC."""
-    jdf = getattr(df, "_jdf", None)  # absent on Spark Connect, where the server cleans up
-    if jdf is None:
-        return
-    plan = jdf.queryExecution().analyzed()
-    if plan.nodeName() == "LogicalRDD":
-        plan.rdd().unpersist(False)
-
-
-def _save(df: DataFrame) -> DataFrame:
-    """Write ``df`` to the reliable checkpoint directory and read it back from there."""
-    saved = df.checkpoint(eager=True)
-    release(df)
-    return saved
-
-
 def reliable_checkpoints(spark: SparkSession, settings: Settings) -> bool:
     """Whether states are also written to the SparkContext's checkpoint directory.
 
@@ -140,20 +116,6 @@ def reliable_checkpoints(spark: SparkSession, settings: Settings) -> bool:
             "spark.sparkContext.setCheckpointDir(path) first, or use 'auto' or 'local'."
         )
     return settings.checkpoint_kind != "local" and has_dir and settings.checkpoint_interval > 0
-
-
-def _stats(state: DataFrame) -> dict:
-    """Exemplars, changed decisions and the shortest run of unchanged decisions, over the vertices."""
-    row = (
-        state.filter(F.col("src") == F.col("dst"))
-        .agg(
-            F.sum(F.col("e").cast("long")).alias("exemplars"),
-            F.sum(F.col("changed").cast("long")).alias("changed"),
-            F.min("run").alias("min_run"),
-        )
-        .first()
-    )
-    return {key: int(row[key]) for key in ("exemplars", "changed", "min_run")}
 
 
 def _converged(t: int, stats: dict | None, settings: Settings) -> bool:
@@ -171,9 +133,7 @@ def engine_for(engine: str, edges: int) -> str:
     """The engine that runs: ``engine``, with "auto" resolved by the graph's number of edges."""
     if engine != "auto":
         return engine
-    from spark_ap.lib.local import LOCAL_MAX_EDGES
-
-    return "local" if edges <= LOCAL_MAX_EDGES else "blocks"
+    return "local" if edges <= local.LOCAL_MAX_EDGES else "blocks"
 
 
 class Engine(Protocol):
@@ -205,17 +165,10 @@ class Engine(Protocol):
 
 def make_engine(spark: SparkSession, engine: str, damping: float) -> Engine:
     """The engine named ``engine`` (not "auto")."""
-    # Imported here: the engines build on this module's helpers.
     if engine == "graphframes":
-        from spark_ap.lib.graphframes import GraphFramesEngine
-
         return GraphFramesEngine(spark, damping)
     if engine == "local":
-        from spark_ap.lib.local import LocalEngine
-
-        return LocalEngine(spark, damping)
-    from spark_ap.lib.blocks import BlockEngine
-
+        return local.LocalEngine(spark, damping)
     return BlockEngine(spark, damping)
 
 
@@ -238,7 +191,7 @@ def iterate(graph: DataFrame, settings: Settings, store: StateStore | None = Non
     saved = store.load() if store is not None else None
     resumed_from = None if saved is None else saved.iteration
     if saved is None:
-        state = _materialize(initial_state(graph, settings))
+        state = materialize(initial_state(graph, settings))
         if store is not None:
             local, state = state, store.save(0, [], None, state)
             release(local)

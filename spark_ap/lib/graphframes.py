@@ -34,7 +34,7 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from spark_ap.lib.engine import INF, _materialize, _save, _stats, release
+from spark_ap.lib.checkpoints import INF, materialize, release, save_reliably, vertex_stats
 from spark_ap.session import require_graphframes
 
 log = logging.getLogger("spark_ap")
@@ -149,15 +149,15 @@ class GraphFramesEngine:
         with_a = with_r.join(self._small(totals.withColumnRenamed("id", "dst")), "dst").withColumn(
             "a", d * F.col("a") + (1 - d) * computed
         )
-        new = _materialize(update_decisions(with_a).select(*state.columns))
+        new = materialize(update_decisions(with_a).select(*state.columns))
         tops.unpersist()  # aggregateMessages leaves its results persisted
         totals.unpersist()
         clock.append(time.perf_counter())
-        stats = _stats(new)
+        stats = vertex_stats(new)
         clock.append(time.perf_counter())
         # Where an iteration's time goes (scripts/benchmark.py reports it).
         log.debug("graphframes phases: %s", dict(zip(PHASES, np.diff(clock).round(4).tolist(), strict=True)))
-        return (_save(new) if reliable else new), stats
+        return (save_reliably(new) if reliable else new), stats
 
     def edges(self, state: DataFrame) -> DataFrame:
         return state

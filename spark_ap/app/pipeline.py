@@ -12,7 +12,7 @@ import logging
 import re
 from pathlib import Path
 
-from spark_ap.config import read_config
+from spark_ap.app.config import read_config
 from spark_ap.errors import InvalidInputError
 from spark_ap.params import SPECS
 from spark_ap.session import graphframes_conf, logging_conf
@@ -37,7 +37,7 @@ def check_input(path: str, kind: str) -> None:
     """Fail fast on an input that is missing or of an unknown kind, before Spark starts."""
     if kind not in ("edges", "features"):
         raise InvalidInputError(f"kind must be 'edges' or 'features'; got {kind!r}")
-    from spark_ap.job import check_input as check_path
+    from spark_ap.app.job import check_input as check_path
 
     check_path(path)
 

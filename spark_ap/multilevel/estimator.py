@@ -1,137 +1,28 @@
-"""Affinity Propagation for feature tables too large for a complete graph.
-
-On a sparse graph a point can only choose an exemplar it has an edge to, so on
-a k-nearest-neighbour graph no cluster holds more than k + 1 points or so.
-:class:`MultiLevelAffinityPropagation` goes past that limit by levels:
-
-1. Level 0 clusters the points on their k-nearest-neighbour graph (exact
-   all-pairs when there are few points, approximate above that, see
-   :mod:`spark_ap.lib.neighbors`).
-2. Each next level clusters the previous level's exemplars, each standing for
-   its whole cluster: exemplar i choosing exemplar k costs what all of i's
-   members would lose by moving to k,
-   ``s'(i, k) = sum over members m of i of (s(m, k) - s(m, i))``,
-   computed exactly from each cluster's size and feature sum; staying an
-   exemplar costs the points' preference (less s(i, i), which that sum
-   counts). Every point follows its exemplar.
-3. Levels stop when the number of clusters no longer shrinks.
-
-So each level optimises the same objective as AP on the complete graph would,
-over the exemplars that are left. That objective has a scale: with a fixed
-preference, a cluster of many points is worth splitting (dense AP on 2,000
-points of one 10-D Gaussian at the median preference of 50 such blobs finds 5
-exemplars, on 200 points 1). ``resolution`` fixes the scale: the levels weigh
-clusters as if the data had ``resolution`` points, so the clusters are those AP
-finds on that many points of the same data, whatever the data's size.
-"""
+"""The estimator :class:`MultiLevelAffinityPropagation`: params, level 0's graph, the run."""
 
 from __future__ import annotations
 
 import logging
-import time
-import warnings
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 from pyspark import keyword_only
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
-from spark_ap.clustering import AffinityPropagation, result_params
-from spark_ap.errors import ConvergenceWarning
+from spark_ap.clustering import result_params
 from spark_ap.graph import all_pairs, similarity_matrix
-from spark_ap.lib import assign, neighbors
+from spark_ap.lib import neighbors
 from spark_ap.lib.mlparams import SpecParams, spec_param
 from spark_ap.lib.preference import preference_value, sampled_similarities, statistic
 from spark_ap.lib.validation import refuse_zero_vectors, validate_features
+from spark_ap.multilevel.levels import knn_graph, level_estimator, run_levels
+from spark_ap.multilevel.result import Graph, MultiLevelResult
+from spark_ap.multilevel.search import search_preference
 from spark_ap.params import MULTILEVEL
 
 log = logging.getLogger("spark_ap")
-
-LEVEL_COLUMNS = ["level", "points", "edges", "graph", "clusters", "iterations", "converged", "resumed_from", "seconds"]
-
-
-@dataclass
-class Graph:
-    """Level 0's graph: edges (src, dst, similarity), how they were made, their recall, and the points."""
-
-    edges: DataFrame
-    complete: bool
-    recall: float | None
-    points: int
-
-
-@dataclass
-class MultiLevelResult:
-    """What :meth:`MultiLevelAffinityPropagation.run` returns.
-
-    Attributes
-    ----------
-    assignments : DataFrame
-        ``id, cluster, exemplar``: one row per point, clusters numbered from 0
-        in the order of their exemplars' ids.
-    exemplars : DataFrame
-        ``cluster, exemplar, size``.
-    levels : pandas.DataFrame
-        One row per level: ``level, points`` (clustered at that level),
-        ``edges, graph`` ("all pairs" or "k-NN"), ``clusters, iterations,
-        converged``, ``resumed_from`` (the saved iteration it resumed from, or
-        None) and ``seconds``.
-    levelAssignments : DataFrame
-        ``level, id, exemplar``: at each level, the exemplar each of that
-        level's points chose (level 0: every point; level l: the exemplars of
-        level l - 1).
-    history : pandas.DataFrame
-        ``level, iteration, exemplars, changed``.
-    preference : float
-        The preference value used.
-    preferenceSource : str
-        Where it came from: given, the complete graph's edges, or sampled pairs.
-    recall : float or None
-        Level 0's approximate graph: the fraction of true nearest neighbours it
-        holds, measured on a sample of points; None for an all-pairs graph.
-    attempts : pandas.DataFrame
-        ``preference, clusters`` of each run of the search for ``numClusters``
-        (one row without a search).
-    numVertices, numEdges : int
-        Points, and edges of level 0's graph (self-edges included).
-    numIterations : int
-        Iterations of all levels together.
-    converged : bool
-        Whether the last level converged.
-    netSimilarity : float
-        Sum of s(i, exemplar(i)) over the points that are not exemplars, plus
-        ``preference`` for every exemplar (Frey and Dueck's objective), with
-        the similarities computed from the features.
-    resumedFrom : int or None
-        The saved iteration of the first level that resumed from a save.
-    """
-
-    assignments: DataFrame
-    exemplars: DataFrame
-    levels: pd.DataFrame
-    levelAssignments: DataFrame
-    history: pd.DataFrame
-    preference: float
-    preferenceSource: str
-    recall: float | None
-    attempts: pd.DataFrame
-    numVertices: int
-    numEdges: int
-    numIterations: int
-    converged: bool
-    netSimilarity: float | None = None
-    resumedFrom: int | None = None
-    _keep: list = field(default_factory=list, repr=False)
-
-    def unpersist(self) -> None:
-        """Release what the run keeps in executor storage."""
-        for df in self._keep:
-            df.unpersist()
 
 
 class _MultiLevelParams(SpecParams):
@@ -438,22 +329,7 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, DefaultParamsReadable, De
 
     def _check(self) -> None:
         self._check_spec()
-        self._level_ap(0.0, self.getMaxIter(), None)  # checks the params it passes on
-
-    def _level_ap(self, preference: float, max_iter: int, state_dir: str | None) -> AffinityPropagation:
-        """The AffinityPropagation that clusters one level."""
-        return AffinityPropagation(
-            damping=self.getDamping(),
-            maxIter=max_iter,
-            convergenceIter=self.getConvergenceIter(),
-            preference=preference,
-            checkpointInterval=self.getCheckpointInterval(),
-            checkpointKind=self.getCheckpointKind(),
-            stateDir=state_dir,
-            engine=self.getEngine(),
-            noise=self.getNoise(),
-            seed=self.getSeed(),
-        )
+        level_estimator(self, 0.0, self.getMaxIter(), None)  # checks the params it passes on
 
     def _points(self, features: DataFrame) -> DataFrame:
         """(id, x), validated; for cosine, x scaled to unit length (then d2 = 2 - 2 cos)."""
@@ -471,12 +347,6 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, DefaultParamsReadable, De
     def _dense(self, X: np.ndarray) -> np.ndarray:
         return similarity_matrix(X, self.getMetric())
 
-    def _knn(self, points: DataFrame) -> DataFrame:
-        """(src, dst, d2): about numNeighbors nearest neighbours of every point, from the trees."""
-        return neighbors.knn_candidates(
-            points, self.getNumNeighbors(), trees=self.getNumTrees(), leaf_size=self.getLeafSize(), seed=self.getSeed()
-        )
-
     def buildGraph(self, features: DataFrame) -> tuple[DataFrame, Graph]:
         """Level 0's graph of a feature table: (points (id, x), :class:`Graph`).
 
@@ -486,7 +356,7 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, DefaultParamsReadable, De
         n = points.count()
         if n <= self.getExactBelow():
             return points, Graph(all_pairs(points, self.getMetric()).localCheckpoint(), True, None, n)
-        near = self._knn(points).localCheckpoint()
+        near = knn_graph(self, points).localCheckpoint()
         recall = neighbors.recall(points, near, self.getNumNeighbors(), seed=self.getSeed())
         log.info("approximate %d-NN graph: recall %.3f on a sample", self.getNumNeighbors(), recall)
         pairs = neighbors.symmetrise(near)
@@ -510,10 +380,10 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, DefaultParamsReadable, De
             source = f"{pref} of the {values.size} pairwise similarities of {sample} sampled points"
         if self.getNumClusters():
             values = self._sampled(points) if values is None else values
-            outcome, attempts = self._search(points, graph, n, value, values)
+            outcome, attempts = search_preference(self, points, graph, n, value, values)
             value, source = outcome.preference, f"searched for {self.getNumClusters()} clusters"
         else:
-            outcome = self._levels(points, graph, n, value, "")
+            outcome = run_levels(self, points, graph, n, value, "")
             attempts = [(value, outcome.clusters)]
         result = outcome.result(
             preference=value,
@@ -545,207 +415,3 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, DefaultParamsReadable, De
     def assignClusters(self, features: DataFrame) -> DataFrame:
         """Cluster and return ``id, cluster, exemplar``; see :meth:`run`."""
         return self.run(features).assignments
-
-    def _search(self, points, graph, n, start, values) -> tuple[_Levels, list[tuple[float, int]]]:
-        """Bisection over the preference for numClusters clusters; the closest run and every attempt.
-
-        More preference gives more clusters (nearly always). The range runs from
-        the largest pairwise similarity, where nearly every point is its own
-        exemplar, down to a preference low enough to merge everything at the
-        weights the levels use. The first attempt is the preference asked for.
-        """
-        want, tolerance = self.getNumClusters(), self.getClusterTolerance()
-        weight = min(n, self.getResolution() or n)
-        hi = float(values.max())
-        lo = float(values.min()) - weight * (hi - float(values.min()))
-        p = start if lo < start < hi else (lo + hi) / 2
-        best, attempts = None, []
-        for attempt in range(self.getMaxAttempts()):
-            outcome = self._levels(points, graph, n, p, f"attempt-{attempt}/")
-            attempts.append((p, outcome.clusters))
-            log.info("preference search: %g gives %d clusters (want %d)", p, outcome.clusters, want)
-            if best is None or abs(outcome.clusters - want) < abs(best.clusters - want):
-                best = outcome
-            if abs(outcome.clusters - want) <= tolerance:
-                break
-            if outcome.clusters > want:
-                hi = p
-            else:
-                lo = p
-            p = (lo + hi) / 2
-        return best, attempts
-
-    def _levels(self, points: DataFrame, graph: Graph, n: int, preference: float, label: str) -> _Levels:
-        """Run the levels at one preference."""
-        scale = min(1.0, self.getResolution() / n) if self.getResolution() else 1.0
-        factor = 1.0 if self.getMetric() == "sqeuclidean" else 0.5
-        root = self.getStateDir()
-        level_preference = preference
-        mapping = points.select("id", F.col("id").alias("exemplar"))  # every point -> its current exemplar
-        level_points, edges, count = points.select("id"), graph.edges, n
-        rows, histories, chosen_all = [], [], []
-        iterations, converged = 0, True
-        for level in range(self.getMaxLevels()):
-            started = time.time()
-            state_dir = f"{root.rstrip('/')}/{label}level-{level}" if root else None
-            complete = graph.complete if level == 0 else count <= self.getLevelExactBelow()
-            max_iter = self.getMaxIter() if complete else self.getKnnMaxIter()
-            with warnings.catch_warnings():
-                # A level's convergence goes into the levels table; only the last level's warns.
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                level_ap = self._level_ap(level_preference, max_iter, state_dir)
-                result = level_ap._run(edges, level_points, trusted=True)
-            chosen = result.assignments.select("id", F.coalesce("exemplar", "id").alias("next")).localCheckpoint()
-            clusters = chosen.select("next").distinct().count()
-            iterations += result.numIterations
-            converged = result.converged
-            rows.append(
-                (
-                    level,
-                    count,
-                    result.numEdges,
-                    "all pairs" if complete else "k-NN",
-                    clusters,
-                    result.numIterations,
-                    result.converged,
-                    result.resumedFrom,
-                    round(time.time() - started, 3),
-                )
-            )
-            histories.append(result.history.assign(level=level))
-            chosen_all.append(chosen.select(F.lit(level).alias("level"), "id", F.col("next").alias("exemplar")))
-            log.info(
-                "level %d: %d points -> %d clusters in %d iterations (converged=%s)",
-                level,
-                count,
-                clusters,
-                result.numIterations,
-                result.converged,
-            )
-            result.unpersist()
-            mapping = (
-                mapping.join(chosen.withColumnRenamed("id", "exemplar"), "exemplar")
-                .select("id", F.col("next").alias("exemplar"))
-                .localCheckpoint()
-            )
-            if (level == 0 and graph.complete) or clusters >= count or clusters <= 1:
-                break
-            level_points, edges = self._next_level(points, mapping, clusters, scale * factor)
-            # An exemplar that stays one pays the preference instead of its own
-            # similarity to itself, which the shifted similarities count (cosine: 1).
-            level_preference = preference - (scale if self.getMetric() == "cosine" else 0.0)
-            count = clusters
-        return _Levels(
-            mapping=mapping,
-            clusters=clusters,
-            preference=preference,
-            levels=pd.DataFrame(rows, columns=LEVEL_COLUMNS).astype({"resumed_from": "Int64"}),
-            history=pd.concat(histories, ignore_index=True)[["level", "iteration", "exemplars", "changed"]],
-            chosen=chosen_all,
-            iterations=iterations,
-            converged=converged,
-            n=n,
-        )
-
-    def _next_level(
-        self, points: DataFrame, mapping: DataFrame, count: int, weight: float
-    ) -> tuple[DataFrame, DataFrame]:
-        """The exemplars (id) and their graph for the next level.
-
-        ``s'(i, k) = weight * sum over members m of i of (s(m, k) - s(m, i))``.
-        With s = -|x - y|^2 a member's term is
-        ``2 x_m . (x_k - x_i) - (|x_k|^2 - |x_i|^2)``, so the sum needs only the
-        cluster's size and feature sum. Cosine similarity on unit vectors is
-        1 - |x - y|^2 / 2: half of that (``weight`` carries the half).
-        """
-        dims = F.posexplode("x").alias("pos", "v")
-        sums = (
-            mapping.join(points, "id")
-            .select("exemplar", dims)
-            .groupBy("exemplar", "pos")
-            .agg(F.sum("v").alias("v"), F.count(F.lit(1)).alias("size"))
-            .groupBy("exemplar")
-            .agg(F.array_sort(F.collect_list(F.struct("pos", "v"))).alias("sv"), F.first("size").alias("size"))
-            .select(F.col("exemplar").alias("id"), F.transform("sv", lambda e: e["v"]).alias("sum"), "size")
-        )
-        exemplars = points.join(sums, "id").localCheckpoint()
-        if count <= self.getLevelExactBelow():
-            return exemplars.select("id"), self._complete_level(exemplars, weight)
-        pairs = neighbors.symmetrise(self._knn(exemplars.select("id", "x")))
-
-        def dot(a, b):
-            return F.aggregate(F.zip_with(a, b, lambda u, v: u * v), F.lit(0.0), lambda s, v: s + v)
-
-        xs = exemplars.select(F.col("id").alias("src"), F.col("x").alias("xs"), "sum", "size")
-        xd = exemplars.select(F.col("id").alias("dst"), F.col("x").alias("xd"))
-        joined = pairs.select("src", "dst").join(xs, "src").join(xd, "dst")
-        gain = 2 * (dot("sum", "xd") - dot("sum", "xs")) - F.col("size") * (dot("xd", "xd") - dot("xs", "xs"))
-        edges = joined.select("src", "dst", (F.lit(weight) * gain).alias("similarity")).localCheckpoint()
-        return exemplars.select("id"), edges
-
-    def _complete_level(self, exemplars: DataFrame, weight: float) -> DataFrame:
-        """All pairs of at most ``levelExactBelow`` exemplars: small enough to compute on the driver with numpy."""
-        rows = exemplars.select("id", "x", "sum", "size").collect()
-        kind = pa.string() if isinstance(exemplars.schema["id"].dataType, T.StringType) else pa.int64()
-        ids = np.array([row.id for row in rows], dtype=object if kind == pa.string() else np.int64)
-        X = np.array([row.x for row in rows], dtype=float)
-        sums = np.array([row.sum for row in rows], dtype=float)
-        size = np.array([row.size for row in rows], dtype=float)
-        sq = np.einsum("ij,ij->i", X, X)
-        # gain[i, k] = 2 sum_i . (x_k - x_i) - size_i (|x_k|^2 - |x_i|^2)
-        gain = 2 * (sums @ X.T - np.einsum("ij,ij->i", sums, X)[:, None]) - size[:, None] * (sq[None, :] - sq[:, None])
-        src, dst = np.nonzero(~np.eye(len(ids), dtype=bool))
-        table = pa.table(
-            {
-                "src": pa.array(ids[src], type=kind),
-                "dst": pa.array(ids[dst], type=kind),
-                "similarity": weight * gain[src, dst],
-            }
-        )
-        return exemplars.sparkSession.createDataFrame(table).localCheckpoint()
-
-
-@dataclass
-class _Levels:
-    """The levels run at one preference."""
-
-    mapping: DataFrame
-    clusters: int
-    preference: float
-    levels: pd.DataFrame
-    history: pd.DataFrame
-    chosen: list[DataFrame]
-    iterations: int
-    converged: bool
-    n: int
-
-    def result(self, *, preference, source, recall, attempts) -> MultiLevelResult:
-        numbers = assign.cluster_numbers(self.mapping)
-        assignments = self.mapping.join(numbers, "exemplar").select("id", "cluster", "exemplar").persist()
-        level_assignments = self.chosen[0]
-        for chosen in self.chosen[1:]:
-            level_assignments = level_assignments.unionByName(chosen)
-        if not self.converged:
-            warnings.warn(
-                f"The last level did not converge in {self.levels['iterations'].iloc[-1]} iterations; "
-                "the clusters may be degenerate.",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
-        return MultiLevelResult(
-            assignments=assignments,
-            exemplars=assign.exemplar_table(assignments),
-            levels=self.levels,
-            levelAssignments=level_assignments,
-            history=self.history,
-            preference=preference,
-            preferenceSource=source,
-            recall=recall,
-            attempts=attempts,
-            numVertices=self.n,
-            numEdges=int(self.levels["edges"].iloc[0]),
-            numIterations=self.iterations,
-            converged=self.converged,
-            resumedFrom=next((int(i) for i in self.levels["resumed_from"] if pd.notna(i)), None),
-            _keep=[assignments],
-        )

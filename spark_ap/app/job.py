@@ -20,10 +20,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from spark_ap.app.config import SECTIONS, read_config
+from spark_ap.app.export import STATE, export_run, output_status, redact, redact_text
 from spark_ap.clustering import OPERATIONAL_PARAMS, AffinityPropagation
-from spark_ap.config import SECTIONS, read_config
 from spark_ap.errors import InvalidInputError, InvalidParamError, SparkAPError, reason
-from spark_ap.export import STATE, export_run, output_status, redact, redact_text
 from spark_ap.lib.state import StateStore
 from spark_ap.lib.validation import validate_edges, validate_features
 from spark_ap.multilevel import MultiLevelAffinityPropagation
@@ -63,8 +63,9 @@ def parser() -> argparse.ArgumentParser:
     for section, group in groups.items():
         for spec in in_section(section):
             options = {"dest": spec.name, "help": f"{spec.doc} (default {spec.default})"}
+            options["metavar"] = spec.flag[2:].upper()
             if spec.choices:
-                options["choices"] = spec.choices
+                options["choices"], options["metavar"] = spec.choices, None
             else:
                 options["type"] = cli_preference if spec.name == "preference" else spec.type
             group.add_argument(spec.flag, **options)

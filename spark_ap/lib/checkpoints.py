@@ -1,0 +1,53 @@
+"""Lineage and storage helpers that the loop and the engines share.
+
+Kept apart from :mod:`spark_ap.lib.engine`, which builds the engines, so that
+the engines can use them without importing the loop.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+INF = float("inf")
+
+
+def materialize(df: DataFrame) -> DataFrame:
+    """Compute ``df`` into executor storage and cut its lineage.
+
+    A chain of merely persisted iterations would keep every earlier plan inside
+    the next one; Spark describes such nested cached plans in text that doubles
+    with every level, so each iteration is checkpointed locally instead.
+    """
+    return df.localCheckpoint(eager=True)
+
+
+def release(df: DataFrame) -> None:
+    """Free the blocks of a locally checkpointed state now rather than at the next JVM GC."""
+    jdf = getattr(df, "_jdf", None)  # absent on Spark Connect, where the server cleans up
+    if jdf is None:
+        return
+    plan = jdf.queryExecution().analyzed()
+    if plan.nodeName() == "LogicalRDD":
+        plan.rdd().unpersist(False)
+
+
+def save_reliably(df: DataFrame) -> DataFrame:
+    """Write ``df`` to the reliable checkpoint directory and read it back from there."""
+    saved = df.checkpoint(eager=True)
+    release(df)
+    return saved
+
+
+def vertex_stats(state: DataFrame) -> dict:
+    """Exemplars, changed decisions and the shortest run of unchanged decisions, over the vertices."""
+    row = (
+        state.filter(F.col("src") == F.col("dst"))
+        .agg(
+            F.sum(F.col("e").cast("long")).alias("exemplars"),
+            F.sum(F.col("changed").cast("long")).alias("changed"),
+            F.min("run").alias("min_run"),
+        )
+        .first()
+    )
+    return {key: int(row[key]) for key in ("exemplars", "changed", "min_run")}
