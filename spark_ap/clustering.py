@@ -18,7 +18,7 @@ from spark_ap.errors import ColumnTypeError, ConvergenceWarning, InvalidParamErr
 from spark_ap.lib import assign
 from spark_ap.lib.checkpoints import release
 from spark_ap.lib.engine import Outcome, Settings, initial_state, iterate
-from spark_ap.lib.mlparams import SpecParams, spec_param
+from spark_ap.lib.mlparams import SharedParams, spec_param
 from spark_ap.lib.preference import add_self_edges
 from spark_ap.lib.state import StateStore
 from spark_ap.lib.validation import id_type, require_columns, validate_edges, validate_preferences
@@ -138,47 +138,18 @@ class AffinityPropagationResult:
             self._state.unpersist()
 
 
-class _AffinityPropagationParams(SpecParams):
+class _AffinityPropagationParams(SharedParams):
     """AffinityPropagation's params; names, docs, defaults and bounds are in :mod:`spark_ap.params`."""
 
     _estimator = AP
-    damping = spec_param("damping")
-    maxIter = spec_param("maxIter")
-    convergenceIter = spec_param("convergenceIter")
-    preference = spec_param("preference")
     srcCol = spec_param("srcCol")
     dstCol = spec_param("dstCol")
     weightCol = spec_param("weightCol")
-    idCol = spec_param("idCol")
     preferenceCol = spec_param("preferenceCol")
-    checkpointInterval = spec_param("checkpointInterval")
-    checkpointKind = spec_param("checkpointKind")
     duplicates = spec_param("duplicates")
-    stateDir = spec_param("stateDir")
-    engine = spec_param("engine")
-    noise = spec_param("noise")
-    seed = spec_param("seed")
-
-    def getDamping(self) -> float:
-        return self.getOrDefault(self.damping)
-
-    def getMaxIter(self) -> int:
-        return self.getOrDefault(self.maxIter)
-
-    def getConvergenceIter(self) -> int:
-        return self.getOrDefault(self.convergenceIter)
 
     def getWeightCol(self) -> str:
         return self.getOrDefault(self.weightCol)
-
-    def getCheckpointInterval(self) -> int:
-        return self.getOrDefault(self.checkpointInterval)
-
-    def getSeed(self) -> int:
-        return self.getOrDefault(self.seed)
-
-    def getPreference(self) -> float | str:
-        return self.getOrDefault(self.preference)
 
     def getSrcCol(self) -> str:
         return self.getOrDefault(self.srcCol)
@@ -186,26 +157,11 @@ class _AffinityPropagationParams(SpecParams):
     def getDstCol(self) -> str:
         return self.getOrDefault(self.dstCol)
 
-    def getIdCol(self) -> str:
-        return self.getOrDefault(self.idCol)
-
     def getPreferenceCol(self) -> str:
         return self.getOrDefault(self.preferenceCol)
 
-    def getCheckpointKind(self) -> str:
-        return self.getOrDefault(self.checkpointKind)
-
-    def getNoise(self) -> str:
-        return self.getOrDefault(self.noise)
-
     def getDuplicates(self) -> str:
         return self.getOrDefault(self.duplicates)
-
-    def getEngine(self) -> str:
-        return self.getOrDefault(self.engine)
-
-    def getStateDir(self) -> str | None:
-        return self._get("stateDir")
 
 
 class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, DefaultParamsWritable):
@@ -325,18 +281,6 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         """Set the params given by keyword."""
         return self._setChecked(**self._input_kwargs)
 
-    def setDamping(self, value: float) -> AffinityPropagation:
-        return self._setChecked(damping=value)
-
-    def setMaxIter(self, value: int) -> AffinityPropagation:
-        return self._setChecked(maxIter=value)
-
-    def setConvergenceIter(self, value: int) -> AffinityPropagation:
-        return self._setChecked(convergenceIter=value)
-
-    def setPreference(self, value: float | str) -> AffinityPropagation:
-        return self._setChecked(preference=value)
-
     def setSrcCol(self, value: str) -> AffinityPropagation:
         return self._setChecked(srcCol=value)
 
@@ -346,32 +290,11 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
     def setWeightCol(self, value: str) -> AffinityPropagation:
         return self._setChecked(weightCol=value)
 
-    def setIdCol(self, value: str) -> AffinityPropagation:
-        return self._setChecked(idCol=value)
-
     def setPreferenceCol(self, value: str) -> AffinityPropagation:
         return self._setChecked(preferenceCol=value)
 
-    def setCheckpointInterval(self, value: int) -> AffinityPropagation:
-        return self._setChecked(checkpointInterval=value)
-
-    def setCheckpointKind(self, value: str) -> AffinityPropagation:
-        return self._setChecked(checkpointKind=value)
-
     def setDuplicates(self, value: str) -> AffinityPropagation:
         return self._setChecked(duplicates=value)
-
-    def setStateDir(self, value: str | None) -> AffinityPropagation:
-        return self._setChecked(stateDir=value)
-
-    def setEngine(self, value: str) -> AffinityPropagation:
-        return self._setChecked(engine=value)
-
-    def setNoise(self, value: bool) -> AffinityPropagation:
-        return self._setChecked(noise=value)
-
-    def setSeed(self, value: int) -> AffinityPropagation:
-        return self._setChecked(seed=value)
 
     def _check(self) -> None:
         """Raise :class:`InvalidParamError` for any param out of range."""

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pyspark.ml.param import Param, Params, TypeConverters
 
 from spark_ap.errors import InvalidParamError
 from spark_ap.params import SPECS, check, defaults, noise_param
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 _CONVERTERS = {int: TypeConverters.toInt, float: TypeConverters.toFloat, str: TypeConverters.toString}
 
@@ -52,3 +57,85 @@ class SpecParams(Params):
     def _check_spec(self) -> None:
         """Raise :class:`~spark_ap.InvalidParamError` for the first param its spec refuses."""
         check(self._estimator, {p.name: self.getOrDefault(p) for p in self.params if self.isDefined(p)})
+
+
+class SharedParams(SpecParams):
+    """The params both estimators have (how each AP run iterates), with their getters and setters."""
+
+    damping = spec_param("damping")
+    maxIter = spec_param("maxIter")
+    convergenceIter = spec_param("convergenceIter")
+    preference = spec_param("preference")
+    idCol = spec_param("idCol")
+    checkpointInterval = spec_param("checkpointInterval")
+    checkpointKind = spec_param("checkpointKind")
+    stateDir = spec_param("stateDir")
+    engine = spec_param("engine")
+    noise = spec_param("noise")
+    seed = spec_param("seed")
+
+    def getDamping(self) -> float:
+        return self.getOrDefault(self.damping)
+
+    def getMaxIter(self) -> int:
+        return self.getOrDefault(self.maxIter)
+
+    def getConvergenceIter(self) -> int:
+        return self.getOrDefault(self.convergenceIter)
+
+    def getPreference(self) -> float | str:
+        return self.getOrDefault(self.preference)
+
+    def getIdCol(self) -> str:
+        return self.getOrDefault(self.idCol)
+
+    def getCheckpointInterval(self) -> int:
+        return self.getOrDefault(self.checkpointInterval)
+
+    def getCheckpointKind(self) -> str:
+        return self.getOrDefault(self.checkpointKind)
+
+    def getStateDir(self) -> str | None:
+        return self._get("stateDir")
+
+    def getEngine(self) -> str:
+        return self.getOrDefault(self.engine)
+
+    def getNoise(self) -> str:
+        return self.getOrDefault(self.noise)
+
+    def getSeed(self) -> int:
+        return self.getOrDefault(self.seed)
+
+    def setDamping(self, value: float) -> Self:
+        return self._setChecked(damping=value)
+
+    def setMaxIter(self, value: int) -> Self:
+        return self._setChecked(maxIter=value)
+
+    def setConvergenceIter(self, value: int) -> Self:
+        return self._setChecked(convergenceIter=value)
+
+    def setPreference(self, value: float | str) -> Self:
+        return self._setChecked(preference=value)
+
+    def setIdCol(self, value: str) -> Self:
+        return self._setChecked(idCol=value)
+
+    def setCheckpointInterval(self, value: int) -> Self:
+        return self._setChecked(checkpointInterval=value)
+
+    def setCheckpointKind(self, value: str) -> Self:
+        return self._setChecked(checkpointKind=value)
+
+    def setStateDir(self, value: str | None) -> Self:
+        return self._setChecked(stateDir=value)
+
+    def setEngine(self, value: str) -> Self:
+        return self._setChecked(engine=value)
+
+    def setNoise(self, value: str | bool) -> Self:
+        return self._setChecked(noise=value)
+
+    def setSeed(self, value: int) -> Self:
+        return self._setChecked(seed=value)

@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from spark_ap.clustering import result_params
 from spark_ap.graph import all_pairs, similarity_matrix
 from spark_ap.lib import neighbors
-from spark_ap.lib.mlparams import SpecParams, spec_param
+from spark_ap.lib.mlparams import SharedParams, spec_param
 from spark_ap.lib.preference import preference_value, sampled_similarities, statistic
 from spark_ap.lib.validation import refuse_zero_vectors, validate_features
 from spark_ap.multilevel.levels import knn_graph, level_estimator, run_levels
@@ -25,14 +25,12 @@ from spark_ap.params import MULTILEVEL
 log = logging.getLogger("spark_ap")
 
 
-class _MultiLevelParams(SpecParams):
+class _MultiLevelParams(SharedParams):
     """MultiLevelAffinityPropagation's params; names, docs, defaults and bounds are in :mod:`spark_ap.params`."""
 
     _estimator = MULTILEVEL
-    idCol = spec_param("idCol")
     featuresCol = spec_param("featuresCol")
     metric = spec_param("metric")
-    preference = spec_param("preference")
     preferenceSample = spec_param("preferenceSample")
     numNeighbors = spec_param("numNeighbors")
     exactBelow = spec_param("exactBelow")
@@ -45,27 +43,12 @@ class _MultiLevelParams(SpecParams):
     numClusters = spec_param("numClusters")
     clusterTolerance = spec_param("clusterTolerance")
     maxAttempts = spec_param("maxAttempts")
-    damping = spec_param("damping")
-    maxIter = spec_param("maxIter")
-    convergenceIter = spec_param("convergenceIter")
-    checkpointInterval = spec_param("checkpointInterval")
-    checkpointKind = spec_param("checkpointKind")
-    stateDir = spec_param("stateDir")
-    engine = spec_param("engine")
-    noise = spec_param("noise")
-    seed = spec_param("seed")
-
-    def getIdCol(self) -> str:
-        return self._get("idCol")
 
     def getFeaturesCol(self) -> str:
         return self._get("featuresCol")
 
     def getMetric(self) -> str:
         return self._get("metric")
-
-    def getPreference(self) -> float | str:
-        return self._get("preference")
 
     def getPreferenceSample(self) -> int:
         return self._get("preferenceSample")
@@ -102,33 +85,6 @@ class _MultiLevelParams(SpecParams):
 
     def getMaxAttempts(self) -> int:
         return self._get("maxAttempts")
-
-    def getDamping(self) -> float:
-        return self._get("damping")
-
-    def getMaxIter(self) -> int:
-        return self._get("maxIter")
-
-    def getCheckpointInterval(self) -> int:
-        return self._get("checkpointInterval")
-
-    def getSeed(self) -> int:
-        return self._get("seed")
-
-    def getConvergenceIter(self) -> int:
-        return self._get("convergenceIter")
-
-    def getCheckpointKind(self) -> str:
-        return self._get("checkpointKind")
-
-    def getEngine(self) -> str:
-        return self._get("engine")
-
-    def getNoise(self) -> str:
-        return self._get("noise")
-
-    def getStateDir(self) -> str | None:
-        return self._get("stateDir")
 
 
 class MultiLevelAffinityPropagation(_MultiLevelParams, DefaultParamsReadable, DefaultParamsWritable):
@@ -252,17 +208,11 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, DefaultParamsReadable, De
         """Set the params given by keyword."""
         return self._setChecked(**self._input_kwargs)
 
-    def setIdCol(self, value: str) -> MultiLevelAffinityPropagation:
-        return self._setChecked(idCol=value)
-
     def setFeaturesCol(self, value: str) -> MultiLevelAffinityPropagation:
         return self._setChecked(featuresCol=value)
 
     def setMetric(self, value: str) -> MultiLevelAffinityPropagation:
         return self._setChecked(metric=value)
-
-    def setPreference(self, value: float | str) -> MultiLevelAffinityPropagation:
-        return self._setChecked(preference=value)
 
     def setPreferenceSample(self, value: int) -> MultiLevelAffinityPropagation:
         return self._setChecked(preferenceSample=value)
@@ -299,33 +249,6 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, DefaultParamsReadable, De
 
     def setMaxAttempts(self, value: int) -> MultiLevelAffinityPropagation:
         return self._setChecked(maxAttempts=value)
-
-    def setDamping(self, value: float) -> MultiLevelAffinityPropagation:
-        return self._setChecked(damping=value)
-
-    def setMaxIter(self, value: int) -> MultiLevelAffinityPropagation:
-        return self._setChecked(maxIter=value)
-
-    def setConvergenceIter(self, value: int) -> MultiLevelAffinityPropagation:
-        return self._setChecked(convergenceIter=value)
-
-    def setCheckpointInterval(self, value: int) -> MultiLevelAffinityPropagation:
-        return self._setChecked(checkpointInterval=value)
-
-    def setCheckpointKind(self, value: str) -> MultiLevelAffinityPropagation:
-        return self._setChecked(checkpointKind=value)
-
-    def setStateDir(self, value: str | None) -> MultiLevelAffinityPropagation:
-        return self._setChecked(stateDir=value)
-
-    def setEngine(self, value: str) -> MultiLevelAffinityPropagation:
-        return self._setChecked(engine=value)
-
-    def setNoise(self, value: str | bool) -> MultiLevelAffinityPropagation:
-        return self._setChecked(noise=value)
-
-    def setSeed(self, value: int) -> MultiLevelAffinityPropagation:
-        return self._setChecked(seed=value)
 
     def _check(self) -> None:
         self._check_spec()
