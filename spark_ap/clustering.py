@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import pandas as pd
 from graphframes import GraphFrame
@@ -88,6 +89,8 @@ class AffinityPropagationResult:
     netSimilarity : float or None
         Sum of s(i, exemplar(i)) over non-exemplars plus the exemplars'
         preferences (Frey and Dueck's objective); None without exemplars.
+        Computed when first read (a join over the edges), so read it before
+        :meth:`unpersist`.
     history : pandas.DataFrame
         ``iteration, exemplars, changed``: per iteration, how many points were
         exemplars and how many changed their exemplar decision.
@@ -112,7 +115,6 @@ class AffinityPropagationResult:
     exemplars: DataFrame
     numIterations: int
     converged: bool
-    netSimilarity: float | None
     history: pd.DataFrame
     messages: DataFrame
     preference: float
@@ -120,6 +122,12 @@ class AffinityPropagationResult:
     numEdges: int
     resumedFrom: int | None = None
     _state: DataFrame | None = field(default=None, repr=False)
+    _found: bool = field(default=True, repr=False)  # whether any point became an exemplar
+
+    @cached_property
+    def netSimilarity(self) -> float | None:
+        # Not computed with the result: the levels of a multi-level run never read theirs.
+        return assign.net_similarity(self._state, self.assignments) if self._found else None
 
     @property
     def graph(self) -> GraphFrame:
@@ -424,16 +432,13 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         ids = state.filter(self_edge()).select(F.col("src").alias("id"))
         if exemplar_ids is None:
             assignments = assign.unassigned(ids).persist()
-            net = None
         else:
             assignments = assign.label(state, ids, exemplar_ids).persist()
-            net = assign.net_similarity(state, assignments)
         return AffinityPropagationResult(
             assignments=assignments,
             exemplars=assign.exemplar_table(assignments.filter(F.col("cluster") >= 0)),
             numIterations=outcome.n_iter,
             converged=outcome.converged,
-            netSimilarity=net,
             history=pd.DataFrame(outcome.history, columns=["iteration", "exemplars", "changed"]),
             messages=state.select("src", "dst", "similarity", "s", "r", "a"),
             preference=preference,
@@ -441,6 +446,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             numEdges=int(facts["edges"]),
             resumedFrom=outcome.resumed_from,
             _state=state,
+            _found=exemplar_ids is not None,
         )
 
     def resultParams(self) -> dict:
