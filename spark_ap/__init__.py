@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 # Where the public names live; the rest of __all__ are the error types of spark_ap.errors.
 _MODULES = {
     "AffinityPropagation": "spark_ap.clustering",
+    "AffinityPropagationModel": "spark_ap.model",
     "AffinityPropagationResult": "spark_ap.clustering",
     "MultiLevelAffinityPropagation": "spark_ap.multilevel",
     "MultiLevelResult": "spark_ap.multilevel",
@@ -29,6 +30,7 @@ _MODULES = {
 
 __all__ = [
     "AffinityPropagation",
+    "AffinityPropagationModel",
     "AffinityPropagationResult",
     "ColumnTypeError",
     "ConvergenceWarning",
@@ -78,5 +80,6 @@ if TYPE_CHECKING:
         StateMismatchError,
     )
     from spark_ap.graph import edges_from_features, edges_from_matrix, similarity_matrix
+    from spark_ap.model import AffinityPropagationModel
     from spark_ap.multilevel import MultiLevelAffinityPropagation, MultiLevelResult
     from spark_ap.session import spark_session

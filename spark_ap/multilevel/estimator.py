@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import pandas as pd
 from pyspark import keyword_only
+from pyspark.ml import Estimator
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -17,6 +18,7 @@ from spark_ap.lib import neighbors
 from spark_ap.lib.mlparams import SharedParams, spec_param
 from spark_ap.lib.preference import preference_value, sampled_similarities, statistic
 from spark_ap.lib.validation import refuse_zero_vectors, validate_features
+from spark_ap.model import AffinityPropagationModel, fitted_model
 from spark_ap.multilevel.levels import knn_graph, level_estimator, run_levels
 from spark_ap.multilevel.result import Graph, MultiLevelResult
 from spark_ap.multilevel.search import search_preference
@@ -87,7 +89,7 @@ class _MultiLevelParams(SharedParams):
         return self._get("maxAttempts")
 
 
-class MultiLevelAffinityPropagation(_MultiLevelParams, DefaultParamsReadable, DefaultParamsWritable):
+class MultiLevelAffinityPropagation(_MultiLevelParams, Estimator, DefaultParamsReadable, DefaultParamsWritable):
     """Affinity Propagation on a feature table of any size, by levels of sparse AP.
 
     Small tables (at most ``exactBelow`` rows) get the complete graph and one
@@ -288,6 +290,15 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, DefaultParamsReadable, De
 
     def run(self, features: DataFrame) -> MultiLevelResult:
         """Cluster the rows of ``features`` (``idCol``, ``featuresCol``)."""
+        return self._cluster(features)[1]
+
+    def _fit(self, dataset: DataFrame) -> AffinityPropagationModel:
+        """The model of :meth:`run` on ``dataset``: its exemplars, to assign new points (see :meth:`fit`)."""
+        points, result = self._cluster(dataset)
+        return fitted_model(self, points, result)
+
+    def _cluster(self, features: DataFrame) -> tuple[DataFrame, MultiLevelResult]:
+        """The validated points (``id, x``) and the run's result."""
         self._check()
         points, graph = self.buildGraph(features)
         n = graph.points
@@ -315,7 +326,7 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, DefaultParamsReadable, De
             attempts=pd.DataFrame(attempts, columns=["preference", "clusters"]),
         )
         result.netSimilarity = self._net_similarity(points, result.assignments, value)
-        return result
+        return points, result
 
     def _net_similarity(self, points: DataFrame, assignments: DataFrame, preference: float) -> float:
         """Frey and Dueck's objective of the final clusters: s(i, exemplar(i)) summed over the other
