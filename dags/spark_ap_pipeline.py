@@ -3,8 +3,10 @@
 Validation and clustering are the spark-ap job (``scripts/spark_ap_job.py``)
 submitted through the ``spark_default`` connection: point that connection at a
 standalone, YARN or Kubernetes master and the same DAG runs on a cluster.
-Each DAG run writes its own folder, ``output_root/<run id>``, and the report
-task publishes the results as an asset that downstream DAGs can schedule on.
+Each DAG run writes its own folder, ``output_root/<run id>`` (for a feature
+table with the fitted model in ``model/``); the report task points
+``output_root/latest`` at it and publishes the results as an asset that
+downstream DAGs can schedule on.
 
 Bad data fails the validate task with the job's one-line reason in its log and
 nothing written. A cluster task that dies (a lost machine, a killed process) is
@@ -22,7 +24,14 @@ import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset, Param, dag, task
 
-from spark_ap.app.pipeline import asset_extra, check_input, job_arguments, read_summary, submit_options
+from spark_ap.app.pipeline import (
+    asset_extra,
+    check_input,
+    job_arguments,
+    publish_latest,
+    read_summary,
+    submit_options,
+)
 from spark_ap.params import dag_params
 
 # The spark-ap checkout or installation that holds the job script, the settings
@@ -66,8 +75,9 @@ def spark_ap_pipeline():
 
     @task(outlets=[RESULTS])
     def report(output: str, *, outlet_events) -> dict:
-        """Read back the run's summary, list its files, and tell the asset's consumers where the run is."""
+        """Read back the run's summary, point output_root/latest at it, and tell the asset's consumers."""
         summary = read_summary(output)
+        publish_latest(output)
         outlet_events[RESULTS].extra = asset_extra(summary)
         return summary
 

@@ -148,6 +148,9 @@ def test_end_to_end_on_local_spark(dag, spark, tmp_path, capfd):
         extra = dict(event.extra)
     assert extra["folder"] == str(folder) and extra["clusters"] == summary["clusters"]
     assert extra["iterations"] == summary["iterations"]
+    # The fitted model is in the run folder, and output_root/latest points at the run.
+    assert extra["model"] == str(folder / "model") and (folder / "model" / "metadata").is_dir()
+    assert (tmp_path / "runs" / "latest").resolve() == folder.resolve()
 
     # A retried cluster task finds the finished folder and leaves it as it is.
     before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}

@@ -9,7 +9,13 @@ import pandas as pd
 import pytest
 from sklearn.datasets import make_blobs
 
-from spark_ap import AffinityPropagation, edges_from_features, edges_from_matrix, similarity_matrix
+from spark_ap import (
+    AffinityPropagation,
+    AffinityPropagationModel,
+    edges_from_features,
+    edges_from_matrix,
+    similarity_matrix,
+)
 from spark_ap.app.job import parser, settings
 from tests.conftest import assignment_rows, written_rows
 
@@ -61,6 +67,11 @@ def test_spark_submit_on_a_feature_csv(spark, tmp_path):
     expected = AffinityPropagation().run(edges_from_features(features))
     assert written_rows(out) == assignment_rows(expected)
     assert (out / "clusters.png").stat().st_size > 10_000
+    # The run's model, saved in the run folder, assigns the points as the run did (a complete graph).
+    model = AffinityPropagationModel.load(str(out / "model"))
+    assert sorted(tuple(r) for r in model.transform(features).select("id", "cluster", "exemplar").collect()) == (
+        written_rows(out)
+    )
 
 
 def test_settings_layer_defaults_file_and_command_line(tmp_path):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from spark_ap import InvalidInputError
 from spark_ap.app.job import main
 from spark_ap.app.pipeline import run_folder
 
@@ -48,3 +49,20 @@ def test_skip_existing_refuses_a_folder_holding_another_run(tmp_path, capsys):
     assert main(["--input", _edges(tmp_path), "--output", str(out), "--skip-existing"]) == 2
     assert "already holds another run (other params or input)" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
+
+
+def test_latest_points_at_a_finished_run_and_is_replaced_atomically(tmp_path):
+    from spark_ap.app.pipeline import publish_latest
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    for folder in (first, second):
+        folder.mkdir()
+    with pytest.raises(InvalidInputError, match="no finished run"):
+        publish_latest(first)
+    assert not (tmp_path / "latest").exists()
+    (first / "summary.json").write_text("{}")
+    (second / "summary.json").write_text("{}")
+    assert publish_latest(first).resolve() == first.resolve()
+    assert publish_latest(second).resolve() == second.resolve()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "latest"]
+    assert run_folder(str(tmp_path), "latest").name == "run-latest"

@@ -20,6 +20,7 @@ import pyspark
 
 from spark_ap.clustering import AffinityPropagationResult
 from spark_ap.errors import InvalidInputError
+from spark_ap.model import AffinityPropagationModel
 from spark_ap.multilevel import MultiLevelResult
 
 STATE = "state"
@@ -59,6 +60,7 @@ def export_run(
     params: dict | None = None,
     points: pd.DataFrame | None = None,
     timings: dict | None = None,
+    model: AffinityPropagationModel | None = None,
 ) -> Path:
     """Write ``result`` to the local folder ``path`` and return it.
 
@@ -71,7 +73,9 @@ def export_run(
     (``id`` and two columns, whose names label the axes), ``clusters.png``. A multi-level result adds
     ``levels.csv`` (one row per level) and, after a search for a number of
     clusters, ``attempts.csv``; its summary says how the preference was chosen
-    and how many true neighbours the approximate graph holds.
+    and how many true neighbours the approximate graph holds. A ``model``
+    (a feature table's fit) is saved in ``model/``, for
+    :meth:`AffinityPropagationModel.load <spark_ap.AffinityPropagationModel.load>`.
 
     Raises
     ------
@@ -105,6 +109,8 @@ def export_run(
             "versions": {"spark_ap": _version(), "pyspark": pyspark.__version__},
         }
         (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if model is not None:
+            model.write().save(str(staging / "model"))
         plot_convergence(result.history, staging / "convergence.png", converged=result.converged)
         if points is not None:
             x, y = [c for c in points.columns if c != "id"]

@@ -348,10 +348,12 @@ def run(args: argparse.Namespace) -> Path:
             points = table.select(F.col(id_col).alias("id"), *columns).toPandas()
     else:
         data = table
-    result = ap.run(data)
+    # A feature table's run is a fit: its model assigns new points (spark_ap.model).
+    model = ap.fit(data) if inp["kind"] == "features" else None
+    result = model.summary if model is not None else ap.run(data)
     clustered = time.time()
     timings = {"total": round(clustered - started, 3)}
-    out = export_run(result, args.output, params=params, points=points, timings=timings)
+    out = export_run(result, args.output, params=params, points=points, timings=timings, model=model)
     store.clear()  # the run is finished: its saves are no longer needed
     log.info("wrote %s after %d iterations (converged=%s)", out, result.numIterations, result.converged)
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -24,9 +25,12 @@ def run_folder(output_root: str, run_id: str) -> Path:
     """``output_root/<run id>``, the run id reduced to characters safe in a path.
 
     Whatever the run id holds (slashes, ``..``), the folder is a direct child of
-    ``output_root``: a DAG run writes nowhere else.
+    ``output_root``: a DAG run writes nowhere else. ``latest`` is the pointer to
+    the newest finished run (:func:`publish_latest`), so a run id "latest" gets
+    the folder ``run-latest``.
     """
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("._") or "run"
+    name = "run-latest" if name == "latest" else name
     folder = Path(output_root) / name
     if folder.resolve().parent != Path(output_root).resolve():
         raise InvalidInputError(f"The run id {run_id!r} does not name a folder inside {output_root}")
@@ -86,10 +90,30 @@ def read_summary(output: str) -> dict:
         summary["iterations"],
         summary["converged"],
     )
-    return {**summary, "folder": str(folder), "files": files}
+    model = {"model": str(folder / "model")} if (folder / "model").is_dir() else {}
+    return {**summary, "folder": str(folder), **model, "files": files}
 
 
 def asset_extra(summary: dict) -> dict:
-    """What the results asset's event carries: the run folder and the summary's headline numbers."""
-    keys = ("folder", "clusters", "iterations", "converged", "points", "net_similarity")
+    """What the results asset's event carries: the run folder, its model if any, and the summary's headline
+    numbers."""
+    keys = ("folder", "model", "clusters", "iterations", "converged", "points", "net_similarity")
     return {key: summary[key] for key in keys if key in summary}
+
+
+def publish_latest(folder: str | Path) -> Path:
+    """Point ``<output_root>/latest`` at the finished run ``folder``, atomically, and return the pointer.
+
+    The pointer is a relative symbolic link, replaced in one rename: a reader
+    sees the previous run or this one, never a half-written run (a run folder
+    is complete once it holds summary.json, which the job writes last).
+    """
+    folder = Path(folder)
+    if not (folder / "summary.json").is_file():
+        raise InvalidInputError(f"{folder} holds no finished run (no summary.json); latest is left as it is")
+    latest = folder.parent / "latest"
+    staged = folder.parent / f".latest-{os.getpid()}-{folder.name}"
+    staged.unlink(missing_ok=True)
+    os.symlink(folder.name, staged)
+    os.replace(staged, latest)
+    return latest
