@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -103,14 +103,16 @@ def all_pairs(points: DataFrame, metric: str) -> DataFrame:
     left = points.select(F.col("id").alias("src"), F.col("x").alias("xs"))
     right = points.select(F.col("id").alias("dst"), F.col("x").alias("xd"))
     pairs = left.crossJoin(right).filter(F.col("src") != F.col("dst"))
+    return pairs.select("src", "dst", similarity("xs", "xd", metric).alias("similarity"))
+
+
+def similarity(xs: str, xd: str, metric: str) -> Column:
+    """s(x, y) of two array columns: the negative squared Euclidean distance, or the cosine."""
 
     def total(values):
         return F.aggregate(values, F.lit(0.0), lambda acc, v: acc + v)
 
     if metric == "sqeuclidean":
-        similarity = -total(F.zip_with("xs", "xd", lambda a, b: (a - b) * (a - b)))
-    else:
-        dot = total(F.zip_with("xs", "xd", lambda a, b: a * b))
-        norms = F.sqrt(total(F.transform("xs", lambda a: a * a))) * F.sqrt(total(F.transform("xd", lambda a: a * a)))
-        similarity = dot / norms
-    return pairs.select("src", "dst", similarity.alias("similarity"))
+        return -total(F.zip_with(xs, xd, lambda a, b: (a - b) * (a - b)))
+    dot = total(F.zip_with(xs, xd, lambda a, b: a * b))
+    return dot / (F.sqrt(total(F.transform(xs, lambda a: a * a))) * F.sqrt(total(F.transform(xd, lambda a: a * a))))

@@ -13,7 +13,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from spark_ap.clustering import result_params
-from spark_ap.graph import all_pairs, similarity_matrix
+from spark_ap.graph import all_pairs, similarity, similarity_matrix
 from spark_ap.lib import neighbors
 from spark_ap.lib.mlparams import SharedParams, spec_param
 from spark_ap.lib.preference import preference_value, sampled_similarities, statistic
@@ -334,8 +334,7 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, Estimator, DefaultParamsR
         x = points.select("id", "x")
         e = points.select(F.col("id").alias("exemplar"), F.col("x").alias("e"))
         pairs = assignments.filter(F.col("id") != F.col("exemplar")).join(x, "id").join(e, "exemplar")
-        d2 = F.aggregate(F.zip_with("x", "e", lambda a, b: (a - b) * (a - b)), F.lit(0.0), lambda acc, v: acc + v)
-        total = pairs.agg(F.sum(self._similarity(d2))).first()[0] or 0.0
+        total = pairs.agg(F.sum(similarity("x", "e", self.getMetric()))).first()[0] or 0.0
         exemplars = assignments.filter(F.col("id") == F.col("exemplar")).count()
         return float(total) + exemplars * preference
 
