@@ -15,7 +15,7 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
-from spark_ap.errors import ColumnTypeError, ConvergenceWarning, InvalidParamError
+from spark_ap.errors import ColumnTypeError, ConvergenceWarning, InvalidParamError, user_stacklevel
 from spark_ap.lib import assign
 from spark_ap.lib.checkpoints import release
 from spark_ap.lib.engine import Outcome, Settings, initial_state, iterate
@@ -391,7 +391,8 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             # preferences equal, every point is an exemplar when the preference
             # beats the similarity, else the first.
             warnings.warn(
-                "All samples have mutually equal similarities; returning arbitrary cluster center(s).", stacklevel=2
+                "All samples have mutually equal similarities; returning arbitrary cluster center(s).",
+                stacklevel=user_stacklevel(),
             )
             state = initial_state(graph, settings).persist()
             ids = state.filter(self_edge()).select(F.col("src").alias("id"))
@@ -420,7 +421,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
                 f"Affinity propagation did not converge in {outcome.n_iter} iterations; "
                 + ("the clusters may be degenerate." if exemplar_ids is not None else "there are no clusters."),
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
         return exemplar_ids
 

@@ -6,6 +6,8 @@ so that a scheduled pipeline fails with a message a person can act on.
 
 from __future__ import annotations
 
+import sys
+
 
 class SparkAPError(Exception):
     """Base class of every error spark-ap raises on purpose."""
@@ -56,3 +58,16 @@ def reason(error: BaseException) -> str:
 
 class ConvergenceWarning(UserWarning):
     """The run stopped at maxIter before the exemplar decisions settled."""
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first caller outside spark_ap and pyspark.
+
+    Call it in the function that calls ``warnings.warn``: a warning then names
+    the user's line however deep in spark-ap (or in pyspark.ml's ``fit``) it
+    was raised.
+    """
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in ("spark_ap", "pyspark"):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -16,11 +16,10 @@ parsed.
 from __future__ import annotations
 
 import re
-import sys
 import warnings
 from dataclasses import dataclass
 
-from spark_ap.errors import InvalidParamError
+from spark_ap.errors import InvalidParamError, user_stacklevel
 
 AP = "AffinityPropagation"
 MULTILEVEL = "MultiLevelAffinityPropagation"
@@ -255,17 +254,9 @@ def quantile(preference: str) -> float | None:
         warnings.warn(
             f"preference={preference!r}: a quantile is now written 'quantile:{text}' (a number is always a value)",
             FutureWarning,
-            stacklevel=_caller(),
+            stacklevel=user_stacklevel(),
         )
     return q
-
-
-def _caller() -> int:
-    """The ``stacklevel`` of the first caller outside spark_ap and pyspark: the user's line, for warnings."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in ("spark_ap", "pyspark"):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def cli_preference(text: str) -> float | str:

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 from sklearn.cluster import AffinityPropagation as SklearnAP
 
-from spark_ap import AffinityPropagation, edges_from_matrix, similarity_matrix
+from spark_ap import (
+    AffinityPropagation,
+    ConvergenceWarning,
+    MultiLevelAffinityPropagation,
+    edges_from_matrix,
+    similarity_matrix,
+)
 from tests.conftest import exemplars_of, labels_of
 
 
@@ -96,3 +102,17 @@ def test_vertex_without_edge_to_any_exemplar_is_its_own_cluster(spark):
     assert rows[3][1] == 3
     assert result.exemplars.count() == 3
     assert result.netSimilarity == pytest.approx(-1.0 + -1.0 + -2.0 + -2.0 + -2.0)
+
+
+def test_convergence_warnings_name_the_callers_line(spark):
+    # However deep in spark-ap (or in pyspark.ml's fit) a warning is raised, it points at the user's code.
+    X = np.random.RandomState(2).randn(12, 2)
+    features = spark.createDataFrame([(i, x.tolist()) for i, x in enumerate(X)], "id long, features array<double>")
+    calls = [
+        lambda: AffinityPropagation(maxIter=2, convergenceIter=3).run(edges_from_matrix(spark, similarity_matrix(X))),
+        lambda: MultiLevelAffinityPropagation(maxIter=2, convergenceIter=3).fit(features),
+    ]
+    for call in calls:
+        with pytest.warns(ConvergenceWarning) as record:
+            call()
+        assert [w.filename for w in record if w.category is ConvergenceWarning] == [__file__]

@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_ap.clustering import AffinityPropagation
-from spark_ap.errors import ConvergenceWarning
+from spark_ap.errors import ConvergenceWarning, user_stacklevel
 from spark_ap.lib import assign, neighbors
 from spark_ap.multilevel.result import LEVEL_COLUMNS, Graph, MultiLevelResult
 
@@ -226,7 +226,7 @@ class Levels:
                 f"The last level did not converge in {self.levels['iterations'].iloc[-1]} iterations; "
                 "the clusters may be degenerate.",
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
         return MultiLevelResult(
             assignments=assignments,
