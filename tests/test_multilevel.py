@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from sklearn.cluster import AffinityPropagation as SkAffinityPropagation
 from sklearn.datasets import make_blobs
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import adjusted_rand_score
 from sklearn.neighbors import NearestNeighbors
 
@@ -144,6 +145,20 @@ def test_search_for_a_number_of_clusters(spark):
         affinity="precomputed", preference=result.preference, damping=0.8, random_state=0, max_iter=200
     ).fit(S)
     assert len(sk.cluster_centers_indices_) == 3
+
+
+def test_search_goes_up_from_a_preference_too_low_to_converge(spark):
+    # Far below the similarities AP oscillates and labels every point an exemplar (scikit-learn too):
+    # that many clusters must not send the search lower still.
+    X, _ = make_blobs(150, n_features=2, centers=5, center_box=(-10, 10), random_state=2)
+    result = MultiLevelAffinityPropagation(numClusters=5, maxAttempts=12).run(feature_table(spark, X))
+    attempts = result.attempts
+    too_low = attempts[attempts["clusters"] == len(X)]
+    assert len(too_low) > 0 and result.exemplars.count() == 5
+    assert result.preference > too_low["preference"].max()
+    sk = SkAffinityPropagation(affinity="precomputed", preference=too_low["preference"].min(), random_state=0)
+    with pytest.warns(ConvergenceWarning):
+        assert len(sk.fit(similarity_matrix(X)).cluster_centers_indices_) == len(X)
 
 
 def test_search_keeps_the_closest_run_when_none_is_exact(spark):

@@ -26,6 +26,8 @@ def search_preference(
     the largest pairwise similarity, where nearly every point is its own
     exemplar, down to a preference low enough to merge everything at the
     weights the levels use. The first attempt is the preference asked for.
+    A run that does not converge (at a preference so low that the messages
+    oscillate) counts as too few clusters, whatever its labels say.
     """
     want, tolerance = ap.getNumClusters(), ap.getClusterTolerance()
     weight = min(n, ap.getResolution() or n)
@@ -33,15 +35,21 @@ def search_preference(
     lo = float(values.min()) - weight * (hi - float(values.min()))
     p = start if lo < start < hi else (lo + hi) / 2
     best, attempts = None, []
+
+    def rank(outcome: Levels) -> tuple[bool, int]:  # converged runs first, then the closest
+        return not outcome.converged, abs(outcome.clusters - want)
+
     for attempt in range(ap.getMaxAttempts()):
         outcome = run_levels(ap, points, graph, n, p, f"attempt-{attempt}/")
         attempts.append((p, outcome.clusters))
         log.info("preference search: %g gives %d clusters (want %d)", p, outcome.clusters, want)
-        if best is None or abs(outcome.clusters - want) < abs(best.clusters - want):
+        # Far below the similarities AP oscillates: a run that does not converge may call every point an
+        # exemplar (scikit-learn's does too), yet its preference was too low, not too high.
+        if best is None or rank(outcome) < rank(best):
             best = outcome
-        if abs(outcome.clusters - want) <= tolerance:
+        if outcome.converged and abs(outcome.clusters - want) <= tolerance:
             break
-        if outcome.clusters > want:
+        if outcome.clusters > want and outcome.converged:
             hi = p
         else:
             lo = p
