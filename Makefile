@@ -1,6 +1,7 @@
 # Two commands for a fresh machine:
 #   make demo   create .venv, install, run the Airflow DAG end to end on the bundled example, print the results
 #   make test   create .venv, install, lint, run the tests
+# and: make stream-demo   a Kafka broker, a fitted model and the streaming job assigning a few points
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -17,7 +18,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN := sqlite:///$(CURDIR)/.airflow/airflow.db
 export AIRFLOW_CONN_SPARK_DEFAULT ?= {"conn_type": "spark", "host": "local[*]"}
 
-.PHONY: install lint test demo clean
+.PHONY: install lint test demo stream-demo clean
 
 install: $(VENV)/.installed
 
@@ -25,7 +26,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	@command -v java >/dev/null || { echo "Spark needs Java 17 or newer on PATH (e.g. apt-get install openjdk-17-jdk-headless)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip==25.3"
-	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable ".[test,airflow]"
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable ".[test,airflow,kafka]"
 	$(BIN)/python -c "import pyspark, pyspark.sql; print('pyspark', pyspark.__version__)"
 	@touch $@
 
@@ -42,6 +43,10 @@ test: lint
 
 demo: install $(AIRFLOW_HOME)/airflow.db
 	$(BIN)/python scripts/demo.py
+
+# A Kafka broker on 127.0.0.1, a model fit on the bundled example, the streaming job and a few points.
+stream-demo: install
+	$(BIN)/python scripts/stream_demo.py
 
 clean:
 	rm -rf $(VENV) .airflow output .pytest_cache .ruff_cache spark_ap.egg-info

@@ -74,22 +74,12 @@ class AffinityPropagationModel(Model, MLReadable, MLWritable):
         return [np.asarray(v, dtype=float) for v in self.exemplars["features"]]
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
-        centers = np.array(self.clusterCenters(), dtype=float)
-        if self.getMetric() == "cosine":
-            centers = centers / np.linalg.norm(centers, axis=1, keepdims=True)
-        squares = np.einsum("ij,ij->i", centers, centers)
-        cosine = self.getMetric() == "cosine"
+        centers, metric = self.clusterCenters(), self.getMetric()
 
         @F.pandas_udf("int")
         def nearest(x: pd.Series) -> pd.Series:
-            X = np.array(x.tolist(), dtype=float)
-            if cosine:
-                X = X / np.linalg.norm(X, axis=1, keepdims=True)
-                similarity = X @ centers.T
-            else:
-                # -|x - e|^2 less -|x|^2, which is the same for every exemplar.
-                similarity = 2 * X @ centers.T - squares
-            return pd.Series(np.argmax(similarity, axis=1), dtype="int32")  # ties: the lowest cluster
+            cluster, _ = nearest_exemplar(np.array(x.tolist(), dtype=float), centers, metric)
+            return pd.Series(cluster, dtype="int32")
 
         column = dataset[self.getFeaturesCol()]
         if isinstance(dataset.schema[self.getFeaturesCol()].dataType, VectorUDT):
@@ -103,6 +93,41 @@ class AffinityPropagationModel(Model, MLReadable, MLWritable):
     @classmethod
     def read(cls) -> MLReader:
         return _ModelReader()
+
+
+def nearest_exemplar(X: np.ndarray, centers: list[np.ndarray], metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The most similar exemplar of each row of ``X`` (an n x d array), and the distance to it.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+        The points.
+    centers : list of ndarray of shape (d,)
+        The exemplars' features, in cluster order.
+    metric : {"sqeuclidean", "cosine"}
+        The model's similarity: ``-|x - e|^2`` or the cosine.
+
+    Returns
+    -------
+    cluster : ndarray of shape (n,)
+        Index of the most similar exemplar; of exactly equal ones, the lowest.
+    distance : ndarray of shape (n,)
+        To that exemplar: the Euclidean distance ``|x - e|``, or ``1 - cosine``.
+    """
+    E = np.asarray(centers, dtype=float)
+    if metric == "cosine":
+        E = E / np.linalg.norm(E, axis=1, keepdims=True)
+        X = X / np.linalg.norm(X, axis=1, keepdims=True)
+        similarity = X @ E.T
+    else:
+        # -|x - e|^2 less -|x|^2, which is the same for every exemplar.
+        similarity = 2 * X @ E.T - np.einsum("ij,ij->i", E, E)
+    cluster = np.argmax(similarity, axis=1)  # ties: the lowest cluster
+    if metric == "cosine":
+        distance = 1.0 - similarity[np.arange(len(X)), cluster]
+    else:
+        distance = np.linalg.norm(X - E[cluster], axis=1)
+    return cluster, distance
 
 
 class _ModelWriter(MLWriter):

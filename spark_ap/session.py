@@ -24,6 +24,9 @@ if TYPE_CHECKING:  # Spark is imported where a session is made: the DAG file rea
 # The JVM side of graphframes-py 0.11.0, built for Spark 4 and Scala 2.13; it
 # brings graphframes-graphx-spark4_2.13 along as a dependency.
 GRAPHFRAMES_PACKAGE = "io.graphframes:graphframes-spark4_2.13:0.11.0"
+# Spark's Kafka source and sink, for the streaming job (spark_ap.app.stream). 4.1.1 is the
+# newest 4.1 release Maven serves here; a 4.1 connector runs on any Spark 4.1.x.
+KAFKA_PACKAGE = "org.apache.spark:spark-sql-kafka-0-10_2.13:4.1.1"
 # Comma-separated URLs of extra Maven repositories, as spark.jars.repositories takes them.
 REPOSITORIES_ENV = "SPARK_AP_REPOSITORIES"
 # Where Spark's resolver looks when told nothing else (besides the local caches).

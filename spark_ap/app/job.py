@@ -46,6 +46,7 @@ def parser() -> argparse.ArgumentParser:
         description="Affinity Propagation clustering on Spark: read a similarity graph or a feature table, "
         "cluster it, and write a run folder (assignments, exemplars, summary, history, plots). Options win over "
         "the --config file, which wins over the defaults shown.",
+        epilog="spark-ap stream --help: the streaming job, which assigns points from Kafka with a fitted model.",
     )
     p.add_argument("--input", required=True, help="edge or feature table: a Parquet or CSV file or folder")
     p.add_argument(
@@ -288,7 +289,15 @@ def session(args: argparse.Namespace, conf: dict[str, dict[str, Any]]) -> SparkS
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the job; bad input or params end it with exit code 2 and a one-line reason."""
+    """Run the job; bad input or params end it with exit code 2 and a one-line reason.
+
+    ``spark-ap stream ...`` runs the streaming job instead (:mod:`spark_ap.app.stream`).
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["stream"]:
+        from spark_ap.app import stream
+
+        return stream.main(argv[1:])
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # py4j says "Closing down clientserver connection" at exit, at INFO.

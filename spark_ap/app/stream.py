@@ -1,0 +1,396 @@
+"""The streaming job: points from a Kafka topic, each assigned to the nearest exemplar of the newest model.
+
+    spark-ap stream --bootstrap-servers kafka:9092 --input-topic points \\
+        --output-topic assignments --dead-letter-topic points-rejected \\
+        --model output/latest --checkpoint-location /data/checkpoints/assign
+
+Under ``spark-submit``: ``scripts/spark_ap_job.py stream ...`` with
+``--packages`` naming :data:`spark_ap.session.KAFKA_PACKAGE` (``spark-ap stream``
+adds it itself).
+
+Records
+-------
+In: a JSON object per Kafka record, ``{"id": 17, "features": [0.3, 1.2]}``
+(``id`` a string or an integer; the features as many numbers as the model's
+exemplars have).
+
+Out, keyed by the id: ``{"id", "cluster", "exemplar", "distance",
+"model_version"}``, where ``distance`` is the Euclidean distance to the exemplar
+(``1 - cosine`` for a cosine model) and ``model_version`` the name of the run
+folder the model came from. Each record carries the header ``source``:
+``<topic>/<partition>/<offset>`` of the point it answers.
+
+A record that cannot be assigned (not JSON, no id, features missing, of the
+wrong length, not numbers, NaN or infinite) goes to the dead-letter topic
+under its own key: ``{"reason", "value", "source", "model_version"}``, the
+value as it came (decoded as UTF-8, bad bytes replaced). Nothing is dropped.
+
+The model
+---------
+``--model`` is a run folder (holding ``model/``), a model folder, or a
+symbolic link to a run folder such as the DAG's ``<output_root>/latest``. The
+link is read again before every micro-batch: a new run published by the DAG is
+used from the next micro-batch on, without restarting the stream.
+
+Delivery
+--------
+Spark records each micro-batch's offsets in the checkpoint before it runs,
+and the model version it used beside them (``<checkpoint>/models/``). A batch
+that was interrupted is run again after a restart with the same records and
+the same model, so it writes the same records again: delivery is at least
+once, and the only records that can be written twice are those of the one
+micro-batch in flight when the job died, each twice with the same key, value
+and ``source`` header. Records of committed batches are never written again.
+A consumer that needs exactly once keeps the last record per key (a compacted
+topic) or drops repeats of a ``source``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pyspark.errors import AnalysisException, StreamingQueryException
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from spark_ap.errors import InvalidInputError, SparkAPError
+from spark_ap.model import AffinityPropagationModel, nearest_exemplar
+from spark_ap.session import KAFKA_PACKAGE, REPOSITORIES_ENV, spark_session
+
+log = logging.getLogger("spark_ap.stream")
+
+#: Of the records a micro-batch writes: the output topic's and the dead-letter topic's.
+RECORDS_SCHEMA = "topic string, key binary, value binary, source string"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="spark-ap stream",
+        description="Read points (JSON: id, features) from a Kafka topic, assign each to the nearest exemplar of "
+        "the newest model and write id, cluster, exemplar, distance and model_version to an output topic; records "
+        "that cannot be assigned go to a dead-letter topic with the reason.",
+    )
+    p.add_argument("--bootstrap-servers", required=True, help="Kafka brokers, host:port[,host:port...]")
+    p.add_argument("--input-topic", required=True, help="topic of the points")
+    p.add_argument("--output-topic", required=True, help="topic of the assignments")
+    p.add_argument("--dead-letter-topic", required=True, help="topic of the records that could not be assigned")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="run folder, model folder, or a link to a run folder (the DAG's <output_root>/latest), read again "
+        "before every micro-batch",
+    )
+    p.add_argument(
+        "--checkpoint-location",
+        required=True,
+        help="folder of the stream's progress; a restart with the same folder goes on where the job stopped",
+    )
+    p.add_argument("--features-field", default="features", help="JSON field of the feature values (default features)")
+    p.add_argument(
+        "--starting-offsets",
+        choices=("earliest", "latest"),
+        default="earliest",
+        help="where a new stream starts reading (default earliest); a restart goes on from its checkpoint",
+    )
+    p.add_argument("--trigger-seconds", type=float, default=5.0, help="seconds between micro-batches (default 5)")
+    p.add_argument("--max-offsets-per-trigger", type=int, help="at most this many records per micro-batch")
+    p.add_argument(
+        "--available-now",
+        action="store_true",
+        help="assign the records in the topic now, in micro-batches, and stop (for scheduled runs and tests)",
+    )
+    p.add_argument(
+        "--kafka-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Kafka client setting for source and sink (e.g. security.protocol=SASL_SSL); may repeat",
+    )
+    p.add_argument("--master", help="Spark master URL (default: spark-submit's, else local[*])")
+    p.add_argument(
+        "--repositories",
+        help=f"extra Maven repositories for Spark's packages, comma-separated (also {REPOSITORIES_ENV})",
+    )
+    return p
+
+
+# ---------------------------------------------------------------------------------------------- records
+
+
+def assign_records(records: pd.DataFrame, model: _Loaded, features_field: str = "features") -> pd.DataFrame:
+    """The output and dead-letter records of a batch of Kafka records.
+
+    Parameters
+    ----------
+    records : pandas.DataFrame
+        ``key, value, topic, partition, offset`` as Spark's Kafka source gives them.
+    model : _Loaded
+        The model, its centers and version.
+    features_field : str
+        The JSON field of the feature values.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`RECORDS_SCHEMA`: one record per input record, for ``model.output_topic`` or
+        ``model.dead_letter_topic``.
+    """
+    coordinates = zip(records["topic"], records["partition"], records["offset"], strict=True)
+    sources = [f"{topic}/{partition}/{offset}" for topic, partition, offset in coordinates]
+    good, ids, rows, out = [], [], [], [None] * len(records)
+    for i, value in enumerate(records["value"]):
+        point, problem = parse_point(value, features_field, model.dimension, model.metric)
+        if problem is None:
+            good.append(i)
+            ids.append(point[0])
+            rows.append(point[1])
+        else:
+            text = None if value is None else bytes(value).decode("utf-8", errors="replace")
+            letter = {"reason": problem, "value": text, "source": sources[i], "model_version": model.version}
+            out[i] = (model.dead_letter_topic, records["key"].iloc[i], json.dumps(letter).encode())
+    if good:
+        cluster, distance = nearest_exemplar(np.array(rows, dtype=float), model.centers, model.metric)
+        for i, point_id, c, d in zip(good, ids, cluster, distance, strict=True):
+            answer = {
+                "id": point_id,
+                "cluster": int(model.clusters[c]),
+                "exemplar": model.exemplars[c],
+                "distance": float(d),
+                "model_version": model.version,
+            }
+            out[i] = (model.output_topic, str(point_id).encode(), json.dumps(answer).encode())
+    return pd.DataFrame(
+        {
+            "topic": [o[0] for o in out],
+            "key": [o[1] for o in out],
+            "value": [o[2] for o in out],
+            "source": sources,
+        }
+    )
+
+
+def parse_point(
+    value: Any, features_field: str, dimension: int, metric: str = "sqeuclidean"
+) -> tuple[tuple[Any, list[float]] | None, str | None]:
+    """``((id, features), None)`` for a good record's value, else ``(None, reason)``."""
+    if value is None:
+        return None, "no value (a null Kafka record)"
+    try:
+        point = json.loads(bytes(value).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        return None, f"not JSON: {error}"
+    if not isinstance(point, dict):
+        return None, f"not a JSON object but a {type(point).__name__}"
+    point_id = point.get("id")
+    if point_id is None:
+        return None, "no id"
+    if isinstance(point_id, bool) or not isinstance(point_id, (int, str)):
+        return None, f"id must be a string or an integer, not {json.dumps(point_id)}"
+    features = point.get(features_field)
+    if features is None:
+        return None, f"no {features_field}"
+    if not isinstance(features, list) or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in features):
+        return None, f"{features_field} must be a list of numbers, not {json.dumps(features)[:80]}"
+    if len(features) != dimension:
+        return None, f"{features_field} has {len(features)} values; the model's exemplars have {dimension}"
+    bad = next((j for j, v in enumerate(features) if not math.isfinite(v)), None)
+    if bad is not None:
+        return None, f"{features_field}[{bad}] is {features[bad]}"
+    if metric == "cosine" and not any(features):
+        return None, f"{features_field} are all 0: the cosine with an exemplar is undefined"
+    return (point_id, [float(v) for v in features]), None
+
+
+# ---------------------------------------------------------------------------------------------- the model
+
+
+class _Loaded:
+    """A model as the micro-batches use it: plain arrays, so the Python workers get them by value."""
+
+    def __init__(self, model: AffinityPropagationModel, version: str, output_topic: str, dead_letter_topic: str):
+        self.version = version
+        self.metric = model.getMetric()
+        self.centers = model.clusterCenters()
+        self.dimension = len(self.centers[0])
+        self.clusters = [int(c) for c in model.exemplars["cluster"]]
+        self.exemplars = [_plain(e) for e in model.exemplars["exemplar"]]
+        self.output_topic = output_topic
+        self.dead_letter_topic = dead_letter_topic
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def resolve_model(path: str | Path) -> tuple[str, Path]:
+    """``(version, model folder)`` of what ``path`` points at now.
+
+    The version is the name of the run folder that holds the model (after
+    following links), or of the model folder itself when it is not ``model``.
+    """
+    real = Path(os.path.realpath(path))
+    if (real / "model" / "metadata").is_dir():
+        return real.name, real / "model"
+    if (real / "metadata").is_dir():
+        return (real.parent.name if real.name == "model" else real.name), real
+    raise InvalidInputError(
+        f"--model {path} holds no model: expected a run folder with model/ (a feature run's), a model folder "
+        "with metadata/ (AffinityPropagationModel.save), or a link to a run folder"
+    )
+
+
+class ModelSource:
+    """The model each micro-batch uses: the newest, or the one a replayed batch used before.
+
+    Which model folder a batch used is written to ``<checkpoint>/models/<batch>``
+    before the batch writes anything, so a batch run again after a failure
+    assigns its records exactly as the first attempt did.
+    """
+
+    def __init__(self, spark: SparkSession, path: str, checkpoint: str, output_topic: str, dead_letter_topic: str):
+        self.spark = spark
+        self.path = path
+        self.pins = Path(checkpoint) / "models"
+        self.topics = (output_topic, dead_letter_topic)
+        self._loaded: dict[Path, _Loaded] = {}
+
+    def for_batch(self, batch_id: int) -> _Loaded:
+        """The model of micro-batch ``batch_id``: the one pinned to it, else the newest, pinned now."""
+        pin = self.pins / str(batch_id)
+        if pin.is_file():
+            version, folder = json.loads(pin.read_text())
+            if Path(folder).is_dir():
+                return self.load(version, Path(folder))
+            gone = "Batch %d ran with model %s, which is gone (%s); it runs again with the newest"
+            log.warning(gone, batch_id, version, folder)
+        version, folder = resolve_model(self.path)
+        self.pins.mkdir(parents=True, exist_ok=True)
+        staged = pin.with_suffix(".tmp")
+        staged.write_text(json.dumps([version, str(folder)]))
+        os.replace(staged, pin)
+        for old in self.pins.iterdir():  # the pins of batches long committed
+            if old.name.isdigit() and int(old.name) < batch_id - 100:
+                old.unlink(missing_ok=True)
+        return self.load(version, folder)
+
+    def load(self, version: str, folder: Path) -> _Loaded:
+        """The model in ``folder``, loaded once; only the newest stays loaded."""
+        if folder not in self._loaded:
+            model = AffinityPropagationModel.load(str(folder))
+            self._loaded = {folder: _Loaded(model, version, *self.topics)}
+            log.info("Model %s: %d exemplars, %s, from %s", version, len(model.exemplars), model.getMetric(), folder)
+        return self._loaded[folder]
+
+
+# ---------------------------------------------------------------------------------------------- the job
+
+
+def assign_batch(batch: DataFrame, model: _Loaded, features_field: str) -> DataFrame:
+    """The records a micro-batch writes: one per input record, with the topic it goes to."""
+
+    def assign(parts):
+        for records in parts:
+            yield assign_records(records, model, features_field)
+
+    return batch.select("key", "value", "topic", "partition", "offset").mapInPandas(assign, RECORDS_SCHEMA)
+
+
+def start(spark: SparkSession, args: argparse.Namespace):
+    """Start the stream; return the running :class:`~pyspark.sql.streaming.StreamingQuery`."""
+    kafka = {"kafka.bootstrap.servers": args.bootstrap_servers}
+    for option in args.kafka_option:
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"--kafka-option {option!r}: expected KEY=VALUE, e.g. security.protocol=SSL")
+        kafka[f"kafka.{key}"] = value
+    models = ModelSource(spark, args.model, args.checkpoint_location, args.output_topic, args.dead_letter_topic)
+    models.load(*resolve_model(args.model))  # a model that does not load fails now, not at the first record
+
+    def write(batch: DataFrame, batch_id: int) -> None:
+        model = models.for_batch(batch_id)
+        header = F.struct(F.lit("source").alias("key"), F.col("source").cast("binary").alias("value"))
+        records = assign_batch(batch, model, args.features_field)
+        records = records.select("topic", "key", "value", F.array(header).alias("headers"))
+        records.write.format("kafka").options(**kafka).save()
+        log.info("Batch %d assigned with model %s", batch_id, model.version)
+
+    reader = spark.readStream.format("kafka").options(**kafka)
+    reader = reader.option("subscribe", args.input_topic).option("startingOffsets", args.starting_offsets)
+    if args.max_offsets_per_trigger:
+        reader = reader.option("maxOffsetsPerTrigger", str(args.max_offsets_per_trigger))
+    try:
+        points = reader.load()
+    except AnalysisException as error:
+        if "kafka" not in str(error).lower():
+            raise
+        raise SparkAPError(
+            f"Spark has no Kafka source: give it the package {KAFKA_PACKAGE} (spark-submit --packages; "
+            f"spark-ap stream adds it itself). Spark said: {str(error).splitlines()[0]}"
+        ) from error
+    writer = points.writeStream.foreachBatch(write).option("checkpointLocation", args.checkpoint_location)
+    if args.available_now:
+        writer = writer.trigger(availableNow=True)
+    else:
+        writer = writer.trigger(processingTime=f"{args.trigger_seconds} seconds")
+    return writer.queryName("spark-ap-stream").start()
+
+
+def run(spark: SparkSession, args: argparse.Namespace) -> None:
+    """Start the stream and wait for it; start it once more after Spark's Kafka progress bug (below)."""
+    for attempt in (1, 2):
+        query = start(spark, args)
+        log.info("Streaming %s -> %s (dead letters: %s)", args.input_topic, args.output_topic, args.dead_letter_topic)
+        try:
+            query.awaitTermination()
+            return
+        except StreamingQueryException as error:
+            if attempt == 2 or not _progress_bug(error, Path(args.checkpoint_location)):
+                raise
+            # Spark's Kafka source 4.1.1 fails to report the progress of the first micro-batch after a
+            # restart when that batch re-runs one the stopped job left unfinished (SPARK-55271, fixed
+            # after 4.1.1). The batch has run and is committed by then; a new start goes on after it.
+            log.warning("Spark's Kafka source failed after re-running an unfinished batch (SPARK-55271); restarting")
+
+
+def _progress_bug(error: Exception, checkpoint: Path) -> bool:
+    """``error`` is SPARK-55271's, raised after the batch it reported on was committed."""
+    text = f"{error} {getattr(error, '_stackTrace', '')}"
+    if "KafkaMicroBatchStream" not in text or '"scala.Option.get()" is null' not in text:
+        return False
+    batches = [(checkpoint / d).iterdir() for d in ("offsets", "commits")]
+    offsets, commits = ({int(p.name) for p in files if p.name.isdigit()} for files in batches)
+    return bool(offsets) and max(offsets) in commits
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the streaming job until it is stopped (or, with ``--available-now``, until the topic is read)."""
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    try:
+        for flag, path in (("--model", args.model), ("--checkpoint-location", args.checkpoint_location)):
+            if "://" in path and not path.startswith("file://"):
+                # The latest link and the model pins are read and written as files by the driver.
+                where = "a path of the driver's file system (a local disk or a mount), not a URL"
+                raise InvalidInputError(f"{flag} {path}: must be {where}")
+        args.model, args.checkpoint_location = (
+            p.removeprefix("file://") for p in (args.model, args.checkpoint_location)
+        )
+        resolve_model(args.model)
+        # Micro-batches shuffle nothing, and Spark warns that AQE does not apply to streams.
+        conf = {"spark.jars.packages": KAFKA_PACKAGE, "spark.sql.adaptive.enabled": "false"}
+        spark = spark_session(master=args.master, repositories=args.repositories, **conf)
+        run(spark, args)
+    except SparkAPError as error:
+        print(f"spark-ap stream: error: {error}", file=sys.stderr)
+        return 2
+    return 0

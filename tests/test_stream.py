@@ -1,0 +1,236 @@
+"""The streaming job against a real Kafka broker: assignments, dead letters, a new model, a killed job."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from confluent_kafka import Consumer, Producer
+from sklearn.datasets import make_blobs
+
+from spark_ap import MultiLevelAffinityPropagation
+from spark_ap.app.pipeline import publish_latest
+from spark_ap.app.stream import parse_point
+from spark_ap.session import KAFKA_PACKAGE, submit_arguments
+from spark_ap.testing.kafka import KafkaBroker
+from tests.conftest import BIN, ROOT
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    with KafkaBroker(tmp_path_factory.mktemp("kafka")) as running:
+        yield running
+
+
+def _points(spark, X, ids):
+    rows = [(int(i), [float(v) for v in x]) for i, x in zip(ids, X, strict=True)]
+    return spark.createDataFrame(rows, "id long, features array<double>")
+
+
+def _publish(spark, root: Path, name: str, X, **params):
+    """Fit a model on ``X``, save it in the run folder ``root/name`` as the job does, point latest at it."""
+    model = MultiLevelAffinityPropagation(**params).fit(_points(spark, X, range(len(X))))
+    folder = root / name
+    folder.mkdir(parents=True)
+    model.save(str(folder / "model"))
+    (folder / "summary.json").write_text("{}")
+    return model, publish_latest(folder)
+
+
+def _produce(broker, topic: str, values: list) -> None:
+    producer = Producer({"bootstrap.servers": broker.bootstrap_servers})
+    for value in values:
+        producer.produce(topic, value if value is None or isinstance(value, bytes) else json.dumps(value).encode())
+    assert producer.flush(30) == 0
+
+
+def _good(ids, X) -> list[dict]:
+    return [{"id": int(i), "features": [float(v) for v in x]} for i, x in zip(ids, X, strict=True)]
+
+
+def _read(broker, topic: str, until, timeout: float = 240.0, job=None) -> list[tuple]:
+    """(key, value as dict, source header) of every record in ``topic``, once ``until(records)`` holds."""
+    consumer = Consumer(
+        {"bootstrap.servers": broker.bootstrap_servers, "group.id": f"test-{time.monotonic_ns()}",
+         "auto.offset.reset": "earliest", "enable.auto.commit": False}
+    )  # fmt: skip
+    consumer.subscribe([topic])
+    records, deadline = [], time.monotonic() + timeout
+    try:
+        while not until(records):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic}: {len(records)} records after {timeout} s")
+            if job is not None and job.poll() is not None:
+                raise AssertionError(f"the stream exited with {job.returncode} while {topic} had {len(records)}")
+            message = consumer.poll(1.0)
+            if message is not None and not message.error():
+                source = dict(message.headers() or [])["source"].decode()
+                records.append((message.key(), json.loads(message.value()), source))
+        return records
+    finally:
+        consumer.close()
+
+
+def _stream_args(broker, tmp: Path, topic: str, latest: Path) -> list[str]:
+    return [
+        "stream", "--bootstrap-servers", broker.bootstrap_servers, "--input-topic", topic,
+        "--output-topic", f"{topic}-assigned", "--dead-letter-topic", f"{topic}-dead",
+        "--model", str(latest), "--checkpoint-location", str(tmp / "checkpoint"), "--master", "local[2]",
+    ]  # fmt: skip
+
+
+def _expected(model, spark, X, ids) -> dict:
+    """model.transform's (cluster, exemplar) per id: the batch path the stream must agree with."""
+    rows = model.transform(_points(spark, X, ids)).select("id", "cluster", "exemplar").collect()
+    return {row.id: (row.cluster, row.exemplar) for row in rows}
+
+
+def test_every_record_is_answered_once_on_the_right_topic(spark, broker, tmp_path):
+    X, _ = make_blobs(80, n_features=3, centers=4, random_state=5)
+    model, latest = _publish(spark, tmp_path / "runs", "run-1", X)
+    new, _ = make_blobs(40, n_features=3, centers=4, random_state=6)
+    ids = range(1000, 1040)
+    bad = [
+        (b"not json", "not JSON"),
+        (b"[1, 2, 3]", "not a JSON object but a list"),
+        ({"features": [1.0, 2.0, 3.0]}, "no id"),
+        ({"id": 7}, "no features"),
+        ({"id": 8, "features": [1.0, 2.0]}, "features has 2 values; the model's exemplars have 3"),
+        (b'{"id": 9, "features": [1.0, NaN, 3.0]}', "features[1] is nan"),
+        ({"id": 10, "features": ["a", 2.0, 3.0]}, "features must be a list of numbers"),
+        ({"id": True, "features": [1.0, 2.0, 3.0]}, "id must be a string or an integer"),
+        (None, "no value"),
+    ]
+    broker.create_topics("points", "points-assigned", "points-dead")
+    _produce(broker, "points", _good(ids[:20], new[:20]) + [value for value, _ in bad] + _good(ids[20:], new[20:]))
+
+    done = subprocess.run([str(BIN / "spark-ap"), *_stream_args(broker, tmp_path, "points", latest), "--available-now"])
+    assert done.returncode == 0
+
+    out = _read(broker, "points-assigned", lambda r: len(r) >= 40)
+    assert sorted(value["id"] for _, value, _ in out) == list(ids)
+    assert all(key == str(value["id"]).encode() for key, value, _ in out)
+    expected = _expected(model, spark, new, ids)
+    exemplar_features = dict(zip(range(len(X)), X, strict=True))
+    for _, value, _ in out:
+        assert (value["cluster"], value["exemplar"]) == expected[value["id"]]
+        point = new[value["id"] - 1000]
+        assert value["distance"] == pytest.approx(np.linalg.norm(point - exemplar_features[value["exemplar"]]))
+        assert value["model_version"] == "run-1"
+
+    dead = _read(broker, "points-dead", lambda r: len(r) >= len(bad))
+    # Sources are topic/partition/offset: the bad records sit at offsets 20..28.
+    by_offset = {int(source.rsplit("/", 1)[1]): value for _, value, source in dead}
+    assert sorted(by_offset) == list(range(20, 20 + len(bad)))
+    for offset, (record, reason) in enumerate(bad, start=20):
+        assert reason in by_offset[offset]["reason"]
+        if isinstance(record, bytes):
+            assert by_offset[offset]["value"] == record.decode()
+
+
+def test_a_new_model_is_used_without_a_restart_and_a_killed_job_resumes(spark, broker, tmp_path):
+    X1, _ = make_blobs(60, n_features=2, centers=3, random_state=1)
+    X2, _ = make_blobs(60, n_features=2, centers=5, random_state=2)
+    runs = tmp_path / "runs"
+    _, latest = _publish(spark, runs, "run-1", X1)
+    broker.create_topics("events", "events-assigned", "events-dead")
+    new, _ = make_blobs(150, n_features=2, centers=5, random_state=3)
+
+    # The job under spark-submit, one micro-batch a second of at most 10 records.
+    args = [*_stream_args(broker, tmp_path, "events", latest), "--trigger-seconds", "1"]
+    submit = [str(BIN / "spark-submit"), *submit_arguments({"spark.jars.packages": KAFKA_PACKAGE})]
+    command = [*submit, str(ROOT / "scripts" / "spark_ap_job.py"), *args, "--max-offsets-per-trigger", "10"]
+    with open(tmp_path / "stream.log", "wb") as log:
+        job = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            _produce(broker, "events", _good(range(0, 30), new[0:30]))
+            first = _read(broker, "events-assigned", lambda r: len(r) >= 30, job=job)
+            assert {value["model_version"] for _, value, _ in first} == {"run-1"}
+
+            model2, _ = _publish(spark, runs, "run-2", X2)
+            _produce(broker, "events", _good(range(30, 60), new[30:60]))
+            second = _read(broker, "events-assigned", lambda r: len(r) >= 60, job=job)[30:]
+            assert {value["model_version"] for _, value, _ in second} == {"run-2"}
+            expected = _expected(model2, spark, new[30:60], range(30, 60))
+            assert {v["id"]: (v["cluster"], v["exemplar"]) for _, v, _ in second} == expected
+
+            # Kill the job while it works through 90 more records, 10 per micro-batch.
+            _produce(broker, "events", _good(range(60, 150), new[60:150]))
+            _read(broker, "events-assigned", lambda r: len(r) >= 70, job=job)
+        finally:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+    checkpoint = tmp_path / "checkpoint"
+    committed = max(int(p.name) for p in (checkpoint / "commits").iterdir() if p.name.isdigit())
+    # An offsets file: a version line, the batch's metadata, then {topic: {partition: end offset}}.
+    end = json.loads((checkpoint / "offsets" / str(committed)).read_text().splitlines()[2])["events"]["0"]
+
+    # A newer model arrives while the job is down: a batch cut short by the kill is run again with the
+    # model it started with, so its records are written again unchanged; later batches use run-3.
+    _publish(spark, runs, "run-3", X1)
+    done = subprocess.run([str(BIN / "spark-ap"), *_stream_args(broker, tmp_path, "events", latest), "--available-now"])
+    assert done.returncode == 0, (tmp_path / "stream.log").read_text()[-3000:]
+
+    out = _read(broker, "events-assigned", lambda r: len({s for _, _, s in r}) >= 150)
+    by_source: dict[str, list] = {}
+    for key, value, source in out:
+        by_source.setdefault(source, []).append((key, value))
+    assert sorted(int(s.rsplit("/", 1)[1]) for s in by_source) == list(range(150))
+    for source, answers in by_source.items():
+        offset = int(source.rsplit("/", 1)[1])
+        if offset < end:  # committed before the kill: written exactly once
+            assert len(answers) == 1, source
+        else:  # at most the batch in flight is written again, and then identically
+            assert len(answers) <= 2 and all(a == answers[0] for a in answers), source
+            assert answers[0][1]["model_version"] in ("run-2", "run-3")
+    assert max(v["model_version"] for answers in by_source.values() for _, v in answers) == "run-3"
+    assert all(v["id"] == int(s.rsplit("/", 1)[1]) for s, answers in by_source.items() for _, v in answers)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"\xff\xfe", "not JSON"),
+        (b'"a string"', "not a JSON object but a str"),
+        (b'{"id": null, "features": [1, 2]}', "no id"),
+        (b'{"id": 1.5, "features": [1, 2]}', "id must be a string or an integer"),
+        (b'{"id": "a", "features": [1, Infinity]}', "features[1] is inf"),
+        (b'{"id": "a", "features": "1,2"}', "features must be a list of numbers"),
+    ],
+)
+def test_the_reason_names_what_is_wrong_with_a_record(value, reason):
+    point, problem = parse_point(value, "features", 2)
+    assert point is None and reason in problem
+
+
+def test_a_good_record_keeps_its_id_and_features():
+    assert parse_point(b'{"id": "a-7", "features": [1, 2.5], "extra": 3}', "features", 2) == (("a-7", [1.0, 2.5]), None)
+
+
+def test_a_cosine_model_refuses_a_zero_vector():
+    point, problem = parse_point(b'{"id": 1, "features": [0, 0.0]}', "features", 2, "cosine")
+    assert point is None and "all 0" in problem
+    assert parse_point(b'{"id": 1, "features": [0, 0.0]}', "features", 2)[1] is None
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--model", "/nonexistent/latest", "--model /nonexistent/latest holds no model"),
+        ("--checkpoint-location", "hdfs://nn/checkpoints", "must be a path of the driver's file system"),
+    ],
+)
+def test_the_job_refuses_what_it_cannot_use_before_spark_starts(tmp_path, flag, value, message):
+    model = tmp_path / "run" / "model" / "metadata"
+    model.mkdir(parents=True)
+    args = {"--model": str(tmp_path / "run"), "--checkpoint-location": str(tmp_path / "checkpoint"), flag: value}
+    topics = ["--input-topic", "in", "--output-topic", "out", "--dead-letter-topic", "dead"]
+    paths = [x for pair in args.items() for x in pair]
+    command = [str(BIN / "spark-ap"), "stream", "--bootstrap-servers", "127.0.0.1:9", *topics, *paths]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and message in done.stderr
+    assert "Traceback" not in done.stderr
