@@ -50,13 +50,13 @@ def fit_and_publish(table: pd.DataFrame) -> Path:
     return publish_latest(folder)
 
 
-def read(servers: str, topic: str, count: int, timeout: float = 180.0) -> list[dict]:
+def read(servers: str, topic: str, count: int, job: subprocess.Popen, timeout: float = 180.0) -> list[dict]:
     consumer = Consumer(
         {"bootstrap.servers": servers, "group.id": "stream-demo", "auto.offset.reset": "earliest", "log_level": 3}
     )
     consumer.subscribe([topic])
     records, deadline = [], time.monotonic() + timeout
-    while len(records) < count and time.monotonic() < deadline:
+    while len(records) < count and time.monotonic() < deadline and job.poll() is None:
         message = consumer.poll(1.0)
         if message is not None and not message.error():
             records.append(json.loads(message.value()))
@@ -94,11 +94,15 @@ def main() -> int:
                     producer.produce(POINTS, value)
                 producer.flush(30)
                 print(f"Produced {len(points)} points and 2 bad records to {POINTS!r}\n")
-                assigned = read(broker.bootstrap_servers, ASSIGNED, len(points))
-                dead = read(broker.bootstrap_servers, DEAD, 2)
+                assigned = read(broker.bootstrap_servers, ASSIGNED, len(points), job)
+                dead = read(broker.bootstrap_servers, DEAD, 2, job)
             finally:
                 os.killpg(job.pid, signal.SIGTERM)
-                job.wait(timeout=60)
+                try:
+                    job.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(job.pid, signal.SIGKILL)
+                    job.wait()
     features = {p["id"]: p["features"] for p in points}
     print(f"{ASSIGNED}:")
     print(f"  {'id':<5} {'features':<18} {'cluster':>7} {'exemplar':>8} {'distance':>8}  model_version")

@@ -10,6 +10,7 @@ on batch and streaming DataFrames alike.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -112,9 +113,14 @@ def nearest_exemplar(X: np.ndarray, centers: list[np.ndarray], metric: str) -> t
     cluster : ndarray of shape (n,)
         Index of the most similar exemplar; of exactly equal ones, the lowest.
     distance : ndarray of shape (n,)
-        To that exemplar: the Euclidean distance ``|x - e|``, or ``1 - cosine``.
+        To that exemplar: the Euclidean distance ``|x - e|``, or ``1 - cosine``;
+        not finite for points whose arithmetic overflows.
     """
-    E = np.asarray(centers, dtype=float)
+    with np.errstate(over="ignore", invalid="ignore"):  # out-of-range points give a distance of inf or nan
+        return _nearest(X, np.asarray(centers, dtype=float), metric)
+
+
+def _nearest(X: np.ndarray, E: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
     if metric == "cosine":
         E = E / np.linalg.norm(E, axis=1, keepdims=True)
         X = X / np.linalg.norm(X, axis=1, keepdims=True)
@@ -148,9 +154,16 @@ class _ModelWriter(MLWriter):
 
 class _ModelReader(MLReader):
     def load(self, path: str) -> AffinityPropagationModel:
-        spark = SparkSession.active()
-        metadata = DefaultParamsReader.loadMetadata(path, spark)
-        exemplars = spark.read.parquet(os.path.join(path, "data")).toPandas().sort_values("cluster")
+        local = Path(path.removeprefix("file://"))
+        if "://" not in str(local) and local.is_dir():
+            # A folder on the driver's own disk is read there: a cluster's executors need not see it.
+            text = next((local / "metadata").glob("part-*")).read_text().splitlines()[0]
+            metadata = DefaultParamsReader._parseMetaData(text)
+            exemplars = pd.read_parquet(local / "data").sort_values("cluster")
+        else:
+            spark = SparkSession.active()
+            metadata = DefaultParamsReader.loadMetadata(path, spark)
+            exemplars = spark.read.parquet(os.path.join(path, "data")).toPandas().sort_values("cluster")
         model = AffinityPropagationModel(exemplars.reset_index(drop=True))
         model._resetUid(metadata["uid"])
         DefaultParamsReader.getAndSetParams(model, metadata)

@@ -1,6 +1,7 @@
 """The streaming job against a real Kafka broker: assignments, dead letters, a new model, a killed job."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -8,13 +9,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from confluent_kafka import Consumer, Producer
 from sklearn.datasets import make_blobs
 
-from spark_ap import MultiLevelAffinityPropagation
+from spark_ap import AffinityPropagationModel, MultiLevelAffinityPropagation
 from spark_ap.app.pipeline import publish_latest
-from spark_ap.app.stream import parse_point
+from spark_ap.app.stream import MAX_DEAD_VALUE, ModelSource, _Loaded, assign_records, parse_point
 from spark_ap.session import KAFKA_PACKAGE, submit_arguments
 from spark_ap.testing.kafka import KafkaBroker
 from tests.conftest import BIN, ROOT
@@ -42,7 +44,8 @@ def _publish(spark, root: Path, name: str, X, **params):
 
 
 def _produce(broker, topic: str, values: list) -> None:
-    producer = Producer({"bootstrap.servers": broker.bootstrap_servers})
+    # Idempotent: a retried send cannot reorder or repeat records, whose offsets the tests check.
+    producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "enable.idempotence": True})
     for value in values:
         producer.produce(topic, value if value is None or isinstance(value, bytes) else json.dumps(value).encode())
     assert producer.flush(30) == 0
@@ -83,6 +86,12 @@ def _stream_args(broker, tmp: Path, topic: str, latest: Path) -> list[str]:
     ]  # fmt: skip
 
 
+def _available_now(broker, tmp: Path, topic: str, latest: Path) -> subprocess.CompletedProcess:
+    """``spark-ap stream --available-now``: assign what the topic holds, then stop."""
+    command = [str(BIN / "spark-ap"), *_stream_args(broker, tmp, topic, latest), "--available-now"]
+    return subprocess.run(command, timeout=600)
+
+
 def _expected(model, spark, X, ids) -> dict:
     """model.transform's (cluster, exemplar) per id: the batch path the stream must agree with."""
     rows = model.transform(_points(spark, X, ids)).select("id", "cluster", "exemplar").collect()
@@ -108,7 +117,7 @@ def test_every_record_is_answered_once_on_the_right_topic(spark, broker, tmp_pat
     broker.create_topics("points", "points-assigned", "points-dead")
     _produce(broker, "points", _good(ids[:20], new[:20]) + [value for value, _ in bad] + _good(ids[20:], new[20:]))
 
-    done = subprocess.run([str(BIN / "spark-ap"), *_stream_args(broker, tmp_path, "points", latest), "--available-now"])
+    done = _available_now(broker, tmp_path, "points", latest)
     assert done.returncode == 0
 
     out = _read(broker, "points-assigned", lambda r: len(r) >= 40)
@@ -165,30 +174,42 @@ def test_a_new_model_is_used_without_a_restart_and_a_killed_job_resumes(spark, b
             os.killpg(job.pid, signal.SIGKILL)
             job.wait()
     checkpoint = tmp_path / "checkpoint"
-    committed = max(int(p.name) for p in (checkpoint / "commits").iterdir() if p.name.isdigit())
-    # An offsets file: a version line, the batch's metadata, then {topic: {partition: end offset}}.
-    end = json.loads((checkpoint / "offsets" / str(committed)).read_text().splitlines()[2])["events"]["0"]
 
-    # A newer model arrives while the job is down: a batch cut short by the kill is run again with the
-    # model it started with, so its records are written again unchanged; later batches use run-3.
+    def batches(log: str) -> list[int]:
+        return sorted(int(p.name) for p in (checkpoint / log).iterdir() if p.name.isdigit())
+
+    def end_of(batch: int) -> int:  # an offsets file: a version line, metadata, then {topic: {partition: end}}
+        return json.loads((checkpoint / "offsets" / str(batch)).read_text().splitlines()[2])["events"]["0"]
+
+    # The last committed batch, and the one in flight when the job died (if any), with its model.
+    committed, planned = batches("commits")[-1], batches("offsets")[-1]
+    end, in_flight_end = end_of(committed), end_of(planned)
+    pinned = planned > committed and (checkpoint / "models" / str(planned)).is_file()
+
+    # A newer model arrives while the job is down: the batch in flight is run again with the model it
+    # started with, so whatever it wrote is written again unchanged; the batches after it use run-3.
     _publish(spark, runs, "run-3", X1)
-    done = subprocess.run([str(BIN / "spark-ap"), *_stream_args(broker, tmp_path, "events", latest), "--available-now"])
+    done = _available_now(broker, tmp_path, "events", latest)
     assert done.returncode == 0, (tmp_path / "stream.log").read_text()[-3000:]
 
     out = _read(broker, "events-assigned", lambda r: len({s for _, _, s in r}) >= 150)
-    by_source: dict[str, list] = {}
+    by_offset: dict[int, list] = {}
     for key, value, source in out:
-        by_source.setdefault(source, []).append((key, value))
-    assert sorted(int(s.rsplit("/", 1)[1]) for s in by_source) == list(range(150))
-    for source, answers in by_source.items():
-        offset = int(source.rsplit("/", 1)[1])
+        by_offset.setdefault(int(source.rsplit("/", 1)[1]), []).append((key, value))
+    assert sorted(by_offset) == list(range(150))
+    for offset, answers in by_offset.items():
+        assert all(value["id"] == offset for _, value in answers)
         if offset < end:  # committed before the kill: written exactly once
-            assert len(answers) == 1, source
-        else:  # at most the batch in flight is written again, and then identically
-            assert len(answers) <= 2 and all(a == answers[0] for a in answers), source
-            assert answers[0][1]["model_version"] in ("run-2", "run-3")
-    assert max(v["model_version"] for answers in by_source.values() for _, v in answers) == "run-3"
-    assert all(v["id"] == int(s.rsplit("/", 1)[1]) for s, answers in by_source.items() for _, v in answers)
+            assert len(answers) == 1, offset
+            continue
+        # At most the batch in flight is written twice, and then identically.
+        assert len(answers) <= 2 and all(a == answers[0] for a in answers), offset
+        if offset >= in_flight_end:
+            assert answers[0][1]["model_version"] == "run-3", offset
+        else:
+            assert answers[0][1]["model_version"] == ("run-2" if pinned else "run-3"), offset
+        if len(answers) == 2:
+            assert offset < in_flight_end and pinned, offset
 
 
 @pytest.mark.parametrize(
@@ -234,3 +255,52 @@ def test_the_job_refuses_what_it_cannot_use_before_spark_starts(tmp_path, flag, 
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _loaded(exemplars: pd.DataFrame, metric: str = "sqeuclidean") -> _Loaded:
+    model = AffinityPropagationModel(exemplars)
+    model._set(metric=metric)
+    return _Loaded(model, "run-1", Path("run-1/model"), "out", "dead")
+
+
+def _records(values: list) -> pd.DataFrame:
+    n = len(values)
+    return pd.DataFrame({"key": [None] * n, "value": values, "topic": ["in"] * n, "partition": [0] * n,
+                         "offset": list(range(n))})  # fmt: skip
+
+
+def test_no_record_can_stop_a_batch(spark):
+    model = _loaded(pd.DataFrame({"cluster": [0, 1], "exemplar": [5, 9], "features": [[0.0, 0.0], [4.0, 0.0]]}))
+    values = [
+        b'{"id": 1, "features": [1, 0]}',
+        b'{"id": 2, "features": [' + b"9" * 400 + b", 0]}",  # an integer too large for a float
+        b"[" * 100_000 + b"]" * 100_000,  # nesting too deep for the parser
+        b'{"id": 3, "features": [1e200, 1e200]}',  # finite, but its distance overflows
+        b"\xff" * 100_000,  # far longer than a dead letter keeps
+    ]
+    out = assign_records(_records(values), model)
+    assert list(out["topic"]) == ["out", "dead", "dead", "dead", "dead"]
+    assert json.loads(out["value"][0]) == {
+        "id": 1, "cluster": 0, "exemplar": 5, "distance": 1.0, "model_version": "run-1"
+    }  # fmt: skip
+    letters = [json.loads(v) for v in out["value"][1:]]
+    assert "could not be read: OverflowError" in letters[0]["reason"]
+    assert "could not be read: RecursionError" in letters[1]["reason"]
+    assert "distance to the nearest exemplar is inf" in letters[2]["reason"]
+    assert letters[3]["value_bytes"] == 100_000 and len(out["value"][4]) < 4 * MAX_DEAD_VALUE
+    assert [v["source"] for v in letters] == ["in/0/1", "in/0/2", "in/0/3", "in/0/4"]
+
+
+def test_a_model_that_cannot_be_read_leaves_the_last_one_in_use(spark, tmp_path, caplog):
+    X, _ = make_blobs(30, n_features=2, centers=2, random_state=0)
+    _, latest = _publish(spark, tmp_path / "runs", "run-1", X)
+    models = ModelSource(str(latest), str(tmp_path / "checkpoint"), "out", "dead")
+    assert models.for_batch(0).version == "run-1"
+    broken = tmp_path / "runs" / "run-2"
+    (broken / "model" / "metadata").mkdir(parents=True)  # a model folder without its files
+    (broken / "summary.json").write_text("{}")
+    publish_latest(broken)
+    with caplog.at_level(logging.WARNING, logger="spark_ap.stream"):
+        assert models.for_batch(1).version == "run-1"
+    assert "cannot be read" in caplog.text
+    assert json.loads((tmp_path / "checkpoint" / "models" / "1").read_text())[0] == "run-1"

@@ -21,28 +21,32 @@ folder the model came from. Each record carries the header ``source``:
 ``<topic>/<partition>/<offset>`` of the point it answers.
 
 A record that cannot be assigned (not JSON, no id, features missing, of the
-wrong length, not numbers, NaN or infinite) goes to the dead-letter topic
-under its own key: ``{"reason", "value", "source", "model_version"}``, the
-value as it came (decoded as UTF-8, bad bytes replaced). Nothing is dropped.
+wrong length, not numbers, NaN or infinite, or anything else that fails on
+it) goes to the dead-letter topic under its own key (which may be null):
+``{"reason", "value", "source", "model_version"}``, the value as it came
+(decoded as UTF-8, bad bytes replaced; the first 64 KiB, with
+``value_bytes`` the whole length when it is longer). Nothing is dropped.
 
 The model
 ---------
 ``--model`` is a run folder (holding ``model/``), a model folder, or a
 symbolic link to a run folder such as the DAG's ``<output_root>/latest``. The
 link is read again before every micro-batch: a new run published by the DAG is
-used from the next micro-batch on, without restarting the stream.
+used from the next micro-batch on, without restarting the stream. A model that
+cannot be read leaves the previous one in use, with a warning.
 
 Delivery
 --------
 Spark records each micro-batch's offsets in the checkpoint before it runs,
-and the model version it used beside them (``<checkpoint>/models/``). A batch
-that was interrupted is run again after a restart with the same records and
-the same model, so it writes the same records again: delivery is at least
-once, and the only records that can be written twice are those of the one
-micro-batch in flight when the job died, each twice with the same key, value
-and ``source`` header. Records of committed batches are never written again.
-A consumer that needs exactly once keeps the last record per key (a compacted
-topic) or drops repeats of a ``source``.
+and spark-ap the model the batch uses beside them (``<checkpoint>/models/``).
+A batch that was interrupted is run again after a restart with the same
+records and the same model, so it writes the same records again. Delivery is
+at least once, and every repeat is identical (key, value and ``source``
+header): the records of the one micro-batch in flight when the job died, and
+those of a task Spark retried (a failed task, a lost executor, speculation).
+A committed batch is never run again. A consumer that needs each point once
+drops repeats of a ``source``, or keeps the last record per key on a
+compacted output topic (where the ids ``17`` and ``"17"`` share the key).
 """
 
 from __future__ import annotations
@@ -70,6 +74,8 @@ log = logging.getLogger("spark_ap.stream")
 
 #: Of the records a micro-batch writes: the output topic's and the dead-letter topic's.
 RECORDS_SCHEMA = "topic string, key binary, value binary, source string"
+#: A dead letter keeps at most this many bytes of the value (well below Kafka's default 1 MB records).
+MAX_DEAD_VALUE = 65536
 
 
 def parser() -> argparse.ArgumentParser:
@@ -146,20 +152,34 @@ def assign_records(records: pd.DataFrame, model: _Loaded, features_field: str = 
     """
     coordinates = zip(records["topic"], records["partition"], records["offset"], strict=True)
     sources = [f"{topic}/{partition}/{offset}" for topic, partition, offset in coordinates]
-    good, ids, rows, out = [], [], [], [None] * len(records)
+    out: list[tuple | None] = [None] * len(records)
+
+    def reject(i: int, problem: str) -> None:
+        value = records["value"].iloc[i]
+        text = None if value is None else bytes(value[:MAX_DEAD_VALUE]).decode("utf-8", errors="replace")
+        letter = {"reason": problem, "value": text, "source": sources[i], "model_version": model.version}
+        if value is not None and len(value) > MAX_DEAD_VALUE:
+            letter["value_bytes"] = len(value)  # the value is cut to its first MAX_DEAD_VALUE bytes
+        out[i] = (model.dead_letter_topic, records["key"].iloc[i], json.dumps(letter, ensure_ascii=False).encode())
+
+    good, ids, rows = [], [], []
     for i, value in enumerate(records["value"]):
-        point, problem = parse_point(value, features_field, model.dimension, model.metric)
+        try:
+            point, problem = parse_point(value, features_field, model.dimension, model.metric)
+        except Exception as error:  # whatever a record does, the stream goes on and the record is kept
+            point, problem = None, f"could not be read: {type(error).__name__}: {error}"
         if problem is None:
             good.append(i)
             ids.append(point[0])
             rows.append(point[1])
         else:
-            text = None if value is None else bytes(value).decode("utf-8", errors="replace")
-            letter = {"reason": problem, "value": text, "source": sources[i], "model_version": model.version}
-            out[i] = (model.dead_letter_topic, records["key"].iloc[i], json.dumps(letter).encode())
+            reject(i, problem)
     if good:
         cluster, distance = nearest_exemplar(np.array(rows, dtype=float), model.centers, model.metric)
         for i, point_id, c, d in zip(good, ids, cluster, distance, strict=True):
+            if not np.isfinite(d):  # features so large or so small that the arithmetic overflows
+                reject(i, f"the distance to the nearest exemplar is {d}: {features_field} out of range")
+                continue
             answer = {
                 "id": point_id,
                 "cluster": int(model.clusters[c]),
@@ -167,7 +187,7 @@ def assign_records(records: pd.DataFrame, model: _Loaded, features_field: str = 
                 "distance": float(d),
                 "model_version": model.version,
             }
-            out[i] = (model.output_topic, str(point_id).encode(), json.dumps(answer).encode())
+            out[i] = (model.output_topic, str(point_id).encode(), json.dumps(answer, allow_nan=False).encode())
     return pd.DataFrame(
         {
             "topic": [o[0] for o in out],
@@ -216,8 +236,11 @@ def parse_point(
 class _Loaded:
     """A model as the micro-batches use it: plain arrays, so the Python workers get them by value."""
 
-    def __init__(self, model: AffinityPropagationModel, version: str, output_topic: str, dead_letter_topic: str):
+    def __init__(
+        self, model: AffinityPropagationModel, version: str, folder: Path, output_topic: str, dead_letter_topic: str
+    ):
         self.version = version
+        self.folder = folder
         self.metric = model.getMetric()
         self.centers = model.clusterCenters()
         self.dimension = len(self.centers[0])
@@ -251,17 +274,18 @@ def resolve_model(path: str | Path) -> tuple[str, Path]:
 class ModelSource:
     """The model each micro-batch uses: the newest, or the one a replayed batch used before.
 
-    Which model folder a batch used is written to ``<checkpoint>/models/<batch>``
-    before the batch writes anything, so a batch run again after a failure
-    assigns its records exactly as the first attempt did.
+    Which model folder a batch uses is written to ``<checkpoint>/models/<batch>``
+    once the model has loaded and before the batch writes anything, so a batch
+    run again after a failure assigns its records exactly as the first attempt
+    did. A newest model that cannot be read (a link being replaced, a broken
+    folder) leaves the previous one in use, with a warning.
     """
 
-    def __init__(self, spark: SparkSession, path: str, checkpoint: str, output_topic: str, dead_letter_topic: str):
-        self.spark = spark
+    def __init__(self, path: str, checkpoint: str, output_topic: str, dead_letter_topic: str):
         self.path = path
         self.pins = Path(checkpoint) / "models"
         self.topics = (output_topic, dead_letter_topic)
-        self._loaded: dict[Path, _Loaded] = {}
+        self.current: _Loaded | None = None
 
     def for_batch(self, batch_id: int) -> _Loaded:
         """The model of micro-batch ``batch_id``: the one pinned to it, else the newest, pinned now."""
@@ -272,23 +296,31 @@ class ModelSource:
                 return self.load(version, Path(folder))
             gone = "Batch %d ran with model %s, which is gone (%s); it runs again with the newest"
             log.warning(gone, batch_id, version, folder)
-        version, folder = resolve_model(self.path)
+        try:
+            model = self.load(*resolve_model(self.path))
+        except Exception as error:
+            if self.current is None:
+                raise
+            model = self.current
+            log.warning(
+                "The model at %s cannot be read (%s); batch %d keeps %s", self.path, error, batch_id, model.version
+            )
         self.pins.mkdir(parents=True, exist_ok=True)
         staged = pin.with_suffix(".tmp")
-        staged.write_text(json.dumps([version, str(folder)]))
+        staged.write_text(json.dumps([model.version, str(model.folder)]))
         os.replace(staged, pin)
         for old in self.pins.iterdir():  # the pins of batches long committed
             if old.name.isdigit() and int(old.name) < batch_id - 100:
                 old.unlink(missing_ok=True)
-        return self.load(version, folder)
+        return model
 
     def load(self, version: str, folder: Path) -> _Loaded:
-        """The model in ``folder``, loaded once; only the newest stays loaded."""
-        if folder not in self._loaded:
+        """The model in ``folder``; loaded once, and only the newest stays loaded."""
+        if self.current is None or self.current.folder != folder:
             model = AffinityPropagationModel.load(str(folder))
-            self._loaded = {folder: _Loaded(model, version, *self.topics)}
+            self.current = _Loaded(model, version, folder, *self.topics)
             log.info("Model %s: %d exemplars, %s, from %s", version, len(model.exemplars), model.getMetric(), folder)
-        return self._loaded[folder]
+        return self.current
 
 
 # ---------------------------------------------------------------------------------------------- the job
@@ -312,7 +344,7 @@ def start(spark: SparkSession, args: argparse.Namespace):
         if not sep or not key:
             raise InvalidInputError(f"--kafka-option {option!r}: expected KEY=VALUE, e.g. security.protocol=SSL")
         kafka[f"kafka.{key}"] = value
-    models = ModelSource(spark, args.model, args.checkpoint_location, args.output_topic, args.dead_letter_topic)
+    models = ModelSource(args.model, args.checkpoint_location, args.output_topic, args.dead_letter_topic)
     models.load(*resolve_model(args.model))  # a model that does not load fails now, not at the first record
 
     def write(batch: DataFrame, batch_id: int) -> None:
@@ -336,7 +368,9 @@ def start(spark: SparkSession, args: argparse.Namespace):
             f"Spark has no Kafka source: give it the package {KAFKA_PACKAGE} (spark-submit --packages; "
             f"spark-ap stream adds it itself). Spark said: {str(error).splitlines()[0]}"
         ) from error
-    writer = points.writeStream.foreachBatch(write).option("checkpointLocation", args.checkpoint_location)
+    # As a file URI: a bare path would go to the cluster's default file system, away from the model pins.
+    checkpoint = Path(args.checkpoint_location).resolve().as_uri()
+    writer = points.writeStream.foreachBatch(write).option("checkpointLocation", checkpoint)
     if args.available_now:
         writer = writer.trigger(availableNow=True)
     else:

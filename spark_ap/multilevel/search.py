@@ -26,30 +26,33 @@ def search_preference(
     the largest pairwise similarity, where nearly every point is its own
     exemplar, down to a preference low enough to merge everything at the
     weights the levels use. The first attempt is the preference asked for.
-    A run that does not converge (at a preference so low that the messages
-    oscillate) counts as too few clusters, whatever its labels say.
+    A run below every similarity that does not converge (the messages
+    oscillate there) counts as too few clusters, whatever its labels say.
     """
     want, tolerance = ap.getNumClusters(), ap.getClusterTolerance()
     weight = min(n, ap.getResolution() or n)
-    hi = float(values.max())
-    lo = float(values.min()) - weight * (hi - float(values.min()))
+    hi, floor = float(values.max()), float(values.min())
+    lo = floor - weight * (hi - floor)
     p = start if lo < start < hi else (lo + hi) / 2
     best, attempts = None, []
 
-    def rank(outcome: Levels) -> tuple[bool, int]:  # converged runs first, then the closest
-        return not outcome.converged, abs(outcome.clusters - want)
+    def degenerate(outcome: Levels, p: float) -> bool:
+        # Below every similarity AP oscillates: a run that does not converge there may call every
+        # point an exemplar (scikit-learn's does too), yet its preference was too low, not too high.
+        return not outcome.converged and p < floor
+
+    def rank(outcome: Levels, p: float) -> tuple[bool, int]:
+        return degenerate(outcome, p), abs(outcome.clusters - want)
 
     for attempt in range(ap.getMaxAttempts()):
         outcome = run_levels(ap, points, graph, n, p, f"attempt-{attempt}/")
         attempts.append((p, outcome.clusters))
         log.info("preference search: %g gives %d clusters (want %d)", p, outcome.clusters, want)
-        # Far below the similarities AP oscillates: a run that does not converge may call every point an
-        # exemplar (scikit-learn's does too), yet its preference was too low, not too high.
-        if best is None or rank(outcome) < rank(best):
+        if best is None or rank(outcome, p) < rank(best, best.preference):
             best = outcome
-        if outcome.converged and abs(outcome.clusters - want) <= tolerance:
+        if not degenerate(outcome, p) and abs(outcome.clusters - want) <= tolerance:
             break
-        if outcome.clusters > want and outcome.converged:
+        if outcome.clusters > want and not degenerate(outcome, p):
             hi = p
         else:
             lo = p

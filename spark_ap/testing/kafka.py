@@ -3,8 +3,8 @@
 The broker is Apache Kafka's own, from its Maven artifacts: the first use
 resolves ``org.apache.kafka:kafka_2.13`` and its dependencies with the Ivy
 jar that ships inside pyspark (Maven Central and ``SPARK_AP_REPOSITORIES``)
-into a cache folder, and every later one starts from there. It needs Java 17
-and nothing installed besides pyspark::
+into a cache folder, and every later one starts from there. It needs Java 17,
+pyspark and confluent-kafka (to see that the broker is up)::
 
     from spark_ap.testing.kafka import KafkaBroker
 
@@ -87,10 +87,16 @@ def _ivy_settings(folder: Path) -> Path:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((_HOST, 0))
-        return s.getsockname()[1]
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct ports that are free now (all held open until every one is chosen)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind((_HOST, 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 class KafkaBroker:
@@ -115,8 +121,7 @@ class KafkaBroker:
         self.tmp = Path(tmp)
         self.timeout = timeout
         self.heap = heap
-        self.port = _free_port()
-        self.controller_port = _free_port()
+        self.port, self.controller_port = _free_ports(2)
         self.bootstrap_servers = f"{_HOST}:{self.port}"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -179,7 +184,11 @@ class KafkaBroker:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        self._wait()
+        try:
+            self._wait()
+        except BaseException:  # an interrupt or a failed import must not leave the broker running
+            self.stop()
+            raise
         return self
 
     def _wait(self) -> None:
