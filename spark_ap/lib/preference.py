@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -21,13 +23,68 @@ def preference_value(edges: DataFrame, preference: float | str) -> float:
     if not isinstance(preference, str):
         return float(preference)
     off = edges.filter(F.col("src") != F.col("dst"))
-    s = F.col("similarity")
     if preference == "min":
-        agg = F.min(s)
+        value = off.agg(F.min("similarity")).first()[0]
     else:
-        agg = F.percentile(s, quantile(preference))
-    value = off.agg(agg.alias("p")).first()["p"]
+        value = exact_quantile(off, "similarity", quantile(preference))
     return 0.0 if value is None else float(value)
+
+
+def exact_quantile(
+    frame: DataFrame, column: str, q: float, *, buckets: int = 4096, collect_below: int = 1_000_000
+) -> float | None:
+    """Spark's ``percentile(column, q)``, bit for bit, in a few passes instead of a map of every value.
+
+    Spark's exact percentile counts every distinct value in a hash map: at 1e7
+    similarities it took 34 s, at 2.5e6 6 s. Here one pass finds the count and
+    range, one counts the values in ``buckets`` equal-width buckets, and the
+    bucket that holds the ranks wanted is collected and sorted on the driver
+    (searched again by buckets while it holds more than ``collect_below``
+    values; when the two ranks straddle two buckets, they are the last value of
+    one and the first of the next). The interpolation is Spark's own: at
+    position ``(n - 1) q`` between the values of ranks ``floor`` and ``ceil``.
+    Nulls are ignored, as Spark does; None when no value is left.
+    """
+    c = F.col(column)
+    n, low, high = frame.agg(F.count(c), F.min(c), F.max(c)).first()
+    if n == 0:
+        return None
+    position = (n - 1) * q
+    lower, higher = math.floor(position), math.ceil(position)
+    if not math.isfinite(high - low):  # the bucket arithmetic would overflow
+        return frame.agg(F.percentile(c, q)).first()[0]
+    values = frame.select(c.alias("v")).filter(F.col("v").isNotNull())
+    at = _ranks(values, [lower, higher], low, high, buckets, collect_below)
+    if higher == lower or at[lower] == at[higher]:
+        return at[lower]
+    return (higher - position) * at[lower] + (position - lower) * at[higher]
+
+
+def _ranks(
+    values: DataFrame, ranks: list[int], low: float, high: float, buckets: int, collect_below: int
+) -> dict[int, float]:
+    """The values of two adjacent (or equal) 0-based ranks of sorted ``values`` (column ``v``, in [low, high])."""
+    v = F.col("v")
+    before = 0  # values below the range still searched
+    while True:
+        if low == high:
+            return dict.fromkeys(ranks, low)
+        # Monotone in v (each float operation rounds monotonically), so the buckets are in value order.
+        bucket = F.least(F.floor((v - low) / (high - low) * buckets), F.lit(buckets - 1)).cast("int")
+        counts = sorted(values.groupBy(bucket).count().collect())
+        starts = np.cumsum([before] + [count for _, count in counts])
+        found = [next(i for i in range(len(counts)) if starts[i] <= r < starts[i + 1]) for r in ranks]
+        (b1, c1), (b2, _) = counts[found[0]], counts[found[-1]]
+        if b1 != b2:  # the lower rank is the last value of its bucket, the higher the first of the next
+            last, first = values.agg(F.max(F.when(bucket == b1, v)), F.min(F.when(bucket == b2, v))).first()
+            return {ranks[0]: last, ranks[-1]: first}
+        inside = values.filter(bucket == b1)
+        if c1 <= collect_below:
+            got = sorted(row[0] for row in inside.collect())
+            return {r: got[r - starts[found[0]]] for r in ranks}
+        # Too many to collect: search that bucket alone, within its own range.
+        before, values = int(starts[found[0]]), inside.localCheckpoint()
+        low, high = values.agg(F.min(v), F.max(v)).first()
 
 
 def add_self_edges(
