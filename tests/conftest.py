@@ -44,6 +44,13 @@ def spark(tmp_path_factory):
     session.stop()
 
 
+def feature_frame(spark, X, ids=None):
+    """``id long, features array<double>``: the rows of ``X``, with ids 0..n-1 or ``ids``."""
+    ids = range(len(X)) if ids is None else ids
+    rows = [(int(i), [float(v) for v in x]) for i, x in zip(ids, X, strict=True)]
+    return spark.createDataFrame(rows, "id long, features array<double>")
+
+
 def dense_messages(result, n: int, ids=None) -> tuple[np.ndarray, np.ndarray]:
     """The run's r and a as n x n matrices, NaN where there is no edge."""
     index = {v: i for i, v in enumerate(range(n) if ids is None else ids)}

@@ -9,12 +9,7 @@ from sklearn.cluster import AffinityPropagation as SklearnAP
 from sklearn.datasets import make_blobs
 
 from spark_ap import AffinityPropagationModel, MultiLevelAffinityPropagation, similarity_matrix
-
-
-def _features(spark, X, ids=None):
-    ids = range(len(X)) if ids is None else ids
-    rows = [(int(i), [float(v) for v in x]) for i, x in zip(ids, X, strict=True)]
-    return spark.createDataFrame(rows, "id long, features array<double>")
+from tests.conftest import feature_frame
 
 
 def _assigned(df) -> dict:
@@ -25,7 +20,7 @@ def _assigned(df) -> dict:
 def test_new_points_go_to_scikit_learns_prediction(spark, metric):
     X, _ = make_blobs(60, n_features=3, centers=3, random_state=11)
     new, _ = make_blobs(25, n_features=3, centers=3, random_state=12)
-    model = MultiLevelAffinityPropagation(metric=metric, noise="sklearn").fit(_features(spark, X))
+    model = MultiLevelAffinityPropagation(metric=metric, noise="sklearn").fit(feature_frame(spark, X))
 
     # scikit-learn on the same complete graph, preference and noise: its predict is the oracle.
     S = similarity_matrix(X, metric)
@@ -40,14 +35,14 @@ def test_new_points_go_to_scikit_learns_prediction(spark, metric):
         expected = np.argmin(((new[:, None, :] - centers[None, :, :]) ** 2).sum(-1), axis=1)
 
     assert [int(e) for e in model.exemplars["exemplar"]] == list(sk.cluster_centers_indices_)
-    got = _assigned(model.transform(_features(spark, new, ids=range(1000, 1025))))
+    got = _assigned(model.transform(feature_frame(spark, new, ids=range(1000, 1025))))
     assert [got[1000 + i][0] for i in range(len(new))] == list(expected)
     assert all(got[1000 + i][1] == sk.cluster_centers_indices_[c] for i, c in enumerate(expected))
 
 
 def test_transform_on_the_fitted_points_is_the_runs_assignment(spark):
     X, _ = make_blobs(50, n_features=2, centers=4, random_state=3)
-    features = _features(spark, X)
+    features = feature_frame(spark, X)
     model = MultiLevelAffinityPropagation().fit(features)
     run = {row.id: (row.cluster, row.exemplar) for row in model.summary.assignments.collect()}
     assert _assigned(model.transform(features)) == run
@@ -57,7 +52,7 @@ def test_transform_on_the_fitted_points_is_the_runs_assignment(spark):
 def test_a_point_equidistant_from_two_exemplars_takes_the_lower_cluster(spark):
     exemplars = pd.DataFrame({"cluster": [0, 1], "exemplar": [7, 3], "features": [[0.0, 0.0], [2.0, 0.0]]})
     model = AffinityPropagationModel(exemplars)
-    points = _features(spark, [[1.0, 0.0], [1.0, 5.0], [1.5, 0.0]])
+    points = feature_frame(spark, [[1.0, 0.0], [1.0, 5.0], [1.5, 0.0]])
     assert _assigned(model.transform(points)) == {0: (0, 7), 1: (0, 7), 2: (1, 3)}
 
 
@@ -76,18 +71,18 @@ def test_save_load_and_a_pipeline_with_vector_features(spark, tmp_path):
     model.save(str(tmp_path / "model"))
     again = AffinityPropagationModel.load(str(tmp_path / "model"))
     assert again.uid == model.uid and again.getMetric() == model.getMetric() and not again.hasSummary
-    points = _features(spark, X)
+    points = feature_frame(spark, X)
     assert _assigned(again.transform(points)) == _assigned(model.transform(points))
 
 
 def test_transform_on_a_stream(spark, tmp_path):
     X, _ = make_blobs(30, n_features=2, centers=2, random_state=8)
-    model = MultiLevelAffinityPropagation().fit(_features(spark, X))
+    model = MultiLevelAffinityPropagation().fit(feature_frame(spark, X))
     source = tmp_path / "points"
-    _features(spark, X).write.parquet(str(source))
+    feature_frame(spark, X).write.parquet(str(source))
     stream = spark.readStream.schema("id long, features array<double>").parquet(str(source))
     query = (
         model.transform(stream).writeStream.format("memory").queryName("assigned").trigger(availableNow=True).start()
     )
     query.awaitTermination(120)
-    assert _assigned(spark.table("assigned")) == _assigned(model.transform(_features(spark, X)))
+    assert _assigned(spark.table("assigned")) == _assigned(model.transform(feature_frame(spark, X)))

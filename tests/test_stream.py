@@ -19,7 +19,7 @@ from spark_ap.app.pipeline import publish_latest
 from spark_ap.app.stream import MAX_DEAD_VALUE, ModelSource, _Loaded, assign_records, parse_point
 from spark_ap.session import KAFKA_PACKAGE, submit_arguments
 from spark_ap.testing.kafka import KafkaBroker
-from tests.conftest import BIN, ROOT
+from tests.conftest import BIN, ROOT, feature_frame
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +28,9 @@ def broker(tmp_path_factory):
         yield running
 
 
-def _points(spark, X, ids):
-    rows = [(int(i), [float(v) for v in x]) for i, x in zip(ids, X, strict=True)]
-    return spark.createDataFrame(rows, "id long, features array<double>")
-
-
 def _publish(spark, root: Path, name: str, X, **params):
     """Fit a model on ``X``, save it in the run folder ``root/name`` as the job does, point latest at it."""
-    model = MultiLevelAffinityPropagation(**params).fit(_points(spark, X, range(len(X))))
+    model = MultiLevelAffinityPropagation(**params).fit(feature_frame(spark, X))
     folder = root / name
     folder.mkdir(parents=True)
     model.save(str(folder / "model"))
@@ -94,7 +89,7 @@ def _available_now(broker, tmp: Path, topic: str, latest: Path) -> subprocess.Co
 
 def _expected(model, spark, X, ids) -> dict:
     """model.transform's (cluster, exemplar) per id: the batch path the stream must agree with."""
-    rows = model.transform(_points(spark, X, ids)).select("id", "cluster", "exemplar").collect()
+    rows = model.transform(feature_frame(spark, X, ids)).select("id", "cluster", "exemplar").collect()
     return {row.id: (row.cluster, row.exemplar) for row in rows}
 
 
@@ -243,6 +238,7 @@ def test_a_cosine_model_refuses_a_zero_vector():
     [
         ("--model", "/nonexistent/latest", "--model /nonexistent/latest holds no model"),
         ("--checkpoint-location", "hdfs://nn/checkpoints", "must be a path of the driver's file system"),
+        ("--kafka-option", "security.protocol", "expected KEY=VALUE"),
     ],
 )
 def test_the_job_refuses_what_it_cannot_use_before_spark_starts(tmp_path, flag, value, message):
@@ -260,7 +256,7 @@ def test_the_job_refuses_what_it_cannot_use_before_spark_starts(tmp_path, flag, 
 def _loaded(exemplars: pd.DataFrame, metric: str = "sqeuclidean") -> _Loaded:
     model = AffinityPropagationModel(exemplars)
     model._set(metric=metric)
-    return _Loaded(model, "run-1", Path("run-1/model"), "out", "dead")
+    return _Loaded(model, "run-1", Path("run-1/model"))
 
 
 def _records(values: list) -> pd.DataFrame:
@@ -278,7 +274,7 @@ def test_no_record_can_stop_a_batch(spark):
         b'{"id": 3, "features": [1e200, 1e200]}',  # finite, but its distance overflows
         b"\xff" * 100_000,  # far longer than a dead letter keeps
     ]
-    out = assign_records(_records(values), model)
+    out = assign_records(_records(values), model, ("out", "dead"))
     assert list(out["topic"]) == ["out", "dead", "dead", "dead", "dead"]
     assert json.loads(out["value"][0]) == {
         "id": 1, "cluster": 0, "exemplar": 5, "distance": 1.0, "model_version": "run-1"
@@ -294,7 +290,7 @@ def test_no_record_can_stop_a_batch(spark):
 def test_a_model_that_cannot_be_read_leaves_the_last_one_in_use(spark, tmp_path, caplog):
     X, _ = make_blobs(30, n_features=2, centers=2, random_state=0)
     _, latest = _publish(spark, tmp_path / "runs", "run-1", X)
-    models = ModelSource(str(latest), str(tmp_path / "checkpoint"), "out", "dead")
+    models = ModelSource(str(latest), str(tmp_path / "checkpoint"))
     assert models.for_batch(0).version == "run-1"
     broken = tmp_path / "runs" / "run-2"
     (broken / "model" / "metadata").mkdir(parents=True)  # a model folder without its files

@@ -132,7 +132,9 @@ def parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------------------------- records
 
 
-def assign_records(records: pd.DataFrame, model: _Loaded, features_field: str = "features") -> pd.DataFrame:
+def assign_records(
+    records: pd.DataFrame, model: _Loaded, topics: tuple[str, str], features_field: str = "features"
+) -> pd.DataFrame:
     """The output and dead-letter records of a batch of Kafka records.
 
     Parameters
@@ -141,15 +143,17 @@ def assign_records(records: pd.DataFrame, model: _Loaded, features_field: str = 
         ``key, value, topic, partition, offset`` as Spark's Kafka source gives them.
     model : _Loaded
         The model, its centers and version.
+    topics : (str, str)
+        The output topic and the dead-letter topic.
     features_field : str
         The JSON field of the feature values.
 
     Returns
     -------
     pandas.DataFrame
-        :data:`RECORDS_SCHEMA`: one record per input record, for ``model.output_topic`` or
-        ``model.dead_letter_topic``.
+        :data:`RECORDS_SCHEMA`: one record per input record, for one of ``topics``.
     """
+    output_topic, dead_letter_topic = topics
     coordinates = zip(records["topic"], records["partition"], records["offset"], strict=True)
     sources = [f"{topic}/{partition}/{offset}" for topic, partition, offset in coordinates]
     out: list[tuple | None] = [None] * len(records)
@@ -160,7 +164,7 @@ def assign_records(records: pd.DataFrame, model: _Loaded, features_field: str = 
         letter = {"reason": problem, "value": text, "source": sources[i], "model_version": model.version}
         if value is not None and len(value) > MAX_DEAD_VALUE:
             letter["value_bytes"] = len(value)  # the value is cut to its first MAX_DEAD_VALUE bytes
-        out[i] = (model.dead_letter_topic, records["key"].iloc[i], json.dumps(letter, ensure_ascii=False).encode())
+        out[i] = (dead_letter_topic, records["key"].iloc[i], json.dumps(letter, ensure_ascii=False).encode())
 
     good, ids, rows = [], [], []
     for i, value in enumerate(records["value"]):
@@ -187,7 +191,7 @@ def assign_records(records: pd.DataFrame, model: _Loaded, features_field: str = 
                 "distance": float(d),
                 "model_version": model.version,
             }
-            out[i] = (model.output_topic, str(point_id).encode(), json.dumps(answer, allow_nan=False).encode())
+            out[i] = (output_topic, str(point_id).encode(), json.dumps(answer, allow_nan=False).encode())
     return pd.DataFrame(
         {
             "topic": [o[0] for o in out],
@@ -236,9 +240,7 @@ def parse_point(
 class _Loaded:
     """A model as the micro-batches use it: plain arrays, so the Python workers get them by value."""
 
-    def __init__(
-        self, model: AffinityPropagationModel, version: str, folder: Path, output_topic: str, dead_letter_topic: str
-    ):
+    def __init__(self, model: AffinityPropagationModel, version: str, folder: Path):
         self.version = version
         self.folder = folder
         self.metric = model.getMetric()
@@ -246,8 +248,6 @@ class _Loaded:
         self.dimension = len(self.centers[0])
         self.clusters = [int(c) for c in model.exemplars["cluster"]]
         self.exemplars = [_plain(e) for e in model.exemplars["exemplar"]]
-        self.output_topic = output_topic
-        self.dead_letter_topic = dead_letter_topic
 
 
 def _plain(value: Any) -> Any:
@@ -281,10 +281,9 @@ class ModelSource:
     folder) leaves the previous one in use, with a warning.
     """
 
-    def __init__(self, path: str, checkpoint: str, output_topic: str, dead_letter_topic: str):
+    def __init__(self, path: str, checkpoint: str):
         self.path = path
         self.pins = Path(checkpoint) / "models"
-        self.topics = (output_topic, dead_letter_topic)
         self.current: _Loaded | None = None
 
     def for_batch(self, batch_id: int) -> _Loaded:
@@ -318,7 +317,7 @@ class ModelSource:
         """The model in ``folder``; loaded once, and only the newest stays loaded."""
         if self.current is None or self.current.folder != folder:
             model = AffinityPropagationModel.load(str(folder))
-            self.current = _Loaded(model, version, folder, *self.topics)
+            self.current = _Loaded(model, version, folder)
             log.info("Model %s: %d exemplars, %s, from %s", version, len(model.exemplars), model.getMetric(), folder)
         return self.current
 
@@ -326,31 +325,35 @@ class ModelSource:
 # ---------------------------------------------------------------------------------------------- the job
 
 
-def assign_batch(batch: DataFrame, model: _Loaded, features_field: str) -> DataFrame:
+def assign_batch(batch: DataFrame, model: _Loaded, topics: tuple[str, str], features_field: str) -> DataFrame:
     """The records a micro-batch writes: one per input record, with the topic it goes to."""
 
     def assign(parts):
         for records in parts:
-            yield assign_records(records, model, features_field)
+            yield assign_records(records, model, topics, features_field)
 
     return batch.select("key", "value", "topic", "partition", "offset").mapInPandas(assign, RECORDS_SCHEMA)
 
 
-def start(spark: SparkSession, args: argparse.Namespace):
-    """Start the stream; return the running :class:`~pyspark.sql.streaming.StreamingQuery`."""
+def kafka_options(args: argparse.Namespace) -> dict[str, str]:
+    """The Kafka clients' settings of source and sink: the brokers and every ``--kafka-option``."""
     kafka = {"kafka.bootstrap.servers": args.bootstrap_servers}
     for option in args.kafka_option:
         key, sep, value = option.partition("=")
         if not sep or not key:
             raise InvalidInputError(f"--kafka-option {option!r}: expected KEY=VALUE, e.g. security.protocol=SSL")
         kafka[f"kafka.{key}"] = value
-    models = ModelSource(args.model, args.checkpoint_location, args.output_topic, args.dead_letter_topic)
-    models.load(*resolve_model(args.model))  # a model that does not load fails now, not at the first record
+    return kafka
+
+
+def start(spark: SparkSession, args: argparse.Namespace, kafka: dict[str, str], models: ModelSource):
+    """Start the stream; return the running :class:`~pyspark.sql.streaming.StreamingQuery`."""
+    topics = (args.output_topic, args.dead_letter_topic)
 
     def write(batch: DataFrame, batch_id: int) -> None:
         model = models.for_batch(batch_id)
         header = F.struct(F.lit("source").alias("key"), F.col("source").cast("binary").alias("value"))
-        records = assign_batch(batch, model, args.features_field)
+        records = assign_batch(batch, model, topics, args.features_field)
         records = records.select("topic", "key", "value", F.array(header).alias("headers"))
         records.write.format("kafka").options(**kafka).save()
         log.info("Batch %d assigned with model %s", batch_id, model.version)
@@ -378,10 +381,12 @@ def start(spark: SparkSession, args: argparse.Namespace):
     return writer.queryName("spark-ap-stream").start()
 
 
-def run(spark: SparkSession, args: argparse.Namespace) -> None:
+def run(spark: SparkSession, args: argparse.Namespace, kafka: dict[str, str]) -> None:
     """Start the stream and wait for it; start it once more after Spark's Kafka progress bug (below)."""
+    models = ModelSource(args.model, args.checkpoint_location)
+    models.load(*resolve_model(args.model))  # a model that does not load fails now, not at the first record
     for attempt in (1, 2):
-        query = start(spark, args)
+        query = start(spark, args, kafka, models)
         log.info("Streaming %s -> %s (dead letters: %s)", args.input_topic, args.output_topic, args.dead_letter_topic)
         try:
             query.awaitTermination()
@@ -390,8 +395,8 @@ def run(spark: SparkSession, args: argparse.Namespace) -> None:
             if attempt == 2 or not _progress_bug(error, Path(args.checkpoint_location)):
                 raise
             # Spark's Kafka source 4.1.1 fails to report the progress of the first micro-batch after a
-            # restart when that batch re-runs one the stopped job left unfinished (SPARK-55271, fixed
-            # after 4.1.1). The batch has run and is committed by then; a new start goes on after it.
+            # restart when that batch re-runs one the stopped job left unfinished (SPARK-55271). The
+            # batch has run and is committed by then; a new start goes on after it.
             log.warning("Spark's Kafka source failed after re-running an unfinished batch (SPARK-55271); restarting")
 
 
@@ -420,10 +425,11 @@ def main(argv: list[str] | None = None) -> int:
             p.removeprefix("file://") for p in (args.model, args.checkpoint_location)
         )
         resolve_model(args.model)
+        kafka = kafka_options(args)
         # Micro-batches shuffle nothing, and Spark warns that AQE does not apply to streams.
         conf = {"spark.jars.packages": KAFKA_PACKAGE, "spark.sql.adaptive.enabled": "false"}
         spark = spark_session(master=args.master, repositories=args.repositories, **conf)
-        run(spark, args)
+        run(spark, args, kafka)
     except SparkAPError as error:
         print(f"spark-ap stream: error: {error}", file=sys.stderr)
         return 2
