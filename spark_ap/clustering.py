@@ -7,13 +7,16 @@ import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 from graphframes import GraphFrame
 from pyspark import keyword_only
 from pyspark.ml.param import Params
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from spark_ap.errors import ColumnTypeError, ConvergenceWarning, InvalidParamError, user_stacklevel
 from spark_ap.lib import assign
@@ -61,6 +64,16 @@ def graph_facts(graph: DataFrame) -> Row:
         F.max(F.when(on, s)).alias("p_max"),
         F.sum(F.xxhash64("src", "dst", "similarity").cast("decimal(20,0)")).alias("checksum"),
     ).first()
+
+
+def _warn_if_not_converged(outcome: Outcome, found: bool) -> None:
+    if not outcome.converged:
+        warnings.warn(
+            f"Affinity propagation did not converge in {outcome.n_iter} iterations; "
+            + ("the clusters may be degenerate." if found else "there are no clusters."),
+            ConvergenceWarning,
+            stacklevel=user_stacklevel(),
+        )
 
 
 def _nothing_to_propagate(facts: Row) -> bool:
@@ -401,8 +414,10 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             outcome = Outcome(state=state, n_iter=0, converged=True, history=[])
         else:
             outcome = iterate(graph, settings, self._store(graph.sparkSession, facts, preference), int(facts["edges"]))
+            if outcome.driver is not None:
+                return self._result(outcome, *self._labels_on_driver(outcome), preference, facts)
             exemplar_ids = self._exemplars(outcome)
-        return self._result(outcome, exemplar_ids, preference, facts)
+        return self._result(outcome, *self._labels(outcome.state, exemplar_ids), preference, facts)
 
     def _exemplars(self, outcome: Outcome) -> DataFrame | None:
         """The refined exemplars (``id``) of the final state, or None when no point decided to be one."""
@@ -416,25 +431,43 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         if not decided.isEmpty():
             first = assign.nearest_exemplar(state, decided).localCheckpoint()
             exemplar_ids = assign.refine(state, first).localCheckpoint()
-        if not outcome.converged:
-            warnings.warn(
-                f"Affinity propagation did not converge in {outcome.n_iter} iterations; "
-                + ("the clusters may be degenerate." if exemplar_ids is not None else "there are no clusters."),
-                ConvergenceWarning,
-                stacklevel=user_stacklevel(),
-            )
+        _warn_if_not_converged(outcome, exemplar_ids is not None)
         return exemplar_ids
 
-    def _result(
-        self, outcome: Outcome, exemplar_ids: DataFrame | None, preference: float, facts: Row
-    ) -> AffinityPropagationResult:
-        """Labels for every vertex, and the result around them."""
-        state = outcome.state
+    @staticmethod
+    def _labels(state: DataFrame, exemplar_ids: DataFrame | None) -> tuple[DataFrame, bool]:
+        """``id, cluster, exemplar`` for every vertex, and whether there are clusters at all."""
         ids = state.filter(self_edge()).select(F.col("src").alias("id"))
         if exemplar_ids is None:
-            assignments = assign.unassigned(ids).persist()
+            return assign.unassigned(ids).persist(), False
+        return assign.label(state, ids, exemplar_ids).persist(), True
+
+    @staticmethod
+    def _labels_on_driver(outcome: Outcome) -> tuple[DataFrame, bool]:
+        """:meth:`_exemplars` and :meth:`_labels` for the local engine, on the arrays it ends with."""
+        d = outcome.driver
+        exemplar = assign.label_on_driver(d.i, d.j, d.s, d.decided)
+        _warn_if_not_converged(outcome, exemplar is not None)
+        if exemplar is None:
+            cluster, exemplar_ids = np.full(d.ids.size, -1, dtype=np.int32), pa.nulls(d.ids.size)
         else:
-            assignments = assign.label(state, ids, exemplar_ids).persist()
+            cluster = np.searchsorted(np.unique(exemplar), exemplar).astype(np.int32)
+            exemplar_ids = d.ids[exemplar]
+        schema = T.StructType(
+            [
+                T.StructField("id", d.id_type, False),
+                T.StructField("cluster", T.IntegerType(), False),
+                T.StructField("exemplar", d.id_type, True),
+            ]
+        )
+        table = pa.table({"id": d.ids, "cluster": cluster, "exemplar": exemplar_ids})
+        return outcome.state.sparkSession.createDataFrame(table, schema), exemplar is not None
+
+    def _result(
+        self, outcome: Outcome, assignments: DataFrame, found: bool, preference: float, facts: Row
+    ) -> AffinityPropagationResult:
+        """The result around the labels ``assignments``."""
+        state = outcome.state
         return AffinityPropagationResult(
             assignments=assignments,
             exemplars=assign.exemplar_table(assignments.filter(F.col("cluster") >= 0)),
@@ -447,7 +480,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             numEdges=int(facts["edges"]),
             resumedFrom=outcome.resumed_from,
             _state=state,
-            _found=exemplar_ids is not None,
+            _found=found,
         )
 
     def resultParams(self) -> dict:

@@ -65,10 +65,13 @@ def test_many_small_chunks_compute_the_sparse_reference_messages(spark, monkeypa
 
 
 @pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")  # a fixed 7 iterations
-@pytest.mark.parametrize("first_engine, then_engine", [("blocks", "graphframes"), ("graphframes", "blocks")])
+@pytest.mark.parametrize(
+    "first_engine, then_engine", [("blocks", "graphframes"), ("graphframes", "blocks"), ("local", "blocks")]
+)
 def test_a_save_of_one_engine_resumes_on_the_other(spark, tmp_path, first_engine, then_engine):
+    # (The local engine's saves are written by the driver, not by Spark.)
     X, _ = make_blobs(20, centers=3, random_state=9)
-    edges = edges_from_matrix(spark, similarity_matrix(X))
+    edges = edges_from_matrix(spark, similarity_matrix(X), ids=[f"p{k}" for k in range(20)])
     params = dict(seed=3, maxIter=7, convergenceIter=8, checkpointInterval=4, stateDir=str(tmp_path))
     first = AffinityPropagation(engine=first_engine, **params).run(edges)
     assert first.resumedFrom is None and first.numIterations == 7

@@ -17,8 +17,14 @@ go to the smallest id, as ``np.argmax`` picks the first index.
 
 from __future__ import annotations
 
+import numpy as np
+import pyarrow as pa
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+# Up to this many exemplars, clusters are numbered on the driver (a collect of their ids).
+DRIVER_NUMBERS = 1_000_000
 
 
 def _first_by(df: DataFrame, group: str, score: str, tiebreak: str) -> DataFrame:
@@ -80,13 +86,22 @@ def label(edges: DataFrame, vertices: DataFrame, exemplars: DataFrame) -> DataFr
     return assigned.join(cluster_numbers(assigned), "exemplar").select("id", "cluster", "exemplar")
 
 
-def cluster_numbers(assigned: DataFrame) -> DataFrame:
+def cluster_numbers(assigned: DataFrame, count: int | None = None) -> DataFrame:
     """(exemplar, cluster): the distinct exemplars of ``assigned``, numbered from 0 in id order.
 
-    A rank over a window without a partition would move every exemplar into one
-    partition. Instead the exemplars are range-partitioned by id, each partition
-    numbers its own, and adds the count of the partitions before it.
+    Up to :data:`DRIVER_NUMBERS` exemplars (``count``, when the caller knows it)
+    are numbered on the driver. Otherwise, as a rank over a window without a
+    partition would move every exemplar into one partition, the exemplars are
+    range-partitioned by id, each partition numbers its own, and adds the count
+    of the partitions before it.
     """
+    if count is not None and count <= DRIVER_NUMBERS:
+        distinct = assigned.select("exemplar").distinct()
+        # Sorted as Spark sorts ids: numbers by value, strings by code point.
+        exemplars = np.unique(distinct.toArrow().column("exemplar").to_numpy(zero_copy_only=False))
+        table = pa.table({"exemplar": exemplars, "cluster": pa.array(np.arange(exemplars.size), pa.int32())})
+        schema = T.StructType([distinct.schema["exemplar"], T.StructField("cluster", T.IntegerType(), False)])
+        return assigned.sparkSession.createDataFrame(table, schema)
     ranged = (
         assigned.select("exemplar")
         .distinct()
@@ -123,3 +138,51 @@ def net_similarity(graph: DataFrame, assignments: DataFrame) -> float:
 def exemplar_table(assignments: DataFrame) -> DataFrame:
     """(cluster, exemplar, size), one row per cluster."""
     return assignments.groupBy("cluster", "exemplar").agg(F.count(F.lit(1)).alias("size")).orderBy("cluster")
+
+
+# The same rules on the driver, for the local engine: numpy arrays of the final
+# edge state, sorted by (source, target) vertex number, numbers in id order (so
+# "smallest id" is "smallest number"). Bit for bit the DataFrame functions above.
+
+
+def nearest_on_driver(i: np.ndarray, j: np.ndarray, s: np.ndarray, exemplar: np.ndarray) -> np.ndarray:
+    """Per vertex, the number of the exemplar it has its most similar edge to (-1: none); exemplars
+    choose themselves. ``exemplar`` is a boolean per vertex; as :func:`nearest_exemplar`."""
+    to_exemplar = exemplar[j]
+    ci, cj, cs = i[to_exemplar], j[to_exemplar], s[to_exemplar]
+    order = np.lexsort((cj, -cs, ci))  # per source: the largest s first, ties to the smallest target
+    ci, cj = ci[order], cj[order]
+    first = np.r_[True, ci[1:] != ci[:-1]]
+    choice = np.full(exemplar.size, -1, dtype=np.int64)
+    choice[ci[first]] = cj[first]
+    choice[exemplar] = np.flatnonzero(exemplar)
+    return choice
+
+
+def refine_on_driver(i: np.ndarray, j: np.ndarray, s: np.ndarray, choice: np.ndarray) -> np.ndarray:
+    """Per vertex, whether it is its cluster's refined exemplar; as :func:`refine`."""
+    n = choice.size
+    same = (choice[i] >= 0) & (choice[i] == choice[j])
+    # np.bincount adds in array order: each target's terms in source order, as the window sums them.
+    score = np.bincount(j[same], weights=s[same], minlength=n)
+    edges_in = np.bincount(j[same], minlength=n)
+    member = choice >= 0
+    size = np.bincount(choice[member], minlength=n)
+    candidate = np.flatnonzero(member & (edges_in == size[np.where(member, choice, 0)]))
+    order = np.lexsort((candidate, -score[candidate], choice[candidate]))
+    candidate = candidate[order]
+    cluster = choice[candidate]
+    refined = np.zeros(n, dtype=bool)
+    refined[candidate[np.r_[True, cluster[1:] != cluster[:-1]]]] = True
+    return refined
+
+
+def label_on_driver(i: np.ndarray, j: np.ndarray, s: np.ndarray, decided: np.ndarray) -> np.ndarray | None:
+    """Per vertex, its final exemplar's number, from the exemplar decisions ``decided`` (a boolean
+    per vertex): nearest exemplar, refinement, nearest refined exemplar, as :func:`refine` and
+    :func:`label`; a vertex with no edge to one is its own. None when no vertex decided."""
+    if not decided.any():
+        return None
+    refined = refine_on_driver(i, j, s, nearest_on_driver(i, j, s, decided))
+    chosen = nearest_on_driver(i, j, s, refined)
+    return np.where(chosen >= 0, chosen, np.arange(chosen.size))

@@ -40,6 +40,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import pyarrow as pa
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -81,6 +82,8 @@ class Outcome:
     converged: bool
     history: list[tuple[int, int, int]] = field(default_factory=list)
     resumed_from: int | None = None
+    # The local engine's final state, still on the driver: the clusters are assigned there.
+    driver: local.DriverState | None = None
 
 
 def initial_state(graph: DataFrame, settings: Settings) -> DataFrame:
@@ -150,8 +153,8 @@ class Engine(Protocol):
     def step(self, state: Any, reliable: bool = False) -> tuple[Any, dict]:
         """One damped iteration: the next state and its counts ``exemplars, changed, min_run``."""
 
-    def edges(self, state: Any) -> DataFrame:
-        """The state as the edge-state DataFrame, to save."""
+    def edges(self, state: Any) -> DataFrame | pa.Table:
+        """The state as edge-state rows, to save: a DataFrame, or an Arrow table held by the driver."""
 
     def saved(self, state: Any, saved: DataFrame) -> Any:
         """The state to go on with after ``saved`` (its save, read back) was written."""
@@ -236,4 +239,5 @@ def iterate(graph: DataFrame, settings: Settings, store: StateStore | None = Non
             log.info("iteration %d/%d: %d exemplars, %d changed", t, settings.max_iter, *row[1:])
     finally:
         sc.setJobDescription(None)
-    return Outcome(engine.final(current), t, _converged(t, stats, settings), history, resumed_from)
+    driver = engine.on_driver(current) if name == "local" else None
+    return Outcome(engine.final(current), t, _converged(t, stats, settings), history, resumed_from, driver)

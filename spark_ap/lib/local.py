@@ -16,9 +16,12 @@ iteration below a few million edges (see BENCHMARKS.md).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import DataType, StringType
 
 from spark_ap.lib.blocks import _ARROW_SCHEMA, Chunk, Top
 
@@ -34,11 +37,13 @@ class LocalEngine:
         self.damping = damping
         self.ids: np.ndarray | None = None  # vertex number -> id
         self.similarity: np.ndarray | None = None  # per edge, in the chunk's order
-        self.schema = None
+        self.schema = None  # the edge state's, as Spark gave it
+        self.schema_arrow: pa.Schema | None = None
 
     def start(self, state: DataFrame, graph: DataFrame | None = None) -> Chunk:
         """The chunk of ``state``'s edges, sorted by (source, target) number."""
         self.schema = state.schema
+        self.schema_arrow = _arrow_schema(state.schema["src"].dataType)
         table = state.toArrow()
         src = table.column("src").to_numpy(zero_copy_only=False)
         dst = table.column("dst").to_numpy(zero_copy_only=False)
@@ -63,19 +68,14 @@ class LocalEngine:
             "min_run": int(chunk.run.min()),
         }
 
-    def edges(self, chunk: Chunk) -> DataFrame:
-        """The edge state ``src, dst, similarity, s, r, a, e, run, changed`` of ``chunk``, as a DataFrame."""
+    def edges(self, chunk: Chunk) -> pa.Table:
+        """The edge state ``src, dst, similarity, s, r, a, e, run, changed`` of ``chunk``, as an Arrow
+        table: a save writes it from the driver (:meth:`~spark_ap.lib.state.StateStore.save`)."""
         batch = chunk.edges()
         src, dst = self.ids[batch.column("i").to_numpy()], self.ids[batch.column("j").to_numpy()]
-        table = pa.table(
-            {
-                "src": src,
-                "dst": dst,
-                "similarity": self.similarity,
-                **{name: batch.column(name) for name in _NAMES[2:]},
-            }
-        )
-        return self.spark.createDataFrame(table, schema=self.schema)
+        columns = {"src": src, "dst": dst, "similarity": self.similarity}
+        columns.update({name: batch.column(name) for name in _NAMES[2:]})
+        return pa.Table.from_pydict(columns, schema=self.schema_arrow)
 
     def saved(self, chunk: Chunk, saved: DataFrame) -> Chunk:
         return chunk
@@ -85,7 +85,39 @@ class LocalEngine:
 
     def final(self, chunk: Chunk) -> DataFrame:
         """The edge state after the last iteration, copied into executor storage once."""
-        return self.edges(chunk).localCheckpoint(eager=True)
+        return self.spark.createDataFrame(self.edges(chunk), schema=self.schema).localCheckpoint(eager=True)
+
+    def on_driver(self, chunk: Chunk) -> DriverState:
+        """The final state as the driver holds it, to assign the clusters without a Spark job."""
+        return DriverState(
+            ids=self.ids,
+            id_type=self.schema["src"].dataType,
+            i=chunk.i,
+            j=chunk.vertices[chunk.jl],
+            s=chunk.s,
+            # "not <= 0": NaN (a vertex with only its self-edge) decides, as Spark SQL orders NaN above 0.
+            decided=~(chunk.r[chunk.diagonal] + chunk.a[chunk.diagonal] <= 0),
+        )
+
+
+@dataclass(frozen=True)
+class DriverState:
+    """The final edge state on the driver: ``i, j, s`` per edge, sorted by (i, j), vertex numbers
+    in id order (``ids[number]`` is the id), and each vertex's exemplar decision r(k,k) + a(k,k) > 0."""
+
+    ids: np.ndarray
+    id_type: DataType
+    i: np.ndarray
+    j: np.ndarray
+    s: np.ndarray
+    decided: np.ndarray
 
 
 _NAMES = _ARROW_SCHEMA.names
+
+
+def _arrow_schema(id_type: DataType) -> pa.Schema:
+    """The edge state's columns as Arrow types, ids as Spark gave them (long or string)."""
+    ids = pa.string() if isinstance(id_type, StringType) else pa.int64()
+    kinds = {"similarity": pa.float64(), **{name: _ARROW_SCHEMA.field(name).type for name in _NAMES[2:]}}
+    return pa.schema([("src", ids), ("dst", ids), *kinds.items()])

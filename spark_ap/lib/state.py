@@ -18,7 +18,10 @@ import json
 import logging
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 
 from spark_ap.errors import StateMismatchError
@@ -119,12 +122,24 @@ class StateStore:
             state=self.spark.read.parquet(self._uri(name)),
         )
 
-    def save(self, iteration: int, history: list, last: dict | None, state: DataFrame) -> DataFrame:
-        """Write ``state`` as the save of ``iteration``, drop older saves, and return it read back from disk."""
+    def save(self, iteration: int, history: list, last: dict | None, state: DataFrame | pa.Table) -> DataFrame:
+        """Write ``state`` as the save of ``iteration``, drop older saves, and return it read back from disk.
+
+        An Arrow table (the local engine's state, on the driver) is written by
+        the driver itself when the directory is on its local file system, and
+        by Spark otherwise.
+        """
         name = f"iteration-{iteration:06d}"
         staging = self._uri(f"_tmp-{name}")
         self._fs.delete(self._Path(staging), True)  # the leftovers of a killed save
-        state.write.parquet(staging)
+        if isinstance(state, pa.Table) and self._fs.getUri().getScheme() == "file":
+            folder = Path(self._fs.makeQualified(self._Path(staging)).toUri().getPath())
+            folder.mkdir(parents=True)
+            pq.write_table(state, folder / "part-00000.snappy.parquet", compression="snappy")
+        elif isinstance(state, pa.Table):
+            self.spark.createDataFrame(state).write.parquet(staging)
+        else:
+            state.write.parquet(staging)
         meta = {"iteration": iteration, "history": history, "last": last, "identity": self.identity}
         stream = self._fs.create(self._Path(staging, META), True)
         try:

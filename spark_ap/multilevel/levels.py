@@ -120,11 +120,14 @@ def run_levels(
             result.converged,
         )
         result.unpersist()
-        mapping = (
-            mapping.join(chosen.withColumnRenamed("id", "exemplar"), "exemplar")
-            .select("id", F.col("next").alias("exemplar"))
-            .localCheckpoint()
-        )
+        if level == 0:
+            mapping = chosen.select("id", F.col("next").alias("exemplar"))
+        else:
+            mapping = (
+                mapping.join(chosen.withColumnRenamed("id", "exemplar"), "exemplar")
+                .select("id", F.col("next").alias("exemplar"))
+                .localCheckpoint()
+            )
         if (level == 0 and graph.complete) or clusters >= count or clusters <= 1:
             break
         level_points, edges = next_level(ap, points, mapping, clusters, scale * factor)
@@ -216,7 +219,7 @@ class Levels:
     n: int
 
     def result(self, *, preference, source, recall, attempts) -> MultiLevelResult:
-        numbers = assign.cluster_numbers(self.mapping)
+        numbers = assign.cluster_numbers(self.mapping, self.clusters)
         assignments = self.mapping.join(numbers, "exemplar").select("id", "cluster", "exemplar").persist()
         level_assignments = self.chosen[0]
         for chosen in self.chosen[1:]:
