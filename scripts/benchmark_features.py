@@ -129,7 +129,8 @@ def markdown(results: list[dict]) -> str:
         lines.append("| level | points | edges | graph | clusters | iterations | converged | seconds |")
         lines.append("|---|---|---|---|---|---|---|---|")
         for level in r["spark-ap"]["levels"]:
-            lines.append("| " + " | ".join(str(level[key]) for key in level) + " |")
+            columns = ("level", "points", "edges", "graph", "clusters", "iterations", "converged", "seconds")
+            lines.append("| " + " | ".join(str(level[key]) for key in columns) + " |")
         lines.append("")
     return "\n".join(lines)
 

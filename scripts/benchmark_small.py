@@ -1,0 +1,127 @@
+"""Small inputs: how long a new user waits, beside scikit-learn in the same run.
+
+    python scripts/benchmark_small.py
+
+Three measurements, each the best of ``--repeats``:
+
+* the README's notebook example on ``--points`` blobs (a GraphFrame read from
+  Parquet, ``AffinityPropagation().run(graph)``, the assignments and exemplars
+  collected), after the session exists, with ``engine="auto"`` (the driver)
+  and ``engine="blocks"`` (the executors); scikit-learn's
+  ``AffinityPropagation(affinity="precomputed")`` on the same matrix, and the
+  clusters compared;
+* ``MultiLevelAffinityPropagation().fit`` on the bundled 400-point example,
+  after the session exists;
+* the ``spark-ap`` command on the bundled example, wall time from the shell
+  (JVM start-up included), with Spark's default settings and with
+  ``conf/spark-ap.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from graphframes import GraphFrame
+from pyspark.ml.feature import VectorAssembler
+from sklearn.cluster import AffinityPropagation as SklearnAP
+from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score
+
+from spark_ap import (
+    AffinityPropagation,
+    MultiLevelAffinityPropagation,
+    edges_from_matrix,
+    similarity_matrix,
+    spark_session,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "blobs_400.csv"
+
+
+def best_of(repeats: int, compute) -> tuple[object, float]:
+    """(the last value, the fastest of ``repeats`` runs in seconds)."""
+    times, value = [], None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        value = compute()
+        times.append(time.perf_counter() - started)
+    return value, min(times)
+
+
+def notebook(spark, folder: Path, engine: str) -> dict:
+    """The README's notebook example: read, run, collect; returns {id: exemplar}."""
+    graph = GraphFrame(spark.read.parquet(str(folder / "points")), spark.read.parquet(str(folder / "edges")))
+    result = AffinityPropagation(engine=engine, seed=0).run(graph)
+    result.exemplars.collect()
+    return {row.id: row.exemplar for row in result.assignments.collect()}
+
+
+def command(config: list[str], out: Path) -> float:
+    """Wall seconds of one ``spark-ap`` run on the bundled example."""
+    started = time.perf_counter()
+    subprocess.run(
+        [str(Path(sys.executable).parent / "spark-ap"), "--input", str(EXAMPLE), "--kind", "features"]
+        + ["--output", str(out), *config],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYSPARK_PYTHON": sys.executable},
+    )
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--points", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        spark = spark_session("local[2]", **{"spark.ui.enabled": "false"})
+        X, _ = make_blobs(args.points, centers=4, random_state=0)
+        S = similarity_matrix(X)
+        edges_from_matrix(spark, S).write.parquet(str(folder / "edges"))
+        spark.range(args.points).write.parquet(str(folder / "points"))
+
+        # spark-ap's "median" is that of the similarities between distinct points (scikit-learn's
+        # default counts the diagonal too): give scikit-learn the same value.
+        median = float(np.median(S[~np.eye(args.points, dtype=bool)]))
+        sk, sk_time = best_of(
+            args.repeats, lambda: SklearnAP(affinity="precomputed", preference=median, random_state=0).fit(S)
+        )
+        for engine in ("auto", "blocks"):
+            chosen, seconds = best_of(args.repeats, lambda e=engine: notebook(spark, folder, e))
+            # The same partition of the points as scikit-learn's.
+            same = adjusted_rand_score(sk.labels_, [chosen[i] for i in range(args.points)]) == 1.0
+            rows.append((f"notebook example, {args.points} points, engine={engine}", seconds, sk_time, same))
+
+        table = spark.read.csv(str(EXAMPLE), header=True, inferSchema=True)
+        vectors = VectorAssembler(inputCols=["x", "y"], outputCol="features").transform(table)
+        _, fit_time = best_of(args.repeats, lambda: MultiLevelAffinityPropagation().fit(vectors))
+        rows.append(("MultiLevelAffinityPropagation.fit, the 400-point example", fit_time, None, None))
+        spark.stop()
+
+        for label, config in (
+            ("Spark's default settings", []),
+            ("conf/spark-ap.yaml", ["--config", "conf/spark-ap.yaml"]),
+        ):
+            runs = [command(config, folder / f"run-{len(rows)}-{k}") for k in range(args.repeats)]
+            rows.append((f"spark-ap on the 400-point example, {label}, wall", min(runs), None, None))
+
+    print("| what | seconds | scikit-learn (s) | same clusters as scikit-learn |")
+    print("| --- | ---: | ---: | :---: |")
+    for what, seconds, sk_seconds, same in rows:
+        sk_text = "" if sk_seconds is None else f"{sk_seconds:.3f}"
+        print(f"| {what} | {seconds:.2f} | {sk_text} | {'' if same is None else same} |")
+
+
+if __name__ == "__main__":
+    main()
