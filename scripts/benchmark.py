@@ -31,7 +31,11 @@ resident set of Spark's JVM and its Python workers, polled, plus what the
 driver's Python process grew by during the run, which is where the local
 engine holds its state; for the child processes their maximum resident set),
 the memory in use after iteration 1 and after the last one, and each engine's
-time relative to the blocks engine.
+time relative to the blocks engine. For spark-ap, a second table splits the
+run: set-up (from the call to the first iteration: validation, self-edges,
+preference, the initial state and the engine's own layout), iterations and
+finish (exemplars and labels), the peak memory of each, and the tax: seconds
+per iteration against the one-core numpy reference's divided by Spark's cores.
 Results go to ``results.json``, ``results.md`` and ``time_per_iteration.png`` in
 ``--out``.
 
@@ -154,6 +158,7 @@ class PeakRSS:
         self.driver = psutil.Process()
         self.driver_start = self.driver.memory_info().rss
         self.peak = self.current = 0
+        self.samples: list[tuple[float, int]] = []  # (time.time(), bytes), for the peaks of phases
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -170,7 +175,14 @@ class PeakRSS:
                 pass
             self.current = total
             self.peak = max(self.peak, total)
+            self.samples.append((time.time(), total))
             time.sleep(0.05)
+
+    def peak_between(self, start: float, end: float) -> int:
+        """The largest sample taken from ``start`` to ``end`` (time.time()), or the one just before."""
+        inside = [b for at, b in self.samples if start <= at <= end]
+        before = [b for at, b in self.samples if at < start][-1:]
+        return max(inside or before or [0])
 
     def stop(self) -> int:
         self._stop.set()
@@ -185,19 +197,22 @@ class IterationClock(logging.Handler):
     def __init__(self, memory: PeakRSS) -> None:
         super().__init__(logging.DEBUG)
         self.memory = memory
-        self.stamps: list[float] = []
+        self.ready: float | None = None  # when the engine had its state and iteration 1 began
+        self.stamps: list[float] = []  # when each iteration ended
         self.rss: list[int] = []
         self.phases: list[dict] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if re.match(r"iteration \d+/", record.getMessage()) or record.getMessage().startswith("affinity propagation"):
+        if record.getMessage().startswith("iterating with"):
+            self.ready = record.created
+        elif re.match(r"iteration \d+/", record.getMessage()):
             self.stamps.append(record.created)
             self.rss.append(self.memory.current)
         elif record.getMessage().startswith("graphframes phases"):
             self.phases.append(dict(record.args))  # logging unpacks a lone dict argument
 
     def seconds(self) -> list[float]:
-        return list(np.diff(self.stamps))
+        return list(np.diff([self.ready, *self.stamps]))
 
 
 def write_graph(n: int) -> str:
@@ -223,7 +238,7 @@ def spark_run(spark, path: str, n: int, iterations: int, engine: str, **params) 
     clock = IterationClock(memory)
     logging.getLogger("spark_ap").addHandler(clock)
     warnings.simplefilter("ignore", ConvergenceWarning)
-    started = time.perf_counter()
+    started = time.time()
     ap = AffinityPropagation(
         damping=0.9,
         maxIter=iterations,
@@ -234,18 +249,28 @@ def spark_run(spark, path: str, n: int, iterations: int, engine: str, **params) 
         **params,
     )
     result = ap.run(edges)
-    total = time.perf_counter() - started
+    result.assignments.count()  # the labels, which Spark may compute lazily
+    ended = time.time()
     logging.getLogger("spark_ap").removeHandler(clock)
     peak = memory.stop()
     result.unpersist()
-    # The first interval is set-up (validation, preference) plus iteration 1.
+    ready, last = clock.ready, clock.stamps[-1]
     return {
-        "seconds": clock.seconds()[1:],
+        "seconds": clock.seconds(),
         "iterations": result.numIterations,
-        "total": total,
+        "total": ended - started,
+        # Set-up: validation, self-edges, preference, the initial state, the engine's own layout.
+        # Finish: the exemplars and the labels, after the last iteration.
+        "setup": ready - started,
+        "finish": ended - last,
+        "phase_peak_bytes": {
+            "set-up": memory.peak_between(started, ready),
+            "iterations": memory.peak_between(ready, last),
+            "finish": memory.peak_between(last, ended),
+        },
         "peak_bytes": peak,
         "edges": n_edges + n,
-        "rss_bytes": clock.rss[1:],
+        "rss_bytes": clock.rss,
         # The first iteration's phases include planning what later ones reuse.
         "phases": {key: statistics.median(p[key] for p in clock.phases[1:]) for key in clock.phases[0]}
         if len(clock.phases) > 1
@@ -266,10 +291,15 @@ def summarise(name: str, run: dict, updates: int) -> dict:
         "gib_at_iteration_1": run["rss_bytes"][0] / 2**30 if run.get("rss_bytes") else None,
         "gib_at_last_iteration": run["rss_bytes"][-1] / 2**30 if run.get("rss_bytes") else None,
         "phases": run.get("phases"),
+        "setup_seconds": run.get("setup"),
+        "finish_seconds": run.get("finish"),
+        "phase_peak_gib": {k: v / 2**30 for k, v in run["phase_peak_bytes"].items()}
+        if run.get("phase_peak_bytes")
+        else None,
     }
 
 
-def markdown(results: list[dict]) -> str:
+def markdown(results: list[dict], cores: int) -> str:
     lines = [
         "| edges | points | engine | iterations | s / iteration | edge updates / s | total s | peak GiB "
         "| GiB at it. 1 / last | spark-ap / this |",
@@ -288,6 +318,26 @@ def markdown(results: list[dict]) -> str:
             )
         for skipped in size["skipped"]:
             lines.append(f"| {size['edges']:,} | {size['points']:,} | {skipped} | | n/a | | | | | |")
+    lines += [
+        "",
+        f"| edges | engine | set-up s | s / iteration | finish s | tax vs numpy on {cores} cores "
+        "| peak GiB: set-up / iterations / finish |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for size in results:
+        numpy_time = next(
+            (r["seconds_per_iteration"] for r in size["engines"] if r["engine"] == "numpy sparse reference"), None
+        )
+        for r in size["engines"]:
+            if r.get("setup_seconds") is None:
+                continue
+            # The tax: spark-ap's time per iteration against the one-core reference's spread over `cores`.
+            tax = "" if numpy_time is None else f"{r['seconds_per_iteration'] / (numpy_time / cores):.2f}x"
+            peaks = " / ".join(f"{v:.2f}" for v in r["phase_peak_gib"].values())
+            lines.append(
+                f"| {size['edges']:,} | {r['engine']} | {r['setup_seconds']:.1f} | {r['seconds_per_iteration']:.4f} "
+                f"| {r['finish_seconds']:.1f} | {tax} | {peaks} |"
+            )
     phased = [(size, r) for size in results for r in size["engines"] if r.get("phases")]
     if phased:
         names = list(phased[0][1]["phases"])
@@ -373,6 +423,7 @@ def main() -> None:
         return
 
     results, out = [], Path(args.out)
+    cores = spark.sparkContext.defaultParallelism  # Spark's cores, against the one-core numpy reference
     for target in targets:
         n = int(target / K)  # a 10-NN graph has 10-16 edges per point once symmetrised
         path = write_graph(n)
@@ -395,12 +446,12 @@ def main() -> None:
         else:
             skipped.append(f"scikit-learn dense (N x N does not fit in {args.dense_memory_gib:g} GiB)")
         results.append({"points": n, "edges": updates, "engines": engines, "skipped": skipped})
-        print(markdown(results[-1:]), flush=True)
-        write(results, args, out)
+        print(markdown(results[-1:], cores), flush=True)
+        write(results, args, out, cores)
     print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'time_per_iteration.png'}")
 
 
-def write(results: list[dict], args: argparse.Namespace, out: Path) -> None:
+def write(results: list[dict], args: argparse.Namespace, out: Path, cores: int) -> None:
     """The results so far, as JSON, markdown and a plot (rewritten after each size)."""
     out.mkdir(parents=True, exist_ok=True)
     machine = {
@@ -408,13 +459,14 @@ def write(results: list[dict], args: argparse.Namespace, out: Path) -> None:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "master": args.master,
+        "cores": cores,
         "driver_memory": args.driver_memory,
         "iterations": args.iterations,
         "graphframes_iterations": min(args.iterations, args.graphframes_iterations),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
     (out / "results.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
-    (out / "results.md").write_text(markdown(results))
+    (out / "results.md").write_text(markdown(results, cores))
     plot(results, out / "time_per_iteration.png")
 
 

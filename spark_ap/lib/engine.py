@@ -189,7 +189,6 @@ def iterate(graph: DataFrame, settings: Settings, store: StateStore | None = Non
     sc = spark.sparkContext
     name = engine_for(settings.engine, edges)
     engine = make_engine(spark, name, settings.damping)
-    log.info("iterating with the %s engine", name)
     durable = store is None and reliable_checkpoints(spark, settings)
     saved = store.load() if store is not None else None
     resumed_from = None if saved is None else saved.iteration
@@ -203,6 +202,7 @@ def iterate(graph: DataFrame, settings: Settings, store: StateStore | None = Non
         log.info("resuming from the state of iteration %d saved in %s", saved.iteration, store.path)
     t, history, stats = saved.iteration, list(saved.history), saved.last
     current = engine.start(saved.state, graph)
+    log.info("iterating with the %s engine", name)  # the set-up ends here
     recoveries = 0
     try:
         while not _converged(t, stats, settings) and t < settings.max_iter:
