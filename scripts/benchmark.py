@@ -356,17 +356,20 @@ def plot(results: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-    for name in (FAST, BASELINE, LOCAL, "numpy sparse reference", "scikit-learn dense"):
-        points = [
-            (s["edges"], r["seconds_per_iteration"]) for s in results for r in s["engines"] if r["engine"] == name
-        ]
-        if points:
-            ax.loglog(*zip(*points, strict=True), marker="o", label=name)
-    ax.set_xlabel("edges (self-edges included)")
-    ax.set_ylabel("seconds per iteration (median)")
-    ax.set_title("Affinity propagation: time per iteration")
-    ax.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), dpi=100)
+    panels = (
+        ("seconds_per_iteration", "seconds per iteration (median)", "time per iteration"),
+        ("edge_updates_per_second", "edge updates per second", "throughput (scikit-learn: N² pairs)"),
+    )
+    for ax, (key, label, title) in zip(axes, panels, strict=True):
+        for name in (FAST, BASELINE, LOCAL, "numpy sparse reference", "scikit-learn dense"):
+            points = [(s["edges"], r[key]) for s in results for r in s["engines"] if r["engine"] == name]
+            if points:
+                ax.loglog(*zip(*points, strict=True), marker="o", label=name)
+        ax.set_xlabel("edges (self-edges included)")
+        ax.set_ylabel(label)
+        ax.set_title(f"Affinity propagation: {title}")
+    axes[0].legend()
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -42,18 +42,11 @@ from spark_ap import (
     spark_session,
 )
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmark_quantile import best_of  # noqa: E402  (a script beside this one)
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "blobs_400.csv"
-
-
-def best_of(repeats: int, compute) -> tuple[object, float]:
-    """(the last value, the fastest of ``repeats`` runs in seconds)."""
-    times, value = [], None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        value = compute()
-        times.append(time.perf_counter() - started)
-    return value, min(times)
 
 
 def notebook(spark, folder: Path, engine: str) -> dict:

@@ -449,7 +449,8 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         exemplar = assign.label_on_driver(d.i, d.j, d.s, d.decided)
         _warn_if_not_converged(outcome, exemplar is not None)
         if exemplar is None:
-            cluster, exemplar_ids = np.full(d.ids.size, -1, dtype=np.int32), pa.nulls(d.ids.size)
+            kind = pa.string() if isinstance(d.id_type, T.StringType) else pa.int64()
+            cluster, exemplar_ids = np.full(d.ids.size, -1, dtype=np.int32), pa.nulls(d.ids.size, kind)
         else:
             cluster = np.searchsorted(np.unique(exemplar), exemplar).astype(np.int32)
             exemplar_ids = d.ids[exemplar]

@@ -116,3 +116,19 @@ def test_convergence_warnings_name_the_callers_line(spark):
         with pytest.warns(ConvergenceWarning) as record:
             call()
         assert [w.filename for w in record if w.category is ConvergenceWarning] == [__file__]
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("engine, ids", [("local", None), ("local", "strings"), ("blocks", None)])
+def test_a_run_without_exemplars_has_no_clusters(spark, engine, ids):
+    # One iteration at a preference far below every similarity: no point decides to be an exemplar.
+    S = similarity_matrix(np.random.RandomState(4).randn(10, 2))
+    sk = SklearnAP(affinity="precomputed", preference=-1000.0, max_iter=1, random_state=0).fit(S)
+    names = [f"p{k}" for k in range(10)] if ids else None
+    with pytest.warns(ConvergenceWarning, match="there are no clusters"):
+        result = AffinityPropagation(preference=-1000.0, maxIter=1, engine=engine).run(
+            edges_from_matrix(spark, S, ids=names)
+        )
+    assert list(sk.labels_) == [-1] * 10
+    assert sorted(tuple(r) for r in result.assignments.collect()) == sorted((v, -1, None) for v in names or range(10))
+    assert result.exemplars.count() == 0 and result.netSimilarity is None
