@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_ap.errors import ColumnTypeError, ConvergenceWarning, InvalidParamError, user_stacklevel
-from spark_ap.lib import assign
+from spark_ap.lib import assign, local
 from spark_ap.lib.checkpoints import release
 from spark_ap.lib.engine import Outcome, Settings, initial_state, iterate
 from spark_ap.lib.mlparams import SharedParams, spec_param
@@ -449,8 +449,8 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         exemplar = assign.label_on_driver(d.i, d.j, d.s, d.decided)
         _warn_if_not_converged(outcome, exemplar is not None)
         if exemplar is None:
-            kind = pa.string() if isinstance(d.id_type, T.StringType) else pa.int64()
-            cluster, exemplar_ids = np.full(d.ids.size, -1, dtype=np.int32), pa.nulls(d.ids.size, kind)
+            cluster = np.full(d.ids.size, -1, dtype=np.int32)
+            exemplar_ids = pa.nulls(d.ids.size, local.arrow_id_type(d.id_type))
         else:
             cluster = np.searchsorted(np.unique(exemplar), exemplar).astype(np.int32)
             exemplar_ids = d.ids[exemplar]

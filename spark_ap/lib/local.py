@@ -116,8 +116,13 @@ class DriverState:
 _NAMES = _ARROW_SCHEMA.names
 
 
+def arrow_id_type(id_type: DataType) -> pa.DataType:
+    """The Arrow type of vertex ids as Spark gives them after validation: long or string."""
+    return pa.string() if isinstance(id_type, StringType) else pa.int64()
+
+
 def _arrow_schema(id_type: DataType) -> pa.Schema:
     """The edge state's columns as Arrow types, ids as Spark gave them (long or string)."""
-    ids = pa.string() if isinstance(id_type, StringType) else pa.int64()
+    ids = arrow_id_type(id_type)
     kinds = {"similarity": pa.float64(), **{name: _ARROW_SCHEMA.field(name).type for name in _NAMES[2:]}}
     return pa.schema([("src", ids), ("dst", ids), *kinds.items()])

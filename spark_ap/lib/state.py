@@ -136,10 +136,9 @@ class StateStore:
             folder = Path(self._fs.makeQualified(self._Path(staging)).toUri().getPath())
             folder.mkdir(parents=True)
             pq.write_table(state, folder / "part-00000.snappy.parquet", compression="snappy")
-        elif isinstance(state, pa.Table):
-            self.spark.createDataFrame(state).write.parquet(staging)
         else:
-            state.write.parquet(staging)
+            frame = self.spark.createDataFrame(state) if isinstance(state, pa.Table) else state
+            frame.write.parquet(staging)
         meta = {"iteration": iteration, "history": history, "last": last, "identity": self.identity}
         stream = self._fs.create(self._Path(staging, META), True)
         try:

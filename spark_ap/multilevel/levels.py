@@ -78,7 +78,7 @@ def run_levels(
     factor = 1.0 if ap.getMetric() == "sqeuclidean" else 0.5
     root = ap.getStateDir()
     level_preference = preference
-    mapping = points.select("id", F.col("id").alias("exemplar"))  # every point -> its current exemplar
+    mapping = None  # every point -> its current exemplar, from the first level on (maxLevels >= 1)
     level_points, edges, count = points.select("id"), graph.edges, n
     rows, histories, chosen_all = [], [], []
     iterations, converged = 0, True
@@ -120,7 +120,7 @@ def run_levels(
             result.converged,
         )
         result.unpersist()
-        if level == 0:
+        if mapping is None:  # level 0's points are the points: its choice is the mapping
             mapping = chosen.select("id", F.col("next").alias("exemplar"))
         else:
             mapping = (
