@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 
-import numpy as np
 import pandas as pd
-import pyarrow as pa
 from graphframes import GraphFrame
 from pyspark import keyword_only
 from pyspark.ml.param import Params
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from spark_ap.errors import ColumnTypeError, ConvergenceWarning, InvalidParamError, user_stacklevel
-from spark_ap.lib import assign, local
+from spark_ap.lib import assign
 from spark_ap.lib.checkpoints import release
 from spark_ap.lib.engine import Outcome, Settings, initial_state, iterate
 from spark_ap.lib.mlparams import SharedParams, spec_param
@@ -109,7 +107,10 @@ class AffinityPropagationResult:
         exemplars and how many changed their exemplar decision.
     messages : DataFrame
         The final edge state ``src, dst, similarity, s, r, a`` (``s`` is the
-        similarity with the degeneracy noise the messages used).
+        similarity with the degeneracy noise the messages used). The blocks
+        engine computes it from its chunks in executor storage each time it
+        is read (``persist()`` it to read it more than once); it is gone after
+        :meth:`unpersist`.
     preference : float
         The value the ``preference`` param stood for on this graph.
     numVertices, numEdges : int
@@ -135,12 +136,14 @@ class AffinityPropagationResult:
     numEdges: int
     resumedFrom: int | None = None
     _state: DataFrame | None = field(default=None, repr=False)
+    _graph: DataFrame | None = field(default=None, repr=False)  # src, dst, similarity: the input
+    _free: Callable[[], None] | None = field(default=None, repr=False)
     _found: bool = field(default=True, repr=False)  # whether any point became an exemplar
 
     @cached_property
     def netSimilarity(self) -> float | None:
         # Not computed with the result: the levels of a multi-level run never read theirs.
-        return assign.net_similarity(self._state, self.assignments) if self._found else None
+        return assign.net_similarity(self._graph, self.assignments) if self._found else None
 
     @property
     def graph(self) -> GraphFrame:
@@ -157,6 +160,8 @@ class AffinityPropagationResult:
         if self._state is not None:
             release(self._state)
             self._state.unpersist()
+        if self._free is not None:
+            self._free()
 
 
 class _AffinityPropagationParams(SharedParams):
@@ -414,10 +419,11 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             outcome = Outcome(state=state, n_iter=0, converged=True, history=[])
         else:
             outcome = iterate(graph, settings, self._store(graph.sparkSession, facts, preference), int(facts["edges"]))
-            if outcome.driver is not None:
-                return self._result(outcome, *self._labels_on_driver(outcome), preference, facts)
+            if outcome.labels is not None:
+                _warn_if_not_converged(outcome, outcome.labels[1])
+                return self._result(outcome, graph, *outcome.labels, preference, facts)
             exemplar_ids = self._exemplars(outcome)
-        return self._result(outcome, *self._labels(outcome.state, exemplar_ids), preference, facts)
+        return self._result(outcome, graph, *self._labels(outcome.state, exemplar_ids), preference, facts)
 
     def _exemplars(self, outcome: Outcome) -> DataFrame | None:
         """The refined exemplars (``id``) of the final state, or None when no point decided to be one."""
@@ -442,32 +448,10 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             return assign.unassigned(ids).persist(), False
         return assign.label(state, ids, exemplar_ids).persist(), True
 
-    @staticmethod
-    def _labels_on_driver(outcome: Outcome) -> tuple[DataFrame, bool]:
-        """:meth:`_exemplars` and :meth:`_labels` for the local engine, on the arrays it ends with."""
-        d = outcome.driver
-        exemplar = assign.label_on_driver(d.i, d.j, d.s, d.decided)
-        _warn_if_not_converged(outcome, exemplar is not None)
-        if exemplar is None:
-            cluster = np.full(d.ids.size, -1, dtype=np.int32)
-            exemplar_ids = pa.nulls(d.ids.size, local.arrow_id_type(d.id_type))
-        else:
-            cluster = np.searchsorted(np.unique(exemplar), exemplar).astype(np.int32)
-            exemplar_ids = d.ids[exemplar]
-        schema = T.StructType(
-            [
-                T.StructField("id", d.id_type, False),
-                T.StructField("cluster", T.IntegerType(), False),
-                T.StructField("exemplar", d.id_type, True),
-            ]
-        )
-        table = pa.table({"id": d.ids, "cluster": cluster, "exemplar": exemplar_ids})
-        return outcome.state.sparkSession.createDataFrame(table, schema), exemplar is not None
-
     def _result(
-        self, outcome: Outcome, assignments: DataFrame, found: bool, preference: float, facts: Row
+        self, outcome: Outcome, graph: DataFrame, assignments: DataFrame, found: bool, preference: float, facts: Row
     ) -> AffinityPropagationResult:
-        """The result around the labels ``assignments``."""
+        """The result around the labels ``assignments`` of ``graph`` (``src, dst, similarity``)."""
         state = outcome.state
         return AffinityPropagationResult(
             assignments=assignments,
@@ -481,6 +465,8 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             numEdges=int(facts["edges"]),
             resumedFrom=outcome.resumed_from,
             _state=state,
+            _graph=graph,
+            _free=outcome.free,
             _found=found,
         )
 

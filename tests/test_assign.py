@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from spark_ap.lib import assign
+from spark_ap.lib import assign, blocks
 from spark_ap.lib.assign import cluster_numbers
 
 
@@ -23,30 +23,64 @@ def test_no_exemplars_no_numbers(spark):
     assert cluster_numbers(spark.createDataFrame([], "id long, exemplar long")).count() == 0
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_the_driver_assigns_as_the_dataframe_functions_do(spark, seed):
-    # Sparse graphs with integer similarities (many ties), random decisions, string ids:
-    # the local engine's numpy labels against the DataFrame functions the other engines use.
+def _sparse_graph(seed: int, n: int = 40):
+    """A sparse graph with integer similarities (many ties) and self-edges, its edges sorted by
+    (i, j), string ids in number order, and random exemplar decisions."""
     rng = np.random.RandomState(seed)
-    n = 40
     keep = rng.rand(n, n) < (0.15, 0.4, 1.0)[seed % 3]
     np.fill_diagonal(keep, True)
-    i, j = np.nonzero(keep)  # sorted by (i, j)
+    i, j = np.nonzero(keep)
     s = rng.randint(-6, 0, size=i.size).astype(float)
     decided = rng.rand(n) < 0.2
     decided[rng.randint(n)] = True
-    ids = np.array([f"v{k:02d}" for k in range(n)], dtype=object)  # numbers in id order
+    ids = np.array([f"v{k:02d}" for k in range(n)], dtype=object)
+    return i, j, s, decided, ids
+
+
+def _dataframe_labels(spark, i, j, s, decided, ids) -> set:
+    """(id, cluster, exemplar) by the DataFrame functions the graphframes engine uses."""
     state = spark.createDataFrame(
         [(ids[a], ids[b], float(v)) for a, b, v in zip(i, j, s, strict=True)], "src string, dst string, s double"
     )
     exemplars = spark.createDataFrame([(ids[k],) for k in np.flatnonzero(decided)], "id string")
     vertices = spark.createDataFrame([(v,) for v in ids], "id string")
     refined = assign.refine(state, assign.nearest_exemplar(state, exemplars))
-    expected = {row.id: row.exemplar for row in assign.label(state, vertices, refined).collect()}
+    return {tuple(row) for row in assign.label(state, vertices, refined).select("id", "cluster", "exemplar").collect()}
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_driver_assigns_as_the_dataframe_functions_do(spark, seed):
+    # The local engine's numpy labels against the DataFrame functions the graphframes engine uses.
+    i, j, s, decided, ids = _sparse_graph(seed)
+    expected = {row[0]: row[2] for row in _dataframe_labels(spark, i, j, s, decided, ids)}
 
     chosen = assign.label_on_driver(i, j, s, decided)
 
     assert {ids[k]: ids[e] for k, e in enumerate(chosen)} == expected
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_the_blocks_engine_assigns_on_its_chunks_as_the_dataframe_functions_do(spark, monkeypatch, seed):
+    # Chunks of about 40 edges over two partitions: every per-source maximum is merged
+    # across chunks and workers, every target's sum is its chunk's.
+    monkeypatch.setattr(blocks, "CHUNK_EDGES", 40)
+    i, j, s, decided, ids = _sparse_graph(seed)
+    expected = _dataframe_labels(spark, i, j, s, decided, ids)
+    # An edge state whose self-edges decide as ``decided`` does: r(k,k) + a(k,k) is 1 or -1.
+    r = np.where((i == j) & decided[i], 1.0, -1.0)
+    rows = [
+        (ids[a], ids[b], float(v), float(v), float(x), 0.0, False, 1, False)
+        for a, b, v, x in zip(i, j, s, r, strict=True)
+    ]
+    state = spark.createDataFrame(
+        rows,
+        "src string, dst string, similarity double, s double, r double, a double, e boolean, run int, changed boolean",
+    )
+    engine = blocks.BlockEngine(spark, damping=0.5)
+
+    labels, found = engine.assign(engine.start(state))
+
+    assert found and {tuple(row) for row in labels.collect()} == expected
 
 
 def test_the_driver_finds_no_clusters_without_decisions():

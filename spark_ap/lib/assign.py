@@ -17,6 +17,8 @@ go to the smallest id, as ``np.argmax`` picks the first index.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame, Window
@@ -140,14 +142,63 @@ def exemplar_table(assignments: DataFrame) -> DataFrame:
     return assignments.groupBy("cluster", "exemplar").agg(F.count(F.lit(1)).alias("size")).orderBy("cluster")
 
 
-# The same rules on the driver, for the local engine: numpy arrays of the final
-# edge state, sorted by (source, target) vertex number, numbers in id order (so
-# "smallest id" is "smallest number"). Bit for bit the DataFrame functions above.
+# The same rules on per-vertex numpy arrays, for the local and blocks engines: vertices
+# numbered in id order (so "smallest id" is "smallest number"). Bit for bit the
+# DataFrame functions above. Where the per-edge work runs is the engine's: the local
+# engine's edges are arrays on the driver (the *_on_driver functions), the blocks
+# engine's are chunks in executors (:meth:`~spark_ap.lib.blocks.BlockEngine.assign`).
+
+
+def label_vertices(
+    decided: np.ndarray,
+    nearest: Callable[[np.ndarray], np.ndarray],
+    scores: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+) -> np.ndarray | None:
+    """Per vertex, its final exemplar's number, from the exemplar decisions ``decided`` (a boolean
+    per vertex): nearest exemplar, refinement, nearest refined exemplar, as :func:`refine` and
+    :func:`label`; a vertex with no edge to one is its own. None when no vertex decided.
+
+    ``nearest(exemplar)`` gives, per vertex, the number of the exemplar (a boolean per vertex) it
+    has its most similar edge to, ties to the smallest, -1 for none; ``scores(choice)`` gives, per
+    vertex, the similarities summed in source order and the number of its edges from the members
+    of its cluster under ``choice`` (-1: no cluster).
+    """
+    if not decided.any():
+        return None
+    choice = _choose(nearest, decided)
+    refined = refined_exemplars(choice, *scores(choice))
+    chosen = _choose(nearest, refined)
+    return np.where(chosen >= 0, chosen, np.arange(chosen.size))
+
+
+def _choose(nearest: Callable[[np.ndarray], np.ndarray], exemplar: np.ndarray) -> np.ndarray:
+    """``nearest(exemplar)``, with the exemplars choosing themselves, as :func:`nearest_exemplar`."""
+    choice = nearest(exemplar)
+    choice[exemplar] = np.flatnonzero(exemplar)
+    return choice
+
+
+def refined_exemplars(choice: np.ndarray, score: np.ndarray, edges_in: np.ndarray) -> np.ndarray:
+    """Per vertex, whether it is its cluster's refined exemplar: the largest ``score`` (ties: the
+    smallest number) among the members every member of the cluster has an edge to; as :func:`refine`."""
+    member = choice >= 0
+    size = np.bincount(choice[member], minlength=choice.size)
+    candidate = np.flatnonzero(member & (edges_in == size[np.where(member, choice, 0)]))
+    order = np.lexsort((candidate, -score[candidate], choice[candidate]))
+    candidate = candidate[order]
+    cluster = choice[candidate]
+    refined = np.zeros(choice.size, dtype=bool)
+    refined[candidate[np.r_[True, cluster[1:] != cluster[:-1]]]] = True
+    return refined
+
+
+def cluster_of(exemplar: np.ndarray) -> np.ndarray:
+    """Cluster numbers from 0 in exemplar order, from each vertex's exemplar number."""
+    return np.searchsorted(np.unique(exemplar), exemplar).astype(np.int32)
 
 
 def nearest_on_driver(i: np.ndarray, j: np.ndarray, s: np.ndarray, exemplar: np.ndarray) -> np.ndarray:
-    """Per vertex, the number of the exemplar it has its most similar edge to (-1: none); exemplars
-    choose themselves. ``exemplar`` is a boolean per vertex; as :func:`nearest_exemplar`."""
+    """``nearest`` of :func:`label_vertices` on the edges ``i, j, s`` (sorted by (i, j))."""
     to_exemplar = exemplar[j]
     ci, cj, cs = i[to_exemplar], j[to_exemplar], s[to_exemplar]
     order = np.lexsort((cj, -cs, ci))  # per source: the largest s first, ties to the smallest target
@@ -155,34 +206,19 @@ def nearest_on_driver(i: np.ndarray, j: np.ndarray, s: np.ndarray, exemplar: np.
     first = np.r_[True, ci[1:] != ci[:-1]]
     choice = np.full(exemplar.size, -1, dtype=np.int64)
     choice[ci[first]] = cj[first]
-    choice[exemplar] = np.flatnonzero(exemplar)
     return choice
 
 
-def refine_on_driver(i: np.ndarray, j: np.ndarray, s: np.ndarray, choice: np.ndarray) -> np.ndarray:
-    """Per vertex, whether it is its cluster's refined exemplar; as :func:`refine`."""
-    n = choice.size
+def scores_on_driver(i: np.ndarray, j: np.ndarray, s: np.ndarray, choice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``scores`` of :func:`label_vertices` on the edges ``i, j, s`` (sorted by (i, j))."""
     same = (choice[i] >= 0) & (choice[i] == choice[j])
     # np.bincount adds in array order: each target's terms in source order, as the window sums them.
-    score = np.bincount(j[same], weights=s[same], minlength=n)
-    edges_in = np.bincount(j[same], minlength=n)
-    member = choice >= 0
-    size = np.bincount(choice[member], minlength=n)
-    candidate = np.flatnonzero(member & (edges_in == size[np.where(member, choice, 0)]))
-    order = np.lexsort((candidate, -score[candidate], choice[candidate]))
-    candidate = candidate[order]
-    cluster = choice[candidate]
-    refined = np.zeros(n, dtype=bool)
-    refined[candidate[np.r_[True, cluster[1:] != cluster[:-1]]]] = True
-    return refined
+    score = np.bincount(j[same], weights=s[same], minlength=choice.size)
+    return score, np.bincount(j[same], minlength=choice.size)
 
 
 def label_on_driver(i: np.ndarray, j: np.ndarray, s: np.ndarray, decided: np.ndarray) -> np.ndarray | None:
-    """Per vertex, its final exemplar's number, from the exemplar decisions ``decided`` (a boolean
-    per vertex): nearest exemplar, refinement, nearest refined exemplar, as :func:`refine` and
-    :func:`label`; a vertex with no edge to one is its own. None when no vertex decided."""
-    if not decided.any():
-        return None
-    refined = refine_on_driver(i, j, s, nearest_on_driver(i, j, s, decided))
-    chosen = nearest_on_driver(i, j, s, refined)
-    return np.where(chosen >= 0, chosen, np.arange(chosen.size))
+    """:func:`label_vertices` on the edges ``i, j, s`` (sorted by (i, j)), held by the driver."""
+    return label_vertices(
+        decided, lambda exemplar: nearest_on_driver(i, j, s, exemplar), lambda choice: scores_on_driver(i, j, s, choice)
+    )

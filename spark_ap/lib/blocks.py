@@ -22,7 +22,14 @@ values:
 Per iteration, a chunk crosses between the JVM and a Python worker twice (32
 bytes per edge); the driver holds the three arrays of n values. The
 similarities themselves stay out of the chunks and are joined back when the
-state is turned into edge rows (to be saved, or at the end).
+state is turned into edge rows (to be saved, or when the result's messages
+are read).
+
+At the end the clusters are assigned on the chunks too (:meth:`BlockEngine.assign`):
+a vertex's nearest exemplar is a per-source maximum, merged as the Top is, and
+a cluster member's summed similarity from its cluster is a per-target sum, in
+the target's chunk. The driver holds arrays of n values, and Spark gets one
+row per vertex.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
@@ -40,6 +48,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_ap.errors import InvalidParamError
+from spark_ap.lib import assign
 from spark_ap.lib.checkpoints import release
 
 # Edges per chunk: large enough that numpy's per-call cost vanishes, small enough
@@ -140,19 +149,35 @@ class Chunk:
     def top(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per source of this chunk: the largest a + s over its edges here, its target, the second largest."""
         x = self.a + self.s
-        starts = np.r_[0, np.flatnonzero(self.i[1:] != self.i[:-1]) + 1]
-        largest = np.maximum.reduceat(x, starts)
-        counts = np.diff(np.r_[starts, x.size])
-        positions = np.arange(x.size)
-        # The first position holding the largest value is the smallest target: a source's
-        # edges are in target order, and argmax's tie rule picks the first.
-        first = np.minimum.reduceat(np.where(x == np.repeat(largest, counts), positions, x.size), starts)
-        # A vertex whose only edge is its self-edge ends up with a NaN availability
-        # (inf - inf, as in the dense computation); nothing equals NaN, so take its edge.
-        first = np.where(first == x.size, starts, first)
+        starts, largest, first = _largest_per_source(self.i, x)
         x[first] = -np.inf
         second = np.maximum.reduceat(x, starts)
         return self.i[starts], largest, self.vertices[self.jl[first]], second
+
+    def decided(self) -> np.ndarray:
+        """Per target, its exemplar decision r(k,k) + a(k,k) > 0 in this state (NaN decides, see :meth:`step`)."""
+        d = self.diagonal
+        return ~((self.r[d] + self.a[d]) <= 0)
+
+    def nearest(self, exemplar: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per source with edges here into the targets ``exemplar`` (a boolean per target of this
+        chunk): the largest s over those edges and its target, as :meth:`top` gives them (the
+        second largest is not needed: -inf)."""
+        keep = exemplar[self.jl]
+        if not keep.any():
+            return np.empty(0, np.int32), np.empty(0), np.empty(0, np.int32), np.empty(0)
+        i = self.i[keep]
+        starts, largest, first = _largest_per_source(i, self.s[keep])
+        return i[starts], largest, self.vertices[self.jl[keep][first]], np.full(starts.size, -np.inf)
+
+    def scores(self, choice: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """This chunk's targets, and per target the similarities from the members of its cluster
+        under ``choice`` (per vertex, -1: none), summed in source order, and how many there are."""
+        i, j = self.i, self.vertices[self.jl]
+        same = (choice[i] >= 0) & (choice[i] == choice[j])
+        # np.bincount adds in array order: each target's terms in source order (see refine).
+        score = np.bincount(self.jl[same], weights=self.s[same], minlength=self.vertices.size)
+        return self.vertices, score, np.bincount(self.jl[same], minlength=self.vertices.size)
 
     def step(self, top: Top, damping: float) -> None:
         """One iteration on this chunk's edges, given every source's :class:`Top` of the last one."""
@@ -173,7 +198,7 @@ class Chunk:
         # "not <= 0" rather than "> 0": a vertex whose only edge is its self-edge has r = inf
         # and a = inf - inf = NaN, and Spark SQL (the graphframes engine, the final assignment)
         # orders NaN above every number, so it counts as an exemplar there; here too.
-        decision = ~((self.r[d] + self.a[d]) <= 0)
+        decision = self.decided()
         self.run = np.where(decision == self.e, self.run + 1, 1).astype(np.int32)
         self.changed = decision != self.e
         self.e = decision
@@ -185,6 +210,19 @@ class Chunk:
         e[d], run[d], changed[d] = self.e, self.run, self.changed
         columns = [self.i.astype(np.int64), self.vertices[self.jl].astype(np.int64), self.s, self.r, self.a]
         return pa.RecordBatch.from_arrays([*map(pa.array, columns + [e, run, changed])], schema=_ARROW_SCHEMA)
+
+
+def _largest_per_source(i: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per run of one source in ``i`` (edges sorted by (source, target)): the run's start, its
+    largest ``x`` and the first position holding that (the smallest target, as argmax picks)."""
+    starts = np.r_[0, np.flatnonzero(i[1:] != i[:-1]) + 1]
+    largest = np.maximum.reduceat(x, starts)
+    counts = np.diff(np.r_[starts, x.size])
+    positions = np.arange(x.size)
+    first = np.minimum.reduceat(np.where(x == np.repeat(largest, counts), positions, x.size), starts)
+    # A vertex whose only edge is its self-edge ends up with a NaN availability
+    # (inf - inf, as in the dense computation); nothing equals NaN, so take its edge.
+    return starts, largest, np.where(first == x.size, starts, first)
 
 
 def _encode(arrays: dict[str, np.ndarray]) -> pa.Buffer:
@@ -420,9 +458,56 @@ class BlockEngine:
         if blocks.made_with is not None:
             blocks.made_with.destroy()
 
+    def assign(self, blocks: Blocks) -> tuple[DataFrame, bool]:
+        """The labels ``id, cluster, exemplar`` of ``blocks`` and whether any vertex decided to be an
+        exemplar: :func:`~spark_ap.lib.assign.label_vertices`, its passes over the edges run on the
+        chunks where they are (a Spark job each), the driver holding arrays of n values."""
+        decided = np.zeros(self.n, dtype=bool)
+        for vertices, values in blocks.chunks.map(lambda chunk: (chunk.vertices, chunk.decided())).collect():
+            decided[vertices] = values
+        exemplar = assign.label_vertices(decided, partial(self._nearest, blocks), partial(self._scores, blocks))
+        if exemplar is None:
+            return assign.unassigned(self.index.select("id")).persist(), False
+        numbers = pa.table(
+            {"idx": np.arange(self.n), "cluster": assign.cluster_of(exemplar), "to": exemplar.astype(np.int64)}
+        )
+        schema = "idx long not null, cluster int not null, to long not null"
+        labels = (
+            self.spark.createDataFrame(numbers, schema)
+            .join(self._ids("id", "idx"), "idx")
+            .join(self._ids("exemplar", "to"), "to")
+        )
+        return labels.select("id", "cluster", "exemplar").persist(), True
+
+    def _nearest(self, blocks: Blocks, exemplar: np.ndarray) -> np.ndarray:
+        """``nearest`` of :func:`~spark_ap.lib.assign.label_vertices`: each partition merges its
+        chunks' :meth:`Chunk.nearest` into a :class:`Top`, the driver merges the partitions'."""
+        shared, n = self.sc.broadcast(exemplar), self.n
+
+        def run(chunks: Iterator[Chunk]) -> Iterator[tuple[np.ndarray, ...]]:
+            top = Top.empty(n)
+            for chunk in chunks:
+                top.merge(*chunk.nearest(shared.value[chunk.vertices]))
+            yield top.touched()
+
+        top = Top.empty(n)
+        for values in blocks.chunks.mapPartitions(run).collect():
+            top.merge(*values)
+        shared.destroy()
+        return np.where(top.largest > -np.inf, top.arg, -1).astype(np.int64)
+
+    def _scores(self, blocks: Blocks, choice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``scores`` of :func:`~spark_ap.lib.assign.label_vertices`: every target's are in its chunk."""
+        shared = self.sc.broadcast(choice)
+        score, edges_in = np.zeros(self.n), np.zeros(self.n, dtype=np.int64)
+        for vertices, values, counts in blocks.chunks.map(lambda chunk: chunk.scores(shared.value)).collect():
+            score[vertices], edges_in[vertices] = values, counts
+        shared.destroy()
+        return score, edges_in
+
     def final(self, blocks: Blocks) -> DataFrame:
-        """The edge state after the last iteration, computed once into executor storage."""
-        state = self.edges(blocks).localCheckpoint(eager=True)
-        self.release(blocks)
+        """The edge state after the last iteration, read from the chunks whenever it is read (they
+        stay in executor storage until :meth:`release`): most runs never read it, and rows
+        take about three times the chunks' memory."""
         blocks.top.destroy()
-        return state
+        return self.edges(blocks)

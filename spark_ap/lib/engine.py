@@ -26,8 +26,8 @@ Three engines compute the same states bit for bit:
 else ``blocks``.
 
 Each engine has ``start(state, graph)``, ``step(current, reliable)``,
-``edges(current)``, ``saved(current, saved)``, ``release(current)`` and
-``final(current)``; :func:`iterate` drives any of them. With a
+``edges(current)``, ``saved(current, saved)``, ``release(current)``,
+``assign(current)`` and ``final(current)``; :func:`iterate` drives any of them. With a
 :class:`~spark_ap.lib.state.StateStore` the state is saved durably every
 ``checkpoint_interval`` iterations: a rerun resumes from the newest save, and a
 failed iteration is retried from it. Saves are engine-neutral edge states, so a
@@ -37,7 +37,9 @@ save of one engine resumes in the other.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -82,8 +84,11 @@ class Outcome:
     converged: bool
     history: list[tuple[int, int, int]] = field(default_factory=list)
     resumed_from: int | None = None
-    # The local engine's final state, still on the driver: the clusters are assigned there.
-    driver: local.DriverState | None = None
+    # The engine's labels of the final state (id, cluster, exemplar) and whether any vertex
+    # became an exemplar; None: the DataFrame functions of spark_ap.lib.assign assign them.
+    labels: tuple[DataFrame, bool] | None = None
+    # Frees what the engine keeps for ``state`` (the blocks engine's chunks, which it is read from).
+    free: Callable[[], None] | None = None
 
 
 def initial_state(graph: DataFrame, settings: Settings) -> DataFrame:
@@ -162,8 +167,14 @@ class Engine(Protocol):
     def release(self, state: Any) -> None:
         """Free what a state that is no longer needed holds."""
 
+    def assign(self, state: Any) -> tuple[DataFrame, bool] | None:
+        """The labels ``id, cluster, exemplar`` of the state after the last iteration and whether any
+        vertex became an exemplar, or None to leave them to :mod:`spark_ap.lib.assign`'s DataFrame
+        functions on the final edge state."""
+
     def final(self, state: Any) -> DataFrame:
-        """The edge state after the last iteration, for assignment."""
+        """The edge state after the last iteration; it may be read from what ``state`` holds
+        until ``release(state)``."""
 
 
 def make_engine(spark: SparkSession, engine: str, damping: float) -> Engine:
@@ -239,5 +250,7 @@ def iterate(graph: DataFrame, settings: Settings, store: StateStore | None = Non
             log.info("iteration %d/%d: %d exemplars, %d changed", t, settings.max_iter, *row[1:])
     finally:
         sc.setJobDescription(None)
-    driver = engine.on_driver(current) if name == "local" else None
-    return Outcome(engine.final(current), t, _converged(t, stats, settings), history, resumed_from, driver)
+    converged = _converged(t, stats, settings)
+    labels = engine.assign(current)
+    free = partial(engine.release, current)
+    return Outcome(engine.final(current), t, converged, history, resumed_from, labels, free)

@@ -170,6 +170,10 @@ class GraphFramesEngine:
     def release(self, state: DataFrame) -> None:
         release(state)
 
+    def assign(self, state: DataFrame) -> None:
+        """None: the clusters are assigned from the final edge state by the DataFrame functions."""
+        return None
+
     def final(self, state: DataFrame) -> DataFrame:
         if self._kept is not None:
             release(self._kept)

@@ -16,13 +16,13 @@ iteration below a few million edges (see BENCHMARKS.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
 from pyspark.sql.types import DataType, StringType
 
+from spark_ap.lib import assign
 from spark_ap.lib.blocks import _ARROW_SCHEMA, Chunk, Top
 
 # engine="auto" iterates on the driver up to this many edges (self-edges included).
@@ -87,30 +87,26 @@ class LocalEngine:
         """The edge state after the last iteration, copied into executor storage once."""
         return self.spark.createDataFrame(self.edges(chunk), schema=self.schema).localCheckpoint(eager=True)
 
-    def on_driver(self, chunk: Chunk) -> DriverState:
-        """The final state as the driver holds it, to assign the clusters without a Spark job."""
-        return DriverState(
-            ids=self.ids,
-            id_type=self.schema["src"].dataType,
-            i=chunk.i,
-            j=chunk.vertices[chunk.jl],
-            s=chunk.s,
-            # "not <= 0": NaN (a vertex with only its self-edge) decides, as Spark SQL orders NaN above 0.
-            decided=~(chunk.r[chunk.diagonal] + chunk.a[chunk.diagonal] <= 0),
+    def assign(self, chunk: Chunk) -> tuple[DataFrame, bool]:
+        """The labels ``id, cluster, exemplar`` of ``chunk`` and whether any vertex decided to be an
+        exemplar, assigned on the driver (:func:`~spark_ap.lib.assign.label_on_driver`) and handed
+        to Spark as one row per vertex."""
+        exemplar = assign.label_on_driver(chunk.i, chunk.vertices[chunk.jl], chunk.s, chunk.decided())
+        id_type = self.schema["src"].dataType
+        if exemplar is None:
+            cluster = np.full(self.ids.size, -1, dtype=np.int32)
+            exemplar_ids = pa.nulls(self.ids.size, arrow_id_type(id_type))
+        else:
+            cluster, exemplar_ids = assign.cluster_of(exemplar), self.ids[exemplar]
+        schema = T.StructType(
+            [
+                T.StructField("id", id_type, False),
+                T.StructField("cluster", T.IntegerType(), False),
+                T.StructField("exemplar", id_type, True),
+            ]
         )
-
-
-@dataclass(frozen=True)
-class DriverState:
-    """The final edge state on the driver: ``i, j, s`` per edge, sorted by (i, j), vertex numbers
-    in id order (``ids[number]`` is the id), and each vertex's exemplar decision r(k,k) + a(k,k) > 0."""
-
-    ids: np.ndarray
-    id_type: DataType
-    i: np.ndarray
-    j: np.ndarray
-    s: np.ndarray
-    decided: np.ndarray
+        table = pa.table({"id": self.ids, "cluster": cluster, "exemplar": exemplar_ids})
+        return self.spark.createDataFrame(table, schema), exemplar is not None
 
 
 _NAMES = _ARROW_SCHEMA.names
