@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -195,6 +195,29 @@ def refined_exemplars(choice: np.ndarray, score: np.ndarray, edges_in: np.ndarra
 def cluster_of(exemplar: np.ndarray) -> np.ndarray:
     """Cluster numbers from 0 in exemplar order, from each vertex's exemplar number."""
     return np.searchsorted(np.unique(exemplar), exemplar).astype(np.int32)
+
+
+def arrow_id_type(id_type: T.DataType) -> pa.DataType:
+    """The Arrow type of vertex ids as Spark gives them after validation: long or string."""
+    return pa.string() if isinstance(id_type, T.StringType) else pa.int64()
+
+
+def labels_frame(spark: SparkSession, ids: np.ndarray, id_type: T.DataType, exemplar: np.ndarray | None) -> DataFrame:
+    """``id, cluster, exemplar`` from the vertex ids in number order and each vertex's exemplar number
+    (None: no exemplars, cluster -1 and a null exemplar, as :func:`unassigned`), one row per vertex."""
+    if exemplar is None:
+        cluster = np.full(ids.size, -1, dtype=np.int32)
+        exemplar_ids = pa.nulls(ids.size, arrow_id_type(id_type))
+    else:
+        cluster, exemplar_ids = cluster_of(exemplar), ids[exemplar]
+    schema = T.StructType(
+        [
+            T.StructField("id", id_type, False),
+            T.StructField("cluster", T.IntegerType(), False),
+            T.StructField("exemplar", id_type, True),
+        ]
+    )
+    return spark.createDataFrame(pa.table({"id": ids, "cluster": cluster, "exemplar": exemplar_ids}), schema)
 
 
 def nearest_on_driver(i: np.ndarray, j: np.ndarray, s: np.ndarray, exemplar: np.ndarray) -> np.ndarray:

@@ -10,6 +10,10 @@ values:
   :data:`CHUNK_EDGES` edges, a chunk holding every edge into its targets,
   sorted by (src, dst). The chunks are the elements of an RDD kept in executor
   storage; an iteration maps it to the next one.
+* The numbering is the driver's: it collects every vertex id with the number of
+  edges into it, sorts them and cuts the sorted vertices into chunks of about
+  equal edges; the sorted ids are broadcast, and the workers number the edges
+  by binary search (one pass, no join) before one shuffle groups them by chunk.
 * Availabilities need per-target sums. All of a target's edges are in one chunk,
   in source order, so ``np.bincount`` adds them in the order the dense column
   sum does: the messages are bit for bit the reference's.
@@ -20,7 +24,7 @@ values:
   arrays of n values to the next iteration.
 
 Per iteration, a chunk crosses between the JVM and a Python worker twice (32
-bytes per edge); the driver holds the three arrays of n values. The
+bytes per edge); the driver holds the ids and the three arrays of n values. The
 similarities themselves stay out of the chunks and are joined back when the
 state is turned into edge rows (to be saved, or when the result's messages
 are read).
@@ -44,11 +48,11 @@ import numpy as np
 import pyarrow as pa
 from pyspark import RDD, Accumulator, AccumulatorParam, Broadcast, StorageLevel
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_ap.errors import InvalidParamError
 from spark_ap.lib import assign
+from spark_ap.lib.assign import arrow_id_type
 from spark_ap.lib.checkpoints import release
 
 # Edges per chunk: large enough that numpy's per-call cost vanishes, small enough
@@ -118,7 +122,11 @@ class Chunk:
     @classmethod
     def from_edges(cls, table: pa.Table) -> Chunk:
         """Build a chunk from edge rows (``_EDGE_SCHEMA``) sorted by (i, j)."""
-        col = {name: table.column(name).to_numpy() for name in table.column_names}
+        return cls.from_arrays({name: table.column(name).to_numpy() for name in table.column_names})
+
+    @classmethod
+    def from_arrays(cls, col: dict[str, np.ndarray]) -> Chunk:
+        """Build a chunk from the columns of edge rows (``_EDGE_SCHEMA``) sorted by (i, j)."""
         i, j = col["i"].astype(np.int32), col["j"].astype(np.int32)
         vertices = np.unique(j)
         jl = np.searchsorted(vertices, j).astype(np.int32)
@@ -260,20 +268,69 @@ def _binary(value: pa.Buffer) -> pa.Array:
     return pa.Array.from_buffers(pa.binary(), 1, [None, offsets, value])
 
 
-def _pack(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """Edge rows sorted by (j, i) -> one encoded chunk."""
-    batches = [b for b in batches if b.num_rows]
-    if batches:
-        chunk = Chunk.from_edges(pa.Table.from_batches(batches))
-        yield pa.RecordBatch.from_arrays([_binary(chunk.to_buffer())], names=["chunk"])
+def _split(ids: Broadcast, chunk_of: Broadcast):
+    """The function that numbers edge-state rows (``src, dst`` -> ``i, j``, positions in the sorted
+    ``ids``) and splits them by the chunk of their target into encoded pieces ``part, piece``: the
+    shuffle that gathers a chunk moves a few large values, not a row per edge."""
+
+    def pieces(columns: list[dict[str, np.ndarray]]) -> Iterator[pa.RecordBatch]:
+        col = {name: np.concatenate([c[name] for c in columns]) for name in columns[0]}
+        part = chunk_of.value[col["j"]]
+        order = np.argsort(part, kind="stable")
+        part, col = part[order], {name: x[order] for name, x in col.items()}
+        starts = np.r_[0, np.flatnonzero(part[1:] != part[:-1]) + 1, part.size]
+        for a, b in zip(starts[:-1], starts[1:], strict=True):
+            piece = _encode({name: x[a:b] for name, x in col.items()})
+            yield pa.RecordBatch.from_arrays([pa.array([part[a]], pa.int32()), _binary(piece)], names=["part", "piece"])
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        held, rows = [], 0
+        for batch in batches:
+            columns = {name: np.searchsorted(ids.value, _id_values(batch.column(name))) for name in ("src", "dst")}
+            columns = {"i": columns["src"].astype(np.int32), "j": columns["dst"].astype(np.int32)}
+            for name in _ARROW_SCHEMA.names[2:]:
+                columns[name] = batch.column(name).to_numpy(zero_copy_only=False)
+            held.append(columns)
+            rows += batch.num_rows
+            if rows >= CHUNK_EDGES:  # bounds what a task holds
+                yield from pieces(held)
+                held, rows = [], 0
+        if rows:
+            yield from pieces(held)
+
+    return run
 
 
-def _unpack(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """Encoded chunks -> edge rows."""
-    for batch in batches:
-        column = batch.column(0)
-        for k in range(len(column)):
-            yield Chunk.from_buffer(column[k].as_buffer()).edges()
+def _id_values(column: pa.Array) -> np.ndarray:
+    """Ids as numpy sorts them as Spark does: longs by value, strings (fixed-width unicode) by code point."""
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return np.asarray(column.to_numpy(zero_copy_only=False), dtype=str)
+    return column.to_numpy()
+
+
+def _pack(table: pa.Table) -> pa.Table:
+    """The encoded pieces of one chunk (``part, piece``) -> the encoded chunk."""
+    pieces = [_decode(value.as_buffer()) for value in table.column("piece")]
+    col = {name: np.concatenate([p[name] for p in pieces]) for name in pieces[0]}
+    order = np.lexsort((col["j"], col["i"]))
+    chunk = Chunk.from_arrays({name: x[order] for name, x in col.items()})
+    return pa.table([_binary(chunk.to_buffer())], names=["chunk"])
+
+
+def _unpack(ids: Broadcast, id_type: pa.DataType):
+    """The function that turns encoded chunks into edge-state rows ``src, dst, s, r, a, e, run, changed``."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        vertex_ids = pa.array(ids.value, id_type)
+        for batch in batches:
+            column = batch.column(0)
+            for k in range(len(column)):
+                rows = Chunk.from_buffer(column[k].as_buffer()).edges()
+                src, dst = (vertex_ids.take(rows.column(name)) for name in ("i", "j"))
+                rest = {name: rows.column(name) for name in _ARROW_SCHEMA.names[2:]}
+                yield pa.RecordBatch.from_pydict({"src": src, "dst": dst, **rest})
+
+    return run
 
 
 def _add_counts(total: dict, exemplars: int, changed: int, min_run: int | None) -> None:
@@ -341,41 +398,34 @@ class BlockEngine:
             ) from error
         self.spark = spark
         self.damping = damping
-        self.index: DataFrame | None = None  # id, idx
+        self.ids: np.ndarray | None = None  # vertex number -> id, sorted
+        self.shared_ids: Broadcast | None = None  # the same, in the executors
+        self.id_type = None  # the ids' Spark type
         self.similarity: DataFrame | None = None  # src, dst, similarity: the chunks leave it out
         self._copied: DataFrame | None = None  # the copy of it made here, if any
         self.n = 0
 
-    def _number(self, state: DataFrame) -> DataFrame:
-        """id -> 0..n-1 in id order, from the self-edges (one per vertex)."""
-        ids = state.filter(F.col("src") == F.col("dst")).select(F.col("src").alias("id"))
-        parts = self.sc.defaultParallelism
-        ranked = (
-            ids.repartitionByRange(parts, "id")
-            .sortWithinPartitions("id")
-            .withColumn("mid", F.monotonically_increasing_id())
-            .localCheckpoint()
-        )
-        # monotonically_increasing_id is the partition number << 33 plus the row's position in it.
-        part = F.shiftright("mid", 33)
-        counts = dict(ranked.groupBy(part.alias("p")).count().collect())
-        offsets, total = [], 0
-        for p in range(max(counts, default=-1) + 1):
-            offsets.append(total)
-            total += counts.get(p, 0)
-        if total >= 2**31 - 1:
+    def _number(self, state: DataFrame) -> np.ndarray:
+        """Number the vertices 0..n-1 in id order (``self.ids``); return each one's chunk.
+
+        The ids and the number of edges into each (every vertex has its self-edge)
+        are collected: consecutive vertices share a chunk until it holds about
+        :data:`CHUNK_EDGES` edges.
+        """
+        into = state.groupBy("dst").count().toArrow()
+        ids = _id_values(into.column("dst"))
+        order = np.argsort(ids, kind="stable")
+        self.ids, counts = ids[order], into.column("count").to_numpy()[order]
+        self.id_type = state.schema["src"].dataType
+        self.n = self.ids.size
+        if self.n >= 2**31 - 1:
             raise InvalidParamError(
-                f"engine='blocks' numbers vertices with 32-bit integers; {total} vertices are too many. "
+                f"engine='blocks' numbers vertices with 32-bit integers; {self.n} vertices are too many. "
                 "Use engine='graphframes'."
             )
-        self.n = total
-        offset = F.element_at(F.array(*[F.lit(o) for o in offsets] or [F.lit(0)]), (part + 1).cast("int"))
-        index = ranked.select("id", (offset + F.col("mid").bitwiseAND((1 << 33) - 1)).alias("idx")).localCheckpoint()
-        release(ranked)
-        return index
-
-    def _ids(self, name: str, number: str) -> DataFrame:
-        return self.index.select(F.col("id").alias(name), F.col("idx").alias(number))
+        total = int(counts.sum())
+        pieces = max(1, math.ceil(total / CHUNK_EDGES))
+        return ((np.cumsum(counts) - counts) * pieces // max(total, 1)).astype(np.int32)
 
     def start(self, state: DataFrame, graph: DataFrame | None = None) -> Blocks:
         """Chunks from an edge-state DataFrame (``src, dst, similarity, s, r, a, e, run, changed``).
@@ -387,24 +437,21 @@ class BlockEngine:
         """
         # Read from ``state`` every time: after a failure, what an earlier start
         # kept in executor storage may be gone.
-        for kept in (self.index, self._copied):
-            if kept is not None:
-                release(kept)
-        self.index, self._copied = self._number(state), None
+        if self._copied is not None:
+            release(self._copied)
+        if self.shared_ids is not None:
+            self.shared_ids.destroy()
+        chunk_of = self.sc.broadcast(self._number(state))
+        self.shared_ids, self._copied = self.sc.broadcast(self.ids), None
         if graph is None:
             graph = self._copied = state.select("src", "dst", "similarity").localCheckpoint()
         self.similarity = graph
-        # Counted on ``state`` (a checkpoint or a save): the joins below run once, in the packing.
-        pieces = max(1, math.ceil(state.count() / CHUNK_EDGES))
-        edges = state.join(self._ids("src", "i"), "src").join(self._ids("dst", "j"), "dst")
-        edges = edges.select(*_EDGE_SCHEMA.fieldNames())
-        encoded = (
-            edges.repartitionByRange(pieces, "j")
-            .sortWithinPartitions("i", "j")
-            .mapInArrow(_pack, "chunk binary")
-            .coalesce(self.sc.defaultParallelism)
+        pieces = state.select("src", "dst", *_ARROW_SCHEMA.names[2:]).mapInArrow(
+            _split(self.shared_ids, chunk_of), "part int, piece binary"
         )
+        encoded = pieces.groupBy("part").applyInArrow(_pack, "chunk binary").coalesce(self.sc.defaultParallelism)
         blocks = self._run(encoded.rdd.map(lambda row: Chunk.from_buffer(row.chunk)), None, False)
+        chunk_of.destroy()
         release(state)
         return blocks
 
@@ -439,8 +486,10 @@ class BlockEngine:
         encoded = self.spark.createDataFrame(
             blocks.chunks.map(lambda chunk: (chunk.to_buffer().to_pybytes(),)), "chunk binary"
         )
-        rows = encoded.mapInArrow(_unpack, _EDGE_SCHEMA)
-        rows = rows.join(self._ids("src", "i"), "i").join(self._ids("dst", "j"), "j")
+        schema = T.StructType(
+            [T.StructField("src", self.id_type), T.StructField("dst", self.id_type), *_EDGE_SCHEMA.fields[2:]]
+        )
+        rows = encoded.mapInArrow(_unpack(self.shared_ids, arrow_id_type(self.id_type)), schema)
         rows = rows.join(self.similarity, ["src", "dst"])
         return rows.select("src", "dst", "similarity", "s", "r", "a", "e", "run", "changed")
 
@@ -466,18 +515,7 @@ class BlockEngine:
         for vertices, values in blocks.chunks.map(lambda chunk: (chunk.vertices, chunk.decided())).collect():
             decided[vertices] = values
         exemplar = assign.label_vertices(decided, partial(self._nearest, blocks), partial(self._scores, blocks))
-        if exemplar is None:
-            return assign.unassigned(self.index.select("id")).persist(), False
-        numbers = pa.table(
-            {"idx": np.arange(self.n), "cluster": assign.cluster_of(exemplar), "to": exemplar.astype(np.int64)}
-        )
-        schema = "idx long not null, cluster int not null, to long not null"
-        labels = (
-            self.spark.createDataFrame(numbers, schema)
-            .join(self._ids("id", "idx"), "idx")
-            .join(self._ids("exemplar", "to"), "to")
-        )
-        return labels.select("id", "cluster", "exemplar").persist(), True
+        return assign.labels_frame(self.spark, self.ids, self.id_type, exemplar), exemplar is not None
 
     def _nearest(self, blocks: Blocks, exemplar: np.ndarray) -> np.ndarray:
         """``nearest`` of :func:`~spark_ap.lib.assign.label_vertices`: each partition merges its

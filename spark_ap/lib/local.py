@@ -19,10 +19,10 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import types as T
-from pyspark.sql.types import DataType, StringType
+from pyspark.sql.types import DataType
 
 from spark_ap.lib import assign
+from spark_ap.lib.assign import arrow_id_type
 from spark_ap.lib.blocks import _ARROW_SCHEMA, Chunk, Top
 
 # engine="auto" iterates on the driver up to this many edges (self-edges included).
@@ -89,32 +89,13 @@ class LocalEngine:
 
     def assign(self, chunk: Chunk) -> tuple[DataFrame, bool]:
         """The labels ``id, cluster, exemplar`` of ``chunk`` and whether any vertex decided to be an
-        exemplar, assigned on the driver (:func:`~spark_ap.lib.assign.label_on_driver`) and handed
-        to Spark as one row per vertex."""
+        exemplar, assigned on the driver (:func:`~spark_ap.lib.assign.label_on_driver`)."""
         exemplar = assign.label_on_driver(chunk.i, chunk.vertices[chunk.jl], chunk.s, chunk.decided())
-        id_type = self.schema["src"].dataType
-        if exemplar is None:
-            cluster = np.full(self.ids.size, -1, dtype=np.int32)
-            exemplar_ids = pa.nulls(self.ids.size, arrow_id_type(id_type))
-        else:
-            cluster, exemplar_ids = assign.cluster_of(exemplar), self.ids[exemplar]
-        schema = T.StructType(
-            [
-                T.StructField("id", id_type, False),
-                T.StructField("cluster", T.IntegerType(), False),
-                T.StructField("exemplar", id_type, True),
-            ]
-        )
-        table = pa.table({"id": self.ids, "cluster": cluster, "exemplar": exemplar_ids})
-        return self.spark.createDataFrame(table, schema), exemplar is not None
+        labels = assign.labels_frame(self.spark, self.ids, self.schema["src"].dataType, exemplar)
+        return labels, exemplar is not None
 
 
 _NAMES = _ARROW_SCHEMA.names
-
-
-def arrow_id_type(id_type: DataType) -> pa.DataType:
-    """The Arrow type of vertex ids as Spark gives them after validation: long or string."""
-    return pa.string() if isinstance(id_type, StringType) else pa.int64()
 
 
 def _arrow_schema(id_type: DataType) -> pa.Schema:
