@@ -136,14 +136,14 @@ class AffinityPropagationResult:
     numEdges: int
     resumedFrom: int | None = None
     _state: DataFrame | None = field(default=None, repr=False)
-    _graph: DataFrame | None = field(default=None, repr=False)  # src, dst, similarity: the input
+    _similarities: DataFrame | None = field(default=None, repr=False)  # src, dst, similarity
     _free: Callable[[], None] | None = field(default=None, repr=False)
     _found: bool = field(default=True, repr=False)  # whether any point became an exemplar
 
     @cached_property
     def netSimilarity(self) -> float | None:
         # Not computed with the result: the levels of a multi-level run never read theirs.
-        return assign.net_similarity(self._graph, self.assignments) if self._found else None
+        return assign.net_similarity(self._similarities, self.assignments) if self._found else None
 
     @property
     def graph(self) -> GraphFrame:
@@ -421,9 +421,9 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             outcome = iterate(graph, settings, self._store(graph.sparkSession, facts, preference), int(facts["edges"]))
             if outcome.labels is not None:
                 _warn_if_not_converged(outcome, outcome.labels[1])
-                return self._result(outcome, graph, *outcome.labels, preference, facts)
+                return self._result(outcome, *outcome.labels, preference, facts)
             exemplar_ids = self._exemplars(outcome)
-        return self._result(outcome, graph, *self._labels(outcome.state, exemplar_ids), preference, facts)
+        return self._result(outcome, *self._labels(outcome.state, exemplar_ids), preference, facts)
 
     def _exemplars(self, outcome: Outcome) -> DataFrame | None:
         """The refined exemplars (``id``) of the final state, or None when no point decided to be one."""
@@ -449,9 +449,9 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         return assign.label(state, ids, exemplar_ids).persist(), True
 
     def _result(
-        self, outcome: Outcome, graph: DataFrame, assignments: DataFrame, found: bool, preference: float, facts: Row
+        self, outcome: Outcome, assignments: DataFrame, found: bool, preference: float, facts: Row
     ) -> AffinityPropagationResult:
-        """The result around the labels ``assignments`` of ``graph`` (``src, dst, similarity``)."""
+        """The result around the labels ``assignments``."""
         state = outcome.state
         return AffinityPropagationResult(
             assignments=assignments,
@@ -465,7 +465,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             numEdges=int(facts["edges"]),
             resumedFrom=outcome.resumed_from,
             _state=state,
-            _graph=graph,
+            _similarities=state if outcome.similarities is None else outcome.similarities,
             _free=outcome.free,
             _found=found,
         )

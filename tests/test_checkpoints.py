@@ -32,7 +32,9 @@ def test_plan_does_not_grow_with_iterations(edges, engine, longer):
         result = ap.run(edges)
         assert result.numIterations == iterations
         sizes.append(plan_size(result.messages))
-    assert sizes[0] == sizes[1] < 5
+    # A fixed plan: a checkpoint (graphframes), or the chunks turned into rows joined with the
+    # similarities (blocks), whatever the number of iterations.
+    assert sizes[0] == sizes[1] < 10
 
 
 class _Snapshots(logging.Handler):

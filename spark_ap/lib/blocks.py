@@ -543,6 +543,10 @@ class BlockEngine:
         shared.destroy()
         return score, edges_in
 
+    def similarities(self) -> DataFrame:
+        """The similarities the chunks leave out (the graph, or after a recovery their copy)."""
+        return self.similarity
+
     def final(self, blocks: Blocks) -> DataFrame:
         """The edge state after the last iteration, read from the chunks whenever it is read (they
         stay in executor storage until :meth:`release`): most runs never read it, and rows

@@ -89,6 +89,8 @@ class Outcome:
     labels: tuple[DataFrame, bool] | None = None
     # Frees what the engine keeps for ``state`` (the blocks engine's chunks, which it is read from).
     free: Callable[[], None] | None = None
+    # src, dst, similarity, cheaper to read than ``state`` (None: read ``state``).
+    similarities: DataFrame | None = None
 
 
 def initial_state(graph: DataFrame, settings: Settings) -> DataFrame:
@@ -176,6 +178,11 @@ class Engine(Protocol):
         """The edge state after the last iteration; it may be read from what ``state`` holds
         until ``release(state)``."""
 
+    def similarities(self) -> DataFrame | None:
+        """``src, dst, similarity`` as the engine holds them in Spark, when that is cheaper to read
+        than the final state (which is computed after a lost executor, so holds only what survived);
+        None: read the final state."""
+
 
 def make_engine(spark: SparkSession, engine: str, damping: float) -> Engine:
     """The engine named ``engine`` (not "auto")."""
@@ -253,4 +260,5 @@ def iterate(graph: DataFrame, settings: Settings, store: StateStore | None = Non
     converged = _converged(t, stats, settings)
     labels = engine.assign(current)
     free = partial(engine.release, current)
-    return Outcome(engine.final(current), t, converged, history, resumed_from, labels, free)
+    final = engine.final(current)
+    return Outcome(final, t, converged, history, resumed_from, labels, free, engine.similarities())

@@ -174,6 +174,10 @@ class GraphFramesEngine:
         """None: the clusters are assigned from the final edge state by the DataFrame functions."""
         return None
 
+    def similarities(self) -> None:
+        """None: the final state holds them."""
+        return None
+
     def final(self, state: DataFrame) -> DataFrame:
         if self._kept is not None:
             release(self._kept)

@@ -83,6 +83,10 @@ class LocalEngine:
     def release(self, chunk: Chunk) -> None:
         """Nothing to free: an iteration replaces the chunk's arrays."""
 
+    def similarities(self) -> None:
+        """None: the final state holds them."""
+        return None
+
     def final(self, chunk: Chunk) -> DataFrame:
         """The edge state after the last iteration, copied into executor storage once."""
         return self.spark.createDataFrame(self.edges(chunk), schema=self.schema).localCheckpoint(eager=True)
