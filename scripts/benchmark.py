@@ -4,6 +4,7 @@
     python scripts/benchmark.py --large                # and 1.6e6 points (2.5e7 edges)
     python scripts/benchmark.py --edges 2e4 --iterations 10 --out /tmp/bench
     python scripts/benchmark.py --edges 1.6e5 --knobs  # the graphframes engine's settings, against each other
+    python scripts/benchmark.py --edges 1.6e6 --blocks-only --driver-memory 4g  # blocks' memory, another heap
 
 For each size, Gaussian blobs (50 centres, 10-D) become a symmetrised k-nearest-
 neighbour graph (k = 10, similarity = -squared distance, preference = the median
@@ -394,6 +395,11 @@ def main() -> None:
     parser.add_argument(
         "--local-max-edges", type=float, default=3e7, help="run the local engine on graphs up to this many edges"
     )
+    parser.add_argument(
+        "--blocks-only",
+        action="store_true",
+        help="run the blocks engine and the numpy reference only (e.g. its memory under another --driver-memory)",
+    )
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--driver-memory", default="12g")
     parser.add_argument("--dense-memory-gib", type=float, default=16, help="run scikit-learn if 5 N^2 doubles fit")
@@ -434,7 +440,9 @@ def main() -> None:
         updates = fast["edges"]
         engines, skipped = [summarise(FAST, fast, updates)], []
         others = [(BASELINE, "graphframes", min(args.iterations, args.graphframes_iterations))]
-        if updates <= args.local_max_edges:
+        if args.blocks_only:
+            others = []
+        elif updates <= args.local_max_edges:
             others.append((LOCAL, "local", args.iterations))
         else:
             skipped.append(f"{LOCAL} (more than --local-max-edges {args.local_max_edges:,.0f} edges)")
@@ -444,7 +452,9 @@ def main() -> None:
             except Exception as error:  # e.g. out of memory: say so and go on with the others
                 skipped.append(f"{name} (failed: {str(error).strip().splitlines()[0][:120]})")
         engines.append(summarise("numpy sparse reference", in_child("numpy", n, args.iterations), updates))
-        if 5 * n * n * 8 <= args.dense_memory_gib * 2**30:
+        if args.blocks_only:
+            pass
+        elif 5 * n * n * 8 <= args.dense_memory_gib * 2**30:
             engines.append(summarise("scikit-learn dense", in_child("sklearn", n, args.iterations), n * n))
         else:
             skipped.append(f"scikit-learn dense (N x N does not fit in {args.dense_memory_gib:g} GiB)")

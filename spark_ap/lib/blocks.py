@@ -13,7 +13,8 @@ values:
 * The numbering is the driver's: it collects every vertex id with the number of
   edges into it, sorts them and cuts the sorted vertices into chunks of about
   equal edges; the sorted ids are broadcast, and the workers number the edges
-  by binary search (one pass, no join) before one shuffle groups them by chunk.
+  by binary search (one pass, no join) and split them into an encoded piece
+  per chunk, which one shuffle gathers (chunk k in partition k mod P).
 * Availabilities need per-target sums. All of a target's edges are in one chunk,
   in source order, so ``np.bincount`` adds them in the order the dense column
   sum does: the messages are bit for bit the reference's.
@@ -38,6 +39,7 @@ row per vertex.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Iterator
@@ -308,13 +310,13 @@ def _id_values(column: pa.Array) -> np.ndarray:
     return column.to_numpy()
 
 
-def _pack(table: pa.Table) -> pa.Table:
-    """The encoded pieces of one chunk (``part, piece``) -> the encoded chunk."""
-    pieces = [_decode(value.as_buffer()) for value in table.column("piece")]
-    col = {name: np.concatenate([p[name] for p in pieces]) for name in pieces[0]}
-    order = np.lexsort((col["j"], col["i"]))
-    chunk = Chunk.from_arrays({name: x[order] for name, x in col.items()})
-    return pa.table([_binary(chunk.to_buffer())], names=["chunk"])
+def _pack(pieces: Iterator[tuple[int, bytes]]) -> Iterator[Chunk]:
+    """Encoded pieces ``(part, piece)`` sorted by part -> one chunk per part."""
+    for _, group in itertools.groupby(pieces, key=lambda item: item[0]):
+        arrays = [_decode(pa.py_buffer(piece)) for _, piece in group]
+        col = {name: np.concatenate([a[name] for a in arrays]) for name in arrays[0]}
+        order = np.lexsort((col["j"], col["i"]))
+        yield Chunk.from_arrays({name: x[order] for name, x in col.items()})
 
 
 def _unpack(ids: Broadcast, id_type: pa.DataType):
@@ -449,8 +451,14 @@ class BlockEngine:
         pieces = state.select("src", "dst", *_ARROW_SCHEMA.names[2:]).mapInArrow(
             _split(self.shared_ids, chunk_of), "part int, piece binary"
         )
-        encoded = pieces.groupBy("part").applyInArrow(_pack, "chunk binary").coalesce(self.sc.defaultParallelism)
-        blocks = self._run(encoded.rdd.map(lambda row: Chunk.from_buffer(row.chunk)), None, False)
+        # Chunk k goes to partition k mod P: consecutive chunks (about equal edges) spread evenly.
+        parts = self.sc.defaultParallelism
+        chunks = (
+            pieces.rdd.map(tuple)
+            .repartitionAndSortWithinPartitions(parts, lambda part: part % parts)
+            .mapPartitions(_pack)
+        )
+        blocks = self._run(chunks, None, False)
         chunk_of.destroy()
         release(state)
         return blocks
