@@ -288,11 +288,10 @@ def _split(ids: Broadcast, chunk_of: Broadcast):
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         held, rows = [], 0
         for batch in batches:
-            columns = {name: np.searchsorted(ids.value, _id_values(batch.column(name))) for name in ("src", "dst")}
-            columns = {"i": columns["src"].astype(np.int32), "j": columns["dst"].astype(np.int32)}
-            for name in _ARROW_SCHEMA.names[2:]:
-                columns[name] = batch.column(name).to_numpy(zero_copy_only=False)
-            held.append(columns)
+            # Every id is among ``ids`` (each vertex has its self-edge): its position is its number.
+            i, j = (np.searchsorted(ids.value, _id_values(batch.column(e))).astype(np.int32) for e in ("src", "dst"))
+            rest = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in _ARROW_SCHEMA.names[2:]}
+            held.append({"i": i, "j": j, **rest})
             rows += batch.num_rows
             if rows >= CHUNK_EDGES:  # bounds what a task holds
                 yield from pieces(held)
