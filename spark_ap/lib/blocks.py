@@ -42,7 +42,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 
@@ -276,10 +276,8 @@ def _split(ids: Broadcast, chunk_of: Broadcast):
     shuffle that gathers a chunk moves a few large values, not a row per edge."""
 
     def pieces(columns: list[dict[str, np.ndarray]]) -> Iterator[pa.RecordBatch]:
-        col = {name: np.concatenate([c[name] for c in columns]) for name in columns[0]}
+        col = _concatenated(columns, lambda col: np.argsort(chunk_of.value[col["j"]], kind="stable"))
         part = chunk_of.value[col["j"]]
-        order = np.argsort(part, kind="stable")
-        part, col = part[order], {name: x[order] for name, x in col.items()}
         starts = np.r_[0, np.flatnonzero(part[1:] != part[:-1]) + 1, part.size]
         for a, b in zip(starts[:-1], starts[1:], strict=True):
             piece = _encode({name: x[a:b] for name, x in col.items()})
@@ -302,6 +300,15 @@ def _split(ids: Broadcast, chunk_of: Broadcast):
     return run
 
 
+def _concatenated(
+    arrays: list[dict[str, np.ndarray]], order: Callable[[dict[str, np.ndarray]], np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The columns of ``arrays`` (dicts with the same names) end to end, rows in ``order(columns)``."""
+    col = {name: np.concatenate([a[name] for a in arrays]) for name in arrays[0]}
+    at = order(col)
+    return {name: x[at] for name, x in col.items()}
+
+
 def _id_values(column: pa.Array) -> np.ndarray:
     """Ids as numpy sorts them as Spark does: longs by value, strings (fixed-width unicode) by code point."""
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
@@ -313,9 +320,7 @@ def _pack(pieces: Iterator[tuple[int, bytes]]) -> Iterator[Chunk]:
     """Encoded pieces ``(part, piece)`` sorted by part -> one chunk per part."""
     for _, group in itertools.groupby(pieces, key=lambda item: item[0]):
         arrays = [_decode(pa.py_buffer(piece)) for _, piece in group]
-        col = {name: np.concatenate([a[name] for a in arrays]) for name in arrays[0]}
-        order = np.lexsort((col["j"], col["i"]))
-        yield Chunk.from_arrays({name: x[order] for name, x in col.items()})
+        yield Chunk.from_arrays(_concatenated(arrays, lambda col: np.lexsort((col["j"], col["i"]))))
 
 
 def _unpack(ids: Broadcast, id_type: pa.DataType):
