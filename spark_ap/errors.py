@@ -53,6 +53,12 @@ def reason(error: BaseException) -> str:
     """The first line of what went wrong: the JVM's message for a Py4J error, else Python's."""
     java = getattr(error, "java_exception", None)  # a Py4JJavaError's own message only names the call
     text = (java.toString() if java is not None else str(error)).strip() or type(error).__name__
+    if "PythonException: Traceback" in text:
+        # A Python task's error: the first line only says the job failed; the traceback's last line says why.
+        traceback = text.split("PythonException: Traceback", 1)[1].split("\n\tat ", 1)[0]
+        lines = [line.strip() for line in traceback.splitlines() if line.strip()]
+        if len(lines) > 1:
+            return lines[-1][:300]
     return text.splitlines()[0][:300]
 
 

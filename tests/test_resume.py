@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from sklearn.datasets import make_blobs
 
 from spark_ap import AffinityPropagation, InvalidParamError, StateMismatchError, edges_from_matrix, similarity_matrix
 from spark_ap.app.job import main
+from spark_ap.lib.blocks import Resident
 from tests.conftest import assignment_rows, saves, wait_for_save, written_rows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,6 +110,49 @@ def test_a_failed_iteration_is_retried_from_the_newest_save(spark, blobs, uninte
     assert drop.dropped > 0
     assert "iteration 8 failed" in caplog.text and "retrying from the state of iteration 5" in caplog.text
     assert outcome(result) == outcome(uninterrupted)
+
+
+class _RemoveChunkFiles(logging.Handler):
+    """When the engine logs ``iteration``, remove the blocks engine's chunk files from the executor's
+    local directory (the driver's, on local[*]), as a lost executor or a task run elsewhere would."""
+
+    def __init__(self, spark, iteration: int) -> None:
+        super().__init__()
+        self.iteration, self.removed = iteration, 0
+        self.root = Path(spark.sparkContext.parallelize([0], 1).map(lambda _: Resident.root("")).first())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith(f"iteration {self.iteration}/") and not self.removed:
+            self.removed = sum(1 for path in self.root.rglob("*") if path.is_file())
+            shutil.rmtree(self.root)
+
+
+def test_chunks_whose_files_are_gone_are_rebuilt_from_the_newest_save(spark, blobs, uninterrupted, tmp_path, caplog):
+    remove = _RemoveChunkFiles(spark, 7)
+    logging.getLogger("spark_ap").addHandler(remove)
+    try:
+        with caplog.at_level(logging.INFO, logger="spark_ap"):
+            result = AffinityPropagation(**PARAMS, stateDir=str(tmp_path), checkpointInterval=5, engine="blocks").run(
+                blobs
+            )
+    finally:
+        logging.getLogger("spark_ap").removeHandler(remove)
+    assert remove.removed > 0
+    assert "iteration 8 failed" in caplog.text and "ChunkLostError" in caplog.text
+    assert "retrying from the state of iteration 5" in caplog.text
+    assert outcome(result) == outcome(uninterrupted)
+
+
+def test_the_chunk_files_of_a_run_go_with_its_result(spark, blobs, uninterrupted):
+    root = Path(spark.sparkContext.parallelize([0], 1).map(lambda _: Resident.root("")).first())
+    before = set(root.glob("*")) if root.exists() else set()
+    result = AffinityPropagation(**PARAMS, engine="blocks").run(blobs)
+    (run,) = set(root.glob("*")) - before
+    # The static arrays of each chunk and the last two versions of its messages.
+    assert {len(list(chunk.iterdir())) for chunk in run.iterdir()} == {3}
+    assert outcome(result) == outcome(uninterrupted)  # read from those files
+    result.unpersist()
+    assert not run.exists()
 
 
 def test_a_killed_spark_submit_job_resumes_to_the_uninterrupted_result(spark, blobs, uninterrupted, tmp_path):

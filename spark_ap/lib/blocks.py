@@ -24,8 +24,10 @@ values:
   merges the workers' (maxima are exact in any order) and broadcasts three
   arrays of n values to the next iteration.
 
-Per iteration, a chunk crosses between the JVM and a Python worker twice (32
-bytes per edge); the driver holds the ids and the three arrays of n values. The
+Per iteration, a task reads each chunk's similarities, indices and last
+messages from those files (memory-mapped) and writes the new messages (16
+bytes per edge); the JVM holds a few bytes per chunk, and the driver the ids
+and the three arrays of n values. The
 similarities themselves stay out of the chunks and are joined back when the
 state is turned into edge rows (to be saved, or when the result's messages
 are read).
@@ -41,7 +43,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import math
+import os
+import shutil
+import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -56,6 +63,8 @@ from spark_ap.errors import InvalidParamError
 from spark_ap.lib import assign
 from spark_ap.lib.assign import arrow_id_type
 from spark_ap.lib.checkpoints import release
+
+log = logging.getLogger("spark_ap")
 
 # Edges per chunk: large enough that numpy's per-call cost vanishes, small enough
 # that a Python worker holds a few copies of one comfortably (about 50 MB).
@@ -106,7 +115,8 @@ class Chunk:
 
     ``i`` is each edge's source vertex number; ``vertices`` are the chunk's
     targets (sorted), ``jl`` each edge's target as a position among them, and
-    ``diagonal`` the position of each target's self-edge. ``e``, ``run`` and
+    ``diagonal`` the position of each target's self-edge, ``starts`` where each
+    source's edges start (:func:`_runs`). ``e``, ``run`` and
     ``changed`` are per target: its exemplar decision, for how many iterations
     it has held, and whether the last iteration changed it.
 
@@ -115,7 +125,7 @@ class Chunk:
     ``np.bincount`` adds them in the order a dense column sum does).
     """
 
-    ARRAYS = ("i", "jl", "s", "r", "a", "vertices", "diagonal", "e", "run", "changed")
+    ARRAYS = ("i", "jl", "s", "r", "a", "vertices", "diagonal", "starts", "e", "run", "changed")
 
     def __init__(self, **arrays: np.ndarray) -> None:
         for name in self.ARRAYS:
@@ -144,6 +154,7 @@ class Chunk:
             a=col["a"],
             vertices=vertices,
             diagonal=diagonal,
+            starts=_runs(i),
             e=col["e"][diagonal].astype(bool),
             run=col["run"][diagonal].astype(np.int32),
             changed=col["changed"][diagonal].astype(bool),
@@ -159,7 +170,7 @@ class Chunk:
     def top(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per source of this chunk: the largest a + s over its edges here, its target, the second largest."""
         x = self.a + self.s
-        starts, largest, first = _largest_per_source(self.i, x)
+        starts, largest, first = _largest_per_source(self.i, x, self.starts)
         x[first] = -np.inf
         second = np.maximum.reduceat(x, starts)
         return self.i[starts], largest, self.vertices[self.jl[first]], second
@@ -222,10 +233,18 @@ class Chunk:
         return pa.RecordBatch.from_arrays([*map(pa.array, columns + [e, run, changed])], schema=_ARROW_SCHEMA)
 
 
-def _largest_per_source(i: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per run of one source in ``i`` (edges sorted by (source, target)): the run's start, its
-    largest ``x`` and the first position holding that (the smallest target, as argmax picks)."""
-    starts = np.r_[0, np.flatnonzero(i[1:] != i[:-1]) + 1]
+def _runs(i: np.ndarray) -> np.ndarray:
+    """Where each run of one source starts in ``i`` (edges sorted by (source, target))."""
+    return np.r_[0, np.flatnonzero(i[1:] != i[:-1]) + 1].astype(np.int64)
+
+
+def _largest_per_source(
+    i: np.ndarray, x: np.ndarray, starts: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per run of one source in ``i`` (edges sorted by (source, target); ``starts``: their
+    :func:`_runs`, if known): the run's start, its largest ``x`` and the first position holding
+    that (the smallest target, as argmax picks)."""
+    starts = _runs(i) if starts is None else starts
     largest = np.maximum.reduceat(x, starts)
     counts = np.diff(np.r_[starts, x.size])
     positions = np.arange(x.size)
@@ -237,20 +256,20 @@ def _largest_per_source(i: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def _encode(arrays: dict[str, np.ndarray]) -> pa.Buffer:
     """The arrays in one buffer: a JSON header, then each array's bytes, 8-byte aligned."""
-    layout, offset = [], 0
+    return pa.py_buffer(b"".join(_encoded_parts(arrays)))
+
+
+def _encoded_parts(arrays: dict[str, np.ndarray]) -> list:
+    """The consecutive parts of :func:`_encode`'s buffer: to write them without joining them."""
+    layout, offset, parts = [], 0, []
     for name, x in arrays.items():
-        x = np.ascontiguousarray(x)
-        layout.append((name, x.dtype.str, x.size, offset))
-        offset += -(-x.nbytes // 8) * 8
-    header = json.dumps(layout).encode()
-    start = 8 + -(-len(header) // 8) * 8
-    out = np.empty(start + offset, dtype=np.uint8)
-    out[:8] = np.frombuffer(np.int64(len(header)).tobytes(), dtype=np.uint8)
-    out[8 : 8 + len(header)] = np.frombuffer(header, dtype=np.uint8)
-    for (_, _, _, at), x in zip(layout, arrays.values(), strict=True):
         raw = np.ascontiguousarray(x).view(np.uint8).ravel()
-        out[start + at : start + at + raw.size] = raw
-    return pa.py_buffer(out)
+        layout.append((name, x.dtype.str, x.size, offset))
+        padding = -raw.size % 8
+        parts += [raw.data, bytes(padding)] if padding else [raw.data]
+        offset += raw.size + padding
+    header = json.dumps(layout).encode()
+    return [np.int64(len(header)).tobytes(), header, bytes(-len(header) % 8), *parts]
 
 
 def _decode(buffer: pa.Buffer) -> dict[str, np.ndarray]:
@@ -268,6 +287,88 @@ def _binary(value: pa.Buffer) -> pa.Array:
     """A one-row binary column over ``value`` without copying it."""
     offsets = pa.py_buffer(np.array([0, value.size], dtype=np.int32))
     return pa.Array.from_buffers(pa.binary(), 1, [None, offsets, value])
+
+
+class ChunkLostError(RuntimeError):
+    """A task did not find the files of its chunk in its executor's local directory."""
+
+
+@dataclass(frozen=True)
+class Resident:
+    """Where a chunk is between iterations: files in the Spark local directory of the executor that
+    computed it (``SPARK_LOCAL_DIRS``, which Spark deletes when the executor stops).
+
+    ``static`` holds what never changes (``i, jl, s, vertices, diagonal, starts``), one
+    file per ``version`` what an iteration computes (``r, a, e, run, changed``).
+    A chunk's files are written by the task that steps it and read by the next
+    iteration's task for the same partition, which Spark runs on the executor
+    holding the partition's :class:`Resident` (it prefers the executor holding
+    a partition's block).
+    """
+
+    run: str  # one per start of the engine, so a recovery never reads an earlier start's files
+    chunk: str  # partition-position
+    version: int
+
+    STATIC = ("i", "jl", "s", "vertices", "diagonal", "starts")
+    STATE = ("r", "a", "e", "run", "changed")
+
+    @staticmethod
+    def root(run: str) -> str:
+        """This executor's folder for the chunks of ``run``."""
+        local = os.environ.get("SPARK_LOCAL_DIRS", tempfile.gettempdir()).split(",")[0]
+        return os.path.join(local, "spark-ap-chunks", run)
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.root(self.run), self.chunk, name)
+
+    def keep(self, chunk: Chunk) -> Resident:
+        """Write ``chunk`` here (its static arrays once) and remove the version before the last:
+        a retried task of this iteration reads the last one."""
+        os.makedirs(os.path.dirname(self.path("static")), exist_ok=True)
+        if not os.path.exists(self.path("static")):
+            _write(self.path("static"), {name: getattr(chunk, name) for name in self.STATIC})
+        _write(self.path(str(self.version)), {name: getattr(chunk, name) for name in self.STATE})
+        try:
+            os.remove(self.path(str(self.version - 2)))
+        except FileNotFoundError:
+            pass
+        return self
+
+    def load(self) -> Chunk:
+        try:
+            static, state = (_read(self.path(name)) for name in ("static", str(self.version)))
+        except FileNotFoundError as error:
+            raise ChunkLostError(
+                f"chunk {self.chunk} of iteration {self.version} is not in this executor's local directory "
+                f"({self.root(self.run)}): its executor was lost, or the task ran on another one"
+            ) from error
+        return Chunk(**static, **state)
+
+
+def _write(path: str, arrays: dict[str, np.ndarray]) -> None:
+    """Write encoded ``arrays`` to ``path`` whole or not at all (a killed task leaves no half file)."""
+    partial_path = f"{path}.{os.getpid()}.{uuid.uuid4().hex}"
+    with open(partial_path, "wb") as out:
+        for part in _encoded_parts(arrays):
+            out.write(part)
+    os.replace(partial_path, path)
+
+
+def _read(path: str) -> dict[str, np.ndarray]:
+    """The arrays :func:`_write` wrote, as read-only views of the memory-mapped file."""
+    with pa.memory_map(path) as mapped:
+        return _decode(mapped.read_buffer())
+
+
+def _chunk(element: Chunk | Resident) -> Chunk:
+    """The chunk an element of :attr:`Blocks.chunks` stands for."""
+    return element if isinstance(element, Chunk) else element.load()
+
+
+def _forget(run: str) -> Callable[[Iterator], None]:
+    """The function that removes this executor's files of ``run``."""
+    return lambda _: shutil.rmtree(Resident.root(run), ignore_errors=True)
 
 
 def _split(ids: Broadcast, chunk_of: Broadcast):
@@ -361,34 +462,45 @@ class _Summaries(AccumulatorParam):
         return value1 + value2
 
 
-def _iteration(n: int, damping: float, previous: Broadcast | None, summaries: Accumulator):
-    """The function each partition runs: step every chunk (unless ``previous`` is None), then
-    report the partition's merged :class:`Top` and decision counts."""
+def _iteration(
+    n: int, damping: float, previous: Broadcast | None, summaries: Accumulator, run: str, version: int, whole: bool
+):
+    """The function each partition runs: step every chunk (unless ``previous`` is None), keep it in
+    this executor's files as ``version``, and report the partition's merged :class:`Top` and
+    decision counts. It yields the :class:`Resident` of each chunk, or with ``whole`` the chunk
+    itself (to be written to the checkpoint directory)."""
 
-    def run(index: int, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+    def step(index: int, elements: Iterator[Chunk | Resident]) -> Iterator[Chunk | Resident]:
         last = None if previous is None else Top(*previous.value)
         top = Top.empty(n)
         counts = _no_counts()
-        for chunk in chunks:
+        for position, element in enumerate(elements):
+            chunk = _chunk(element)
             if last is not None:
                 chunk.step(last, damping)
             top.merge(*chunk.top())
             _add_counts(counts, int(chunk.e.sum()), int(chunk.changed.sum()), int(chunk.run.min()))
-            yield chunk
+            place = Resident(run, f"{index}-{position}", version).keep(chunk)
+            yield chunk if whole else place
         summaries.add([(index, top.touched(), counts)])
 
-    return run
+    return step
 
 
 @dataclass
 class Blocks:
-    """The block engine's state: the chunks (an RDD in executor storage), every source's Top, the counts."""
+    """The block engine's state: the chunks (an RDD of :class:`Resident`, or of :class:`Chunk` after
+    a step written to the checkpoint directory), every source's Top, the counts."""
 
     chunks: RDD
     top: Broadcast  # (largest, arg, second), n values each
     stats: dict
     # The Top the chunks were computed from: the chunks' RDD refers to it until released.
     made_with: Broadcast | None = None
+
+    def loaded(self) -> RDD:
+        """The chunks as :class:`Chunk` objects, read where they are."""
+        return self.chunks.map(_chunk)
 
 
 class BlockEngine:
@@ -410,6 +522,8 @@ class BlockEngine:
         self.similarity: DataFrame | None = None  # src, dst, similarity: the chunks leave it out
         self._copied: DataFrame | None = None  # the copy of it made here, if any
         self.n = 0
+        self.run = ""  # names this start's files in the executors
+        self.version = 0  # the iteration the chunks last computed
 
     def _number(self, state: DataFrame) -> np.ndarray:
         """Number the vertices 0..n-1 in id order (``self.ids``); return each one's chunk.
@@ -430,7 +544,9 @@ class BlockEngine:
                 "Use engine='graphframes'."
             )
         total = int(counts.sum())
-        pieces = max(1, math.ceil(total / CHUNK_EDGES))
+        # A multiple of the partitions, so that each holds as many chunks (start puts chunk k in k mod P).
+        parts = self.sc.defaultParallelism
+        pieces = parts * max(1, math.ceil(total / (CHUNK_EDGES * parts)))
         return ((np.cumsum(counts) - counts) * pieces // max(total, 1)).astype(np.int32)
 
     def start(self, state: DataFrame, graph: DataFrame | None = None) -> Blocks:
@@ -452,6 +568,7 @@ class BlockEngine:
         if graph is None:
             graph = self._copied = state.select("src", "dst", "similarity").localCheckpoint()
         self.similarity = graph
+        self.run, self.version = uuid.uuid4().hex, 0
         pieces = state.select("src", "dst", *_ARROW_SCHEMA.names[2:]).mapInArrow(
             _split(self.shared_ids, chunk_of), "part int, piece binary"
         )
@@ -470,7 +587,10 @@ class BlockEngine:
     def _run(self, chunks: RDD, previous: Broadcast | None, reliable: bool) -> Blocks:
         """Step ``chunks`` into executor storage in one Spark job, and merge what the partitions report."""
         summaries = self.sc.accumulator([], _Summaries())
-        new = chunks.mapPartitionsWithIndex(_iteration(self.n, self.damping, previous, summaries))
+        if previous is not None:
+            self.version += 1
+        step = _iteration(self.n, self.damping, previous, summaries, self.run, self.version, reliable)
+        new = chunks.mapPartitionsWithIndex(step)
         # Persisting also tells PySpark not to fuse the next iteration's function
         # into this one's (it would recompute every iteration from the start).
         new.persist(StorageLevel.MEMORY_AND_DISK)
@@ -496,7 +616,7 @@ class BlockEngine:
     def edges(self, blocks: Blocks) -> DataFrame:
         """The edge state ``src, dst, similarity, s, r, a, e, run, changed`` of ``blocks``."""
         encoded = self.spark.createDataFrame(
-            blocks.chunks.map(lambda chunk: (chunk.to_buffer().to_pybytes(),)), "chunk binary"
+            blocks.loaded().map(lambda chunk: (chunk.to_buffer().to_pybytes(),)), "chunk binary"
         )
         schema = T.StructType(
             [T.StructField("src", self.id_type), T.StructField("dst", self.id_type), *_EDGE_SCHEMA.fields[2:]]
@@ -509,12 +629,19 @@ class BlockEngine:
         """Go on with the chunks after a save: they are what the save was written from."""
         return blocks
 
-    def release(self, blocks: Blocks) -> None:
-        """Free the chunks once the next ones are computed from them.
+    def release(self, blocks: Blocks, last: bool = False) -> None:
+        """Free the chunks once the next ones are computed from them (their files go when the
+        iteration after the next one is written); ``last``: the run is over, remove every file.
 
         Their own Top lives on in the next chunks' RDD (which refers to it until
         it is released in turn); the Top they were computed from is done with.
         """
+        if last:
+            # Each partition's files are where its element is: the task removing them runs there.
+            try:
+                blocks.chunks.foreachPartition(_forget(self.run))
+            except Exception as error:  # an executor lost since: Spark deletes its files as it stops
+                log.warning("could not remove the chunks' files (%s); Spark removes them with its executors", error)
         blocks.chunks.unpersist(blocking=False)
         if blocks.made_with is not None:
             blocks.made_with.destroy()
@@ -524,7 +651,7 @@ class BlockEngine:
         exemplar: :func:`~spark_ap.lib.assign.label_vertices`, its passes over the edges run on the
         chunks where they are (a Spark job each), the driver holding arrays of n values."""
         decided = np.zeros(self.n, dtype=bool)
-        for vertices, values in blocks.chunks.map(lambda chunk: (chunk.vertices, chunk.decided())).collect():
+        for vertices, values in blocks.loaded().map(lambda chunk: (chunk.vertices, chunk.decided())).collect():
             decided[vertices] = values
         exemplar = assign.label_vertices(decided, partial(self._nearest, blocks), partial(self._scores, blocks))
         return assign.labels_frame(self.spark, self.ids, self.id_type, exemplar), exemplar is not None
@@ -541,7 +668,7 @@ class BlockEngine:
             yield top.touched()
 
         top = Top.empty(n)
-        for values in blocks.chunks.mapPartitions(run).collect():
+        for values in blocks.loaded().mapPartitions(run).collect():
             top.merge(*values)
         shared.destroy()
         return np.where(top.largest > -np.inf, top.arg, -1).astype(np.int64)
@@ -550,7 +677,7 @@ class BlockEngine:
         """``scores`` of :func:`~spark_ap.lib.assign.label_vertices`: every target's are in its chunk."""
         shared = self.sc.broadcast(choice)
         score, edges_in = np.zeros(self.n), np.zeros(self.n, dtype=np.int64)
-        for vertices, values, counts in blocks.chunks.map(lambda chunk: chunk.scores(shared.value)).collect():
+        for vertices, values, counts in blocks.loaded().map(lambda chunk: chunk.scores(shared.value)).collect():
             score[vertices], edges_in[vertices] = values, counts
         shared.destroy()
         return score, edges_in

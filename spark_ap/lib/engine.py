@@ -166,8 +166,9 @@ class Engine(Protocol):
     def saved(self, state: Any, saved: DataFrame) -> Any:
         """The state to go on with after ``saved`` (its save, read back) was written."""
 
-    def release(self, state: Any) -> None:
-        """Free what a state that is no longer needed holds."""
+    def release(self, state: Any, last: bool = False) -> None:
+        """Free what a state that is no longer needed holds; ``last``: the run is over, free what
+        the engine keeps for the whole run too."""
 
     def assign(self, state: Any) -> tuple[DataFrame, bool] | None:
         """The labels ``id, cluster, exemplar`` of the state after the last iteration and whether any
@@ -259,6 +260,6 @@ def iterate(graph: DataFrame, settings: Settings, store: StateStore | None = Non
         sc.setJobDescription(None)
     converged = _converged(t, stats, settings)
     labels = engine.assign(current)
-    free = partial(engine.release, current)
+    free = partial(engine.release, current, last=True)
     final = engine.final(current)
     return Outcome(final, t, converged, history, resumed_from, labels, free, engine.similarities())

@@ -167,7 +167,7 @@ class GraphFramesEngine:
         release(state)
         return saved
 
-    def release(self, state: DataFrame) -> None:
+    def release(self, state: DataFrame, last: bool = False) -> None:
         release(state)
 
     def assign(self, state: DataFrame) -> None:

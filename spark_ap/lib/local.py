@@ -80,7 +80,7 @@ class LocalEngine:
     def saved(self, chunk: Chunk, saved: DataFrame) -> Chunk:
         return chunk
 
-    def release(self, chunk: Chunk) -> None:
+    def release(self, chunk: Chunk, last: bool = False) -> None:
         """Nothing to free: an iteration replaces the chunk's arrays."""
 
     def similarities(self) -> None:
