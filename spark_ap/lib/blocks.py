@@ -27,10 +27,10 @@ values:
 Per iteration, a task reads each chunk's similarities, indices and last
 messages from those files (memory-mapped) and writes the new messages (16
 bytes per edge); the JVM holds a few bytes per chunk, and the driver the ids
-and the three arrays of n values. The
-similarities themselves stay out of the chunks and are joined back when the
-state is turned into edge rows (to be saved, or when the result's messages
-are read).
+and the three arrays of n values. The input similarities stay out of the
+chunks (which hold ``s``, with the degeneracy noise) and are joined back when
+the state is turned into edge rows (to be saved, or when the result's
+messages are read).
 
 At the end the clusters are assigned on the chunks too (:meth:`BlockEngine.assign`):
 a vertex's nearest exemplar is a per-source maximum, merged as the Top is, and
