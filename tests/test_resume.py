@@ -83,33 +83,18 @@ class _DropBlocks(logging.Handler):
 
     def __init__(self, spark, iteration: int) -> None:
         super().__init__()
-        self.spark, self.iteration, self.dropped = spark, iteration, 0
+        self.spark, self.iteration, self.lost = spark, iteration, 0
         self.before = set(self._blocks())  # other tests' cached data stays
 
     def _blocks(self) -> dict:
         return dict(self.spark.sparkContext._jsc.getPersistentRDDs().items())
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.getMessage().startswith(f"iteration {self.iteration}/") and not self.dropped:
+        if record.getMessage().startswith(f"iteration {self.iteration}/") and not self.lost:
             for rdd_id, rdd in self._blocks().items():
                 if rdd_id not in self.before:
                     rdd.unpersist(True)
-                    self.dropped += 1
-
-
-def test_a_failed_iteration_is_retried_from_the_newest_save(spark, blobs, uninterrupted, tmp_path, caplog):
-    drop = _DropBlocks(spark, 7)
-    logging.getLogger("spark_ap").addHandler(drop)
-    try:
-        with caplog.at_level(logging.INFO, logger="spark_ap"):
-            result = AffinityPropagation(**PARAMS, stateDir=str(tmp_path), checkpointInterval=5, engine="blocks").run(
-                blobs
-            )
-    finally:
-        logging.getLogger("spark_ap").removeHandler(drop)
-    assert drop.dropped > 0
-    assert "iteration 8 failed" in caplog.text and "retrying from the state of iteration 5" in caplog.text
-    assert outcome(result) == outcome(uninterrupted)
+                    self.lost += 1
 
 
 class _RemoveChunkFiles(logging.Handler):
@@ -118,28 +103,30 @@ class _RemoveChunkFiles(logging.Handler):
 
     def __init__(self, spark, iteration: int) -> None:
         super().__init__()
-        self.iteration, self.removed = iteration, 0
+        self.iteration, self.lost = iteration, 0
         self.root = Path(spark.sparkContext.parallelize([0], 1).map(lambda _: Resident.root("")).first())
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.getMessage().startswith(f"iteration {self.iteration}/") and not self.removed:
-            self.removed = sum(1 for path in self.root.rglob("*") if path.is_file())
+        if record.getMessage().startswith(f"iteration {self.iteration}/") and not self.lost:
+            self.lost = sum(1 for path in self.root.rglob("*") if path.is_file())
             shutil.rmtree(self.root)
 
 
-def test_chunks_whose_files_are_gone_are_rebuilt_from_the_newest_save(spark, blobs, uninterrupted, tmp_path, caplog):
-    remove = _RemoveChunkFiles(spark, 7)
-    logging.getLogger("spark_ap").addHandler(remove)
+@pytest.mark.parametrize("fault", [_DropBlocks, _RemoveChunkFiles])
+def test_a_failed_iteration_is_retried_from_the_newest_save(spark, blobs, uninterrupted, tmp_path, caplog, fault):
+    lose = fault(spark, 7)
+    logging.getLogger("spark_ap").addHandler(lose)
     try:
         with caplog.at_level(logging.INFO, logger="spark_ap"):
             result = AffinityPropagation(**PARAMS, stateDir=str(tmp_path), checkpointInterval=5, engine="blocks").run(
                 blobs
             )
     finally:
-        logging.getLogger("spark_ap").removeHandler(remove)
-    assert remove.removed > 0
-    assert "iteration 8 failed" in caplog.text and "ChunkLostError" in caplog.text
-    assert "retrying from the state of iteration 5" in caplog.text
+        logging.getLogger("spark_ap").removeHandler(lose)
+    assert lose.lost > 0
+    assert "iteration 8 failed" in caplog.text and "retrying from the state of iteration 5" in caplog.text
+    if fault is _RemoveChunkFiles:
+        assert "ChunkLostError" in caplog.text  # the log says why
     assert outcome(result) == outcome(uninterrupted)
 
 
