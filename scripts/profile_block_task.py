@@ -81,23 +81,19 @@ def main() -> None:
             last, top = top, Top.empty(args.vertices)
             spent = dict.fromkeys(PHASES, 0.0)
             for k, place in enumerate(places):
-                started = time.perf_counter()
+                marks = [time.perf_counter()]  # the end of each phase, in PHASES order
                 chunk = place.load()
-                read = time.perf_counter()
+                marks.append(time.perf_counter())
                 chunk.step(last, 0.9)
-                stepped = time.perf_counter()
+                marks.append(time.perf_counter())
                 values = chunk.top()
-                topped = time.perf_counter()
+                marks.append(time.perf_counter())
                 top.merge(*values)
-                merged = time.perf_counter()
+                marks.append(time.perf_counter())
                 places[k] = Resident("profile", f"0-{k}", version).keep(chunk)
-                written = time.perf_counter()
-                for phase, (a, b) in zip(
-                    PHASES,
-                    [(started, read), (read, stepped), (stepped, topped), (topped, merged), (merged, written)],
-                    strict=True,
-                ):
-                    spent[phase] += b - a
+                marks.append(time.perf_counter())
+                for phase, started, ended in zip(PHASES, marks[:-1], marks[1:], strict=True):
+                    spent[phase] += ended - started
             for phase in PHASES:
                 seconds[phase].append(spent[phase])
     edges = sum(chunk.i.size for chunk in made)
