@@ -97,6 +97,11 @@ class _DropBlocks(logging.Handler):
                     self.lost += 1
 
 
+def chunk_files(spark) -> Path:
+    """The blocks engine's folder of chunk files in the executor's local directory (the driver's, on local[*])."""
+    return Path(spark.sparkContext.parallelize([0], 1).map(lambda _: Resident.root("")).first())
+
+
 class _RemoveChunkFiles(logging.Handler):
     """When the engine logs ``iteration``, remove the blocks engine's chunk files from the executor's
     local directory (the driver's, on local[*]), as a lost executor or a task run elsewhere would."""
@@ -104,7 +109,7 @@ class _RemoveChunkFiles(logging.Handler):
     def __init__(self, spark, iteration: int) -> None:
         super().__init__()
         self.iteration, self.lost = iteration, 0
-        self.root = Path(spark.sparkContext.parallelize([0], 1).map(lambda _: Resident.root("")).first())
+        self.root = chunk_files(spark)
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.getMessage().startswith(f"iteration {self.iteration}/") and not self.lost:
@@ -131,7 +136,7 @@ def test_a_failed_iteration_is_retried_from_the_newest_save(spark, blobs, uninte
 
 
 def test_the_chunk_files_of_a_run_go_with_its_result(spark, blobs, uninterrupted):
-    root = Path(spark.sparkContext.parallelize([0], 1).map(lambda _: Resident.root("")).first())
+    root = chunk_files(spark)
     before = set(root.glob("*")) if root.exists() else set()
     result = AffinityPropagation(**PARAMS, engine="blocks").run(blobs)
     (run,) = set(root.glob("*")) - before
