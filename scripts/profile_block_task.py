@@ -5,13 +5,12 @@
 
 A task of an iteration steps each chunk of its partition in turn: it reads the
 chunk's files (:class:`spark_ap.lib.blocks.Resident`), computes r and a
-(:meth:`Chunk.step`), each source's top two over the chunk's edges
-(:meth:`Chunk.top`), merges them into the partition's :class:`Top`, and writes
-the new messages. The defaults are one task's share of the 2.5e7-edge graph of
-BENCHMARKS.md on 2 cores: a chunk holds the edges into its targets (16 each,
-self-edge included) from sources spread over every vertex, as a k-NN graph's
-are. Reported: seconds per task and phase, the median of ``--repeats``
-iterations.
+(:meth:`Chunk.step`) and writes the new messages; then it reads them back and
+computes each source's top two over all its chunks' edges (:meth:`Top.over`).
+The defaults are one task's share of the 2.5e7-edge graph of BENCHMARKS.md on
+2 cores: a chunk holds the edges into its targets (16 each, self-edge
+included) from sources spread over every vertex, as a k-NN graph's are.
+Reported: seconds per task and phase, the median of ``--repeats`` iterations.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ import numpy as np
 
 from spark_ap.lib.blocks import CHUNK_EDGES, Chunk, Resident, Top
 
-PHASES = ("read", "step", "top", "merge", "write")
+PHASES = ("read", "step", "write", "top")
 
 
 def chunks(count: int, vertices: int, degree: int, rng: np.random.Generator) -> list[Chunk]:
@@ -72,28 +71,24 @@ def main() -> None:
     made = chunks(args.chunks, args.vertices, args.degree, rng)
     with tempfile.TemporaryDirectory() as local:
         os.environ["SPARK_LOCAL_DIRS"] = local  # where Resident puts the files, as in an executor
-        top = Top.empty(args.vertices)
-        for chunk in made:
-            top.merge(*chunk.top())
+        top = Top.over(args.vertices, made)
         places = [Resident("profile", f"0-{k}", 0).keep(chunk) for k, chunk in enumerate(made)]
         seconds = {phase: [] for phase in PHASES}
         for version in range(1, args.repeats + 1):
-            last, top = top, Top.empty(args.vertices)
             spent = dict.fromkeys(PHASES, 0.0)
             for k, place in enumerate(places):
-                marks = [time.perf_counter()]  # the end of each phase, in PHASES order
+                marks = [time.perf_counter()]  # the end of each phase of the chunk's, in PHASES order
                 chunk = place.load()
                 marks.append(time.perf_counter())
-                chunk.step(last, 0.9)
-                marks.append(time.perf_counter())
-                values = chunk.top()
-                marks.append(time.perf_counter())
-                top.merge(*values)
+                chunk.step(top, 0.9)
                 marks.append(time.perf_counter())
                 places[k] = Resident("profile", f"0-{k}", version).keep(chunk)
                 marks.append(time.perf_counter())
-                for phase, started, ended in zip(PHASES, marks[:-1], marks[1:], strict=True):
+                for phase, started, ended in zip(PHASES[:3], marks[:-1], marks[1:], strict=True):
                     spent[phase] += ended - started
+            started = time.perf_counter()
+            top = Top.over(args.vertices, places)
+            spent["top"] = time.perf_counter() - started
             for phase in PHASES:
                 seconds[phase].append(spent[phase])
     edges = sum(chunk.i.size for chunk in made)

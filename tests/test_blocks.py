@@ -10,7 +10,7 @@ from sklearn.datasets import make_blobs
 
 from spark_ap import AffinityPropagation, edges_from_matrix, similarity_matrix
 from spark_ap.lib import blocks, local
-from spark_ap.lib.blocks import Top
+from spark_ap.lib.blocks import Chunk, Top
 from spark_ap.testing.reference import SparseReference
 from tests.conftest import assignment_rows
 
@@ -34,6 +34,29 @@ def test_merging_partial_tops_in_any_order_gives_the_top_of_all_edges():
                 top.merge(np.array([src[k]]), np.array([value[k]]), np.array([dst[k]]), np.array([-np.inf]))
         got = {i: (top.largest[i], top.arg[i], top.second[i]) for i in np.unique(src)}
         assert got == expected
+
+
+def test_the_top_over_chunks_is_the_top_of_all_edges():
+    # Three chunks (targets split by k mod 3), values from a small set: ties are common,
+    # and a source's edges and its tied largest ones are spread over the chunks.
+    rng = np.random.default_rng(4)
+    n = 30
+    pairs = {(int(i), int(j)) for i, j in rng.integers(0, n, (300, 2))} | {(k, k) for k in range(n)}
+    src, dst = np.array(sorted(pairs)).T
+    value = rng.integers(-4, 0, src.size).astype(float)
+    expected = {}
+    for i in range(n):
+        mine = sorted(zip(-value[src == i], dst[src == i], strict=True))
+        expected[i] = (-mine[0][0], mine[0][1], -mine[1][0] if len(mine) > 1 else -np.inf)
+    chunks = []
+    for part in range(3):
+        mine = dst % 3 == part
+        zeros = np.zeros(mine.sum())
+        columns = {"i": src[mine], "j": dst[mine], "s": value[mine] - 1.0, "r": zeros, "a": np.ones(mine.sum())}
+        columns.update(e=zeros.astype(bool), run=zeros.astype(np.int32), changed=zeros.astype(bool))
+        chunks.append(Chunk.from_arrays(columns))
+    top = Top.over(n, chunks)  # a + s: value - 1 + 1
+    assert {i: (top.largest[i], top.arg[i], top.second[i]) for i in range(n)} == expected
 
 
 def _integer_graph(n: int, density: float, seed: int) -> np.ndarray:

@@ -19,8 +19,8 @@ values:
   in source order, so ``np.bincount`` adds them in the order the dense column
   sum does: the messages are bit for bit the reference's.
 * Responsibilities need, per source i, the largest and second largest
-  a(i,k') + s(i,k') and the k' giving the largest (:class:`Top`). Each chunk
-  computes them over its own edges, a worker merges its chunks, the driver
+  a(i,k') + s(i,k') and the k' giving the largest (:class:`Top`). A worker
+  scatters them over its chunks' edges into arrays of n values, the driver
   merges the workers' (maxima are exact in any order) and broadcasts three
   arrays of n values to the next iteration.
 
@@ -49,7 +49,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -104,6 +104,25 @@ class Top:
         self.arg[at] = np.where(wins, arg, old_arg)
         self.second[at] = np.where(wins, np.maximum(second, old_largest), np.maximum(old_second, largest))
 
+    @classmethod
+    def over(cls, n: int, elements: Sequence[Chunk | Resident]) -> Top:
+        """The Top of each source over the edges of the chunks ``elements`` stand for, in three passes
+        over them that scatter into arrays of n values (``ufunc.at``; each a maximum or a minimum, so
+        exact in any order). A pass reads one chunk at a time: a worker maps one chunk's files at once."""
+        top = cls.empty(n)
+        for chunk in map(_chunk, elements):
+            with np.errstate(invalid="ignore"):  # the NaN below
+                np.maximum.at(top.largest, chunk.i, chunk.a + chunk.s)
+        for chunk in map(_chunk, elements):
+            # The smallest target giving the largest; "not <" rather than "==": a vertex whose
+            # only edge is its self-edge has a NaN availability (see step), and that edge is its largest.
+            giving = ~(chunk.a + chunk.s < top.largest[chunk.i])
+            np.minimum.at(top.arg, chunk.i, np.where(giving, chunk.vertices[chunk.jl], n))
+        for chunk in map(_chunk, elements):
+            others = np.where(chunk.vertices[chunk.jl] == top.arg[chunk.i], -np.inf, chunk.a + chunk.s)
+            np.maximum.at(top.second, chunk.i, others)
+        return top
+
     def touched(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The sources that have edges here, and their values."""
         at = np.flatnonzero(self.largest > -np.inf).astype(np.int32)
@@ -115,17 +134,15 @@ class Chunk:
 
     ``i`` is each edge's source vertex number; ``vertices`` are the chunk's
     targets (sorted), ``jl`` each edge's target as a position among them, and
-    ``diagonal`` the position of each target's self-edge, ``starts`` where each
-    source's edges start (:func:`_runs`). ``e``, ``run`` and
+    ``diagonal`` the position of each target's self-edge. ``e``, ``run`` and
     ``changed`` are per target: its exemplar decision, for how many iterations
     it has held, and whether the last iteration changed it.
 
-    Sorted by source, each source's edges are one run (so per-source maxima are
-    ``reduceat`` calls) and each target's edges come in source order (so
+    Sorted by source, each target's edges come in source order (so
     ``np.bincount`` adds them in the order a dense column sum does).
     """
 
-    ARRAYS = ("i", "jl", "s", "r", "a", "vertices", "diagonal", "starts", "e", "run", "changed")
+    ARRAYS = ("i", "jl", "s", "r", "a", "vertices", "diagonal", "e", "run", "changed")
 
     def __init__(self, **arrays: np.ndarray) -> None:
         for name in self.ARRAYS:
@@ -154,7 +171,6 @@ class Chunk:
             a=col["a"],
             vertices=vertices,
             diagonal=diagonal,
-            starts=_runs(i),
             e=col["e"][diagonal].astype(bool),
             run=col["run"][diagonal].astype(np.int32),
             changed=col["changed"][diagonal].astype(bool),
@@ -166,14 +182,6 @@ class Chunk:
     @classmethod
     def from_buffer(cls, buffer: pa.Buffer) -> Chunk:
         return cls(**_decode(buffer))
-
-    def top(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Per source of this chunk: the largest a + s over its edges here, its target, the second largest."""
-        x = self.a + self.s
-        starts, largest, first = _largest_per_source(self.i, x, self.starts)
-        x[first] = -np.inf
-        second = np.maximum.reduceat(x, starts)
-        return self.i[starts], largest, self.vertices[self.jl[first]], second
 
     def decided(self) -> np.ndarray:
         """Per target, its exemplar decision r(k,k) + a(k,k) > 0 in this state (NaN decides, see :meth:`step`)."""
@@ -233,18 +241,10 @@ class Chunk:
         return pa.RecordBatch.from_arrays([*map(pa.array, columns + [e, run, changed])], schema=_ARROW_SCHEMA)
 
 
-def _runs(i: np.ndarray) -> np.ndarray:
-    """Where each run of one source starts in ``i`` (edges sorted by (source, target))."""
-    return np.r_[0, np.flatnonzero(i[1:] != i[:-1]) + 1].astype(np.int64)
-
-
-def _largest_per_source(
-    i: np.ndarray, x: np.ndarray, starts: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per run of one source in ``i`` (edges sorted by (source, target); ``starts``: their
-    :func:`_runs`, if known): the run's start, its largest ``x`` and the first position holding
-    that (the smallest target, as argmax picks)."""
-    starts = _runs(i) if starts is None else starts
+def _largest_per_source(i: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per run of one source in ``i`` (edges sorted by (source, target)): the run's start, its
+    largest ``x`` and the first position holding that (the smallest target, as argmax picks)."""
+    starts = np.r_[0, np.flatnonzero(i[1:] != i[:-1]) + 1]
     largest = np.maximum.reduceat(x, starts)
     counts = np.diff(np.r_[starts, x.size])
     positions = np.arange(x.size)
@@ -298,7 +298,7 @@ class Resident:
     """Where a chunk is between iterations: files in the Spark local directory of the executor that
     computed it (``SPARK_LOCAL_DIRS``, which Spark deletes when the executor stops).
 
-    ``static`` holds what never changes (``i, jl, s, vertices, diagonal, starts``), one
+    ``static`` holds what never changes (``i, jl, s, vertices, diagonal``), one
     file per ``version`` what an iteration computes (``r, a, e, run, changed``).
     A chunk's files are written by the task that steps it and read by the next
     iteration's task for the same partition, which Spark runs on the executor
@@ -310,7 +310,7 @@ class Resident:
     chunk: str  # partition-position
     version: int
 
-    STATIC = ("i", "jl", "s", "vertices", "diagonal", "starts")
+    STATIC = ("i", "jl", "s", "vertices", "diagonal")
     STATE = ("r", "a", "e", "run", "changed")
 
     @staticmethod
@@ -472,17 +472,17 @@ def _iteration(
 
     def step(index: int, elements: Iterator[Chunk | Resident]) -> Iterator[Chunk | Resident]:
         last = None if previous is None else Top(*previous.value)
-        top = Top.empty(n)
         counts = _no_counts()
+        places = []
         for position, element in enumerate(elements):
             chunk = _chunk(element)
             if last is not None:
                 chunk.step(last, damping)
-            top.merge(*chunk.top())
             _add_counts(counts, int(chunk.e.sum()), int(chunk.changed.sum()), int(chunk.run.min()))
-            place = Resident(run, f"{index}-{position}", version).keep(chunk)
-            yield chunk if whole else place
-        summaries.add([(index, top.touched(), counts)])
+            places.append(Resident(run, f"{index}-{position}", version).keep(chunk))
+        # The Top's passes read the new messages back from the files rather than hold every chunk.
+        summaries.add([(index, Top.over(n, places).touched(), counts)])
+        yield from map(_chunk, places) if whole else places
 
     return step
 

@@ -59,9 +59,7 @@ class LocalEngine:
 
     def step(self, chunk: Chunk, reliable: bool = False) -> tuple[Chunk, dict]:
         """One iteration. ``reliable`` is moot: the state lives on the driver, not in executors."""
-        top = Top.empty(self.ids.size)
-        top.merge(*chunk.top())
-        chunk.step(top, self.damping)
+        chunk.step(Top.over(self.ids.size, [chunk]), self.damping)
         return chunk, {
             "exemplars": int(chunk.e.sum()),
             "changed": int(chunk.changed.sum()),
