@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark import PeakRSS  # noqa: E402  (a script beside this one)
+from benchmark import PeakRSS, own_peak_bytes  # noqa: E402  (a script beside this one)
 
 CENTERS, DIMENSIONS = 50, 10
 
@@ -66,7 +65,7 @@ def sklearn_worker(n: int, damping: float, out: str) -> dict:
     np.save(out, ap.labels_)
     return {
         "seconds": seconds,
-        "peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_bytes": own_peak_bytes(),
         "iterations": int(ap.n_iter_),
         "clusters": len(ap.cluster_centers_indices_),
     }

@@ -130,6 +130,21 @@ def test_the_local_engine_is_the_blocks_engine_on_the_driver(spark):
     assert local == blocks
 
 
+@pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")  # a fixed 4 iterations
+def test_the_driver_keeps_no_report_of_past_iterations(spark):
+    # PySpark's driver keeps every accumulator it ever made; an iteration's (each partition's
+    # Top: arrays of n values) must be emptied once read, or a long run's driver grows without end.
+    from pyspark.accumulators import _accumulatorRegistry
+
+    edges = edges_from_matrix(spark, -np.random.RandomState(2).rand(6, 6))
+    before = set(_accumulatorRegistry)
+    AffinityPropagation(maxIter=4, convergenceIter=5, engine="blocks").run(edges)
+    made = [_accumulatorRegistry[aid] for aid in set(_accumulatorRegistry) - before]
+    reports = [acc for acc in made if isinstance(acc.accum_param, blocks._Summaries)]
+    assert len(reports) == 5  # the start's pass and 4 iterations
+    assert all(acc.value == [] for acc in reports)
+
+
 @pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")  # a fixed 2 iterations
 def test_auto_iterates_on_the_driver_up_to_a_number_of_edges(spark, monkeypatch, caplog):
     edges = edges_from_matrix(spark, -np.random.RandomState(1).rand(5, 5))  # 25 edges with the self-edges

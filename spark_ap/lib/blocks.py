@@ -598,12 +598,18 @@ class BlockEngine:
             new.checkpoint()
         else:
             new.localCheckpoint()
-        # Counting on the JVM side stores the partitions without reading them back into Python.
-        new._jrdd.count()
+        try:
+            # Counting on the JVM side stores the partitions without reading them back into Python.
+            new._jrdd.count()
+            # A retried task reports again: keep one report per partition.
+            reports = {index: (values, counts) for index, values, counts in summaries.value}
+        finally:
+            # PySpark's driver keeps every accumulator it made until it stops: empty this one, or each
+            # iteration's reports (arrays of n values per partition) would stay in the driver's memory.
+            summaries.value = []
         top = Top.empty(self.n)
         stats = _no_counts()
-        # A retried task reports again: keep one report per partition.
-        for values, counts in {index: (values, counts) for index, values, counts in summaries.value}.values():
+        for values, counts in reports.values():
             top.merge(*values)
             _add_counts(stats, **counts)
         return Blocks(new, self.sc.broadcast((top.largest, top.arg, top.second)), stats, previous)
