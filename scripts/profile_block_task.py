@@ -25,7 +25,8 @@ import numpy as np
 
 from spark_ap.lib.blocks import CHUNK_EDGES, Chunk, Resident, Top
 
-PHASES = ("read", "step", "write", "top")
+CHUNK_PHASES = ("read", "step", "write")  # per chunk
+PHASES = (*CHUNK_PHASES, "top")  # then the top two over the task's chunks
 
 
 def chunks(count: int, vertices: int, degree: int, rng: np.random.Generator) -> list[Chunk]:
@@ -77,14 +78,14 @@ def main() -> None:
         for version in range(1, args.repeats + 1):
             spent = dict.fromkeys(PHASES, 0.0)
             for k, place in enumerate(places):
-                marks = [time.perf_counter()]  # the end of each phase of the chunk's, in PHASES order
+                marks = [time.perf_counter()]  # the end of each of CHUNK_PHASES, in order
                 chunk = place.load()
                 marks.append(time.perf_counter())
                 chunk.step(top, 0.9)
                 marks.append(time.perf_counter())
                 places[k] = Resident("profile", f"0-{k}", version).keep(chunk)
                 marks.append(time.perf_counter())
-                for phase, started, ended in zip(PHASES[:3], marks[:-1], marks[1:], strict=True):
+                for phase, started, ended in zip(CHUNK_PHASES, marks[:-1], marks[1:], strict=True):
                     spent[phase] += ended - started
             started = time.perf_counter()
             top = Top.over(args.vertices, places)

@@ -15,17 +15,23 @@ from spark_ap.testing.reference import SparseReference
 from tests.conftest import assignment_rows
 
 
+def _top_by_sorting(src: np.ndarray, dst: np.ndarray, value: np.ndarray) -> dict:
+    """Per source: sort its edges by (-value, dst), as argmax with first-wins would pick; the
+    largest value, its target, the second largest (-inf for a single edge)."""
+    expected = {}
+    for i in np.unique(src):
+        mine = sorted(zip(-value[src == i], dst[src == i], strict=True))
+        expected[i] = (-mine[0][0], mine[0][1], -mine[1][0] if len(mine) > 1 else -np.inf)
+    return expected
+
+
 def test_merging_partial_tops_in_any_order_gives_the_top_of_all_edges():
     # Values from a small set, so ties (equal largest, equal second) are common.
     rng = np.random.default_rng(3)
     n, m = 30, 400
     src, dst = rng.integers(0, n, m), rng.integers(0, n, m)
     value = rng.integers(-4, 0, m).astype(float)
-    # Direct: per source, sort its edges by (-value, dst) as argmax with first-wins would pick.
-    expected = {}
-    for i in np.unique(src):
-        mine = sorted(zip(-value[src == i], dst[src == i], strict=True))
-        expected[i] = (-mine[0][0], mine[0][1], -mine[1][0] if len(mine) > 1 else -np.inf)
+    expected = _top_by_sorting(src, dst, value)
     for seed in range(5):
         parts = np.random.default_rng(seed).integers(0, 4, m)
         top = Top.empty(n)
@@ -44,10 +50,7 @@ def test_the_top_over_chunks_is_the_top_of_all_edges():
     pairs = {(int(i), int(j)) for i, j in rng.integers(0, n, (300, 2))} | {(k, k) for k in range(n)}
     src, dst = np.array(sorted(pairs)).T
     value = rng.integers(-4, 0, src.size).astype(float)
-    expected = {}
-    for i in range(n):
-        mine = sorted(zip(-value[src == i], dst[src == i], strict=True))
-        expected[i] = (-mine[0][0], mine[0][1], -mine[1][0] if len(mine) > 1 else -np.inf)
+    expected = _top_by_sorting(src, dst, value)  # every vertex is a source (its self-edge)
     chunks = []
     for part in range(3):
         mine = dst % 3 == part

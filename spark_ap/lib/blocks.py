@@ -111,7 +111,7 @@ class Top:
         exact in any order). A pass reads one chunk at a time: a worker maps one chunk's files at once."""
         top = cls.empty(n)
         for chunk in map(_chunk, elements):
-            with np.errstate(invalid="ignore"):  # the NaN below
+            with np.errstate(invalid="ignore"):  # ufunc.at warns on the NaN the next pass explains
                 np.maximum.at(top.largest, chunk.i, chunk.a + chunk.s)
         for chunk in map(_chunk, elements):
             # The smallest target giving the largest; "not <" rather than "==": a vertex whose
