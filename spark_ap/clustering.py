@@ -16,14 +16,26 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
-from spark_ap.errors import ColumnTypeError, ConvergenceWarning, InvalidParamError, user_stacklevel
+from spark_ap.errors import (
+    ColumnTypeError,
+    ConvergenceWarning,
+    DuplicateEdgeError,
+    InvalidParamError,
+    user_stacklevel,
+)
 from spark_ap.lib import assign
 from spark_ap.lib.checkpoints import release
-from spark_ap.lib.engine import Outcome, Settings, initial_state, iterate
+from spark_ap.lib.engine import ENGINES, Outcome, Settings, engine_for, initial_state, iterate
 from spark_ap.lib.mlparams import SharedParams, spec_param
 from spark_ap.lib.preference import add_self_edges
 from spark_ap.lib.state import StateStore
-from spark_ap.lib.validation import id_type, require_columns, validate_edges, validate_preferences
+from spark_ap.lib.validation import (
+    id_type,
+    refuse_duplicates,
+    require_columns,
+    validate_edges,
+    validate_preferences,
+)
 from spark_ap.params import AP, SPECS
 from spark_ap.session import require_graphframes
 
@@ -346,7 +358,15 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         if validated:
             graph = edges.select("src", "dst", "similarity")
         else:
-            graph = validate_edges(edges, self.getSrcCol(), self.getDstCol(), self.getWeightCol(), self.getDuplicates())
+            # Repeated pairs are refused later, by the engine where it can (see _refuse_duplicates).
+            graph = validate_edges(
+                edges,
+                self.getSrcCol(),
+                self.getDstCol(),
+                self.getWeightCol(),
+                self.getDuplicates(),
+                find_duplicates=False,
+            )
         ids = graph.select(F.col("src").alias("id")).union(graph.select(F.col("dst").alias("id")))
         per_vertex = None
         if vertices is not None:
@@ -404,7 +424,10 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             self.getPreference(),
             preference,
         )
-        if _nothing_to_propagate(facts):
+        shortcut = _nothing_to_propagate(facts)
+        if not validated:
+            self._refuse_duplicates(graph, settings, int(facts["edges"]), shortcut)
+        if shortcut:
             # scikit-learn's shortcut: with one point, or all similarities and all
             # preferences equal, every point is an exemplar when the preference
             # beats the similarity, else the first.
@@ -418,12 +441,28 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             exemplar_ids = ids.agg(F.min("id").alias("id")) if one else ids
             outcome = Outcome(state=state, n_iter=0, converged=True, history=[])
         else:
-            outcome = iterate(graph, settings, self._store(graph.sparkSession, facts, preference), int(facts["edges"]))
+            store = self._store(graph.sparkSession, facts, preference)
+            try:
+                outcome = iterate(graph, settings, store, int(facts["edges"]))
+            except DuplicateEdgeError as error:
+                raise error.named(self.getSrcCol(), self.getDstCol()) from None
             if outcome.labels is not None:
                 _warn_if_not_converged(outcome, outcome.labels[1])
                 return self._result(outcome, *outcome.labels, preference, facts)
             exemplar_ids = self._exemplars(outcome)
         return self._result(outcome, *self._labels(outcome.state, exemplar_ids), preference, facts)
+
+    def _refuse_duplicates(self, graph: DataFrame, settings: Settings, edges: int, shortcut: bool) -> None:
+        """Refuse repeated (src, dst) pairs of the checkpointed ``graph`` (duplicates="error") unless
+        the engine that will run does as it starts, which saves a shuffle of every edge.
+
+        It does not with scikit-learn's noise, whose join would multiply a repeated pair's rows.
+        """
+        if self.getDuplicates() != "error":
+            return
+        sorts = ENGINES[engine_for(settings.engine, edges)].sorts_edges
+        if shortcut or not sorts or settings.noise == "sklearn":
+            refuse_duplicates(graph, self.getSrcCol(), self.getDstCol())
 
     def _exemplars(self, outcome: Outcome) -> DataFrame | None:
         """The refined exemplars (``id``) of the final state, or None when no point decided to be one."""

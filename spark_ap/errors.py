@@ -34,7 +34,28 @@ class InvalidValueError(InvalidInputError):
 
 
 class DuplicateEdgeError(InvalidInputError):
-    """The same (src, dst) pair appears on more than one row."""
+    """The same (src, dst) pair appears on more than one row.
+
+    ``pairs`` pairs occur more than once, on ``rows`` rows in all; ``example``
+    is one of them as ``(src, dst, count)``, named in the message by
+    ``columns``, the input's id columns.
+    """
+
+    def __init__(self, pairs: int, rows: int, example: tuple, columns: tuple[str, str] = ("src", "dst")) -> None:
+        self.pairs, self.rows, self.example, self.columns = pairs, rows, example, columns
+        (src, dst), (a, b, count) = columns, example
+        super().__init__(
+            f"{pairs} (src, dst) pairs occur more than once ({rows} rows in all); "
+            f"for example {src}={a!r}, {dst}={b!r} occurs {count} times. "
+            "Combine them before clustering, or set duplicates='max' or 'mean' (--duplicates)."
+        )
+
+    def __reduce__(self):  # the arguments, not the message, rebuild it (e.g. across processes)
+        return type(self), (self.pairs, self.rows, self.example, self.columns)
+
+    def named(self, src: str, dst: str) -> DuplicateEdgeError:
+        """The same error with the example named by the columns ``src`` and ``dst``."""
+        return DuplicateEdgeError(self.pairs, self.rows, self.example, (src, dst))
 
 
 class EmptyInputError(InvalidInputError):

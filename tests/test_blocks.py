@@ -3,6 +3,7 @@ runs that move between engines."""
 
 import logging
 import re
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -72,6 +73,23 @@ def _integer_graph(n: int, density: float, seed: int) -> np.ndarray:
 
 
 @pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")  # a fixed 8 iterations
+def test_repeated_pairs_are_counted_as_a_counter_counts_them():
+    rng = np.random.default_rng(4)
+    for size in (0, 1, 2, 50, 500):
+        i, j = rng.integers(0, 6, size), rng.integers(0, 6, size)
+        order = np.lexsort((j, i))
+        i, j = i[order], j[order]
+        counts = Counter(zip(i.tolist(), j.tolist(), strict=True))
+        many = {pair: count for pair, count in counts.items() if count > 1}
+        found = blocks.repeated_pairs(i, j)
+        if not many:
+            assert found is None
+            continue
+        pairs, rows, (a, b, count) = found
+        assert (pairs, rows) == (len(many), sum(many.values()))
+        assert (a, b) == min(many) and count == many[a, b]
+
+
 def test_many_small_chunks_compute_the_sparse_reference_messages(spark, monkeypatch):
     # About 30 chunks over the two partitions: every per-source maximum and tie is
     # merged across chunks and workers; string ids number the vertices in id order.
@@ -144,7 +162,7 @@ def test_the_driver_keeps_no_report_of_past_iterations(spark):
     AffinityPropagation(maxIter=4, convergenceIter=5, engine="blocks").run(edges)
     made = [_accumulatorRegistry[aid] for aid in set(_accumulatorRegistry) - before]
     reports = [acc for acc in made if isinstance(acc.accum_param, blocks._Summaries)]
-    assert len(reports) == 5  # the start's pass and 4 iterations
+    assert len(reports) == 6  # the start's repeated pairs and first pass, and 4 iterations
     assert all(acc.value == [] for acc in reports)
 
 

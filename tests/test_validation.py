@@ -1,5 +1,7 @@
 """Bad input is refused with an error that names the column, the count and an example."""
 
+from collections import Counter
+
 import pytest
 
 from spark_ap import (
@@ -12,6 +14,7 @@ from spark_ap import (
     MissingColumnError,
     edges_from_features,
 )
+from spark_ap.lib import blocks
 
 SCHEMA = "src long, dst long, similarity double"
 
@@ -52,6 +55,29 @@ def test_duplicate_pairs(spark):
     rows = [(0, 1, -1.0), (0, 1, -2.0), (1, 0, -1.0), (2, 0, -3.0), (2, 0, -3.0), (2, 0, -4.0)]
     with pytest.raises(DuplicateEdgeError, match=r"2 \(src, dst\) pairs occur more than once \(5 rows in all\)"):
         run(spark, rows)
+
+
+@pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")  # 5 iterations on purpose
+@pytest.mark.parametrize("engine", ["local", "blocks", "graphframes"])
+def test_every_engine_refuses_duplicate_pairs_before_saving_anything(spark, tmp_path, monkeypatch, engine):
+    # The local and blocks engines find them as they sort the edges (with chunks of a few edges,
+    # the repeated pairs fall in different chunks and partitions); graphframes is checked first.
+    monkeypatch.setattr(blocks, "CHUNK_EDGES", 3)
+    rows = [("b", "a", -1.0), ("a", "b", -1.0), ("a", "b", -2.0), ("a", "c", -3.0), ("c", "a", -3.0)]
+    rows += [("c", "c", -5.0), ("c", "c", -6.0), ("c", "c", -7.0), ("b", "c", -2.0), ("d", "a", -4.0)]
+    schema = "from string, to string, sim double"
+    state = tmp_path / "state"
+    ap = AffinityPropagation(engine=engine, srcCol="from", dstCol="to", weightCol="sim", stateDir=str(state), maxIter=5)
+    refused = r"2 \(src, dst\) pairs occur more than once \(5 rows in all\)"
+    with pytest.raises(DuplicateEdgeError, match=refused) as info:
+        ap.run(spark.createDataFrame(rows, schema))
+    a, b, count = info.value.example
+    assert count == Counter((s, d) for s, d, _ in rows)[a, b] > 1
+    assert f"from={a!r}, to={b!r} occurs {count} times" in str(info.value)
+    assert not list(state.glob("*iteration-*"))
+    # Nothing stands in the way of the corrected input's run in the same folder.
+    once = list({(s, d): (s, d, v) for s, d, v in rows}.values())
+    assert ap.run(spark.createDataFrame(once, schema)).numEdges == len(once) + 3  # a, b and d get a self-edge
 
 
 @pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")  # 5 iterations on purpose

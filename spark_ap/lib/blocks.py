@@ -59,7 +59,7 @@ from pyspark import RDD, Accumulator, AccumulatorParam, Broadcast, StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from spark_ap.errors import InvalidParamError
+from spark_ap.errors import DuplicateEdgeError, InvalidParamError
 from spark_ap.lib import assign
 from spark_ap.lib.assign import arrow_id_type
 from spark_ap.lib.checkpoints import release
@@ -82,6 +82,22 @@ _EDGE_COLUMNS = (
 )
 _EDGE_SCHEMA = T.StructType([T.StructField(name, kind) for name, kind, _ in _EDGE_COLUMNS])
 _ARROW_SCHEMA = pa.schema([(name, kind) for name, _, kind in _EDGE_COLUMNS])
+# The columns after the messages' similarity ``s``: a state before the first iteration is
+# r = a = 0 with no decision made, so a start from it leaves them out (see start_columns).
+_MESSAGES = _ARROW_SCHEMA.names[3:]
+
+
+def start_columns(initial: bool) -> list[str]:
+    """The edge-state columns an engine's start reads: all but ``similarity``, or ``src, dst, s``
+    of a state before the first iteration (``initial``), whose other columns are zeros."""
+    return ["src", "dst", "s"] if initial else ["src", "dst", *_ARROW_SCHEMA.names[2:]]
+
+
+def with_messages(col: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``col`` with the columns a state before the first iteration leaves out, made zeros."""
+    size = col["s"].size
+    kinds = {name: _ARROW_SCHEMA.field(name).type.to_pandas_dtype() for name in _MESSAGES if name not in col}
+    return {**col, **{name: np.zeros(size, kind) for name, kind in kinds.items()}}
 
 
 @dataclass
@@ -389,7 +405,7 @@ def _split(ids: Broadcast, chunk_of: Broadcast):
         for batch in batches:
             # Every id is among ``ids`` (each vertex has its self-edge): its position is its number.
             i, j = (np.searchsorted(ids.value, _id_values(batch.column(e))).astype(np.int32) for e in ("src", "dst"))
-            rest = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in _ARROW_SCHEMA.names[2:]}
+            rest = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.schema.names[2:]}
             held.append({"i": i, "j": j, **rest})
             rows += batch.num_rows
             if rows >= CHUNK_EDGES:  # bounds what a task holds
@@ -417,11 +433,37 @@ def _id_values(column: pa.Array) -> np.ndarray:
     return column.to_numpy()
 
 
-def _pack(pieces: Iterator[tuple[int, bytes]]) -> Iterator[Chunk]:
-    """Encoded pieces ``(part, piece)`` sorted by part -> one chunk per part."""
-    for _, group in itertools.groupby(pieces, key=lambda item: item[0]):
-        arrays = [_decode(pa.py_buffer(piece)) for _, piece in group]
-        yield Chunk.from_arrays(_concatenated(arrays, lambda col: np.lexsort((col["j"], col["i"]))))
+def repeated_pairs(i: np.ndarray, j: np.ndarray) -> tuple[int, int, tuple[int, int, int]] | None:
+    """Pairs (i, j) that occur more than once in edges sorted by (i, j): how many, on how many
+    edges in all, and the first of them as ``(i, j, count)``; None when every pair is one edge."""
+    first = np.flatnonzero(np.r_[True, (i[1:] != i[:-1]) | (j[1:] != j[:-1])])  # where each pair starts
+    counts = np.diff(np.r_[first, i.size])
+    many = np.flatnonzero(counts > 1)
+    if many.size == 0:
+        return None
+    k = many[0]
+    return int(many.size), int(counts[many].sum()), (int(i[first[k]]), int(j[first[k]]), int(counts[k]))
+
+
+def _pack(repeated: Accumulator) -> Callable[[Iterator[tuple[int, bytes]]], Iterator[Chunk]]:
+    """The function that turns encoded pieces ``(part, piece)`` sorted by part into one chunk per part.
+
+    A pair's edges all go to its target's chunk, where sorting puts them side
+    by side: each part with repeated pairs reports ``(part, pairs, edges, first
+    pair)`` to ``repeated`` (and leaves its chunk out).
+    """
+
+    def run(pieces: Iterator[tuple[int, bytes]]) -> Iterator[Chunk]:
+        for part, group in itertools.groupby(pieces, key=lambda item: item[0]):
+            arrays = [_decode(pa.py_buffer(piece)) for _, piece in group]
+            col = _concatenated(arrays, lambda col: np.lexsort((col["j"], col["i"])))
+            found = repeated_pairs(col["i"], col["j"])
+            if found is not None:
+                repeated.add([(part, *found)])
+                continue
+            yield Chunk.from_arrays(with_messages(col))
+
+    return run
 
 
 def _unpack(ids: Broadcast, id_type: pa.DataType):
@@ -453,7 +495,8 @@ def _no_counts() -> dict:
 
 
 class _Summaries(AccumulatorParam):
-    """Gathers each partition's ``(index, Top values, decision counts)`` for the driver."""
+    """A list the tasks add their reports to, for the driver: each partition's ``(index, Top values,
+    decision counts)`` in an iteration, each part's repeated pairs as the chunks are packed."""
 
     def zero(self, value: list) -> list:
         return []
@@ -506,6 +549,8 @@ class Blocks:
 class BlockEngine:
     """Runs iterations on :class:`Blocks`; see the module docstring."""
 
+    sorts_edges = True  # start sorts each chunk's edges by (src, dst)
+
     def __init__(self, spark: SparkSession, damping: float) -> None:
         try:
             self.sc = spark.sparkContext
@@ -549,13 +594,19 @@ class BlockEngine:
         pieces = parts * max(1, math.ceil(total / (CHUNK_EDGES * parts)))
         return ((np.cumsum(counts) - counts) * pieces // max(total, 1)).astype(np.int32)
 
-    def start(self, state: DataFrame, graph: DataFrame | None = None) -> Blocks:
+    def start(self, state: DataFrame, graph: DataFrame | None = None, *, initial: bool = False) -> Blocks:
         """Chunks from an edge-state DataFrame (``src, dst, similarity, s, r, a, e, run, changed``).
 
         ``graph`` (``src, dst, similarity``, held for the run) supplies the
         similarities when the state is turned back into rows; without it they
         are copied from ``state`` into executor storage, since ``state`` may be
-        a save that a newer one replaces.
+        a save that a newer one replaces. ``initial``: ``state`` is before the
+        first iteration, so only its ``src, dst, s`` are read (and moved).
+
+        Raises
+        ------
+        DuplicateEdgeError
+            A (src, dst) pair occurs more than once (found as each chunk is sorted).
         """
         # Read from ``state`` every time: after a failure, what an earlier start
         # kept in executor storage may be gone.
@@ -569,19 +620,30 @@ class BlockEngine:
             graph = self._copied = state.select("src", "dst", "similarity").localCheckpoint()
         self.similarity = graph
         self.run, self.version = uuid.uuid4().hex, 0
-        pieces = state.select("src", "dst", *_ARROW_SCHEMA.names[2:]).mapInArrow(
+        pieces = state.select(*start_columns(initial)).mapInArrow(
             _split(self.shared_ids, chunk_of), "part int, piece binary"
         )
         # Chunk k goes to partition k mod P: consecutive chunks (about equal edges) spread evenly.
         parts = self.sc.defaultParallelism
+        repeated = self.sc.accumulator([], _Summaries())
         chunks = (
             pieces.rdd.map(tuple)
             .repartitionAndSortWithinPartitions(parts, lambda part: part % parts)
-            .mapPartitions(_pack)
+            .mapPartitions(_pack(repeated))
         )
-        blocks = self._run(chunks, None, False)
-        chunk_of.destroy()
+        try:
+            blocks = self._run(chunks, None, False)
+            found = {part: report for part, *report in repeated.value}  # a retried task reports again
+        finally:
+            repeated.value = []
+            chunk_of.destroy()
         release(state)
+        if found:
+            self.release(blocks, last=True)
+            reports = [found[part] for part in sorted(found)]
+            i, j, count = reports[0][2]
+            example = (*self.ids[[i, j]].tolist(), count)
+            raise DuplicateEdgeError(sum(r[0] for r in reports), sum(r[1] for r in reports), example)
         return blocks
 
     def _run(self, chunks: RDD, previous: Broadcast | None, reliable: bool) -> Blocks:

@@ -50,10 +50,10 @@ from pyspark.sql import functions as F
 from spark_ap.errors import InvalidParamError, reason
 from spark_ap.lib import local
 from spark_ap.lib.blocks import BlockEngine
-from spark_ap.lib.checkpoints import materialize, release
+from spark_ap.lib.checkpoints import materialize
 from spark_ap.lib.graphframes import GraphFramesEngine
 from spark_ap.lib.noise import sklearn_normals, standard_normal, with_noise
-from spark_ap.lib.state import Saved, StateStore
+from spark_ap.lib.state import StateStore
 
 log = logging.getLogger("spark_ap")
 
@@ -154,8 +154,15 @@ class Engine(Protocol):
     same messages bit for bit (the parity tests run each one).
     """
 
-    def start(self, state: DataFrame, graph: DataFrame | None = None) -> Any:
-        """The engine's state from the edge state ``src, dst, similarity, s, r, a, e, run, changed``."""
+    #: Whether ``start`` copies the state into the engine's own layout, sorted by (src, dst): it
+    #: is then given the initial state as a plan on the graph rather than computed first, and it
+    #: raises :class:`~spark_ap.DuplicateEdgeError` on repeated pairs (see :func:`iterate`).
+    sorts_edges: bool
+
+    def start(self, state: DataFrame, graph: DataFrame | None = None, *, initial: bool = False) -> Any:
+        """The engine's state from the edge state ``src, dst, similarity, s, r, a, e, run, changed``;
+        ``initial``: the state before the first iteration (r = a = 0, no decision), whose
+        messages the engine may take as zeros rather than read."""
 
     def step(self, state: Any, reliable: bool = False) -> tuple[Any, dict]:
         """One damped iteration: the next state and its counts ``exemplars, changed, min_run``."""
@@ -185,13 +192,12 @@ class Engine(Protocol):
         None: read the final state."""
 
 
+ENGINES = {"graphframes": GraphFramesEngine, "local": local.LocalEngine, "blocks": BlockEngine}
+
+
 def make_engine(spark: SparkSession, engine: str, damping: float) -> Engine:
     """The engine named ``engine`` (not "auto")."""
-    if engine == "graphframes":
-        return GraphFramesEngine(spark, damping)
-    if engine == "local":
-        return local.LocalEngine(spark, damping)
-    return BlockEngine(spark, damping)
+    return ENGINES[engine](spark, damping)
 
 
 def iterate(graph: DataFrame, settings: Settings, store: StateStore | None = None, edges: int = 0) -> Outcome:
@@ -203,6 +209,10 @@ def iterate(graph: DataFrame, settings: Settings, store: StateStore | None = Non
     with the local checkpoints it held) is retried from the newest save, up to
     :data:`RECOVERIES` times. The saves are exact, so either way the result is
     the uninterrupted run's.
+
+    An engine that ``sorts_edges`` refuses repeated (src, dst) pairs as it
+    starts, raising :class:`~spark_ap.DuplicateEdgeError`; with the others the
+    caller checks ``graph`` first (:func:`~spark_ap.lib.validation.refuse_duplicates`).
     """
     spark = graph.sparkSession
     sc = spark.sparkContext
@@ -212,15 +222,19 @@ def iterate(graph: DataFrame, settings: Settings, store: StateStore | None = Non
     saved = store.load() if store is not None else None
     resumed_from = None if saved is None else saved.iteration
     if saved is None:
-        state = materialize(initial_state(graph, settings))
+        state = initial_state(graph, settings)
+        if not engine.sorts_edges:
+            state = materialize(state)  # the first iteration's jobs each read it
+        current = engine.start(state, graph, initial=True)
         if store is not None:
-            local, state = state, store.save(0, [], None, state)
-            release(local)
-        saved = Saved(0, [], None, state)
+            # Saved once the engine has started, which refuses repeated pairs: a save of an
+            # input that cannot be clustered would stand in the way of the corrected input's run.
+            current = engine.saved(current, store.save(0, [], None, state))
+        t, history, stats = 0, [], None
     else:
         log.info("resuming from the state of iteration %d saved in %s", saved.iteration, store.path)
-    t, history, stats = saved.iteration, list(saved.history), saved.last
-    current = engine.start(saved.state, graph)
+        current = engine.start(saved.state, graph)
+        t, history, stats = saved.iteration, list(saved.history), saved.last
     log.info("iterating with the %s engine", name)  # the set-up ends here
     recoveries = 0
     try:

@@ -92,6 +92,8 @@ BROADCAST_VERTICES = 2_000_000
 class GraphFramesEngine:
     """Runs iterations on an edge-state DataFrame with ``GraphFrame.aggregateMessages``."""
 
+    sorts_edges = False  # the edge state stays a DataFrame
+
     def __init__(self, spark: SparkSession, damping: float) -> None:
         require_graphframes(spark)
         self.spark = spark
@@ -100,8 +102,9 @@ class GraphFramesEngine:
         self._kept: DataFrame | None = None
         self.broadcast = True
 
-    def start(self, state: DataFrame, graph: DataFrame | None = None) -> DataFrame:
-        """Take the vertices from ``state``'s self-edges (one per vertex)."""
+    def start(self, state: DataFrame, graph: DataFrame | None = None, *, initial: bool = False) -> DataFrame:
+        """Take the vertices from ``state``'s self-edges (one per vertex); ``state`` is the
+        engine's state as it is, ``initial`` or not."""
         if self._kept is not None:
             release(self._kept)
         # A copy of their own: ``state`` is released after the first iteration.

@@ -21,9 +21,10 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import DataType
 
+from spark_ap.errors import DuplicateEdgeError
 from spark_ap.lib import assign
 from spark_ap.lib.assign import arrow_id_type
-from spark_ap.lib.blocks import _ARROW_SCHEMA, Chunk, Top
+from spark_ap.lib.blocks import _ARROW_SCHEMA, Chunk, Top, repeated_pairs, start_columns, with_messages
 
 # engine="auto" iterates on the driver up to this many edges (self-edges included).
 LOCAL_MAX_EDGES = 5_000_000
@@ -31,6 +32,8 @@ LOCAL_MAX_EDGES = 5_000_000
 
 class LocalEngine:
     """Runs iterations on a :class:`Chunk` of every edge, held by the driver."""
+
+    sorts_edges = True  # start sorts every edge by (src, dst)
 
     def __init__(self, spark: SparkSession, damping: float) -> None:
         self.spark = spark
@@ -40,11 +43,18 @@ class LocalEngine:
         self.schema = None  # the edge state's, as Spark gave it
         self.schema_arrow: pa.Schema | None = None
 
-    def start(self, state: DataFrame, graph: DataFrame | None = None) -> Chunk:
-        """The chunk of ``state``'s edges, sorted by (source, target) number."""
+    def start(self, state: DataFrame, graph: DataFrame | None = None, *, initial: bool = False) -> Chunk:
+        """The chunk of ``state``'s edges, sorted by (source, target) number; ``initial``: ``state``
+        is before the first iteration, and only its ``src, dst, similarity, s`` are read.
+
+        Raises
+        ------
+        DuplicateEdgeError
+            A (src, dst) pair occurs more than once.
+        """
         self.schema = state.schema
         self.schema_arrow = _arrow_schema(state.schema["src"].dataType)
-        table = state.toArrow()
+        table = state.select(*start_columns(initial), "similarity").toArrow()
         src = table.column("src").to_numpy(zero_copy_only=False)
         dst = table.column("dst").to_numpy(zero_copy_only=False)
         # Every vertex has a self-edge, so the sources are all of them; numbered
@@ -52,10 +62,15 @@ class LocalEngine:
         self.ids = np.unique(src)
         i, j = np.searchsorted(self.ids, src), np.searchsorted(self.ids, dst)
         order = np.lexsort((j, i))
-        self.similarity = table.column("similarity").to_numpy()[order]
         columns = {"i": i[order], "j": j[order]}
-        columns.update({name: table.column(name).to_numpy(zero_copy_only=False)[order] for name in _NAMES[2:]})
-        return Chunk.from_edges(pa.table(columns, schema=_ARROW_SCHEMA))
+        found = repeated_pairs(columns["i"], columns["j"])
+        if found is not None:
+            pairs, edges, (i, j, count) = found
+            raise DuplicateEdgeError(pairs, edges, (*self.ids[[i, j]].tolist(), count))
+        self.similarity = table.column("similarity").to_numpy()[order]
+        read = start_columns(initial)[2:]
+        columns.update({name: table.column(name).to_numpy(zero_copy_only=False)[order] for name in read})
+        return Chunk.from_arrays(with_messages(columns))
 
     def step(self, chunk: Chunk, reliable: bool = False) -> tuple[Chunk, dict]:
         """One iteration. ``reliable`` is moot: the state lives on the driver, not in executors."""

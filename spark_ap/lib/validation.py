@@ -54,11 +54,17 @@ def id_type(df: DataFrame, columns: list[str], what: str) -> T.DataType:
     return T.LongType() if "integer" in kinds.values() else T.StringType()
 
 
-def validate_edges(edges: DataFrame, src: str, dst: str, weight: str, duplicates: str = "error") -> DataFrame:
+def validate_edges(
+    edges: DataFrame, src: str, dst: str, weight: str, duplicates: str = "error", *, find_duplicates: bool = True
+) -> DataFrame:
     """Return ``edges`` as (src, dst, similarity) with long or string ids and double similarities.
 
     ``duplicates`` says what repeated (src, dst) pairs mean: an error, or one
     edge with the largest or the mean of their similarities.
+    ``find_duplicates=False`` leaves the error to the caller (see
+    :func:`refuse_duplicates`): the blocks and local engines find repeated
+    pairs as they sort the edges into their own layout, which saves a shuffle
+    of every edge.
 
     Raises
     ------
@@ -109,16 +115,19 @@ def validate_edges(edges: DataFrame, src: str, dst: str, weight: str, duplicates
     if duplicates != "error":
         combine = F.max if duplicates == "max" else F.mean
         return out.groupBy("src", "dst").agg(combine("similarity").alias("similarity"))
-    dup = out.groupBy("src", "dst").count().filter(F.col("count") > 1)
+    if find_duplicates:
+        refuse_duplicates(out, src, dst)
+    return out
+
+
+def refuse_duplicates(edges: DataFrame, src: str = "src", dst: str = "dst") -> None:
+    """Raise :class:`DuplicateEdgeError` if a (src, dst) pair of ``edges`` occurs more than once;
+    ``src`` and ``dst`` name the input's columns in the message."""
+    dup = edges.groupBy("src", "dst").count().filter(F.col("count") > 1)
     dup_stats = dup.agg(F.count(F.lit(1)).alias("pairs"), F.sum("count").alias("rows")).first()
     if dup_stats["pairs"]:
         example = dup.limit(1).collect()[0]
-        raise DuplicateEdgeError(
-            f"{dup_stats['pairs']} (src, dst) pairs occur more than once ({dup_stats['rows']} rows in all); "
-            f"for example {src}={example['src']!r}, {dst}={example['dst']!r} occurs {example['count']} times. "
-            "Combine them before clustering, or set duplicates='max' or 'mean' (--duplicates)."
-        )
-    return out
+        raise DuplicateEdgeError(dup_stats["pairs"], dup_stats["rows"], tuple(example), (src, dst))
 
 
 def validate_preferences(vertices: DataFrame, id_col: str, pref_col: str, kind: T.DataType) -> DataFrame:

@@ -1,0 +1,108 @@
+"""Where the set-up of a blocks run goes, step by step, on a Parquet edge table.
+
+    python scripts/profile_setup.py                      # 1.6e6 points, 2.5e7 edges
+    python scripts/profile_setup.py --points 160000      # 2.5e6 edges
+    python scripts/profile_setup.py --graph /data/edges.parquet   # made there once, reused after
+
+The set-up is what :meth:`spark_ap.AffinityPropagation.run` does before the
+first iteration with the blocks engine: validate the edges, add the self-edges
+with the preference, checkpoint the graph and read its facts, and start the
+engine on the initial state (number the vertices, split the edges into
+chunks, sort them, refuse repeated pairs and write the chunks' files). Here each
+step runs on its own, in that order, with the library's own functions, and is
+timed; the graph is BENCHMARKS.md's k-NN graph of blob points. Each step is
+forced before the next starts, so the times add up to about what a run spends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from benchmark import knn_graph, write_graph
+
+
+@contextmanager
+def timed(name: str, times: dict[str, float]):
+    started = time.perf_counter()
+    yield
+    times[name] = time.perf_counter() - started
+    print(f"{name:<48} {times[name]:7.1f} s", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--points", type=int, default=1_600_000)
+    parser.add_argument("--graph", help="a Parquet edge table (src, dst, similarity); made there (and kept) if absent")
+    parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--driver-memory", default="4g")
+    parser.add_argument(
+        "--spark-duplicates", action="store_true", help="also time the duplicate check in Spark (graphframes' path)"
+    )
+    args = parser.parse_args()
+
+    from pyspark.sql import functions as F
+
+    from spark_ap import spark_session
+    from spark_ap.clustering import graph_facts
+    from spark_ap.lib.blocks import BlockEngine
+    from spark_ap.lib.engine import Settings, initial_state
+    from spark_ap.lib.preference import add_self_edges
+    from spark_ap.lib.validation import refuse_duplicates, validate_edges
+
+    path = args.graph
+    if path is None:
+        path = write_graph(args.points)
+    elif not Path(path).exists():
+        import pandas as pd
+
+        src, dst, s = knn_graph(args.points)
+        pd.DataFrame({"src": src, "dst": dst, "similarity": s}).to_parquet(path, index=False)
+    spark = spark_session(
+        master=args.master,
+        **{
+            "spark.driver.memory": args.driver_memory,
+            "spark.sql.shuffle.partitions": "8",
+            "spark.ui.enabled": "false",
+        },
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    logging.basicConfig(level=logging.WARNING)
+    edges = spark.read.parquet(path)
+    print(f"{edges.count():,} edges in {path}")
+
+    times: dict[str, float] = {}
+    with timed("validation (one aggregate)", times):
+        # Repeated pairs are the engine's to find (blocks and local), as AffinityPropagation.run leaves them.
+        graph = validate_edges(edges, "src", "dst", "similarity", find_duplicates=False)
+    with timed("self-edges and the preference (median)", times):
+        ids = graph.select(F.col("src").alias("id")).union(graph.select(F.col("dst").alias("id")))
+        graph, _ = add_self_edges(graph, ids.distinct(), "median")
+    with timed("the graph's checkpoint", times):
+        graph = graph.localCheckpoint(eager=True)
+    with timed("the graph's facts", times):
+        graph_facts(graph)
+    engine = BlockEngine(spark, damping=0.9)
+    number = engine._number
+
+    def numbered(frame):
+        with timed("  of which in-degrees and numbering", times):
+            return number(frame)
+
+    engine._number = numbered
+    with timed("engine: start (from the initial state's plan)", times):
+        blocks = engine.start(initial_state(graph, Settings(noise="none")), graph, initial=True)
+    engine.release(blocks, last=True)
+    if args.spark_duplicates:
+        with timed("(Spark's duplicate check, for comparison)", times):
+            refuse_duplicates(graph)
+    total = sum(seconds for name, seconds in times.items() if not name.startswith((" ", "(")))
+    print(f"{'total':<48} {total:7.1f} s")
+    spark.stop()
+
+
+if __name__ == "__main__":
+    main()
