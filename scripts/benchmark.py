@@ -226,16 +226,35 @@ class IterationClock(logging.Handler):
         return list(np.diff([self.ready, *self.stamps]))
 
 
-def write_graph(n: int) -> str:
-    """The k-NN graph of n blob points as a Parquet edge table; its path (removed as this script exits)."""
+def write_graph(n: int, path: str | None = None) -> str:
+    """The k-NN graph of n blob points as a Parquet edge table at ``path`` (kept), or in a
+    folder removed as this script exits; its path."""
     import pandas as pd
 
     src, dst, s = knn_graph(n)
-    folder = tempfile.mkdtemp(prefix="spark-ap-bench-")
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # 314 MB at 2.5e7 edges
-    path = Path(folder) / "edges.parquet"
+    if path is None:
+        folder = tempfile.mkdtemp(prefix="spark-ap-bench-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)  # 314 MB at 2.5e7 edges
+        path = str(Path(folder) / "edges.parquet")
     pd.DataFrame({"src": src, "dst": dst, "similarity": s}).to_parquet(path, index=False)
-    return str(path)
+    return path
+
+
+def bench_session(master: str, driver_memory: str):
+    """The local SparkSession benchmarks run in: 8 shuffle partitions, no UI, Spark's warnings off."""
+    from spark_ap import spark_session
+
+    spark = spark_session(
+        master=master,
+        **{
+            "spark.driver.memory": driver_memory,
+            "spark.sql.shuffle.partitions": "8",
+            "spark.ui.enabled": "false",
+        },
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    logging.basicConfig(level=logging.WARNING)
+    return spark
 
 
 def spark_run(spark, path: str, n: int, iterations: int, engine: str, **params) -> dict:
@@ -425,19 +444,8 @@ def main() -> None:
         print(json.dumps(worker(args.points, args.iterations)))
         return
 
-    from spark_ap import spark_session
-
     targets = [float(e) for e in args.edges.split(",")] + ([1.6e7] if args.large else [])
-    spark = spark_session(
-        master=args.master,
-        **{
-            "spark.driver.memory": args.driver_memory,
-            "spark.sql.shuffle.partitions": "8",
-            "spark.ui.enabled": "false",
-        },
-    )
-    spark.sparkContext.setLogLevel("ERROR")
-    logging.basicConfig(level=logging.WARNING)
+    spark = bench_session(args.master, args.driver_memory)
     logging.getLogger("spark_ap").setLevel(logging.DEBUG)
     if args.knobs:
         knobs(spark, int(targets[0] / K), args, Path(args.out))

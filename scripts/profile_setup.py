@@ -17,12 +17,11 @@ forced before the next starts, so the times add up to about what a run spends.
 from __future__ import annotations
 
 import argparse
-import logging
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from benchmark import knn_graph, write_graph
+from benchmark import bench_session, write_graph
 
 
 @contextmanager
@@ -46,7 +45,6 @@ def main() -> None:
 
     from pyspark.sql import functions as F
 
-    from spark_ap import spark_session
     from spark_ap.clustering import graph_facts
     from spark_ap.lib.blocks import BlockEngine
     from spark_ap.lib.engine import Settings, initial_state
@@ -54,23 +52,9 @@ def main() -> None:
     from spark_ap.lib.validation import refuse_duplicates, validate_edges
 
     path = args.graph
-    if path is None:
-        path = write_graph(args.points)
-    elif not Path(path).exists():
-        import pandas as pd
-
-        src, dst, s = knn_graph(args.points)
-        pd.DataFrame({"src": src, "dst": dst, "similarity": s}).to_parquet(path, index=False)
-    spark = spark_session(
-        master=args.master,
-        **{
-            "spark.driver.memory": args.driver_memory,
-            "spark.sql.shuffle.partitions": "8",
-            "spark.ui.enabled": "false",
-        },
-    )
-    spark.sparkContext.setLogLevel("ERROR")
-    logging.basicConfig(level=logging.WARNING)
+    if path is None or not Path(path).exists():
+        path = write_graph(args.points, path)
+    spark = bench_session(args.master, args.driver_memory)
     edges = spark.read.parquet(path)
     print(f"{edges.count():,} edges in {path}")
 
