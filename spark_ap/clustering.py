@@ -34,7 +34,7 @@ from spark_ap.lib.validation import (
     refuse_duplicates,
     require_columns,
     validate_edges,
-    validate_preferences,
+    validate_vertices,
 )
 from spark_ap.params import AP, SPECS
 from spark_ap.session import require_graphframes
@@ -378,9 +378,10 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
                     f"The vertices table's '{id_col}' is {kind.simpleString()} but the edge ids are "
                     f"{graph.schema['src'].dataType.simpleString()}; use one id type."
                 )
-            ids = ids.union(vertices.select(F.col(id_col).cast(kind).alias("id")))
+            table = validate_vertices(vertices, id_col, pref_col, kind)
+            ids = ids.union(table.select("id"))
             if pref_col in vertices.columns:
-                per_vertex = validate_preferences(vertices, id_col, pref_col, kind)
+                per_vertex = table
         graph, preference = add_self_edges(graph, ids.distinct(), self.getPreference(), per_vertex)
         return graph, preference
 

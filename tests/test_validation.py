@@ -121,6 +121,20 @@ def test_vertex_preferences_must_be_finite_numbers(spark):
         AffinityPropagation().run(edges, string_ids)
 
 
+@pytest.mark.parametrize("engine", ["local", "graphframes"])
+def test_vertices_tables_need_one_row_per_vertex(spark, engine):
+    # A repeated id would give its vertex two self-edges (and a null id a vertex without one).
+    edges = spark.createDataFrame([(0, 1, -1.0), (1, 0, -1.0), (1, 2, -2.0), (2, 1, -2.0)], SCHEMA)
+    ap = AffinityPropagation(engine=engine)
+    for schema, rows in [("id long, preference double", [(2, -3.0), (3, -3.0), (2, -3.0)]), ("id long", [(2,), (2,)])]:
+        repeated = r"1 ids occur on more than one row of the vertices table in 'id'; for example 2 occurs 2 times"
+        with pytest.raises(InvalidValueError, match=repeated):
+            ap.run(edges, spark.createDataFrame(rows, schema))
+    nulls = spark.createDataFrame([(3, -1.0), (None, -1.0)], "id long, preference double")
+    with pytest.raises(InvalidValueError, match=r"1 of 2 rows of the vertices table have a null id in 'id'"):
+        ap.run(edges, nulls)
+
+
 def test_a_single_vertex_is_one_cluster(spark):
     with pytest.warns(UserWarning, match="equal similarities"):  # scikit-learn's warning for one point
         result = AffinityPropagation().run(spark.createDataFrame([(5, 5, -1.0)], SCHEMA))

@@ -130,18 +130,53 @@ def refuse_duplicates(edges: DataFrame, src: str = "src", dst: str = "dst") -> N
         raise DuplicateEdgeError(dup_stats["pairs"], dup_stats["rows"], tuple(example), (src, dst))
 
 
-def validate_preferences(vertices: DataFrame, id_col: str, pref_col: str, kind: T.DataType) -> DataFrame:
-    """(id, preference) from the vertices table; nulls mean 'use the preference param'."""
-    dtype = vertices.schema[pref_col].dataType
-    if not isinstance(dtype, _NUMERIC):
-        raise ColumnTypeError(f"The vertices table's preference column '{pref_col}' has type {dtype.simpleString()}")
-    out = vertices.select(F.col(id_col).cast(kind).alias("id"), F.col(pref_col).cast("double").alias("preference"))
+def validate_vertices(vertices: DataFrame, id_col: str, pref_col: str, kind: T.DataType) -> DataFrame:
+    """(id, preference) from the vertices table, one row per vertex; a null preference, or no
+    ``pref_col`` column, means 'use the preference param'.
+
+    Raises
+    ------
+    ColumnTypeError
+        The preference column is not numeric.
+    InvalidValueError
+        Null or repeated ids (a repeated id would give its vertex two self-edges), NaN or
+        infinite preferences.
+    """
+    if pref_col in vertices.columns:
+        dtype = vertices.schema[pref_col].dataType
+        if not isinstance(dtype, _NUMERIC):
+            raise ColumnTypeError(
+                f"The vertices table's preference column '{pref_col}' has type {dtype.simpleString()}"
+            )
+        preference = F.col(pref_col).cast("double")
+    else:
+        preference = F.lit(None).cast("double")
+    out = vertices.select(F.col(id_col).cast(kind).alias("id"), preference.alias("preference"))
     p = F.col("preference")
     bad = F.isnan(p) | (F.abs(p) == float("inf"))
-    n_bad = out.filter(bad).count()
-    if n_bad:
+    checks = out.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.count_distinct("id").alias("ids"),
+        F.sum(F.col("id").isNull().cast("long")).alias("null_id"),
+        F.sum(F.coalesce(bad, F.lit(False)).cast("long")).alias("bad"),
+    ).first()
+    rows = checks["rows"]
+    if checks["null_id"]:
         raise InvalidValueError(
-            f"{n_bad} vertices have a NaN or infinite preference in '{pref_col}'; for example {_example(out, bad)}."
+            f"{checks['null_id']} of {rows} rows of the vertices table have a null id in '{id_col}'; "
+            f"for example {_example(out, F.col('id').isNull())}."
+        )
+    if checks["ids"] != rows:
+        repeated = out.groupBy("id").count().filter(F.col("count") > 1)
+        example = repeated.limit(1).collect()[0]
+        raise InvalidValueError(
+            f"{repeated.count()} ids occur on more than one row of the vertices table in '{id_col}'; "
+            f"for example {example['id']!r} occurs {example['count']} times."
+        )
+    if checks["bad"]:
+        raise InvalidValueError(
+            f"{checks['bad']} vertices have a NaN or infinite preference in '{pref_col}'; "
+            f"for example {_example(out, bad)}."
         )
     return out
 
