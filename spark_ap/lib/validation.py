@@ -24,6 +24,17 @@ def _example(df: DataFrame, condition: Column) -> dict:
     return row[0].asDict() if row else {}
 
 
+def _refuse_repeated_ids(table: DataFrame, id_col: str, row: str) -> None:
+    """Raise :class:`InvalidValueError` naming how many ids (column ``id`` of ``table``, ``id_col``
+    in the input) occur on more than one ``row``, with one of them."""
+    repeated = table.groupBy("id").count().filter(F.col("count") > 1)
+    example = repeated.limit(1).collect()[0]
+    raise InvalidValueError(
+        f"{repeated.count()} ids occur on more than one {row} in '{id_col}'; "
+        f"for example {example['id']!r} occurs {example['count']} times."
+    )
+
+
 def require_columns(df: DataFrame, columns: list[str], what: str) -> None:
     """Raise :class:`MissingColumnError` naming every missing column."""
     missing = [c for c in columns if c not in df.columns]
@@ -167,12 +178,7 @@ def validate_vertices(vertices: DataFrame, id_col: str, pref_col: str, kind: T.D
             f"for example {_example(out, F.col('id').isNull())}."
         )
     if checks["ids"] != rows:
-        repeated = out.groupBy("id").count().filter(F.col("count") > 1)
-        example = repeated.limit(1).collect()[0]
-        raise InvalidValueError(
-            f"{repeated.count()} ids occur on more than one row of the vertices table in '{id_col}'; "
-            f"for example {example['id']!r} occurs {example['count']} times."
-        )
+        _refuse_repeated_ids(out, id_col, "row of the vertices table")
     if checks["bad"]:
         raise InvalidValueError(
             f"{checks['bad']} vertices have a NaN or infinite preference in '{pref_col}'; "
@@ -230,12 +236,7 @@ def validate_features(features: DataFrame, id_col: str, features_col: str) -> Da
             f"for example {_example(out, F.col('id').isNull())}."
         )
     if checks["ids"] != rows - checks["null_id"]:
-        repeated = out.groupBy("id").count().filter(F.col("count") > 1)
-        example = repeated.limit(1).collect()[0]
-        raise InvalidValueError(
-            f"{repeated.count()} ids occur on more than one feature row in '{id_col}'; "
-            f"for example {example['id']!r} occurs {example['count']} times."
-        )
+        _refuse_repeated_ids(out, id_col, "feature row")
     if checks["null_x"]:
         raise InvalidValueError(
             f"{checks['null_x']} of {rows} feature rows have a null '{features_col}'; "
