@@ -72,7 +72,6 @@ def _integer_graph(n: int, density: float, seed: int) -> np.ndarray:
     return S
 
 
-@pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")  # a fixed 8 iterations
 def test_repeated_pairs_are_counted_as_a_counter_counts_them():
     rng = np.random.default_rng(4)
     for size in (0, 1, 2, 50, 500):
@@ -90,6 +89,7 @@ def test_repeated_pairs_are_counted_as_a_counter_counts_them():
         assert (a, b) == min(many) and count == many[a, b]
 
 
+@pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")  # a fixed 8 iterations
 def test_many_small_chunks_compute_the_sparse_reference_messages(spark, monkeypatch):
     # About 30 chunks over the two partitions: every per-source maximum and tie is
     # merged across chunks and workers; string ids number the vertices in id order.
