@@ -165,11 +165,6 @@ class Chunk:
             setattr(self, name, arrays[name])
 
     @classmethod
-    def from_edges(cls, table: pa.Table) -> Chunk:
-        """Build a chunk from edge rows (``_EDGE_SCHEMA``) sorted by (i, j)."""
-        return cls.from_arrays({name: table.column(name).to_numpy() for name in table.column_names})
-
-    @classmethod
     def from_arrays(cls, col: dict[str, np.ndarray]) -> Chunk:
         """Build a chunk from the columns of edge rows (``_EDGE_SCHEMA``) sorted by (i, j)."""
         i, j = col["i"].astype(np.int32), col["j"].astype(np.int32)
