@@ -18,7 +18,7 @@ from spark_ap import AffinityPropagationModel, MultiLevelAffinityPropagation
 from spark_ap.app.pipeline import publish_latest
 from spark_ap.app.stream import MAX_DEAD_VALUE, ModelSource, _Loaded, assign_records, parse_point
 from spark_ap.session import KAFKA_PACKAGE, submit_arguments
-from spark_ap.testing.kafka import KafkaBroker
+from spark_ap.testing.kafka import KafkaBroker, _cluster_id
 from tests.conftest import BIN, ROOT, feature_frame
 
 
@@ -300,3 +300,10 @@ def test_a_model_that_cannot_be_read_leaves_the_last_one_in_use(spark, tmp_path,
         assert models.for_batch(1).version == "run-1"
     assert "cannot be read" in caplog.text
     assert json.loads((tmp_path / "checkpoint" / "models" / "1").read_text())[0] == "run-1"
+
+
+def test_no_cluster_id_looks_like_an_option_to_the_storage_tool():
+    # One random id in 64 starts with "-": 2000 draws would find it (all but surely) were it let through.
+    ids = [_cluster_id() for _ in range(2000)]
+    assert not [i for i in ids if i.startswith("-")]
+    assert {len(i) for i in ids} == {22} and len(set(ids)) == len(ids)

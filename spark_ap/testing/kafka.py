@@ -87,6 +87,15 @@ def _ivy_settings(folder: Path) -> Path:
     return path
 
 
+def _cluster_id() -> str:
+    """A random cluster id as Kafka makes them: 16 bytes in URL-safe base64, never starting with
+    "-", which the storage tool's command line would read as an option (1 id in 64 otherwise)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def _free_ports(count: int) -> list[int]:
     """``count`` distinct ports that are free now (all held open until every one is chosen)."""
     sockets = [socket.socket() for _ in range(count)]
@@ -166,7 +175,7 @@ class KafkaBroker:
             + "\n"
         )
         java = ["java", f"-Xmx{self.heap}", "-cp", classpath]
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = _cluster_id()
         formatted = subprocess.run(
             [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
             capture_output=True,
