@@ -17,7 +17,6 @@ retried, and the retry resumes from the state the run saved every
 from __future__ import annotations
 
 import os
-from datetime import timedelta
 from pathlib import Path
 
 import pendulum
@@ -92,8 +91,7 @@ def spark_ap_pipeline():
         task_id="cluster",
         application_args=job["args"],
         name="spark-ap",
-        retries=2,
-        retry_delay=timedelta(seconds=15),
+        retries=2,  # as far apart as Airflow's [core] default_task_retry_delay says
         **SPARK_JOB,
     )
     validate >> cluster >> report(job["output"])

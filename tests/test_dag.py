@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,8 @@ def airflow_db(tmp_path_factory):
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
             "AIRFLOW_CONN_SPARK_DEFAULT": '{"conn_type": "spark", "host": "local[2]"}',
+            # The DAG leaves the delay between retries to Airflow's settings: a short one here.
+            "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "1",
             # SparkSubmitOperator finds spark-submit on PATH.
             "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         }.items():
@@ -62,6 +65,7 @@ def test_dag_folder_imports_with_the_pipeline(dag):
     assert [a.name for a in dag.get_task("report").outlets] == ["spark_ap_results"]
     assert dag.get_task("cluster")._conn_id == dag.get_task("validate")._conn_id == "spark_default"
     assert dag.get_task("cluster").retries >= 1 and dag.get_task("validate").retries == 0
+    assert dag.get_task("cluster").retry_delay == timedelta(seconds=1)  # Airflow's setting, not the DAG's
     # The estimators' params with their defaults: the DAG carries no numbers of its own.
     assert {name: dag.params[name] for name in dag_params()} == {k: v["default"] for k, v in dag_params().items()}
 
