@@ -60,20 +60,36 @@ def self_edge() -> Column:
     return F.col("src") == F.col("dst")
 
 
+_PIECES = (0, 22, 44)  # the hashes' 64 bits as three pieces of at most 22 bits
+_PIECE = 1 << 22
+
+
 def graph_facts(graph: DataFrame) -> Row:
     """Counts and ranges of a graph with self-edges, and an order-independent fingerprint of it
-    (preferences included): a saved state is resumed only on the graph it was computed from."""
+    (preferences included): a saved state is resumed only on the graph it was computed from.
+
+    The fingerprint (``checksum``) is the exact sum of the edges' ``xxhash64``, as a decimal
+    sum would give it; it is put together from sums of 22-bit pieces of the hashes, which are
+    sums of longs (several times faster than a decimal sum) that cannot overflow.
+    """
     s = F.col("similarity")
     on, off = self_edge(), ~self_edge()
-    return graph.agg(
+    h = F.xxhash64("src", "dst", "similarity")
+    row = graph.agg(
         F.count(F.lit(1)).alias("edges"),
         F.sum(on.cast("long")).alias("vertices"),
         F.min(F.when(off, s)).alias("s_min"),
         F.max(F.when(off, s)).alias("s_max"),
         F.min(F.when(on, s)).alias("p_min"),
         F.max(F.when(on, s)).alias("p_max"),
-        F.sum(F.xxhash64("src", "dst", "similarity").cast("decimal(20,0)")).alias("checksum"),
+        *[F.sum(F.shiftrightunsigned(h, bit).bitwiseAND(F.lit(_PIECE - 1))).alias(f"h{bit}") for bit in _PIECES],
+        F.sum((h < 0).cast("long")).alias("negative"),
     ).first()
+    facts = {key: row[key] for key in ("edges", "vertices", "s_min", "s_max", "p_min", "p_max")}
+    unsigned = sum(row[f"h{bit}"] << bit for bit in _PIECES) if row["edges"] else None
+    # A negative hash is its unsigned value less 2**64.
+    facts["checksum"] = None if unsigned is None else unsigned - (row["negative"] << 64)
+    return Row(**facts)
 
 
 def _warn_if_not_converged(outcome: Outcome, found: bool) -> None:

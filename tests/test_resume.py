@@ -9,11 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from pyspark.sql import functions as F
 from sklearn.datasets import make_blobs
 
 from spark_ap import AffinityPropagation, InvalidParamError, StateMismatchError, edges_from_matrix, similarity_matrix
 from spark_ap.app.job import main
+from spark_ap.clustering import graph_facts
 from spark_ap.lib.blocks import Resident
 from tests.conftest import assignment_rows, saves, wait_for_save, written_rows
 
@@ -76,6 +79,22 @@ def test_a_save_of_another_run_is_refused(spark, blobs, tmp_path):
     with pytest.raises(StateMismatchError, match=r"input\.checksum"):
         AffinityPropagation(**PARAMS, stateDir=str(tmp_path), maxIter=3).run(changed)
     assert saves(tmp_path) == [2]  # refused without touching the save
+
+
+@pytest.mark.parametrize("ids", ["long", "string"])
+def test_the_fingerprint_is_the_exact_sum_of_the_edges_hashes(spark, ids):
+    rng = np.random.default_rng(5)
+    pairs, values = rng.integers(0, 2**40, (3000, 2)).tolist(), rng.normal(size=3000).tolist()
+    cast = str if ids == "string" else int
+    rows = [(cast(i), cast(j), v) for (i, j), v in zip(pairs, values, strict=True)]
+    graph = spark.createDataFrame(rows, f"src {ids}, dst {ids}, similarity double")
+    h = F.xxhash64("src", "dst", "similarity")
+    hashes = [row.h for row in graph.select(h.alias("h")).collect()]
+    assert min(hashes) < 0 < max(hashes) and abs(sum(hashes)) > 2**63  # both signs, past any long
+    assert graph_facts(graph)["checksum"] == sum(hashes)
+    # What saves of earlier versions hold: Spark's decimal sum, the same number.
+    assert graph.agg(F.sum(h.cast("decimal(20,0)"))).first()[0] == sum(hashes)
+    assert graph_facts(graph.limit(0))["checksum"] is None
 
 
 class _DropBlocks(logging.Handler):
