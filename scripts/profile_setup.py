@@ -43,12 +43,10 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from pyspark.sql import functions as F
-
     from spark_ap.clustering import graph_facts
     from spark_ap.lib.blocks import BlockEngine
     from spark_ap.lib.engine import Settings, initial_state
-    from spark_ap.lib.preference import add_self_edges
+    from spark_ap.lib.preference import add_self_edges, vertex_table
     from spark_ap.lib.validation import refuse_duplicates, validate_edges
 
     path = args.graph
@@ -62,9 +60,10 @@ def main() -> None:
     with timed("validation (one aggregate)", times):
         # Repeated pairs are the engine's to find (blocks and local), as AffinityPropagation.run leaves them.
         graph = validate_edges(edges, "src", "dst", "similarity", find_duplicates=False)
+    with timed("the vertex table (self-edges, in-degrees)", times):
+        vertices = vertex_table(graph).localCheckpoint(eager=True)
     with timed("self-edges and the preference (median)", times):
-        ids = graph.select(F.col("src").alias("id")).union(graph.select(F.col("dst").alias("id")))
-        graph, _ = add_self_edges(graph, ids.distinct(), "median")
+        graph, _ = add_self_edges(graph, vertices, "median")
     with timed("the graph's checkpoint", times):
         graph = graph.localCheckpoint(eager=True)
     with timed("the graph's facts", times):
@@ -72,13 +71,14 @@ def main() -> None:
     engine = BlockEngine(spark, damping=0.9)
     number = engine._number
 
-    def numbered(frame):
-        with timed("  of which in-degrees and numbering", times):
-            return number(frame)
+    def numbered(frame, vertices):
+        with timed("  of which numbering", times):
+            return number(frame, vertices)
 
     engine._number = numbered
     with timed("engine: start (from the initial state's plan)", times):
-        blocks = engine.start(initial_state(graph, Settings(noise="none")), graph, initial=True)
+        state = initial_state(graph, Settings(noise="none"))
+        blocks = engine.start(state, graph, initial=True, vertices=vertices)
     engine.release(blocks, last=True)
     if args.spark_duplicates:
         with timed("(Spark's duplicate check, for comparison)", times):

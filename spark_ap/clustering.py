@@ -27,7 +27,7 @@ from spark_ap.lib import assign
 from spark_ap.lib.checkpoints import release
 from spark_ap.lib.engine import ENGINES, Outcome, Settings, engine_for, initial_state, iterate
 from spark_ap.lib.mlparams import SharedParams, spec_param
-from spark_ap.lib.preference import add_self_edges
+from spark_ap.lib.preference import add_self_edges, vertex_table
 from spark_ap.lib.state import StateStore
 from spark_ap.lib.validation import (
     id_type,
@@ -369,8 +369,11 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             engine=self.getEngine(),
         )
 
-    def _graph(self, edges: DataFrame, vertices: DataFrame | None, validated: bool) -> tuple[DataFrame, float]:
-        """Validated edges with a self-edge per vertex, and the value of the default preference."""
+    def _graph(
+        self, edges: DataFrame, vertices: DataFrame | None, validated: bool
+    ) -> tuple[DataFrame, float, DataFrame]:
+        """Validated edges with a self-edge per vertex, the value of the default preference, and
+        the vertices (:func:`~spark_ap.lib.preference.vertex_table`), both checkpointed."""
         if validated:
             graph = edges.select("src", "dst", "similarity")
         else:
@@ -383,8 +386,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
                 self.getDuplicates(),
                 find_duplicates=False,
             )
-        ids = graph.select(F.col("src").alias("id")).union(graph.select(F.col("dst").alias("id")))
-        per_vertex = None
+        more_ids, per_vertex = None, None
         if vertices is not None:
             id_col, pref_col = self.getIdCol(), self.getPreferenceCol()
             require_columns(vertices, [id_col], "The vertices table")
@@ -395,11 +397,13 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
                     f"{graph.schema['src'].dataType.simpleString()}; use one id type."
                 )
             table = validate_vertices(vertices, id_col, pref_col, kind)
-            ids = ids.union(table.select("id"))
+            more_ids = table.select("id")
             if pref_col in vertices.columns:
                 per_vertex = table
-        graph, preference = add_self_edges(graph, ids.distinct(), self.getPreference(), per_vertex)
-        return graph, preference
+        # Read twice, for the self-edges and by the blocks engine's numbering (a vertex per row).
+        found = vertex_table(graph, more_ids).localCheckpoint(eager=True)
+        graph, preference = add_self_edges(graph, found, self.getPreference(), per_vertex)
+        return graph.localCheckpoint(eager=True), preference, found
 
     def run(
         self, edges: DataFrame | GraphFrame, vertices: DataFrame | None = None, *, validated: bool = False
@@ -431,8 +435,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             renamed = self.copy({self.srcCol: "src", self.dstCol: "dst", self.idCol: "id"})
             return renamed.run(edges.edges, edges.vertices, validated=validated)
         settings = self._settings()
-        graph, preference = self._graph(edges, vertices, validated)
-        graph = graph.localCheckpoint(eager=True)
+        graph, preference, found = self._graph(edges, vertices, validated)
         facts = graph_facts(graph)
         log.info(
             "affinity propagation: %d vertices, %d edges (self-edges included), preference %s = %g",
@@ -452,6 +455,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
                 "All samples have mutually equal similarities; returning arbitrary cluster center(s).",
                 stacklevel=user_stacklevel(),
             )
+            release(found)
             state = initial_state(graph, settings).persist()
             ids = state.filter(self_edge()).select(F.col("src").alias("id"))
             one = facts["vertices"] > 1 and facts["p_min"] <= facts["s_min"]
@@ -460,9 +464,11 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         else:
             store = self._store(graph.sparkSession, facts, preference)
             try:
-                outcome = iterate(graph, settings, store, int(facts["edges"]))
+                outcome = iterate(graph, settings, store, int(facts["edges"]), found)
             except DuplicateEdgeError as error:
                 raise error.named(self.getSrcCol(), self.getDstCol()) from None
+            finally:
+                release(found)
             if outcome.labels is not None:
                 _warn_if_not_converged(outcome, outcome.labels[1])
                 return self._result(outcome, *outcome.labels, preference, facts)

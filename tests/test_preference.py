@@ -1,10 +1,13 @@
-"""The exact quantile behind median and quantile:Q preferences, against Spark's own percentile."""
+"""The exact quantile behind median and quantile:Q preferences, against Spark's own percentile;
+the self-edges that carry the preferences, against counts made in Python."""
+
+from collections import Counter
 
 import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from spark_ap.lib.preference import exact_quantile
+from spark_ap.lib.preference import add_self_edges, exact_quantile, vertex_table
 
 QS = [0.0, 0.1, 0.25, 0.5, 0.77, 0.9, 1.0]
 
@@ -52,3 +55,29 @@ def test_nulls_are_ignored_and_no_values_give_none(spark):
     frame = spark.createDataFrame([(None,), (-3.0,), (None,), (-1.0,)], "s double")
     assert exact_quantile(frame, "s", 0.5) == _spark_percentiles(frame)[QS.index(0.5)] == -2.0
     assert exact_quantile(_column(spark, []), "s", 0.5) is None
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_every_vertex_gets_one_self_edge_and_its_in_degree_counts_it(spark, seed):
+    rng = np.random.default_rng(seed)
+    # String ids, some vertices with a self-edge already, a few known only from the vertices table.
+    pairs = {(f"v{i}", f"v{j}") for i, j in rng.integers(0, 30, size=(120, 2))}
+    rows = [(i, j, float(-rng.random() * 10)) for i, j in sorted(pairs)]
+    extra = ["v30", "v31", "v0"]
+    edges = spark.createDataFrame(rows, "src string, dst string, similarity double")
+    ids = spark.createDataFrame([(v,) for v in extra], "id string")
+
+    found = {row.id: (row.into, row.looped) for row in vertex_table(edges, ids).collect()}
+    vertices = {v for pair in pairs for v in pair} | set(extra)
+    looped = {i for i, j in pairs if i == j}
+    into = Counter(j for _, j in pairs)
+    assert found == {v: (into[v] + (v not in looped), v in looped) for v in vertices}
+    assert 0 < len(looped) < len(vertices)
+
+    table = spark.createDataFrame([(v, *found[v]) for v in sorted(found)], "id string, into long, looped boolean")
+    graph, value = add_self_edges(edges, table, -4.5)
+    assert value == -4.5
+    got = Counter((row.src, row.dst) for row in graph.collect())
+    assert got == Counter(pairs) + Counter((v, v) for v in vertices - looped)
+    # The in-degrees are those of the graph with its self-edges.
+    assert Counter(j for _, j in got.elements()) == {v: found[v][0] for v in vertices}

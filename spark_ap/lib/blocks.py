@@ -57,6 +57,7 @@ import numpy as np
 import pyarrow as pa
 from pyspark import RDD, Accumulator, AccumulatorParam, Broadcast, StorageLevel
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_ap.errors import DuplicateEdgeError, InvalidParamError
@@ -557,6 +558,7 @@ class BlockEngine:
         self.spark = spark
         self.damping = damping
         self.ids: np.ndarray | None = None  # vertex number -> id, sorted
+        self._into: np.ndarray | None = None  # vertex number -> the edges into it
         self.shared_ids: Broadcast | None = None  # the same, in the executors
         self.id_type = None  # the ids' Spark type
         self.similarity: DataFrame | None = None  # src, dst, similarity: the chunks leave it out
@@ -565,31 +567,44 @@ class BlockEngine:
         self.run = ""  # names this start's files in the executors
         self.version = 0  # the iteration the chunks last computed
 
-    def _number(self, state: DataFrame) -> np.ndarray:
+    def _number(self, state: DataFrame, vertices: DataFrame | None) -> np.ndarray:
         """Number the vertices 0..n-1 in id order (``self.ids``); return each one's chunk.
 
         The ids and the number of edges into each (every vertex has its self-edge)
-        are collected: consecutive vertices share a chunk until it holds about
+        are collected: from ``vertices`` (``id, into``) when given, else counted
+        from ``state``; a later start of the run (a resume, a recovery) reuses them.
+        Consecutive vertices share a chunk until it holds about
         :data:`CHUNK_EDGES` edges.
         """
-        into = state.groupBy("dst").count().toArrow()
-        ids = _id_values(into.column("dst"))
-        order = np.argsort(ids, kind="stable")
-        self.ids, counts = ids[order], into.column("count").to_numpy()[order]
-        self.id_type = state.schema["src"].dataType
-        self.n = self.ids.size
+        if self.ids is None:
+            if vertices is None:
+                vertices = state.groupBy(F.col("dst").alias("id")).agg(F.count(F.lit(1)).alias("into"))
+            table = vertices.select("id", "into").toArrow()
+            ids = _id_values(table.column("id"))
+            order = np.argsort(ids, kind="stable")
+            self.ids, self._into = ids[order], table.column("into").to_numpy()[order]
+            self.id_type = state.schema["src"].dataType
+            self.n = self.ids.size
         if self.n >= 2**31 - 1:
             raise InvalidParamError(
                 f"engine='blocks' numbers vertices with 32-bit integers; {self.n} vertices are too many. "
                 "Use engine='graphframes'."
             )
+        counts = self._into
         total = int(counts.sum())
         # A multiple of the partitions, so that each holds as many chunks (start puts chunk k in k mod P).
         parts = self.sc.defaultParallelism
         pieces = parts * max(1, math.ceil(total / (CHUNK_EDGES * parts)))
         return ((np.cumsum(counts) - counts) * pieces // max(total, 1)).astype(np.int32)
 
-    def start(self, state: DataFrame, graph: DataFrame | None = None, *, initial: bool = False) -> Blocks:
+    def start(
+        self,
+        state: DataFrame,
+        graph: DataFrame | None = None,
+        *,
+        initial: bool = False,
+        vertices: DataFrame | None = None,
+    ) -> Blocks:
         """Chunks from an edge-state DataFrame (``src, dst, similarity, s, r, a, e, run, changed``).
 
         ``graph`` (``src, dst, similarity``, held for the run) supplies the
@@ -597,6 +612,7 @@ class BlockEngine:
         are copied from ``state`` into executor storage, since ``state`` may be
         a save that a newer one replaces. ``initial``: ``state`` is before the
         first iteration, so only its ``src, dst, s`` are read (and moved).
+        ``vertices`` (``id, into``) saves counting the edges into each vertex.
 
         Raises
         ------
@@ -609,7 +625,7 @@ class BlockEngine:
             release(self._copied)
         if self.shared_ids is not None:
             self.shared_ids.destroy()
-        chunk_of = self.sc.broadcast(self._number(state))
+        chunk_of = self.sc.broadcast(self._number(state, vertices))
         self.shared_ids, self._copied = self.sc.broadcast(self.ids), None
         if graph is None:
             graph = self._copied = state.select("src", "dst", "similarity").localCheckpoint()

@@ -159,10 +159,18 @@ class Engine(Protocol):
     #: raises :class:`~spark_ap.DuplicateEdgeError` on repeated pairs (see :func:`iterate`).
     sorts_edges: bool
 
-    def start(self, state: DataFrame, graph: DataFrame | None = None, *, initial: bool = False) -> Any:
+    def start(
+        self,
+        state: DataFrame,
+        graph: DataFrame | None = None,
+        *,
+        initial: bool = False,
+        vertices: DataFrame | None = None,
+    ) -> Any:
         """The engine's state from the edge state ``src, dst, similarity, s, r, a, e, run, changed``;
         ``initial``: the state before the first iteration (r = a = 0, no decision), whose
-        messages the engine may take as zeros rather than read."""
+        messages the engine may take as zeros rather than read; ``vertices``: ``id, into``, the
+        edges into each vertex, for an engine that would otherwise count them."""
 
     def step(self, state: Any, reliable: bool = False) -> tuple[Any, dict]:
         """One damped iteration: the next state and its counts ``exemplars, changed, min_run``."""
@@ -200,7 +208,13 @@ def make_engine(spark: SparkSession, engine: str, damping: float) -> Engine:
     return ENGINES[engine](spark, damping)
 
 
-def iterate(graph: DataFrame, settings: Settings, store: StateStore | None = None, edges: int = 0) -> Outcome:
+def iterate(
+    graph: DataFrame,
+    settings: Settings,
+    store: StateStore | None = None,
+    edges: int = 0,
+    vertices: DataFrame | None = None,
+) -> Outcome:
     """Run the loop until scikit-learn's convergence test passes or ``max_iter`` is reached.
 
     With a ``store``, the state is saved there before the first iteration and
@@ -213,6 +227,9 @@ def iterate(graph: DataFrame, settings: Settings, store: StateStore | None = Non
     An engine that ``sorts_edges`` refuses repeated (src, dst) pairs as it
     starts, raising :class:`~spark_ap.DuplicateEdgeError`; with the others the
     caller checks ``graph`` first (:func:`~spark_ap.lib.validation.refuse_duplicates`).
+
+    ``vertices`` (``id, into``, see :func:`~spark_ap.lib.preference.vertex_table`) saves the
+    blocks engine counting the edges into each vertex; it is read as the engine starts.
     """
     spark = graph.sparkSession
     sc = spark.sparkContext
@@ -225,7 +242,7 @@ def iterate(graph: DataFrame, settings: Settings, store: StateStore | None = Non
         state = initial_state(graph, settings)
         if not engine.sorts_edges:
             state = materialize(state)  # the first iteration's jobs each read it
-        current = engine.start(state, graph, initial=True)
+        current = engine.start(state, graph, initial=True, vertices=vertices)
         if store is not None:
             # Saved once the engine has started, which refuses repeated pairs: a save of an
             # input that cannot be clustered would stand in the way of the corrected input's run.
@@ -233,7 +250,7 @@ def iterate(graph: DataFrame, settings: Settings, store: StateStore | None = Non
         t, history, stats = 0, [], None
     else:
         log.info("resuming from the state of iteration %d saved in %s", saved.iteration, store.path)
-        current = engine.start(saved.state, graph)
+        current = engine.start(saved.state, graph, vertices=vertices)
         t, history, stats = saved.iteration, list(saved.history), saved.last
     log.info("iterating with the %s engine", name)  # the set-up ends here
     recoveries = 0

@@ -102,7 +102,14 @@ class GraphFramesEngine:
         self._kept: DataFrame | None = None
         self.broadcast = True
 
-    def start(self, state: DataFrame, graph: DataFrame | None = None, *, initial: bool = False) -> DataFrame:
+    def start(
+        self,
+        state: DataFrame,
+        graph: DataFrame | None = None,
+        *,
+        initial: bool = False,
+        vertices: DataFrame | None = None,
+    ) -> DataFrame:
         """Take the vertices from ``state``'s self-edges (one per vertex); ``state`` is the
         engine's state as it is, ``initial`` or not."""
         if self._kept is not None:

@@ -43,7 +43,14 @@ class LocalEngine:
         self.schema = None  # the edge state's, as Spark gave it
         self.schema_arrow: pa.Schema | None = None
 
-    def start(self, state: DataFrame, graph: DataFrame | None = None, *, initial: bool = False) -> Chunk:
+    def start(
+        self,
+        state: DataFrame,
+        graph: DataFrame | None = None,
+        *,
+        initial: bool = False,
+        vertices: DataFrame | None = None,
+    ) -> Chunk:
         """The chunk of ``state``'s edges, sorted by (source, target) number; ``initial``: ``state``
         is before the first iteration, and only its ``src, dst, similarity, s`` are read.
 

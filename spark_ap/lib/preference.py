@@ -87,9 +87,45 @@ def _ranks(
         low, high = values.agg(F.min(v), F.max(v)).first()
 
 
+def vertex_table(edges: DataFrame, ids: DataFrame | None = None) -> DataFrame:
+    """Every vertex, whether it has a self-edge, and the edges into it once it has one.
+
+    Parameters
+    ----------
+    edges : DataFrame
+        (src, dst, similarity), validated.
+    ids : DataFrame, optional
+        (id) of more vertices, which may have no edge (a vertices table's).
+
+    Returns
+    -------
+    DataFrame
+        (id, into long, looped boolean), one row per vertex: ``looped`` when one
+        of its edges is its self-edge, ``into`` the edges into it counting the
+        self-edge :func:`add_self_edges` gives it otherwise. One aggregate over
+        both ends of every edge gives what the self-edges need and what the
+        blocks engine's numbering needs.
+    """
+    # Both ends from one read of the edges: (source, 0, false) and (target, 1, is a self-edge).
+    ends = edges.select(
+        F.inline(
+            F.array(
+                F.struct(F.col("src").alias("id"), F.lit(0).alias("into"), F.lit(False).alias("looped")),
+                F.struct(
+                    F.col("dst").alias("id"), F.lit(1).alias("into"), (F.col("src") == F.col("dst")).alias("looped")
+                ),
+            )
+        )
+    )
+    if ids is not None:
+        ends = ends.unionByName(ids.select("id", F.lit(0).alias("into"), F.lit(False).alias("looped")))
+    found = ends.groupBy("id").agg(F.sum("into").alias("into"), F.max("looped").alias("looped"))
+    return found.withColumn("into", F.col("into") + (~F.col("looped")).cast("long"))
+
+
 def add_self_edges(
     edges: DataFrame,
-    vertex_ids: DataFrame,
+    vertices: DataFrame,
     preference: float | str,
     vertex_preferences: DataFrame | None = None,
 ) -> tuple[DataFrame, float]:
@@ -99,8 +135,8 @@ def add_self_edges(
     ----------
     edges : DataFrame
         (src, dst, similarity), validated.
-    vertex_ids : DataFrame
-        (id) of every vertex.
+    vertices : DataFrame
+        (id, looped) of every vertex, ``looped`` when it has a self-edge (see :func:`vertex_table`).
     preference : float or str
         The default preference, see :func:`preference_value`.
     vertex_preferences : DataFrame, optional
@@ -112,8 +148,7 @@ def add_self_edges(
         The edges with a self-edge for every vertex, and the default preference value.
     """
     value = preference_value(edges, preference)
-    has_self = edges.filter(F.col("src") == F.col("dst")).select(F.col("src").alias("id"))
-    missing = vertex_ids.join(has_self, "id", "left_anti")
+    missing = vertices.filter(~F.col("looped")).select("id")
     pref = F.lit(value)
     if vertex_preferences is not None:
         missing = missing.join(vertex_preferences, "id", "left")
