@@ -81,6 +81,25 @@ def test_a_save_of_another_run_is_refused(spark, blobs, tmp_path):
     assert saves(tmp_path) == [2]  # refused without touching the save
 
 
+@pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")  # one iteration
+def test_every_engine_saves_the_same_state_before_the_first_iteration(spark, blobs, tmp_path):
+    # The local engine writes it from its arrays on the driver, the others from Spark's plan.
+    saved = {}
+    for engine in ("local", "blocks", "graphframes"):
+        folder = tmp_path / engine
+        AffinityPropagation(**PARAMS, engine=engine, maxIter=1, checkpointInterval=5, stateDir=str(folder)).run(blobs)
+        assert saves(folder) == [0]
+        frame = spark.read.parquet(str(folder / "iteration-000000"))
+        saved[engine] = (frame.schema.simpleString(), sorted(tuple(row) for row in frame.collect()))
+    assert saved["local"] == saved["blocks"] == saved["graphframes"]
+    schema, rows = saved["local"]
+    assert schema.startswith("struct<src:bigint,dst:bigint,similarity:double,s:double,r:double,a:double,e:boolean")
+    assert len(rows) == 36 * 36  # the complete graph of the 36 points, self-edges included
+    # No message and no decision yet; s is the similarity with its tiny noise.
+    assert {tuple(row[4:]) for row in rows} == {(0.0, 0.0, False, 0, False)}
+    assert all(s == pytest.approx(similarity, rel=1e-14, abs=1e-300) for _, _, similarity, s, *_ in rows)
+
+
 @pytest.mark.parametrize("ids", ["long", "string"])
 def test_the_fingerprint_is_the_exact_sum_of_the_edges_hashes(spark, ids):
     rng = np.random.default_rng(5)

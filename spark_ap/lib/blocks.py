@@ -546,6 +546,7 @@ class BlockEngine:
     """Runs iterations on :class:`Blocks`; see the module docstring."""
 
     sorts_edges = True  # start sorts each chunk's edges by (src, dst)
+    on_driver = False
 
     def __init__(self, spark: SparkSession, damping: float) -> None:
         try:

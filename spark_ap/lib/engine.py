@@ -158,6 +158,9 @@ class Engine(Protocol):
     #: is then given the initial state as a plan on the graph rather than computed first, and it
     #: raises :class:`~spark_ap.DuplicateEdgeError` on repeated pairs (see :func:`iterate`).
     sorts_edges: bool
+    #: Whether the state lives on the driver (``edges`` gives an Arrow table, which a save writes
+    #: without a Spark job): the save before the first iteration is then written from it too.
+    on_driver: bool
 
     def start(
         self,
@@ -246,7 +249,8 @@ def iterate(
         if store is not None:
             # Saved once the engine has started, which refuses repeated pairs: a save of an
             # input that cannot be clustered would stand in the way of the corrected input's run.
-            current = engine.saved(current, store.save(0, [], None, state))
+            first = engine.edges(current) if engine.on_driver else state
+            current = engine.saved(current, store.save(0, [], None, first))
         t, history, stats = 0, [], None
     else:
         log.info("resuming from the state of iteration %d saved in %s", saved.iteration, store.path)

@@ -93,6 +93,7 @@ class GraphFramesEngine:
     """Runs iterations on an edge-state DataFrame with ``GraphFrame.aggregateMessages``."""
 
     sorts_edges = False  # the edge state stays a DataFrame
+    on_driver = False
 
     def __init__(self, spark: SparkSession, damping: float) -> None:
         require_graphframes(spark)

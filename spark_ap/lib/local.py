@@ -34,6 +34,7 @@ class LocalEngine:
     """Runs iterations on a :class:`Chunk` of every edge, held by the driver."""
 
     sorts_edges = True  # start sorts every edge by (src, dst)
+    on_driver = True  # the state is numpy arrays in the driver's process
 
     def __init__(self, spark: SparkSession, damping: float) -> None:
         self.spark = spark
