@@ -86,9 +86,10 @@ def graph_facts(graph: DataFrame) -> Row:
         F.sum((h < 0).cast("long")).alias("negative"),
     ).first()
     facts = {key: row[key] for key in ("edges", "vertices", "s_min", "s_max", "p_min", "p_max")}
-    unsigned = sum(row[f"h{bit}"] << bit for bit in _PIECES) if row["edges"] else None
-    # A negative hash is its unsigned value less 2**64.
-    facts["checksum"] = None if unsigned is None else unsigned - (row["negative"] << 64)
+    # A negative hash is its unsigned value less 2**64; an empty graph's sums are null.
+    facts["checksum"] = (
+        sum(row[f"h{bit}"] << bit for bit in _PIECES) - (row["negative"] << 64) if row["edges"] else None
+    )
     return Row(**facts)
 
 
