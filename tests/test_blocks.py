@@ -89,17 +89,48 @@ def test_repeated_pairs_are_counted_as_a_counter_counts_them():
         assert (a, b) == min(many) and count == many[a, b]
 
 
+def test_numbering_and_sorting_are_binary_search_and_lexsort():
+    # The fast paths (a subtraction for consecutive integer ids, one 64-bit key, counting a
+    # chunk's targets) against the plain numpy calls, on ids of every kind and with repeats.
+    rng = np.random.default_rng(6)
+    kinds = {
+        "consecutive from 0": np.arange(50),
+        "consecutive from -20": np.arange(-20, 30),
+        "one": np.array([7]),
+        "with gaps": np.sort(rng.choice(1000, 50, replace=False)) - 500,
+        "strings": np.array(sorted(f"v{k}" for k in range(50))),
+    }
+    for kind, ids in kinds.items():
+        values = rng.choice(ids, 300)
+        assert blocks.numbers(ids, values).tolist() == np.searchsorted(ids, values).tolist(), kind
+    for size in (0, 1, 500):
+        # Numbers up to the largest a vertex gets, few of them: many repeated pairs.
+        i, j = (rng.choice([0, 1, 5, 2**31 - 2], size) for _ in range(2))
+        assert blocks.by_pair(i, j).tolist() == np.lexsort((j, i)).tolist()
+    # A chunk's targets: a range with gaps (vertices without edges here), sorted by (i, j).
+    i, j = rng.integers(41, 100, 400), rng.choice([3, 4, 9, 10, 11, 40], 400)
+    order = np.lexsort((j, i))
+    zeros = np.zeros(400)
+    col = {"i": i[order], "j": j[order], "s": zeros, "r": zeros, "a": zeros, "e": zeros, "run": zeros, "changed": zeros}
+    col["i"][:6], col["j"][:6] = [3, 4, 9, 10, 11, 40], [3, 4, 9, 10, 11, 40]  # the self-edges
+    order = np.lexsort((col["j"], col["i"]))
+    chunk = Chunk.from_arrays({name: x[order] for name, x in col.items()})
+    assert chunk.vertices.tolist() == [3, 4, 9, 10, 11, 40]
+    assert chunk.jl.tolist() == np.searchsorted(chunk.vertices, col["j"][order]).tolist()
+
+
 @pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")  # a fixed 8 iterations
-def test_many_small_chunks_compute_the_sparse_reference_messages(spark, monkeypatch):
+@pytest.mark.parametrize("ids", [[f"v{k:02d}" for k in range(40)], list(range(-15, 25))], ids=["strings", "longs"])
+def test_many_small_chunks_compute_the_sparse_reference_messages(spark, monkeypatch, ids):
     # About 30 chunks over the two partitions: every per-source maximum and tie is
-    # merged across chunks and workers; string ids number the vertices in id order.
+    # merged across chunks and workers; the vertices are numbered in id order, by
+    # binary search (strings) or by subtraction (consecutive longs from -15).
     monkeypatch.setattr(blocks, "CHUNK_EDGES", 25)
     S = _integer_graph(40, 0.5, seed=8)
     src, dst = np.nonzero(np.isfinite(S))
     ref = SparseReference(src, dst, S[src, dst])
     for _ in range(8):
         ref.step(0.6)
-    ids = [f"v{k:02d}" for k in range(40)]
     result = AffinityPropagation(maxIter=8, convergenceIter=9, damping=0.6, noise=False, engine="blocks").run(
         edges_from_matrix(spark, S, ids=ids, diagonal=True)
     )

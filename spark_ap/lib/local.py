@@ -24,7 +24,16 @@ from pyspark.sql.types import DataType
 from spark_ap.errors import DuplicateEdgeError
 from spark_ap.lib import assign
 from spark_ap.lib.assign import arrow_id_type
-from spark_ap.lib.blocks import _ARROW_SCHEMA, Chunk, Top, repeated_pairs, start_columns, with_messages
+from spark_ap.lib.blocks import (
+    _ARROW_SCHEMA,
+    Chunk,
+    Top,
+    by_pair,
+    numbers,
+    repeated_pairs,
+    start_columns,
+    with_messages,
+)
 
 # engine="auto" iterates on the driver up to this many edges (self-edges included).
 LOCAL_MAX_EDGES = 5_000_000
@@ -68,8 +77,8 @@ class LocalEngine:
         # Every vertex has a self-edge, so the sources are all of them; numbered
         # in id order, as Spark orders ids (numbers by value, strings by code point).
         self.ids = np.unique(src)
-        i, j = np.searchsorted(self.ids, src), np.searchsorted(self.ids, dst)
-        order = np.lexsort((j, i))
+        i, j = numbers(self.ids, src), numbers(self.ids, dst)
+        order = by_pair(i, j)
         columns = {"i": i[order], "j": j[order]}
         found = repeated_pairs(columns["i"], columns["j"])
         if found is not None:
