@@ -6,7 +6,7 @@
 
 The set-up is what :meth:`spark_ap.AffinityPropagation.run` does before the
 first iteration with the blocks engine: validate the edges, add the self-edges
-with the preference, checkpoint the graph and read its facts, and start the
+with the preference, persist the graph and read its facts, and start the
 engine on the initial state (number the vertices, split the edges into
 chunks, sort them, refuse repeated pairs and write the chunks' files). Here each
 step runs on its own, in that order, with the library's own functions, and is
@@ -43,6 +43,8 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    from pyspark import StorageLevel
+
     from spark_ap.clustering import graph_facts
     from spark_ap.lib.blocks import BlockEngine
     from spark_ap.lib.engine import Settings, initial_state
@@ -64,9 +66,8 @@ def main() -> None:
         vertices = vertex_table(graph).localCheckpoint(eager=True)
     with timed("self-edges and the preference (median)", times):
         graph, _ = add_self_edges(graph, vertices, "median")
-    with timed("the graph's checkpoint", times):
-        graph = graph.localCheckpoint(eager=True)
-    with timed("the graph's facts", times):
+    with timed("the graph persisted, with its facts (1st read)", times):
+        graph = graph.persist(StorageLevel.MEMORY_AND_DISK)
         graph_facts(graph)
     engine = BlockEngine(spark, damping=0.9)
     number = engine._number

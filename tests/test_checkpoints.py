@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
 
-from spark_ap import AffinityPropagation, edges_from_matrix, similarity_matrix
+from spark_ap import AffinityPropagation, DuplicateEdgeError, edges_from_matrix, similarity_matrix
 from tests.conftest import assignment_rows
 
 
@@ -33,8 +33,9 @@ def test_plan_does_not_grow_with_iterations(edges, engine, longer):
         assert result.numIterations == iterations
         sizes.append(plan_size(result.messages))
     # A fixed plan: a checkpoint (graphframes), or the chunks turned into rows joined with the
-    # similarities (blocks), whatever the number of iterations.
-    assert sizes[0] == sizes[1] < 10
+    # similarities (blocks: the persisted graph, whose plan is the input's and its self-edges'),
+    # whatever the number of iterations.
+    assert sizes[0] == sizes[1] < 20
 
 
 class _Snapshots(logging.Handler):
@@ -87,3 +88,25 @@ def test_many_iterations_with_frequent_checkpoints(spark):
         b = AffinityPropagation(checkpointInterval=-1, **base).run(edges_from_matrix(spark, S))
     assert a.numIterations == b.numIterations == 45
     assert assignment_rows(a) == assignment_rows(b)
+
+
+def _cached_tables(spark) -> set[int]:
+    """The RDDs holding persisted DataFrames (Spark names them after their plans; checkpoints have no name)."""
+    held = spark.sparkContext._jsc.getPersistentRDDs()
+    return {int(key) for key in held.keySet() if held[key].name() is not None}
+
+
+@pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")  # a fixed 3 iterations
+@pytest.mark.parametrize("engine", ["local", "graphframes", "blocks"])
+def test_the_persisted_graph_is_released(spark, edges, engine):
+    edges.count()  # the module's input, cached before the count of what the run adds
+    before = _cached_tables(spark)
+    result = AffinityPropagation(maxIter=3, convergenceIter=100, engine=engine).run(edges)
+    # Only the blocks engine reads the graph after the run: the result's messages join its similarities.
+    assert len(_cached_tables(spark) - before) == (engine == "blocks")
+    result.unpersist()
+    assert _cached_tables(spark) - before == set()
+    # A run that fails (a repeated pair) releases it too.
+    with pytest.raises(DuplicateEdgeError):
+        AffinityPropagation(maxIter=3, engine=engine).run(edges.union(edges.limit(1)))
+    assert _cached_tables(spark) - before == set()
