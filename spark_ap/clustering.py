@@ -507,7 +507,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         return outcome, self._labels(outcome.state, exemplar_ids), facts
 
     def _refuse_duplicates(self, graph: DataFrame, settings: Settings, edges: int, shortcut: bool) -> None:
-        """Refuse repeated (src, dst) pairs of the checkpointed ``graph`` (duplicates="error") unless
+        """Refuse repeated (src, dst) pairs of the persisted ``graph`` (duplicates="error") unless
         the engine that will run does as it starts, which saves a shuffle of every edge.
 
         It does not with scikit-learn's noise, whose join would multiply a repeated pair's rows.
