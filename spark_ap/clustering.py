@@ -451,6 +451,8 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             renamed = self.copy({self.srcCol: "src", self.dstCol: "dst", self.idCol: "id"})
             return renamed.run(edges.edges, edges.vertices, validated=validated)
         settings = self._settings()
+        if settings.engine == "graphframes":  # before the set-up's passes over the edges, not after
+            require_graphframes(edges.sparkSession)
         graph, preference, found = self._graph(edges, vertices, validated)
         try:
             outcome, labels, facts = self._cluster(graph, found, preference, settings, validated)

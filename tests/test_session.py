@@ -111,10 +111,13 @@ def test_a_session_without_the_package_is_told_how_to_get_it():
             AffinityPropagation(engine="graphframes").run(edges)
         except GraphFramesUnavailableError as error:
             print(error)
+        # Told before the set-up's passes over the edges: no Spark job ran.
+        print(spark.sparkContext.statusTracker().getJobIdsForGroup())
         """,
         {},
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    message = done.stdout.strip().splitlines()[-1]
+    *_, message, jobs = done.stdout.strip().splitlines()
+    assert jobs == "[]"
     assert "not on this Spark session's classpath" in message
     assert "spark_session()" in message and REPOSITORIES_ENV in message and "--jars" in message
