@@ -115,54 +115,6 @@ def test_bad_data_fails_at_validation_and_writes_nothing(dag, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_end_to_end_on_local_spark(dag, spark, tmp_path, capfd):
-    X, _ = make_blobs(60, centers=3, random_state=12)
-    # Params are data: a path that looks like a Jinja template reaches the job as it is.
-    (tmp_path / "{{ 7 * 7 }}").mkdir()
-    csv = tmp_path / "{{ 7 * 7 }}" / "points.csv"
-    pd.DataFrame({"id": np.arange(60), "x": X[:, 0], "y": X[:, 1]}).to_csv(csv, index=False)
-    conf = {"input": str(csv), "output_root": str(tmp_path / "runs"), "damping": 0.6, "preference": "median"}
-    capfd.readouterr()
-    run = dag.test(run_conf=conf)
-    printed = "".join(capfd.readouterr())
-    assert run.state == "success"
-    folder = run_folder(conf["output_root"], run.run_id)
-    # A quiet run: Airflow's lines, spark-ap's and Spark's warnings, not Spark's INFO log.
-    lines = printed.splitlines()
-    spark_info = [line for line in lines if re.search(r" INFO (Executor|TaskSetManager|DAGScheduler):", line)]
-    assert spark_info == [] and len(lines) < 200, f"{len(lines)} lines, e.g. {(spark_info or lines)[:5]}"
-
-    features = spark.createDataFrame([(i, [float(v) for v in x]) for i, x in enumerate(X)], ["id", "features"])
-    expected = AffinityPropagation(damping=0.6, preference="median").run(edges_from_features(features))
-    assert written_rows(folder) == assignment_rows(expected)
-
-    summary = json.loads((folder / "summary.json").read_text())
-    assert summary["clusters"] == expected.exemplars.count() > 1
-    assert summary["iterations"] == expected.numIterations
-    assert summary["params"]["input"] == str(csv)
-    assert png_size(folder / "clusters.png") == (700, 700)
-    assert png_size(folder / "convergence.png") == (800, 450)
-
-    # Downstream DAGs find the run through the asset event.
-    from airflow.models.asset import AssetEvent
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        event = session.query(AssetEvent).order_by(AssetEvent.id.desc()).first()
-        extra = dict(event.extra)
-    assert extra["folder"] == str(folder) and extra["clusters"] == summary["clusters"]
-    assert extra["iterations"] == summary["iterations"]
-    # The fitted model is in the run folder, and output_root/latest points at the run.
-    assert extra["model"] == str(folder / "model") and (folder / "model" / "metadata").is_dir()
-    assert (tmp_path / "runs" / "latest").resolve() == folder.resolve()
-
-    # A retried cluster task finds the finished folder and leaves it as it is.
-    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
-    params = {**dag.params.dump(), **conf}
-    assert job_main(job_arguments(params, run.run_id)["args"]) == 0
-    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
-
-
 def _kill_job_after_save(root: Path, iteration: int, done: threading.Event, killed: list) -> None:
     """SIGKILL the spark-ap job's processes (JVM and Python driver) once a run under ``root`` saved ``iteration``."""
     import psutil
@@ -180,9 +132,13 @@ def _kill_job_after_save(root: Path, iteration: int, done: threading.Event, kill
         time.sleep(0.1)
 
 
-def test_a_killed_cluster_task_is_retried_and_resumes(dag, spark, tmp_path):
+def test_end_to_end_through_a_killed_and_retried_cluster_task(dag, spark, tmp_path, capfd):
+    # One DAG run, its cluster task SIGKILLed after a save and retried by Airflow: the retry
+    # resumes, and the run ends as an uninterrupted one would, reported and published.
     X, _ = make_blobs(50, centers=3, random_state=3)
-    csv = tmp_path / "points.csv"
+    # Params are data: a path that looks like a Jinja template reaches the job as it is.
+    (tmp_path / "{{ 7 * 7 }}").mkdir()
+    csv = tmp_path / "{{ 7 * 7 }}" / "points.csv"
     pd.DataFrame({"id": np.arange(50), "x": X[:, 0], "y": X[:, 1]}).to_csv(csv, index=False)
     root = tmp_path / "runs"
     # The blocks engine: iterations as slow as Spark makes them, so the kill lands mid-run.
@@ -191,20 +147,49 @@ def test_a_killed_cluster_task_is_retried_and_resumes(dag, spark, tmp_path):
     done, killed = threading.Event(), []
     killer = threading.Thread(target=_kill_job_after_save, args=(root, 4, done, killed), daemon=True)
     killer.start()
+    capfd.readouterr()
     try:
         run = dag.test(run_conf=conf)
     finally:
         done.set()
         killer.join()
+    printed = "".join(capfd.readouterr())
     assert killed, "the job was never killed"
     assert run.state == "success"
     cluster = next(ti for ti in run.get_task_instances() if ti.task_id == "cluster")
     assert cluster.try_number == 2
+    # A quiet run: Airflow's lines, spark-ap's and Spark's warnings, not Spark's INFO log.
+    lines = printed.splitlines()
+    spark_info = [line for line in lines if re.search(r" INFO (Executor|TaskSetManager|DAGScheduler):", line)]
+    assert spark_info == [] and len(lines) < 250, f"{len(lines)} lines, e.g. {(spark_info or lines)[:5]}"
 
     folder = run_folder(str(root), run.run_id)
-    summary = json.loads((folder / "summary.json").read_text())
     features = spark.createDataFrame([(i, [float(v) for v in x]) for i, x in enumerate(X)], ["id", "features"])
     expected = AffinityPropagation(damping=0.7).run(edges_from_features(features))
+    assert written_rows(folder) == assignment_rows(expected)
+    summary = json.loads((folder / "summary.json").read_text())
     assert summary["resumed_from_iteration"] >= 4
     assert summary["iterations"] == expected.numIterations
-    assert written_rows(folder) == assignment_rows(expected)
+    assert summary["clusters"] == expected.exemplars.count() > 1
+    assert summary["params"]["input"] == str(csv)
+    assert png_size(folder / "clusters.png") == (700, 700)
+    assert png_size(folder / "convergence.png") == (800, 450)
+
+    # Downstream DAGs find the run through the asset event.
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        event = session.query(AssetEvent).order_by(AssetEvent.id.desc()).first()
+        extra = dict(event.extra)
+    assert extra["folder"] == str(folder) and extra["clusters"] == summary["clusters"]
+    assert extra["iterations"] == summary["iterations"]
+    # The fitted model is in the run folder, and output_root/latest points at the run.
+    assert extra["model"] == str(folder / "model") and (folder / "model" / "metadata").is_dir()
+    assert (root / "latest").resolve() == folder.resolve()
+
+    # A cluster task retried once more finds the finished folder and leaves it as it is.
+    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    params = {**dag.params.dump(), **conf}
+    assert job_main(job_arguments(params, run.run_id)["args"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
