@@ -16,7 +16,7 @@ from spark_ap import (
     edges_from_matrix,
     similarity_matrix,
 )
-from spark_ap.app.job import parser, settings
+from spark_ap.app.job import main, parser, settings
 from tests.conftest import assignment_rows, written_rows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,18 +27,16 @@ def run(command: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 
-def test_spark_ap_command_on_an_edge_csv(spark, tmp_path):
+def test_the_command_on_an_edge_csv_with_columns_of_its_own(spark, tmp_path):
     X, _ = make_blobs(30, centers=3, random_state=6)
     edges = edges_from_matrix(spark, similarity_matrix(X)).toDF("a", "b", "sim")
     csv = tmp_path / "edges.csv"
     edges.toPandas().to_csv(csv, index=False)
     out = tmp_path / "run"
-    done = run(
-        # One core here, two in the suite's session: the same clusters.
-        [str(BIN / "spark-ap"), "--input", str(csv), "--output", str(out), "--master", "local[1]"]
-        + ["--src-col", "a", "--dst-col", "b", "--weight-col", "sim", "--damping", "0.6", "--preference", "min"]
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    # In-process, on the suite's session: the command is this function; the test below runs the
+    # job in a JVM of its own, and test_a_missing_input_fails_before_spark_starts the command.
+    columns = ["--src-col", "a", "--dst-col", "b", "--weight-col", "sim"]
+    assert main(["--input", str(csv), "--output", str(out), *columns, "--damping", "0.6", "--preference", "min"]) == 0
     expected = AffinityPropagation(srcCol="a", dstCol="b", weightCol="sim", damping=0.6, preference="min").run(edges)
     assert written_rows(out) == assignment_rows(expected)
     assert (out / "summary.json").exists() and (out / "convergence.png").exists()
@@ -120,8 +118,6 @@ def _edges_csv(tmp_path: Path) -> Path:
 )
 def test_bad_paths_fail_with_a_clear_message(spark, tmp_path, capsys, make_input, output_holds, message):
     # In-process, on the suite's Spark session: the job's checks are the same code.
-    from spark_ap.app.job import main
-
     out = tmp_path / "run"
     for name, text in (output_holds or {}).items():
         out.mkdir(exist_ok=True)

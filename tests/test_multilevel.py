@@ -15,6 +15,7 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.neighbors import NearestNeighbors
 
 from spark_ap import MultiLevelAffinityPropagation, similarity_matrix
+from spark_ap.app.job import main
 from spark_ap.lib import neighbors
 from spark_ap.lib.preference import sampled_similarities, statistic
 from spark_ap.multilevel.levels import next_level
@@ -178,14 +179,10 @@ def test_the_command_clusters_a_large_feature_table_by_levels(spark, tmp_path):
     csv = tmp_path / "points.csv"
     table.to_csv(csv, index=False)
     out = tmp_path / "run"
-    done = subprocess.run(
-        [str(BIN / "spark-ap"), "--input", str(csv), "--output", str(out), "--master", "local[2]"]
-        + ["--kind", "features", "--num-neighbors", "5", "--exact-below", "100", "--damping", "0.7"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    # In-process, on the suite's session: the spark-ap command is this function
+    # (tests/test_job.py runs it, and spark-submit, as processes of their own).
+    command = ["--input", str(csv), "--output", str(out), "--kind", "features"]
+    assert main([*command, "--num-neighbors", "5", "--exact-below", "100", "--damping", "0.7"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["clusters"] == 3 and summary["params"]["numNeighbors"] == 5
     assert "sampled points" in summary["preference_source"] and summary["graph_recall"] > 0.9
