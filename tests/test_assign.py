@@ -1,5 +1,7 @@
 """Cluster numbering: exemplars numbered from 0 in id order, however they are partitioned."""
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -37,22 +39,26 @@ def _sparse_graph(seed: int, n: int = 40):
     return i, j, s, decided, ids
 
 
-def _dataframe_labels(spark, i, j, s, decided, ids) -> set:
-    """(id, cluster, exemplar) by the DataFrame functions the graphframes engine uses."""
+@functools.cache
+def _dataframe_labels(spark, seed: int) -> frozenset:
+    """(id, cluster, exemplar) of ``_sparse_graph(seed)`` by the DataFrame functions the graphframes
+    engine uses; computed once per seed for both tests below."""
+    i, j, s, decided, ids = _sparse_graph(seed)
     state = spark.createDataFrame(
         [(ids[a], ids[b], float(v)) for a, b, v in zip(i, j, s, strict=True)], "src string, dst string, s double"
     )
     exemplars = spark.createDataFrame([(ids[k],) for k in np.flatnonzero(decided)], "id string")
     vertices = spark.createDataFrame([(v,) for v in ids], "id string")
     refined = assign.refine(state, assign.nearest_exemplar(state, exemplars))
-    return {tuple(row) for row in assign.label(state, vertices, refined).select("id", "cluster", "exemplar").collect()}
+    rows = assign.label(state, vertices, refined).select("id", "cluster", "exemplar").collect()
+    return frozenset(tuple(row) for row in rows)
 
 
 @pytest.mark.parametrize("seed", range(3))
 def test_the_driver_assigns_as_the_dataframe_functions_do(spark, seed):
     # The local engine's numpy labels against the DataFrame functions the graphframes engine uses.
     i, j, s, decided, ids = _sparse_graph(seed)
-    expected = {row[0]: row[2] for row in _dataframe_labels(spark, i, j, s, decided, ids)}
+    expected = {row[0]: row[2] for row in _dataframe_labels(spark, seed)}
 
     chosen = assign.label_on_driver(i, j, s, decided)
 
@@ -65,7 +71,7 @@ def test_the_blocks_engine_assigns_on_its_chunks_as_the_dataframe_functions_do(s
     # across chunks and workers, every target's sum is its chunk's.
     monkeypatch.setattr(blocks, "CHUNK_EDGES", 40)
     i, j, s, decided, ids = _sparse_graph(seed)
-    expected = _dataframe_labels(spark, i, j, s, decided, ids)
+    expected = _dataframe_labels(spark, seed)
     # An edge state whose self-edges decide as ``decided`` does: r(k,k) + a(k,k) is 1 or -1.
     r = np.where((i == j) & decided[i], 1.0, -1.0)
     rows = [

@@ -139,7 +139,7 @@ def test_many_small_chunks_compute_the_sparse_reference_messages(spark, monkeypa
     assert got == sorted(zip(*names, ref.s.tolist(), ref.r.tolist(), ref.a.tolist(), strict=True))
 
 
-@pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")  # a fixed 7 iterations
+@pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")  # a fixed 5 iterations
 @pytest.mark.parametrize(
     "first_engine, then_engine", [("blocks", "graphframes"), ("graphframes", "blocks"), ("local", "blocks")]
 )
@@ -147,12 +147,12 @@ def test_a_save_of_one_engine_resumes_on_the_other(spark, tmp_path, first_engine
     # (The local engine's saves are written by the driver, not by Spark.)
     X, _ = make_blobs(20, centers=3, random_state=9)
     edges = edges_from_matrix(spark, similarity_matrix(X), ids=[f"p{k}" for k in range(20)])
-    params = dict(seed=3, maxIter=7, convergenceIter=8, checkpointInterval=4, stateDir=str(tmp_path))
+    params = dict(seed=3, maxIter=5, convergenceIter=6, checkpointInterval=3, stateDir=str(tmp_path))
     first = AffinityPropagation(engine=first_engine, **params).run(edges)
-    assert first.resumedFrom is None and first.numIterations == 7
-    # The first run kept its newest save, of iteration 4; the other engine goes on from there.
+    assert first.resumedFrom is None and first.numIterations == 5
+    # The first run kept its newest save, of iteration 3; the other engine goes on from there.
     again = AffinityPropagation(engine=then_engine, **params).run(edges)
-    assert again.resumedFrom == 4 and again.numIterations == 7
+    assert again.resumedFrom == 3 and again.numIterations == 5
     assert again.history.values.tolist() == first.history.values.tolist()
     assert sorted(tuple(r) for r in again.messages.collect()) == sorted(tuple(r) for r in first.messages.collect())
 
@@ -162,7 +162,7 @@ def test_vertices_with_only_a_self_edge_are_exemplars_in_every_engine(spark):
     # every engine takes as "exemplar", so the run converges the same way in all.
     edges = spark.createDataFrame([(0, 1, -1.0), (0, 2, -2.0), (0, 3, -3.0)], "src long, dst long, similarity double")
     engines = ("blocks", "graphframes", "local")
-    runs = [AffinityPropagation(preference=-2.5, engine=engine).run(edges) for engine in engines]
+    runs = [AffinityPropagation(preference=-2.5, convergenceIter=3, engine=engine).run(edges) for engine in engines]
     for run in runs:
         assert run.converged and run.history["exemplars"].iloc[-1] == 3
     assert [assignment_rows(r) for r in runs[1:]] == [assignment_rows(runs[0])] * 2

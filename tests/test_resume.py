@@ -22,7 +22,7 @@ from tests.conftest import assignment_rows, saves, wait_for_save, written_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-PARAMS = dict(damping=0.9, convergenceIter=15, seed=4)
+PARAMS = dict(damping=0.7, convergenceIter=15, seed=4)
 
 
 def outcome(result) -> tuple:
@@ -49,14 +49,14 @@ def uninterrupted(blobs):
 
 
 def test_a_rerun_resumes_from_the_newest_save(blobs, uninterrupted, tmp_path):
-    first = AffinityPropagation(**PARAMS, stateDir=str(tmp_path), checkpointInterval=4).run(blobs)
+    first = AffinityPropagation(**PARAMS, stateDir=str(tmp_path), checkpointInterval=5).run(blobs)
     assert first.resumedFrom is None
     assert outcome(first) == outcome(uninterrupted)
-    # Only the newest save is kept: the last multiple of 4.
-    last = uninterrupted.numIterations // 4 * 4
+    # Only the newest save is kept: the last multiple of 5.
+    last = uninterrupted.numIterations // 5 * 5
     assert saves(tmp_path) == [last] and 0 < last < uninterrupted.numIterations
 
-    again = AffinityPropagation(**PARAMS, stateDir=str(tmp_path), checkpointInterval=4).run(blobs)
+    again = AffinityPropagation(**PARAMS, stateDir=str(tmp_path), checkpointInterval=5).run(blobs)
     assert again.resumedFrom == last
     assert outcome(again) == outcome(uninterrupted)
 
@@ -73,7 +73,7 @@ def test_a_save_of_the_last_iteration_resumes_to_the_same_end(blobs, uninterrupt
 @pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")  # the 3-iteration run
 def test_a_save_of_another_run_is_refused(spark, blobs, tmp_path):
     AffinityPropagation(**PARAMS, stateDir=str(tmp_path), maxIter=3, checkpointInterval=2).run(blobs)
-    with pytest.raises(StateMismatchError, match=r"params\.damping 0\.9 then, 0\.8 now"):
+    with pytest.raises(StateMismatchError, match=r"params\.damping 0\.7 then, 0\.8 now"):
         AffinityPropagation(**{**PARAMS, "damping": 0.8}, stateDir=str(tmp_path), maxIter=3).run(blobs)
     changed = blobs.withColumn("similarity", blobs["similarity"] - (blobs["src"] == 7).cast("double"))
     with pytest.raises(StateMismatchError, match=r"input\.checksum"):
@@ -189,7 +189,7 @@ def test_a_killed_spark_submit_job_resumes_to_the_uninterrupted_result(spark, bl
     edges = tmp_path / "edges.parquet"
     blobs.write.parquet(str(edges))
     out = tmp_path / "run"
-    args = ["--input", str(edges), "--output", str(out), "--checkpoint-interval", "2", "--damping", "0.9"]
+    args = ["--input", str(edges), "--output", str(out), "--checkpoint-interval", "2", "--damping", "0.7"]
     args += ["--seed", "4", "--preference", "median", "--engine", "blocks"]
     # A job of its own, in a process group of its own: SIGKILL takes the JVM and
     # the Python driver at once, as a lost machine would.

@@ -41,15 +41,19 @@ def test_the_graphframes_engine_runs_on_executors_that_got_the_package_from_spar
     X, _ = make_blobs(16, centers=3, random_state=5)
     edges = edges_from_matrix(spark, similarity_matrix(X))
     edges.write.parquet(str(tmp_path / "edges.parquet"))
-    # A fixed 10 iterations: every message passes through the executors either way.
+    # A fixed 4 iterations, with a preference that has exemplars by then: every message
+    # passes through the executors either way.
     with pytest.warns(UserWarning, match="did not converge"):
-        local = AffinityPropagation(seed=4, maxIter=10, convergenceIter=11).run(edges)
+        local = AffinityPropagation(seed=4, maxIter=4, convergenceIter=5, preference="quantile:0.75").run(edges)
     assert local.exemplars.count() > 1
 
     out, log = tmp_path / "run", tmp_path / "job.log"
     args = ["--input", str(tmp_path / "edges.parquet"), "--output", str(out), "--seed", "4", "--engine", "graphframes"]
-    # What the README's spark-submit line passes: --packages and --repositories.
-    job = submit(cluster, *args, "--max-iter", "10", "--convergence-iter", "11", log=log, extra=submit_arguments())
+    args += ["--preference", "quantile:0.75", "--max-iter", "4", "--convergence-iter", "5"]
+    # What the README's spark-submit line passes: --packages and --repositories; one
+    # executor is enough to show that the package reached it.
+    extra = [*submit_arguments(), "--total-executor-cores", "1"]
+    job = submit(cluster, *args, log=log, extra=extra)
     assert job.wait(timeout=600) == 0, log.read_text()[-3000:]
     assert written_rows(out) == assignment_rows(local)
     summary = json.loads((out / "summary.json").read_text())
