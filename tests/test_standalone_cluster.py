@@ -65,10 +65,11 @@ def test_a_standalone_cluster_losing_a_worker_gives_the_local_result(spark, clus
     X, _ = make_blobs(40, centers=3, random_state=11)
     edges = edges_from_matrix(spark, similarity_matrix(X))
     edges.write.parquet(str(tmp_path / "edges.parquet"))
-    local = AffinityPropagation(damping=0.9, seed=2).run(edges)
+    local = AffinityPropagation(damping=0.8, seed=2).run(edges)
+    assert local.numIterations >= 20  # the kill below, at iteration 12, lands mid-run
 
     out, log = tmp_path / "run", tmp_path / "job.log"
-    args = ["--input", str(tmp_path / "edges.parquet"), "--output", str(out), "--damping", "0.9", "--seed", "2"]
+    args = ["--input", str(tmp_path / "edges.parquet"), "--output", str(out), "--damping", "0.8", "--seed", "2"]
     job = submit(cluster, *args, "--checkpoint-interval", "10", "--engine", "blocks", log=log)
     try:
         # Past a save, with the newest iterations held only in executor memory:
