@@ -33,8 +33,8 @@ def test_the_command_on_an_edge_csv_with_columns_of_its_own(spark, tmp_path):
     csv = tmp_path / "edges.csv"
     edges.toPandas().to_csv(csv, index=False)
     out = tmp_path / "run"
-    # In-process, on the suite's session: the command is this function; the test below runs the
-    # job in a JVM of its own, and test_a_missing_input_fails_before_spark_starts the command.
+    # In-process, on the suite's session: the command is this function. The test below runs the
+    # job in a JVM of its own; test_a_missing_input_fails_before_spark_starts runs the command.
     columns = ["--src-col", "a", "--dst-col", "b", "--weight-col", "sim"]
     assert main(["--input", str(csv), "--output", str(out), *columns, "--damping", "0.6", "--preference", "min"]) == 0
     expected = AffinityPropagation(srcCol="a", dstCol="b", weightCol="sim", damping=0.6, preference="min").run(edges)
