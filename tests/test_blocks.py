@@ -108,15 +108,15 @@ def test_numbering_and_sorting_are_binary_search_and_lexsort():
         i, j = (rng.choice([0, 1, 5, 2**31 - 2], size) for _ in range(2))
         assert blocks.by_pair(i, j).tolist() == np.lexsort((j, i)).tolist()
     # A chunk's targets: a range with gaps (vertices without edges here), sorted by (i, j).
-    i, j = rng.integers(41, 100, 400), rng.choice([3, 4, 9, 10, 11, 40], 400)
+    targets = [3, 4, 9, 10, 11, 40]
+    i, j = rng.integers(41, 100, 400), rng.choice(targets, 400)
+    i[:6] = j[:6] = targets  # the self-edges
     order = np.lexsort((j, i))
     zeros = np.zeros(400)
     col = {"i": i[order], "j": j[order], "s": zeros, "r": zeros, "a": zeros, "e": zeros, "run": zeros, "changed": zeros}
-    col["i"][:6], col["j"][:6] = [3, 4, 9, 10, 11, 40], [3, 4, 9, 10, 11, 40]  # the self-edges
-    order = np.lexsort((col["j"], col["i"]))
-    chunk = Chunk.from_arrays({name: x[order] for name, x in col.items()})
-    assert chunk.vertices.tolist() == [3, 4, 9, 10, 11, 40]
-    assert chunk.jl.tolist() == np.searchsorted(chunk.vertices, col["j"][order]).tolist()
+    chunk = Chunk.from_arrays(col)
+    assert chunk.vertices.tolist() == targets
+    assert chunk.jl.tolist() == np.searchsorted(chunk.vertices, col["j"]).tolist()
 
 
 @pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")  # a fixed 8 iterations
