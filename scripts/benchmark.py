@@ -15,8 +15,8 @@ edge). On it run, for a fixed number of iterations without early stopping:
   ``--iterations`` iterations;
 * spark-ap with ``engine="graphframes"``, two ``GraphFrame.aggregateMessages``
   rounds per iteration, ``--graphframes-iterations`` iterations, with where each
-  iteration's time goes (the two rounds, the availabilities and checkpoint, the
-  decision counts);
+  iteration's time goes (the two rounds, and the availabilities with the
+  checkpoint, which counts the exemplar decisions on the way);
 * spark-ap with ``engine="local"``: the same numpy step as blocks, on the
   driver, Spark doing the set-up and the final assignment (up to
   ``--local-max-edges``);

@@ -6,7 +6,7 @@ the engines can use them without importing the loop.
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Observation
 from pyspark.sql import functions as F
 
 INF = float("inf")
@@ -39,15 +39,23 @@ def save_reliably(df: DataFrame) -> DataFrame:
     return saved
 
 
-def vertex_stats(state: DataFrame) -> dict:
-    """Exemplars, changed decisions and the shortest run of unchanged decisions, over the vertices."""
-    row = (
-        state.filter(F.col("src") == F.col("dst"))
-        .agg(
-            F.sum(F.col("e").cast("long")).alias("exemplars"),
-            F.sum(F.col("changed").cast("long")).alias("changed"),
-            F.min("run").alias("min_run"),
+def materialize_counting(state: DataFrame) -> tuple[DataFrame, dict]:
+    """:func:`materialize` an edge state, counting its exemplars, changed decisions and the
+    shortest run of unchanged decisions over the vertices (self-edges) on the way.
+
+    The counts are observed while the checkpoint is computed, not read by a pass
+    of their own: they sit in the checkpoint's final stage, whose tasks Spark
+    counts once per partition, so a retried task does not count twice.
+    """
+    own = F.col("src") == F.col("dst")
+    observation = Observation()
+    materialized = materialize(
+        state.observe(
+            observation,
+            F.sum(F.when(own, F.col("e").cast("long"))).alias("exemplars"),
+            F.sum(F.when(own, F.col("changed").cast("long"))).alias("changed"),
+            F.min(F.when(own, F.col("run"))).alias("min_run"),
         )
-        .first()
     )
-    return {key: int(row[key]) for key in ("exemplars", "changed", "min_run")}
+    counts = observation.get
+    return materialized, {key: int(counts[key]) for key in ("exemplars", "changed", "min_run")}

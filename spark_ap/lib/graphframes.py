@@ -19,13 +19,15 @@ fixed order. The messages are then bit for bit those of the blocks engine and
 of the numpy references, whatever the partitioning.
 
 The new edge state is locally checkpointed every iteration, which keeps the
-plan one iteration long.
+plan one iteration long; the counts the convergence test reads are observed
+while it is computed.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from types import SimpleNamespace
 
 import numpy as np
 from graphframes import GraphFrame
@@ -34,22 +36,23 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from spark_ap.lib.checkpoints import INF, materialize, release, save_reliably, vertex_stats
+from spark_ap.lib.checkpoints import INF, materialize_counting, release, save_reliably
 from spark_ap.session import require_graphframes
 
 log = logging.getLogger("spark_ap")
 
 
-def update_decisions(state: DataFrame) -> DataFrame:
-    """On self-edges: the exemplar decision and for how many iterations it has held."""
+def _decisions() -> dict[str, Column]:
+    """On self-edges: the exemplar decision ``e``, for how many iterations it has held (``run``)
+    and whether it ``changed``, each from the state's r, a and previous ``e`` (``withColumns``)."""
     self_edge = F.col("src") == F.col("dst")
     decision = (F.col("r") + F.col("a")) > 0
     run = F.when(decision == F.col("e"), F.col("run") + 1).otherwise(1)
-    return (
-        state.withColumn("run", F.when(self_edge, run).otherwise(F.col("run")))
-        .withColumn("changed", self_edge & (decision != F.col("e")))
-        .withColumn("e", F.when(self_edge, decision).otherwise(F.col("e")))
-    )
+    return {
+        "run": F.when(self_edge, run).otherwise(F.col("run")),
+        "changed": self_edge & (decision != F.col("e")),
+        "e": F.when(self_edge, decision).otherwise(F.col("e")),
+    }
 
 
 def _top_two(messages: Column, id_type: str) -> Column:
@@ -79,11 +82,34 @@ def _ordered_sum(messages: Column) -> Column:
     return F.aggregate(F.array_sort(F.collect_list(messages)), F.lit(0.0), lambda acc, m: acc + m["x"])
 
 
+def _iteration(damping: float, id_type: str) -> SimpleNamespace:
+    """The columns of an iteration, for vertex ids of type ``id_type``; built once per run, as
+    building a Column takes Py4J calls."""
+    d = damping
+    edge, src, dst, top = Messages.edge, F.col("src"), F.col("dst"), F.col("top")
+    # r(i,k) = s(i,k) - max_{k' != k} (a(i,k') + s(i,k'))
+    best = F.when(dst == top["arg"], top["second"]).otherwise(top["largest"])
+    # a(i,k) = min(0, r(k,k) + sum_{i' not in {i,k}} max(0, r(i',k))), a(k,k) = sum_{i' != k} max(0, r(i',k)):
+    # each target's total of r(k,k) and the positive r(i',k), less the edge's own term.
+    rest = F.col("total") - _own(src, dst, F.col("r"))
+    computed = F.when(src == dst, rest).otherwise(F.least(F.lit(0.0), rest))
+    return SimpleNamespace(
+        to_src=F.struct((edge["a"] + edge["s"]).alias("v"), edge["dst"].alias("k")),
+        top_two=_top_two(Messages.msg, id_type).alias("top"),
+        r=d * F.col("r") + (1 - d) * (F.col("s") - best),
+        to_dst=F.struct(edge["src"].alias("i"), _own(edge["src"], edge["dst"], edge["r"]).alias("x")),
+        total=_ordered_sum(Messages.msg).alias("total"),
+        a=d * F.col("a") + (1 - d) * computed,
+        decisions=_decisions(),
+    )
+
+
 # The storage level aggregateMessages keeps its inputs and results at (its default).
 STORAGE_LEVEL = StorageLevel.MEMORY_AND_DISK_DESER
 # An iteration's parts, timed: the two rounds (the second computes the
-# responsibilities it sends), the availabilities with the checkpoint, the counts.
-PHASES = ("sendToSrc", "sendToDst", "availabilities", "counts")
+# responsibilities it sends), the availabilities with the checkpoint (which counts
+# the exemplar decisions on the way).
+PHASES = ("sendToSrc", "sendToDst", "availabilities")
 # Up to this many vertices, the vertices and their per-iteration aggregates are
 # broadcast to the edges rather than the edges shuffled to them.
 BROADCAST_VERTICES = 2_000_000
@@ -102,6 +128,7 @@ class GraphFramesEngine:
         self.vertices: DataFrame | None = None
         self._kept: DataFrame | None = None
         self.broadcast = True
+        self.columns: SimpleNamespace | None = None
 
     def start(
         self,
@@ -119,6 +146,7 @@ class GraphFramesEngine:
         self._kept = state.filter(F.col("src") == F.col("dst")).select(F.col("src").alias("id")).localCheckpoint()
         self.broadcast = self._kept.count() <= BROADCAST_VERTICES
         self.vertices = self._small(self._kept)
+        self.columns = _iteration(self.damping, state.schema["dst"].dataType.simpleString())
         return state
 
     def _small(self, df: DataFrame) -> DataFrame:
@@ -132,39 +160,21 @@ class GraphFramesEngine:
 
     def step(self, state: DataFrame, reliable: bool = False) -> tuple[DataFrame, dict]:
         """One iteration; ``reliable`` also writes the new state to the checkpoint directory."""
-        d = self.damping
-        edge, src, dst = Messages.edge, F.col("src"), F.col("dst")
+        m = self.columns
         clock = [time.perf_counter()]
-        # r(i,k) = s(i,k) - max_{k' != k} (a(i,k') + s(i,k'))
         tops = GraphFrame(self.vertices, state).aggregateMessages(
-            [_top_two(Messages.msg, state.schema["dst"].dataType.simpleString()).alias("top")],
-            sendToSrc=[F.struct((edge["a"] + edge["s"]).alias("v"), edge["dst"].alias("k"))],
-            intermediate_storage_level=STORAGE_LEVEL,
+            [m.top_two], sendToSrc=[m.to_src], intermediate_storage_level=STORAGE_LEVEL
         )
         clock.append(time.perf_counter())
-        top = F.col("top")
-        best = F.when(dst == top["arg"], top["second"]).otherwise(top["largest"])
-        with_r = state.join(self._small(tops.withColumnRenamed("id", "src")), "src").withColumn(
-            "r", d * F.col("r") + (1 - d) * (F.col("s") - best)
-        )
-        # a(i,k) = min(0, r(k,k) + sum_{i' not in {i,k}} max(0, r(i',k))), a(k,k) = sum_{i' != k} max(0, r(i',k)):
-        # each target's total of r(k,k) and the positive r(i',k), less the edge's own term.
+        with_r = state.join(self._small(tops.withColumnRenamed("id", "src")), "src").withColumn("r", m.r)
         totals = GraphFrame(self.vertices, with_r.drop("top")).aggregateMessages(
-            [_ordered_sum(Messages.msg).alias("total")],
-            sendToDst=[F.struct(edge["src"].alias("i"), _own(edge["src"], edge["dst"], edge["r"]).alias("x"))],
-            intermediate_storage_level=STORAGE_LEVEL,
+            [m.total], sendToDst=[m.to_dst], intermediate_storage_level=STORAGE_LEVEL
         )
         clock.append(time.perf_counter())
-        rest = F.col("total") - _own(src, dst, F.col("r"))
-        computed = F.when(src == dst, rest).otherwise(F.least(F.lit(0.0), rest))
-        with_a = with_r.join(self._small(totals.withColumnRenamed("id", "dst")), "dst").withColumn(
-            "a", d * F.col("a") + (1 - d) * computed
-        )
-        new = materialize(update_decisions(with_a).select(*state.columns))
+        with_a = with_r.join(self._small(totals.withColumnRenamed("id", "dst")), "dst").withColumn("a", m.a)
+        new, stats = materialize_counting(with_a.withColumns(m.decisions).select(*state.columns))
         tops.unpersist()  # aggregateMessages leaves its results persisted
         totals.unpersist()
-        clock.append(time.perf_counter())
-        stats = vertex_stats(new)
         clock.append(time.perf_counter())
         # Where an iteration's time goes (scripts/benchmark.py reports it).
         log.debug("graphframes phases: %s", dict(zip(PHASES, np.diff(clock).round(4).tolist(), strict=True)))
