@@ -162,11 +162,13 @@ class GraphFramesEngine:
         """One iteration; ``reliable`` also writes the new state to the checkpoint directory."""
         m = self.columns
         clock = [time.perf_counter()]
+        # r(i,k): each source's two largest a(i,k') + s(i,k'), joined back onto its edges.
         tops = GraphFrame(self.vertices, state).aggregateMessages(
             [m.top_two], sendToSrc=[m.to_src], intermediate_storage_level=STORAGE_LEVEL
         )
         clock.append(time.perf_counter())
         with_r = state.join(self._small(tops.withColumnRenamed("id", "src")), "src").withColumn("r", m.r)
+        # a(i,k): each target's total of r(k,k) and the positive r(i',k), joined back onto its edges.
         totals = GraphFrame(self.vertices, with_r.drop("top")).aggregateMessages(
             [m.total], sendToDst=[m.to_dst], intermediate_storage_level=STORAGE_LEVEL
         )
