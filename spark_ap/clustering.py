@@ -506,7 +506,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
                 _warn_if_not_converged(outcome, outcome.labels[1])
                 return outcome, outcome.labels, facts
             exemplar_ids = self._exemplars(outcome)
-        return outcome, self._labels(outcome.state, exemplar_ids), facts
+        return outcome, self._labels(outcome.state, exemplar_ids, int(facts["vertices"])), facts
 
     def _refuse_duplicates(self, graph: DataFrame, settings: Settings, edges: int, shortcut: bool) -> None:
         """Refuse repeated (src, dst) pairs of the persisted ``graph`` (duplicates="error") unless
@@ -536,12 +536,12 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         return exemplar_ids
 
     @staticmethod
-    def _labels(state: DataFrame, exemplar_ids: DataFrame | None) -> tuple[DataFrame, bool]:
-        """``id, cluster, exemplar`` for every vertex, and whether there are clusters at all."""
+    def _labels(state: DataFrame, exemplar_ids: DataFrame | None, vertices: int) -> tuple[DataFrame, bool]:
+        """``id, cluster, exemplar`` for every one of the ``vertices``, and whether there are clusters at all."""
         ids = state.filter(self_edge()).select(F.col("src").alias("id"))
         if exemplar_ids is None:
             return assign.unassigned(ids).persist(), False
-        return assign.label(state, ids, exemplar_ids).persist(), True
+        return assign.label(state, ids, exemplar_ids, vertices).persist(), True
 
     def _result(
         self, outcome: Outcome, assignments: DataFrame, found: bool, preference: float, facts: Row

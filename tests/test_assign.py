@@ -9,15 +9,23 @@ from spark_ap.lib import assign, blocks
 from spark_ap.lib.assign import cluster_numbers
 
 
-def test_clusters_are_numbered_in_exemplar_order_across_partitions(spark):
+@pytest.mark.parametrize("id_type", ["long", "string"])
+@pytest.mark.parametrize("count", [None, 2300], ids=["by-partition", "on-the-driver"])
+def test_clusters_are_numbered_in_exemplar_order_across_partitions(spark, count, id_type):
+    # count: none known, or a bound (the rows: at most one cluster each), which numbers them on the driver.
+    # String ids are ordered by code point ("v10" < "v9" < "vé"), as Python orders them.
     rng = np.random.RandomState(3)
-    exemplars = rng.choice(10_000, size=300, replace=False)
-    rows = [(int(i), int(rng.choice(exemplars))) for i in range(2000)] + [(int(e), int(e)) for e in exemplars]
-    assigned = spark.createDataFrame(rows, "id long, exemplar long").repartition(7)
+    exemplars = [int(e) for e in rng.choice(10_000, size=300, replace=False)]
+    if id_type == "string":
+        exemplars = [f"v{e}" for e in exemplars[:-1]] + ["vé"]
+    rows = [(i, exemplars[rng.randint(len(exemplars))]) for i in range(2000)] + [(e, e) for e in exemplars]
+    if id_type == "string":
+        rows = [(str(i), e) for i, e in rows]
+    assigned = spark.createDataFrame(rows, f"id {id_type}, exemplar {id_type}").repartition(7)
 
-    numbered = {row.exemplar: row.cluster for row in cluster_numbers(assigned).collect()}
+    numbered = {row.exemplar: row.cluster for row in cluster_numbers(assigned, count).collect()}
 
-    expected = {int(e): k for k, e in enumerate(sorted(exemplars))}
+    expected = {e: k for k, e in enumerate(sorted(exemplars))}
     assert numbered == expected
 
 

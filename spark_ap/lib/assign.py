@@ -78,21 +78,22 @@ def refine(edges: DataFrame, assignment: DataFrame) -> DataFrame:
     return _first_by(scores, "cluster", "score", "dst").select(F.col("dst").alias("id"))
 
 
-def label(edges: DataFrame, vertices: DataFrame, exemplars: DataFrame) -> DataFrame:
+def label(edges: DataFrame, vertices: DataFrame, exemplars: DataFrame, count: int | None = None) -> DataFrame:
     """(id, cluster, exemplar) for every vertex, clusters numbered by exemplar id from 0.
 
-    Vertices with no edge to any exemplar become singleton clusters.
+    Vertices with no edge to any exemplar become singleton clusters. ``count``, the number of
+    vertices when the caller knows it, bounds the number of clusters (see :func:`cluster_numbers`).
     """
     chosen = nearest_exemplar(edges, exemplars)
     assigned = vertices.join(chosen, "id", "left").withColumn("exemplar", F.coalesce("exemplar", "id"))
-    return assigned.join(cluster_numbers(assigned), "exemplar").select("id", "cluster", "exemplar")
+    return assigned.join(cluster_numbers(assigned, count), "exemplar").select("id", "cluster", "exemplar")
 
 
 def cluster_numbers(assigned: DataFrame, count: int | None = None) -> DataFrame:
     """(exemplar, cluster): the distinct exemplars of ``assigned``, numbered from 0 in id order.
 
-    Up to :data:`DRIVER_NUMBERS` exemplars (``count``, when the caller knows it)
-    are numbered on the driver. Otherwise, as a rank over a window without a
+    Up to :data:`DRIVER_NUMBERS` exemplars (``count``, when the caller knows it or
+    a bound on it) are numbered on the driver. Otherwise, as a rank over a window without a
     partition would move every exemplar into one partition, the exemplars are
     range-partitioned by id, each partition numbers its own, and adds the count
     of the partitions before it.
