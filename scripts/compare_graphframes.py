@@ -16,12 +16,11 @@ the same r and a on every edge and the same counts after every iteration.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -34,19 +33,18 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 def engine_at(revision: str) -> type:
     """``GraphFramesEngine`` as ``revision`` has it, with that revision's checkpoint helpers."""
-    folder = Path(tempfile.mkdtemp(prefix="spark-ap-compare-"))
     modules = {}
     for name in ("checkpoints", "graphframes"):
+        path = f"spark_ap/lib/{name}.py"
         source = subprocess.run(
-            ["git", "show", f"{revision}:spark_ap/lib/{name}.py"], cwd=ROOT, check=True, capture_output=True, text=True
+            ["git", "show", f"{revision}:{path}"], cwd=ROOT, check=True, capture_output=True, text=True
         ).stdout
+        # The engine imports this revision's checkpoint helpers, registered under their own name.
         source = source.replace("from spark_ap.lib.checkpoints import", "from base_checkpoints import")
-        path = folder / f"base_{name}.py"
-        path.write_text(source)
-        spec = importlib.util.spec_from_file_location(f"base_{name}", path)
-        modules[name] = importlib.util.module_from_spec(spec)
-        sys.modules[f"base_{name}"] = modules[name]
-        spec.loader.exec_module(modules[name])
+        module = types.ModuleType(f"base_{name}")
+        sys.modules[module.__name__] = module
+        exec(compile(source, f"{revision}:{path}", "exec"), module.__dict__)
+        modules[name] = module
     return modules["graphframes"].GraphFramesEngine
 
 
