@@ -37,8 +37,10 @@ def test_jars_of_its_own_or_another_graphframes_version_are_kept(monkeypatch):
 
 
 def python(code: str, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh interpreter with exactly ``env`` (plus what finding Java and Python needs)."""
-    base = {key: os.environ[key] for key in ("PATH", "HOME", "JAVA_HOME", "LANG") if key in os.environ}
+    """Run ``code`` in a fresh interpreter with exactly ``env`` (plus what finding Java and Python needs,
+    and the options of the tests' JVMs)."""
+    keys = ("PATH", "HOME", "JAVA_HOME", "LANG", "SPARK_SUBMIT_OPTS")
+    base = {key: os.environ[key] for key in keys if key in os.environ}
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         env={**base, **env},

@@ -12,7 +12,7 @@ from sklearn.datasets import make_blobs
 
 from spark_ap import AffinityPropagation, edges_from_matrix, similarity_matrix
 from spark_ap.session import submit_arguments
-from tests.conftest import assignment_rows, saves, wait_for_save, written_rows
+from tests.conftest import CHILD_JVM_OPTIONS, assignment_rows, saves, wait_for_save, written_rows
 from tests.standalone import StandaloneCluster
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +22,8 @@ BIN = Path(sys.executable).parent
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A master and two workers for this module's jobs; the last test kills one."""
-    with StandaloneCluster(workers=2, tmp=tmp_path_factory.mktemp("cluster")) as running:
+    daemons = {"SPARK_DAEMON_JAVA_OPTS": CHILD_JVM_OPTIONS}
+    with StandaloneCluster(workers=2, tmp=tmp_path_factory.mktemp("cluster"), env=daemons) as running:
         yield running
 
 
@@ -31,6 +32,7 @@ def submit(cluster: StandaloneCluster, *args: str, log: Path, extra: list[str] =
     return subprocess.Popen(
         [str(BIN / "spark-submit"), *cluster.submit_args(), *extra]
         + ["--conf", "spark.ui.enabled=false", "--conf", "spark.sql.shuffle.partitions=4"]
+        + ["--conf", f"spark.executor.extraJavaOptions={CHILD_JVM_OPTIONS}"]
         + [str(ROOT / "scripts" / "spark_ap_job.py"), *args],
         stdout=sink,
         stderr=subprocess.STDOUT,
