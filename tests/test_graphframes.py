@@ -97,6 +97,19 @@ def test_each_iteration_is_aggregate_messages_rounds(spark, monkeypatch):
     assert calls == [(True, False), (False, True)] * 4
 
 
+@pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")  # a fixed 2 iterations
+def test_a_second_run_in_a_session_compiles_no_code(spark):
+    # Spark caches the classes it generates for a plan's code by their text; a run's classes
+    # must fit in that cache (spark_ap.session.DEFAULTS), or each run compiles them all again.
+    compiled = spark._jvm.org.apache.spark.metrics.source.CodegenMetrics.METRIC_COMPILATION_TIME()
+    edges = edges_from_matrix(spark, -np.random.RandomState(1).rand(5, 5))
+    ap = AffinityPropagation(engine="graphframes", maxIter=2, convergenceIter=3)
+    assignment_rows(ap.run(edges))
+    before = compiled.getCount()
+    assignment_rows(ap.run(edges))
+    assert compiled.getCount() - before < 20  # about 180 with Spark's default cache
+
+
 def test_a_graphframe_in_and_a_graphframe_out(spark):
     # Two groups with an edge between them; vertex 5 has no edge at all and a preference of its own.
     vertices = spark.createDataFrame(
