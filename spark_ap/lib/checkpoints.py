@@ -6,8 +6,7 @@ the engines can use them without importing the loop.
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Observation
-from pyspark.sql import functions as F
+from pyspark.sql import Column, DataFrame, Observation
 
 INF = float("inf")
 
@@ -39,23 +38,13 @@ def save_reliably(df: DataFrame) -> DataFrame:
     return saved
 
 
-def materialize_counting(state: DataFrame) -> tuple[DataFrame, dict]:
-    """:func:`materialize` an edge state, counting its exemplars, changed decisions and the
-    shortest run of unchanged decisions over the vertices (self-edges) on the way.
+def materialize_observing(df: DataFrame, aggregates: list[Column]) -> tuple[DataFrame, dict]:
+    """:func:`materialize` ``df``, computing the named ``aggregates`` over its rows on the way.
 
-    The counts are observed while the checkpoint is computed, not read by a pass
-    of their own: they sit in the checkpoint's final stage, whose tasks Spark
-    counts once per partition, so a retried task does not count twice.
+    The aggregates are observed while the checkpoint is computed, not read by a
+    pass of their own: they sit in the checkpoint's final stage, whose tasks
+    Spark counts once per partition, so a retried task does not count twice.
     """
-    own = F.col("src") == F.col("dst")
     observation = Observation()
-    materialized = materialize(
-        state.observe(
-            observation,
-            F.sum(F.when(own, F.col("e").cast("long"))).alias("exemplars"),
-            F.sum(F.when(own, F.col("changed").cast("long"))).alias("changed"),
-            F.min(F.when(own, F.col("run"))).alias("min_run"),
-        )
-    )
-    counts = observation.get
-    return materialized, {key: int(counts[key]) for key in ("exemplars", "changed", "min_run")}
+    materialized = materialize(df.observe(observation, *aggregates))
+    return materialized, observation.get

@@ -36,7 +36,7 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from spark_ap.lib.checkpoints import INF, materialize_counting, release, save_reliably
+from spark_ap.lib.checkpoints import INF, materialize_observing, release, save_reliably
 from spark_ap.session import require_graphframes
 
 log = logging.getLogger("spark_ap")
@@ -101,6 +101,12 @@ def _iteration(damping: float, id_type: str) -> SimpleNamespace:
         total=_ordered_sum(Messages.msg).alias("total"),
         a=d * F.col("a") + (1 - d) * computed,
         decisions=_decisions(),
+        # What the convergence test reads, over the vertices (self-edges), once decided.
+        counts=[
+            F.sum(F.when(src == dst, F.col("e").cast("long"))).alias("exemplars"),
+            F.sum(F.when(src == dst, F.col("changed").cast("long"))).alias("changed"),
+            F.min(F.when(src == dst, F.col("run"))).alias("min_run"),
+        ],
     )
 
 
@@ -174,13 +180,13 @@ class GraphFramesEngine:
         )
         clock.append(time.perf_counter())
         with_a = with_r.join(self._small(totals.withColumnRenamed("id", "dst")), "dst").withColumn("a", m.a)
-        new, stats = materialize_counting(with_a.withColumns(m.decisions).select(*state.columns))
+        new, counts = materialize_observing(with_a.withColumns(m.decisions).select(*state.columns), m.counts)
         tops.unpersist()  # aggregateMessages leaves its results persisted
         totals.unpersist()
         clock.append(time.perf_counter())
         # Where an iteration's time goes (scripts/benchmark.py reports it).
         log.debug("graphframes phases: %s", dict(zip(PHASES, np.diff(clock).round(4).tolist(), strict=True)))
-        return (save_reliably(new) if reliable else new), stats
+        return (save_reliably(new) if reliable else new), {key: int(value) for key, value in counts.items()}
 
     def edges(self, state: DataFrame) -> DataFrame:
         return state
