@@ -1,4 +1,4 @@
-"""The spark-ap command and the spark-submit entry point give the library's clusters."""
+"""The spark-ap command gives the library's clusters; its settings layer, and its clear errors."""
 
 import subprocess
 import sys
@@ -33,8 +33,8 @@ def test_the_command_on_an_edge_csv_with_columns_of_its_own(spark, tmp_path):
     csv = tmp_path / "edges.csv"
     edges.toPandas().to_csv(csv, index=False)
     out = tmp_path / "run"
-    # In-process, on the suite's session: the command is this function. The test below runs the
-    # job in a JVM of its own; test_a_missing_input_fails_before_spark_starts runs the command.
+    # In-process, on the suite's session: the command is this function;
+    # test_a_missing_input_fails_before_spark_starts runs the command.
     columns = ["--src-col", "a", "--dst-col", "b", "--weight-col", "sim"]
     assert main(["--input", str(csv), "--output", str(out), *columns, "--damping", "0.6", "--preference", "min"]) == 0
     expected = AffinityPropagation(srcCol="a", dstCol="b", weightCol="sim", damping=0.6, preference="min").run(edges)
@@ -42,25 +42,16 @@ def test_the_command_on_an_edge_csv_with_columns_of_its_own(spark, tmp_path):
     assert (out / "summary.json").exists() and (out / "convergence.png").exists()
 
 
-def test_spark_submit_on_a_feature_csv(spark, tmp_path):
+def test_the_command_on_a_feature_csv_with_the_settings_file(spark, tmp_path):
+    # In-process too: spark-submit runs this job in tests/test_resume.py (plain, the job
+    # adding GraphFrames itself), tests/test_dag.py (a feature CSV, with --packages from the
+    # DAG) and tests/test_standalone_cluster.py.
     X, _ = make_blobs(40, centers=3, random_state=8)
     csv = tmp_path / "points.csv"
     pd.DataFrame({"id": np.arange(40), "x": X[:, 0], "y": X[:, 1]}).to_csv(csv, index=False)
     out = tmp_path / "run"
-    done = run(
-        [str(BIN / "spark-submit"), "--master", "local[2]", str(ROOT / "scripts" / "spark_ap_job.py")]
-        + [
-            "--input",
-            str(csv),
-            "--output",
-            str(out),
-            "--kind",
-            "features",
-            "--config",
-            str(ROOT / "conf" / "spark-ap.yaml"),
-        ]
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    config = ROOT / "conf" / "spark-ap.yaml"
+    assert main(["--input", str(csv), "--output", str(out), "--kind", "features", "--config", str(config)]) == 0
     features = spark.createDataFrame([(i, [float(v) for v in x]) for i, x in enumerate(X)], ["id", "features"])
     expected = AffinityPropagation().run(edges_from_features(features))
     assert written_rows(out) == assignment_rows(expected)

@@ -191,6 +191,9 @@ def test_a_killed_spark_submit_job_resumes_to_the_uninterrupted_result(spark, bl
     out = tmp_path / "run"
     args = ["--input", str(edges), "--output", str(out), "--checkpoint-interval", "2", "--damping", "0.7"]
     args += ["--seed", "4", "--preference", "median", "--engine", "blocks"]
+    # With the settings file, whose spark section the job's own session applies under
+    # spark-submit (the command line wins over its ap section).
+    args += ["--config", str(ROOT / "conf" / "spark-ap.yaml")]
     # A job of its own, in a process group of its own: SIGKILL takes the JVM and
     # the Python driver at once, as a lost machine would.
     job = subprocess.Popen(
