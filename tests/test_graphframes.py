@@ -50,7 +50,8 @@ def test_a_whole_run_equals_the_blocks_engine(spark):
         (assignment_rows(r), r.numIterations, r.history.values.tolist(), sorted(tuple(m) for m in r.messages.collect()))
         for r in runs
     )
-    assert len(blocks[3]) > 250
+    messages = blocks[3]
+    assert len(messages) > 250
     assert graphframes == blocks  # every message bit for bit, noise included
 
 

@@ -43,9 +43,9 @@ def test_the_command_on_an_edge_csv_with_columns_of_its_own(spark, tmp_path):
 
 
 def test_the_command_on_a_feature_csv_with_the_settings_file(spark, tmp_path):
-    # In-process too: spark-submit runs this job in tests/test_resume.py (plain, the job
-    # adding GraphFrames itself), tests/test_dag.py (a feature CSV, with --packages from the
-    # DAG) and tests/test_standalone_cluster.py.
+    # In-process too: spark-submit runs this job in tests/test_resume.py (plain, no
+    # --packages, with this settings file), tests/test_dag.py (a feature CSV, with --packages
+    # from the DAG) and tests/test_standalone_cluster.py.
     X, _ = make_blobs(40, centers=3, random_state=8)
     csv = tmp_path / "points.csv"
     pd.DataFrame({"id": np.arange(40), "x": X[:, 0], "y": X[:, 1]}).to_csv(csv, index=False)
