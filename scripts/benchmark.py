@@ -5,6 +5,7 @@
     python scripts/benchmark.py --edges 2e4 --iterations 10 --out /tmp/bench
     python scripts/benchmark.py --edges 1.6e5 --knobs  # the graphframes engine's settings, against each other
     python scripts/benchmark.py --edges 1.6e6 --blocks-only --driver-memory 4g  # blocks' memory, another heap
+    python scripts/benchmark.py --edges 1.6e6 --exchanges   # the blocks engine's two exchanges at P = 2 .. 128
 
 For each size, Gaussian blobs (50 centres, 10-D) become a symmetrised k-nearest-
 neighbour graph (k = 10, similarity = -squared distance, preference = the median
@@ -39,6 +40,15 @@ finish (exemplars and labels), the peak memory of each, and the tax: seconds
 per iteration against the one-core numpy reference's divided by Spark's cores.
 Results go to ``results.json``, ``results.md`` and ``time_per_iteration.png`` in
 ``--out``.
+
+``--exchanges`` runs the blocks engine alone on the first size with each
+exchange (``driver``, ``routed``) at ``spark.default.parallelism`` 2, 8, 32 and
+128 (``--parallelism``), a Spark application per P (in a child process), and
+reports per iteration what crosses the driver and the network, read from
+Spark's own metrics (its REST API) and from the engine: the bytes of task
+results into the driver (accumulator reports included), the bytes broadcast
+out of it, the bytes shuffled, and the largest per-source arrays a task holds:
+``exchanges.json`` and ``exchanges.md``.
 
 ``--knobs`` runs the graphframes engine alone on the first size under each
 setting (aggregateMessages' storage level, broadcast joins, adaptive query
@@ -424,6 +434,10 @@ def main() -> None:
     )
     parser.add_argument("--knobs", action="store_true", help="compare the graphframes engine's settings instead")
     parser.add_argument(
+        "--exchanges", action="store_true", help="the blocks engine's exchanges at several parallelisms instead"
+    )
+    parser.add_argument("--parallelism", default="2,8,32,128", help="spark.default.parallelism values of --exchanges")
+    parser.add_argument(
         "--local-max-edges", type=float, default=3e7, help="run the local engine on graphs up to this many edges"
     )
     parser.add_argument(
@@ -436,15 +450,22 @@ def main() -> None:
     parser.add_argument("--dense-memory-gib", type=float, default=16, help="run scikit-learn if 5 N^2 doubles fit")
     parser.add_argument("--out", default="benchmarks")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--graph", help=argparse.SUPPRESS)
     parser.add_argument("--points", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.worker == "exchanges":
+        print(json.dumps(exchange_worker(args)))
+        return
     if args.worker:
         worker = numpy_worker if args.worker == "numpy" else sklearn_worker
         print(json.dumps(worker(args.points, args.iterations)))
         return
 
     targets = [float(e) for e in args.edges.split(",")] + ([1.6e7] if args.large else [])
+    if args.exchanges:
+        exchanges(int(targets[0] / K), args, Path(args.out))
+        return
     spark = bench_session(args.master, args.driver_memory)
     logging.getLogger("spark_ap").setLevel(logging.DEBUG)
     if args.knobs:
@@ -501,6 +522,123 @@ def write(results: list[dict], args: argparse.Namespace, out: Path, cores: int) 
     (out / "results.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
     (out / "results.md").write_text(markdown(results, cores))
     plot(results, out / "time_per_iteration.png")
+
+
+EXCHANGES = ("driver", "routed")
+
+
+def exchanges(n: int, args: argparse.Namespace, out: Path) -> None:
+    """The blocks engine with each exchange at each parallelism, one Spark application per P."""
+    path = write_graph(n)
+    rows = []
+    for parallelism in [int(p) for p in args.parallelism.split(",")]:
+        command = [sys.executable, __file__, "--worker", "exchanges", "--graph", path, "--points", str(n)]
+        command += ["--parallelism", str(parallelism), "--iterations", str(args.iterations)]
+        command += ["--master", args.master, "--driver-memory", args.driver_memory]
+        done = subprocess.run(command, check=True, capture_output=True, text=True)
+        for row in json.loads(done.stdout.strip().splitlines()[-1]):
+            rows.append(row)
+            print(exchange_line(row), flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "exchanges.json").write_text(json.dumps(rows, indent=2) + "\n")
+    header = [
+        f"blocks engine on {rows[0]['edges']:,} edges ({n:,} points), {args.iterations} iterations per run, "
+        f"{args.master}; per iteration, medians over iterations 2 to {args.iterations}",
+        "",
+        "| P | exchange | s / iteration | into the driver (task results) | broadcast out, per executor "
+        "| shuffled (written) | largest per-source arrays of a task | per task, bytes |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    (out / "exchanges.md").write_text("\n".join(header + [exchange_line(r) for r in rows]) + "\n")
+
+
+def exchange_line(row: dict) -> str:
+    def size(b: float) -> str:
+        return f"{b / 2**20:.2f} MiB" if b >= 2**20 else f"{b / 2**10:.1f} KiB"
+
+    cells = [
+        str(row["parallelism"]),
+        row["exchange"],
+        f"{row['seconds_per_iteration']:.3f}",
+        size(row["result_bytes"]),
+        size(row["broadcast_bytes"]),
+        size(row["shuffle_write_bytes"]),
+        f"{row['task_values']:,} values",
+        size(row["task_values"] * 20),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def exchange_worker(args: argparse.Namespace) -> list[dict]:
+    """In a child process: one Spark application at ``--parallelism``, both exchanges, each iteration's
+    metrics from Spark's REST API (task results into the driver, bytes shuffled) and from the engine
+    (bytes broadcast, the largest per-source arrays of a task)."""
+    import urllib.request
+
+    from spark_ap import spark_session
+    from spark_ap.lib import engine as loop
+
+    spark = spark_session(
+        master=args.master,
+        **{
+            "spark.driver.memory": args.driver_memory,
+            "spark.default.parallelism": str(args.parallelism),
+            "spark.sql.shuffle.partitions": "8",
+            "spark.ui.enabled": "true",
+            "spark.ui.port": "0",
+            "spark.ui.retainedStages": "5000",
+            "spark.ui.retainedJobs": "5000",
+        },
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    logging.getLogger("spark_ap").setLevel(logging.DEBUG)
+    sc = spark.sparkContext
+    api = f"{sc.uiWebUrl}/api/v1/applications/{sc.applicationId}/stages"
+
+    def stages() -> list[dict]:
+        with urllib.request.urlopen(api) as response:
+            return json.load(response)
+
+    made = []
+    make_engine = loop.make_engine
+
+    def capture(*a, **k):
+        made.append(make_engine(*a, **k))
+        return made[-1]
+
+    loop.make_engine = capture
+    rows = []
+    for exchange in EXCHANGES:
+        seen = {stage["stageId"] for stage in stages()}
+        run = spark_run(spark, args.graph, args.points, args.iterations, "blocks", exchange=exchange)
+        engine = made[-1]
+        per_iteration: dict[int, dict] = {}
+        for stage in stages():
+            match = re.match(r"affinity propagation: iteration (\d+)/", stage.get("description") or "")
+            if stage["stageId"] in seen or not match or stage["status"] != "COMPLETE":
+                continue
+            totals = per_iteration.setdefault(int(match.group(1)), {"result": 0, "shuffle": 0})
+            totals["result"] += stage["resultSize"]
+            totals["shuffle"] += stage["shuffleWriteBytes"]
+        later = [per_iteration[t] for t in sorted(per_iteration) if t > 1]
+        broadcasts = [t.broadcast for t in engine.exchange.traffic[1:]]
+        rows.append(
+            {
+                "parallelism": args.parallelism,
+                "exchange": engine.exchange.name,
+                "edges": run["edges"],
+                "points": args.points,
+                "seconds_per_iteration": statistics.median(run["seconds"][1:]),
+                "result_bytes": statistics.median(t["result"] for t in later),
+                "shuffle_write_bytes": statistics.median(t["shuffle"] for t in later),
+                "broadcast_bytes": statistics.median(broadcasts) if broadcasts else 0,
+                "task_values": engine.largest_task_values,
+                "setup_seconds": run["setup"],
+                "finish_seconds": run["finish"],
+            }
+        )
+    spark.stop()
+    return rows
 
 
 def knobs(spark, n: int, args: argparse.Namespace, out: Path, rounds: int = 3) -> None:

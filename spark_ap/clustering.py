@@ -281,6 +281,15 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         "local" iterates on the driver with the same numpy step, for graphs
         that fit one process (Spark still reads, validates, saves and
         assigns). "auto" is "local" up to 5 million edges, else "blocks".
+    exchange : {"auto", "driver", "routed"}, default "auto"
+        How the blocks engine merges each vertex's per-partition maxima, with
+        the same results: "driver" reports them to the driver, which merges
+        them and broadcasts three arrays of n values every iteration (the
+        fastest on one machine); "routed" shuffles them to the vertices'
+        owners, n / P each, and the merged values back to the partitions that
+        need them, so that nothing per vertex reaches the driver and each
+        task's arrays shrink as partitions are added (for clusters). "auto"
+        is "driver" while vertices x partitions is at most 4 million.
     noise : {"edge", "sklearn", "none"}, default "edge"
         scikit-learn's degeneracy noise, which breaks ties between equally good
         exemplars: ``(eps * s + tiny * 100) * z`` added to every similarity
@@ -317,6 +326,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         duplicates: str = "error",
         stateDir: str | None = None,
         engine: str = "auto",
+        exchange: str = "auto",
         noise: str | bool = "edge",
         seed: int = 0,
     ) -> None:
@@ -341,6 +351,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         duplicates: str = "error",
         stateDir: str | None = None,
         engine: str = "auto",
+        exchange: str = "auto",
         noise: str | bool = "edge",
         seed: int = 0,
     ) -> AffinityPropagation:
@@ -379,6 +390,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             noise=self.getNoise(),
             seed=self.getSeed(),
             engine=self.getEngine(),
+            exchange=self.getExchange(),
         )
 
     def _graph(

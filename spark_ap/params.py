@@ -26,6 +26,7 @@ MULTILEVEL = "MultiLevelAffinityPropagation"
 BOTH = (AP, MULTILEVEL)
 
 ENGINES = ("auto", "local", "blocks", "graphframes")
+EXCHANGES = ("auto", "driver", "routed")
 NOISES = ("edge", "sklearn", "none")
 METRICS = ("sqeuclidean", "cosine")
 DUPLICATES = ("error", "max", "mean")
@@ -142,6 +143,11 @@ SPECS: dict[str, Spec] = {
              retired=(("dataframe", "the Spark SQL window engine was replaced by engine='graphframes', which "
                        "computes the same messages with GraphFrame.aggregateMessages; use 'graphframes' or "
                        "'blocks'."),)),
+        Spec("exchange", str, "auto",
+             "how the blocks engine merges per-vertex maxima across partitions, with the same results: driver "
+             "(through the driver: fastest on one machine), routed (by shuffles to the vertices' owners and back: "
+             "nothing per vertex on the driver, for clusters); auto: driver while vertices x partitions <= 4e6",
+             result=False, choices=EXCHANGES),
         Spec("checkpointInterval", int, 10,
              "save the state (or write a reliable checkpoint) every this many iterations; -1: never",
              result=False, low=1, also=(-1,), dag=True),

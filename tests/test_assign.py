@@ -5,7 +5,9 @@ import functools
 import numpy as np
 import pytest
 
-from spark_ap.lib import assign, blocks
+from spark_ap.lib import assign
+from spark_ap.lib.blocks import pack
+from spark_ap.lib.blocks.engine import BlockEngine
 from spark_ap.lib.assign import cluster_numbers
 
 
@@ -77,7 +79,7 @@ def test_the_driver_assigns_as_the_dataframe_functions_do(spark, seed):
 def test_the_blocks_engine_assigns_on_its_chunks_as_the_dataframe_functions_do(spark, monkeypatch, seed):
     # Chunks of about 40 edges over two partitions: every per-source maximum is merged
     # across chunks and workers, every target's sum is its chunk's.
-    monkeypatch.setattr(blocks, "CHUNK_EDGES", 40)
+    monkeypatch.setattr(pack, "CHUNK_EDGES", 40)
     i, j, s, decided, ids = _sparse_graph(seed)
     expected = _dataframe_labels(spark, seed)
     # An edge state whose self-edges decide as ``decided`` does: r(k,k) + a(k,k) is 1 or -1.
@@ -90,7 +92,7 @@ def test_the_blocks_engine_assigns_on_its_chunks_as_the_dataframe_functions_do(s
         rows,
         "src string, dst string, similarity double, s double, r double, a double, e boolean, run int, changed boolean",
     )
-    engine = blocks.BlockEngine(spark, damping=0.5)
+    engine = BlockEngine(spark, damping=0.5)
 
     labels, found = engine.assign(engine.start(state))
 

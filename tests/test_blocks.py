@@ -10,8 +10,9 @@ import pytest
 from sklearn.datasets import make_blobs
 
 from spark_ap import AffinityPropagation, edges_from_matrix, similarity_matrix
-from spark_ap.lib import blocks, local
-from spark_ap.lib.blocks import Chunk, Top
+from spark_ap.lib import local
+from spark_ap.lib.blocks import exchange, kernel, pack
+from spark_ap.lib.blocks.kernel import Chunk, Top
 from spark_ap.testing.reference import SparseReference
 from tests.conftest import assignment_rows
 
@@ -59,7 +60,7 @@ def test_the_top_over_chunks_is_the_top_of_all_edges():
         columns = {"i": src[mine], "j": dst[mine], "s": value[mine] - 1.0, "r": zeros, "a": np.ones(mine.sum())}
         columns.update(e=zeros.astype(bool), run=zeros.astype(np.int32), changed=zeros.astype(bool))
         chunks.append(Chunk.from_arrays(columns))
-    top = Top.over(n, chunks)  # a + s: value - 1 + 1
+    top = Top.over(n, lambda: chunks)  # a + s: value - 1 + 1
     assert {i: (top.largest[i], top.arg[i], top.second[i]) for i in range(n)} == expected
 
 
@@ -80,7 +81,7 @@ def test_repeated_pairs_are_counted_as_a_counter_counts_them():
         i, j = i[order], j[order]
         counts = Counter(zip(i.tolist(), j.tolist(), strict=True))
         many = {pair: count for pair, count in counts.items() if count > 1}
-        found = blocks.repeated_pairs(i, j)
+        found = kernel.repeated_pairs(i, j)
         if not many:
             assert found is None
             continue
@@ -102,11 +103,11 @@ def test_numbering_and_sorting_are_binary_search_and_lexsort():
     }
     for kind, ids in kinds.items():
         values = rng.choice(ids, 300)
-        assert blocks.numbers(ids, values).tolist() == np.searchsorted(ids, values).tolist(), kind
+        assert kernel.numbers(ids, values).tolist() == np.searchsorted(ids, values).tolist(), kind
     for size in (0, 1, 500):
         # Numbers up to the largest a vertex gets, few of them: many repeated pairs.
         i, j = (rng.choice([0, 1, 5, 2**31 - 2], size) for _ in range(2))
-        assert blocks.by_pair(i, j).tolist() == np.lexsort((j, i)).tolist()
+        assert kernel.by_pair(i, j).tolist() == np.lexsort((j, i)).tolist()
     # A chunk's targets: a range with gaps (vertices without edges here), sorted by (i, j).
     targets = [3, 4, 9, 10, 11, 40]
     i, j = rng.integers(41, 100, 400), rng.choice(targets, 400)
@@ -125,7 +126,7 @@ def test_many_small_chunks_compute_the_sparse_reference_messages(spark, monkeypa
     # About 30 chunks over the two partitions: every per-source maximum and tie is
     # merged across chunks and workers; the vertices are numbered in id order, by
     # binary search (strings) or by subtraction (consecutive longs from -15).
-    monkeypatch.setattr(blocks, "CHUNK_EDGES", 25)
+    monkeypatch.setattr(pack, "CHUNK_EDGES", 25)
     S = _integer_graph(40, 0.5, seed=8)
     src, dst = np.nonzero(np.isfinite(S))
     ref = SparseReference(src, dst, S[src, dst])
@@ -185,15 +186,16 @@ def test_the_local_engine_is_the_blocks_engine_on_the_driver(spark):
 @pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")  # a fixed 4 iterations
 def test_the_driver_keeps_no_report_of_past_iterations(spark):
     # PySpark's driver keeps every accumulator it ever made; an iteration's (each partition's
-    # Top: arrays of n values) must be emptied once read, or a long run's driver grows without end.
+    # Top: arrays of its sources' values) must be emptied once read, or a long run's driver grows without end.
     from pyspark.accumulators import _accumulatorRegistry
 
     edges = edges_from_matrix(spark, -np.random.RandomState(2).rand(6, 6))
     before = set(_accumulatorRegistry)
-    AffinityPropagation(maxIter=4, convergenceIter=5, engine="blocks").run(edges)
+    AffinityPropagation(maxIter=4, convergenceIter=5, engine="blocks", exchange="driver").run(edges)
     made = [_accumulatorRegistry[aid] for aid in set(_accumulatorRegistry) - before]
-    reports = [acc for acc in made if isinstance(acc.accum_param, blocks._Summaries)]
-    assert len(reports) == 6  # the start's repeated pairs and first pass, and 4 iterations
+    reports = [acc for acc in made if isinstance(acc.accum_param, (exchange.Reports, pack.Repeated))]
+    # The start's repeated pairs and reports, 4 iterations, the two nearest-exemplar rounds of the finish.
+    assert len(reports) == 8
     assert all(acc.value == [] for acc in reports)
 
 

@@ -17,7 +17,7 @@ from sklearn.datasets import make_blobs
 from spark_ap import AffinityPropagation, InvalidParamError, StateMismatchError, edges_from_matrix, similarity_matrix
 from spark_ap.app.job import main
 from spark_ap.clustering import graph_facts
-from spark_ap.lib.blocks import Resident
+from spark_ap.lib.blocks.storage import Part
 from tests.conftest import assignment_rows, saves, wait_for_save, written_rows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,7 +137,7 @@ class _DropBlocks(logging.Handler):
 
 def chunk_files(spark) -> Path:
     """The blocks engine's folder of chunk files in the executor's local directory (the driver's, on local[*])."""
-    return Path(spark.sparkContext.parallelize([0], 1).map(lambda _: Resident.root("")).first())
+    return Path(spark.sparkContext.parallelize([0], 1).map(lambda _: Part.root("")).first())
 
 
 class _RemoveChunkFiles(logging.Handler):
@@ -178,8 +178,15 @@ def test_the_chunk_files_of_a_run_go_with_its_result(spark, blobs, uninterrupted
     before = set(root.glob("*")) if root.exists() else set()
     result = AffinityPropagation(**PARAMS, engine="blocks").run(blobs)
     (run,) = set(root.glob("*")) - before
-    # The static arrays of each chunk and the last two versions of its messages.
-    assert {len(list(chunk.iterdir())) for chunk in run.iterdir()} == {3}
+    # Per partition its sources; per chunk its sources' positions among them, its static arrays
+    # and the last two versions of its messages.
+    last = result.numIterations
+    for partition in run.iterdir():
+        names = {path.name for path in partition.iterdir()}
+        chunks = {name.split(".")[0] for name in names} - {"sources"}
+        assert chunks and "sources" in names
+        kept = {f"{k}.{kind}" for k in chunks for kind in ("i", "static", last - 1, last)}
+        assert names == {"sources"} | kept
     assert outcome(result) == outcome(uninterrupted)  # read from those files
     result.unpersist()
     assert not run.exists()

@@ -14,7 +14,7 @@ from spark_ap import (
     MissingColumnError,
     edges_from_features,
 )
-from spark_ap.lib import blocks
+from spark_ap.lib.blocks import pack
 
 SCHEMA = "src long, dst long, similarity double"
 
@@ -62,7 +62,7 @@ def test_duplicate_pairs(spark):
 def test_every_engine_refuses_duplicate_pairs_before_saving_anything(spark, tmp_path, monkeypatch, engine):
     # The local and blocks engines find them as they sort the edges (with chunks of a few edges,
     # the repeated pairs fall in different chunks and partitions); graphframes is checked first.
-    monkeypatch.setattr(blocks, "CHUNK_EDGES", 3)
+    monkeypatch.setattr(pack, "CHUNK_EDGES", 3)
     rows = [("b", "a", -1.0), ("a", "b", -1.0), ("a", "b", -2.0), ("a", "c", -3.0), ("c", "a", -3.0)]
     rows += [("c", "c", -5.0), ("c", "c", -6.0), ("c", "c", -7.0), ("b", "c", -2.0), ("d", "a", -4.0)]
     schema = "from string, to string, sim double"

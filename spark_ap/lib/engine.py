@@ -49,7 +49,7 @@ from pyspark.sql import functions as F
 
 from spark_ap.errors import InvalidParamError, reason
 from spark_ap.lib import local
-from spark_ap.lib.blocks import BlockEngine
+from spark_ap.lib.blocks.engine import BlockEngine
 from spark_ap.lib.checkpoints import materialize
 from spark_ap.lib.graphframes import GraphFramesEngine
 from spark_ap.lib.noise import sklearn_normals, standard_normal, with_noise
@@ -73,6 +73,7 @@ class Settings:
     noise: str = "edge"
     seed: int = 0
     engine: str = "blocks"
+    exchange: str = "auto"
 
 
 @dataclass
@@ -206,9 +207,11 @@ class Engine(Protocol):
 ENGINES = {"graphframes": GraphFramesEngine, "local": local.LocalEngine, "blocks": BlockEngine}
 
 
-def make_engine(spark: SparkSession, engine: str, damping: float) -> Engine:
-    """The engine named ``engine`` (not "auto")."""
-    return ENGINES[engine](spark, damping)
+def make_engine(spark: SparkSession, engine: str, settings: Settings) -> Engine:
+    """The engine named ``engine`` (not "auto") for a run with ``settings``."""
+    if engine == "blocks":
+        return BlockEngine(spark, settings.damping, settings.exchange)
+    return ENGINES[engine](spark, settings.damping)
 
 
 def iterate(
@@ -237,7 +240,7 @@ def iterate(
     spark = graph.sparkSession
     sc = spark.sparkContext
     name = engine_for(settings.engine, edges)
-    engine = make_engine(spark, name, settings.damping)
+    engine = make_engine(spark, name, settings)
     durable = store is None and reliable_checkpoints(spark, settings)
     saved = store.load() if store is not None else None
     resumed_from = None if saved is None else saved.iteration

@@ -24,16 +24,7 @@ from pyspark.sql.types import DataType
 from spark_ap.errors import DuplicateEdgeError
 from spark_ap.lib import assign
 from spark_ap.lib.assign import arrow_id_type
-from spark_ap.lib.blocks import (
-    _ARROW_SCHEMA,
-    Chunk,
-    Top,
-    by_pair,
-    numbers,
-    repeated_pairs,
-    start_columns,
-    with_messages,
-)
+from spark_ap.lib.blocks.kernel import Chunk, Top, by_pair, numbers, repeated_pairs, start_columns
 
 # engine="auto" iterates on the driver up to this many edges (self-edges included).
 LOCAL_MAX_EDGES = 5_000_000
@@ -87,24 +78,18 @@ class LocalEngine:
         self.similarity = table.column("similarity").to_numpy()[order]
         read = start_columns(initial)[2:]
         columns.update({name: table.column(name).to_numpy(zero_copy_only=False)[order] for name in read})
-        return Chunk.from_arrays(with_messages(columns))
+        return Chunk.from_arrays(columns)
 
     def step(self, chunk: Chunk, reliable: bool = False) -> tuple[Chunk, dict]:
         """One iteration. ``reliable`` is moot: the state lives on the driver, not in executors."""
-        chunk.step(Top.over(self.ids.size, [chunk]), self.damping)
-        return chunk, {
-            "exemplars": int(chunk.e.sum()),
-            "changed": int(chunk.changed.sum()),
-            "min_run": int(chunk.run.min()),
-        }
+        chunk.step(Top.over(self.ids.size, lambda: [chunk]), self.damping)
+        return chunk, chunk.counts()
 
     def edges(self, chunk: Chunk) -> pa.Table:
         """The edge state ``src, dst, similarity, s, r, a, e, run, changed`` of ``chunk``, as an Arrow
         table: a save writes it from the driver (:meth:`~spark_ap.lib.state.StateStore.save`)."""
-        batch = chunk.edges()
-        src, dst = self.ids[batch.column("i").to_numpy()], self.ids[batch.column("j").to_numpy()]
-        columns = {"src": src, "dst": dst, "similarity": self.similarity}
-        columns.update({name: batch.column(name) for name in _NAMES[2:]})
+        col = chunk.columns()
+        columns = {"src": self.ids[col.pop("i")], "dst": self.ids[col.pop("j")], "similarity": self.similarity, **col}
         return pa.Table.from_pydict(columns, schema=self.schema_arrow)
 
     def saved(self, chunk: Chunk, saved: DataFrame) -> Chunk:
@@ -129,11 +114,8 @@ class LocalEngine:
         return labels, exemplar is not None
 
 
-_NAMES = _ARROW_SCHEMA.names
-
-
 def _arrow_schema(id_type: DataType) -> pa.Schema:
     """The edge state's columns as Arrow types, ids as Spark gave them (long or string)."""
     ids = arrow_id_type(id_type)
-    kinds = {"similarity": pa.float64(), **{name: _ARROW_SCHEMA.field(name).type for name in _NAMES[2:]}}
-    return pa.schema([("src", ids), ("dst", ids), *kinds.items()])
+    messages = [(name, pa.from_numpy_dtype(kind)) for name, kind in Chunk.KINDS.items()]
+    return pa.schema([("src", ids), ("dst", ids), ("similarity", pa.float64()), ("s", pa.float64()), *messages])

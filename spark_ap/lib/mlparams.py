@@ -71,6 +71,7 @@ class SharedParams(SpecParams):
     checkpointKind = spec_param("checkpointKind")
     stateDir = spec_param("stateDir")
     engine = spec_param("engine")
+    exchange = spec_param("exchange")
     noise = spec_param("noise")
     seed = spec_param("seed")
 
@@ -100,6 +101,9 @@ class SharedParams(SpecParams):
 
     def getEngine(self) -> str:
         return self.getOrDefault(self.engine)
+
+    def getExchange(self) -> str:
+        return self.getOrDefault(self.exchange)
 
     def getNoise(self) -> str:
         return self.getOrDefault(self.noise)
@@ -133,6 +137,9 @@ class SharedParams(SpecParams):
 
     def setEngine(self, value: str) -> Self:
         return self._setChecked(engine=value)
+
+    def setExchange(self, value: str) -> Self:
+        return self._setChecked(exchange=value)
 
     def setNoise(self, value: str | bool) -> Self:
         return self._setChecked(noise=value)

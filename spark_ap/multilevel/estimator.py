@@ -133,7 +133,7 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, Estimator, DefaultParamsR
         ``apclusterK``) for this many clusters, within ``clusterTolerance``,
         over at most ``maxAttempts`` runs; level 0's graph is built once.
     clusterTolerance, maxAttempts : int, default 0, 20
-    damping, maxIter, convergenceIter, checkpointInterval, checkpointKind, engine, noise, seed
+    damping, maxIter, convergenceIter, checkpointInterval, checkpointKind, engine, exchange, noise, seed
         Passed to :class:`~spark_ap.AffinityPropagation` at every level.
     stateDir : str, optional
         Each level saves its state in a folder under this one.
@@ -171,6 +171,7 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, Estimator, DefaultParamsR
         checkpointKind: str = "auto",
         stateDir: str | None = None,
         engine: str = "auto",
+        exchange: str = "auto",
         noise: str | bool = "edge",
         seed: int = 0,
     ) -> None:
@@ -204,6 +205,7 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, Estimator, DefaultParamsR
         checkpointKind: str = "auto",
         stateDir: str | None = None,
         engine: str = "auto",
+        exchange: str = "auto",
         noise: str | bool = "edge",
         seed: int = 0,
     ) -> MultiLevelAffinityPropagation:

@@ -58,6 +58,7 @@ def level_estimator(
         checkpointKind=ap.getCheckpointKind(),
         stateDir=state_dir,
         engine=ap.getEngine(),
+        exchange=ap.getExchange(),
         noise=ap.getNoise(),
         seed=ap.getSeed(),
     )

@@ -1,0 +1,259 @@
+"""The blocks engine: the edge state as numpy chunks in executors' files, one Spark job per iteration.
+
+An iteration is one job over the partitions (:mod:`~spark_ap.lib.blocks.pack`
+made them): each task takes the merged :class:`~spark_ap.lib.blocks.kernel.Top`
+of its sources from the exchange, steps its chunks
+(:meth:`~spark_ap.lib.blocks.kernel.Chunk.step`), writes the new messages
+next to the old (:mod:`~spark_ap.lib.blocks.storage`), computes its partial
+Top for the next iteration and hands it to the exchange
+(:mod:`~spark_ap.lib.blocks.exchange`): through the driver, or routed by
+shuffles to the vertices' owners and back. The driver gets each partition's
+counts of exemplar decisions, for the convergence test.
+
+The input similarities stay out of the chunks (which hold ``s``, with the
+degeneracy noise) and are joined back when the state is turned into edge rows
+(to be saved, or when the result's messages are read). The clusters are
+assigned where the chunks are (:mod:`~spark_ap.lib.blocks.finish`).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from pyspark import RDD, StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+
+from spark_ap.errors import DuplicateEdgeError, InvalidParamError
+from spark_ap.lib.blocks import exchange as exchanges
+from spark_ap.lib.blocks import finish, pack
+from spark_ap.lib.blocks.kernel import NO_COUNTS, Top, add_counts, start_columns
+from spark_ap.lib.blocks.storage import Part, Sources, forget
+from spark_ap.lib.checkpoints import release
+
+log = logging.getLogger("spark_ap")
+
+
+@dataclass
+class Blocks:
+    """The block engine's state: one :class:`Part` per partition (a persisted RDD), what the
+    exchange delivers to the next iteration, and the counts of exemplar decisions."""
+
+    parts: RDD
+    delivery: object  # the exchange's: a broadcast (driver) or an RDD of answers (routed)
+    stats: dict
+    # What the parts were computed from (a broadcast of the driver exchange), until released.
+    made_with: object = None
+
+
+class BlockEngine:
+    """Runs iterations on :class:`Blocks`; see the module docstring."""
+
+    sorts_edges = True  # start sorts each chunk's edges by (src, dst)
+    on_driver = False
+
+    def __init__(self, spark: SparkSession, damping: float, exchange: str = "auto") -> None:
+        try:
+            self.sc = spark.sparkContext
+        except Exception as error:  # Spark Connect has no SparkContext
+            raise InvalidParamError(
+                "engine='blocks' needs a classic SparkSession (it works on RDDs and broadcasts); "
+                "use engine='graphframes' with Spark Connect."
+            ) from error
+        self.spark = spark
+        self.damping = damping
+        self.wanted = exchange
+        self.layout: pack.Layout | None = None  # learnt at the first start, reused by later ones
+        self.exchange = None
+        self.similarity: DataFrame | None = None  # src, dst, similarity: the chunks leave it out
+        self._copied: DataFrame | None = None  # the copy of it made here, if any
+        self.run = ""  # names this start's files in the executors
+        self.largest_task_values = 0  # the most per-source values a task held (its sources, or n)
+
+    def start(
+        self,
+        state: DataFrame,
+        graph: DataFrame | None = None,
+        *,
+        initial: bool = False,
+        vertices: DataFrame | None = None,
+    ) -> Blocks:
+        """Partitions of chunks from an edge-state DataFrame (``src, dst, similarity, s, r, a, e, run, changed``).
+
+        ``graph`` (``src, dst, similarity``, held for the run) supplies the
+        similarities when the state is turned back into rows; without it they
+        are copied from ``state`` into executor storage, since ``state`` may be
+        a save that a newer one replaces. ``initial``: ``state`` is before the
+        first iteration, so only its ``src, dst, s`` are read. ``vertices``
+        (``id, into``) saves counting the vertices and edges.
+
+        Raises
+        ------
+        DuplicateEdgeError
+            A (src, dst) pair occurs more than once (found as each chunk is sorted).
+        """
+        # Read from ``state`` every time: after a failure, what an earlier start
+        # kept in executor storage may be gone.
+        if self._copied is not None:
+            release(self._copied)
+        if self.layout is None:
+            self.layout = pack.layout(state, vertices, self.sc.defaultParallelism)
+            self.exchange = self._exchange(self.layout)
+            log.info(
+                "blocks engine: %d partitions of %d chunks, %s exchange",
+                self.layout.parts,
+                self.layout.chunks,
+                self.exchange.name,
+            )
+        self._copied = None
+        if graph is None:
+            graph = self._copied = state.select("src", "dst", "similarity").localCheckpoint()
+        self.similarity = graph
+        self.run = uuid.uuid4().hex
+        repeated = self.sc.accumulator([], pack.Repeated())
+        reports = self.sc.accumulator([], exchanges.Reports())
+        parts = pack.pack(state, start_columns(initial), self.layout, self.run, repeated)
+        wire = self.exchange.wire(None)
+        try:
+            blocks = self._run(parts.mapPartitionsWithIndex(_sent(wire, reports, False)), reports, None, False)
+            found = {chunk: report for chunk, *report in repeated.value}  # a retried task reports again
+        finally:
+            repeated.value = []
+        release(state)
+        if found:
+            self.release(blocks, last=True)
+            reports = [found[chunk] for chunk in sorted(found)]
+            raise DuplicateEdgeError(sum(r[0] for r in reports), sum(r[1] for r in reports), reports[0][2])
+        return blocks
+
+    def _exchange(self, layout: pack.Layout):
+        """The exchange of this run: the param, "auto" resolved by n x P."""
+        name = exchanges.choose(self.wanted, layout.n, layout.parts)
+        if name == "routed":
+            return exchanges.RoutedExchange(self.sc, layout.n, layout.parts)
+        return exchanges.DriverExchange(self.sc, layout.n)
+
+    def _run(self, parts: RDD, reports, made_with, reliable: bool) -> Blocks:
+        """Compute ``parts`` into executor storage in one Spark job, then hand what they sent to the exchange."""
+        # Persisting also tells PySpark not to fuse the next iteration's function
+        # into this one's (it would recompute every iteration from the start).
+        parts.persist(StorageLevel.MEMORY_AND_DISK)
+        if reliable:
+            parts.checkpoint()
+        else:
+            parts.localCheckpoint()
+        try:
+            # Counting on the JVM side stores the partitions without reading them back into Python.
+            parts._jrdd.count()
+            # A retried task reports again: keep one report per partition.
+            got = {index: rest for index, *rest in reports.value}
+        finally:
+            # PySpark's driver keeps every accumulator it made until it stops: empty this one, or each
+            # iteration's reports would stay in the driver's memory.
+            reports.value = []
+        stats = NO_COUNTS
+        for counts, _, values in got.values():
+            stats = add_counts(stats, counts)
+            self.largest_task_values = max(self.largest_task_values, values, self.exchange.values_per_task)
+        delivery = self.exchange.deliver(parts, {index: sent for index, (_, sent, _) in got.items()})
+        return Blocks(parts, delivery, stats, made_with)
+
+    def step(self, blocks: Blocks, reliable: bool = False) -> tuple[Blocks, dict]:
+        """One iteration; ``reliable`` also writes the new parts, arrays and all, to the checkpoint directory."""
+        reports = self.sc.accumulator([], exchanges.Reports())
+        wire = self.exchange.wire(blocks.delivery)
+        stepped = self.exchange.inputs(blocks.parts, blocks.delivery).map(_stepped(wire, self.damping))
+        new = self._run(
+            stepped.mapPartitionsWithIndex(_sent(wire, reports, reliable)), reports, blocks.delivery, reliable
+        )
+        return new, new.stats
+
+    def edges(self, blocks: Blocks) -> DataFrame:
+        """The edge state ``src, dst, similarity, s, r, a, e, run, changed`` of ``blocks``."""
+        rows = pack.unpack(self.spark, blocks.parts, self.layout.id_type)
+        rows = rows.join(self.similarity, ["src", "dst"])
+        return rows.select("src", "dst", "similarity", "s", "r", "a", "e", "run", "changed")
+
+    def saved(self, blocks: Blocks, saved: DataFrame) -> Blocks:
+        """Go on with the parts after a save: they are what the save was written from."""
+        return blocks
+
+    def release(self, blocks: Blocks, last: bool = False) -> None:
+        """Free the parts once the next ones are computed from them (their files go when the
+        iteration after the next one is written); ``last``: the run is over, remove every file.
+
+        What they deliver lives on in the next parts' RDD (which refers to it until
+        it is released in turn); what they were computed from is done with.
+        """
+        if last:
+            # Each partition's files are where its element is: the task removing them runs there.
+            try:
+                blocks.parts.foreachPartition(_forget(self.run))
+            except Exception as error:  # an executor lost since: Spark deletes its files as it stops
+                log.warning("could not remove the chunks' files (%s); Spark removes them with its executors", error)
+            self.exchange.release(blocks.delivery)
+        blocks.parts.unpersist(blocking=False)
+        self.exchange.release(blocks.made_with)
+
+    def assign(self, blocks: Blocks) -> tuple[DataFrame, bool]:
+        """The labels ``id, cluster, exemplar`` of ``blocks`` and whether any vertex decided to be an
+        exemplar, computed where the chunks are (:mod:`~spark_ap.lib.blocks.finish`)."""
+        return finish.labels(self.spark, blocks.parts, self.exchange, self.layout.id_type)
+
+    def similarities(self) -> DataFrame:
+        """The similarities the chunks leave out (the graph, or after a recovery their copy)."""
+        return self.similarity
+
+    def final(self, blocks: Blocks) -> DataFrame:
+        """The edge state after the last iteration, read from the chunks whenever it is read (they
+        stay in executor storage until :meth:`release`): most runs never read it, and rows
+        take about three times the chunks' memory."""
+        return self.edges(blocks)
+
+
+def _stepped(wire, damping: float) -> Callable[[tuple[Part, object]], Part]:
+    """The function that steps a partition's chunks, given what the exchange delivered to it."""
+
+    def run(element: tuple[Part, object]) -> Part:
+        part, inbox = element
+        sources = part.sources()
+        top = wire.top(inbox, sources)
+        new = part.next()
+        if part.payload is not None:  # read from the checkpoint directory: this executor has no files yet
+            new.keep_sources(sources)
+        for k in range(part.chunks):
+            chunk = part.load(k)
+            chunk.step(top, damping)
+            new.keep(k, chunk)
+            if part.payload is not None:
+                new.keep_indices(k, chunk.i)
+        return new
+
+    return run
+
+
+def _sent(wire, reports, whole: bool) -> Callable[[int, Iterator[Part]], Iterator[Part]]:
+    """The function that ends a partition's task: its counts of exemplar decisions and its partial
+    Top, read back from the files it wrote, to the driver and to the exchange. ``whole``: the part
+    carries its arrays, for the checkpoint directory."""
+
+    def run(index: int, parts: Iterator[Part]) -> Iterator[Part]:
+        for part in parts:
+            sources: Sources = part.sources()
+            counts = NO_COUNTS
+            for chunk in part.each():
+                counts = add_counts(counts, chunk.counts())
+            top = Top.over(len(sources), part.each)
+            outbox, sent = wire.send(index, sources, top)
+            reports.add([(index, counts, sent, len(sources))])
+            part = part.sent(outbox)
+            yield part.whole() if whole else part
+
+    return run
+
+
+def _forget(run: str) -> Callable[[Iterator], None]:
+    """The function that removes this executor's files of ``run``."""
+    return lambda _: forget(run)
