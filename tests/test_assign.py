@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from spark_ap.lib import assign
+from spark_ap.lib.assign import cluster_numbers
 from spark_ap.lib.blocks import pack
 from spark_ap.lib.blocks.engine import BlockEngine
-from spark_ap.lib.assign import cluster_numbers
 
 
 @pytest.mark.parametrize("id_type", ["long", "string"])
@@ -75,10 +75,11 @@ def test_the_driver_assigns_as_the_dataframe_functions_do(spark, seed):
     assert {ids[k]: ids[e] for k, e in enumerate(chosen)} == expected
 
 
-@pytest.mark.parametrize("seed", range(2))
-def test_the_blocks_engine_assigns_on_its_chunks_as_the_dataframe_functions_do(spark, monkeypatch, seed):
+@pytest.mark.parametrize("seed, exchange", [(0, "driver"), (1, "routed")])
+def test_the_blocks_engine_assigns_on_its_chunks_as_the_dataframe_functions_do(spark, monkeypatch, seed, exchange):
     # Chunks of about 40 edges over two partitions: every per-source maximum is merged
-    # across chunks and workers, every target's sum is its chunk's.
+    # across chunks and partitions (by the driver, or by the vertices' owners), every
+    # target's sum is its chunk's.
     monkeypatch.setattr(pack, "CHUNK_EDGES", 40)
     i, j, s, decided, ids = _sparse_graph(seed)
     expected = _dataframe_labels(spark, seed)
@@ -92,7 +93,7 @@ def test_the_blocks_engine_assigns_on_its_chunks_as_the_dataframe_functions_do(s
         rows,
         "src string, dst string, similarity double, s double, r double, a double, e boolean, run int, changed boolean",
     )
-    engine = BlockEngine(spark, damping=0.5)
+    engine = BlockEngine(spark, damping=0.5, exchange=exchange)
 
     labels, found = engine.assign(engine.start(state))
 

@@ -12,7 +12,9 @@ from sklearn.datasets import make_blobs
 from spark_ap import AffinityPropagation, edges_from_matrix, similarity_matrix
 from spark_ap.lib import local
 from spark_ap.lib.blocks import exchange, kernel, pack
+from spark_ap.lib.blocks.engine import BlockEngine
 from spark_ap.lib.blocks.kernel import Chunk, Top
+from spark_ap.lib.blocks.storage import Sources
 from spark_ap.testing.reference import SparseReference
 from tests.conftest import assignment_rows
 
@@ -120,24 +122,103 @@ def test_numbering_and_sorting_are_binary_search_and_lexsort():
     assert chunk.jl.tolist() == np.searchsorted(chunk.vertices, col["j"]).tolist()
 
 
+IDS = {
+    "strings": [f"v{k:02d}" for k in range(40)],  # numbered by asking their owners
+    "longs": list(range(-15, 25)),  # consecutive: numbered by a subtraction
+    "gapped longs": list(range(-30, 50, 2)),  # numbered by asking their owners
+}
+
+
 @pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")  # a fixed 8 iterations
-@pytest.mark.parametrize("ids", [[f"v{k:02d}" for k in range(40)], list(range(-15, 25))], ids=["strings", "longs"])
-def test_many_small_chunks_compute_the_sparse_reference_messages(spark, monkeypatch, ids):
-    # About 30 chunks over the two partitions: every per-source maximum and tie is
-    # merged across chunks and workers; the vertices are numbered in id order, by
-    # binary search (strings) or by subtraction (consecutive longs from -15).
+@pytest.mark.parametrize(
+    "ids, exchange, partitions",
+    [("strings", "routed", 3), ("longs", "driver", 2), ("gapped longs", "routed", 8), ("longs", "routed", 1)],
+)
+def test_many_small_chunks_compute_the_sparse_reference_messages(spark, monkeypatch, ids, exchange, partitions):
+    # About 30 chunks over the engine's partitions: every per-source maximum and tie is
+    # merged across chunks, partitions and owners; the vertices are numbered in id order.
     monkeypatch.setattr(pack, "CHUNK_EDGES", 25)
+    monkeypatch.setattr(BlockEngine, "partitions", lambda self: partitions)
+    ids = IDS[ids]
     S = _integer_graph(40, 0.5, seed=8)
     src, dst = np.nonzero(np.isfinite(S))
     ref = SparseReference(src, dst, S[src, dst])
     for _ in range(8):
         ref.step(0.6)
-    result = AffinityPropagation(maxIter=8, convergenceIter=9, damping=0.6, noise=False, engine="blocks").run(
-        edges_from_matrix(spark, S, ids=ids, diagonal=True)
-    )
+    ap = AffinityPropagation(maxIter=8, convergenceIter=9, damping=0.6, noise=False, engine="blocks", exchange=exchange)
+    result = ap.run(edges_from_matrix(spark, S, ids=ids, diagonal=True))
     got = sorted((row.src, row.dst, row.similarity, row.r, row.a) for row in result.messages.collect())
     names = [ids[k] for k in ref.src], [ids[k] for k in ref.dst]
     assert got == sorted(zip(*names, ref.s.tolist(), ref.r.tolist(), ref.a.tolist(), strict=True))
+
+
+@pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")  # a fixed 6 iterations
+@pytest.mark.parametrize("exchange", ["driver", "routed"])
+def test_a_vertex_with_most_edges_leaves_partitions_empty_and_the_messages_exact(spark, monkeypatch, exchange):
+    # Every vertex points to vertex 0: its 60 in-edges are one chunk that no bound can cut, so
+    # some of the 8 partitions hold no chunk, and some owners no vertex a partition touches.
+    monkeypatch.setattr(pack, "CHUNK_EDGES", 4)
+    monkeypatch.setattr(BlockEngine, "partitions", lambda self: 8)
+    n = 60
+    S = np.full((n, n), -np.inf)
+    S[:, 0] = -np.arange(1.0, n + 1)
+    S[np.arange(n), np.arange(1, n + 1) % n] = -3.0  # and a ring, so every vertex has an out-edge
+    np.fill_diagonal(S, -30.0)
+    src, dst = np.nonzero(np.isfinite(S))
+    ref = SparseReference(src, dst, S[src, dst])
+    for _ in range(6):
+        ref.step(0.5)
+    ids = [f"w{k:03d}" for k in range(n)]
+    ap = AffinityPropagation(maxIter=6, convergenceIter=7, noise=False, engine="blocks", exchange=exchange)
+    result = ap.run(edges_from_matrix(spark, S, ids=ids, diagonal=True))
+    got = sorted((row.src, row.dst, row.r, row.a) for row in result.messages.collect())
+    expected = sorted(
+        zip([ids[k] for k in ref.src], [ids[k] for k in ref.dst], ref.r.tolist(), ref.a.tolist(), strict=True)
+    )
+    assert got == expected
+    local = AffinityPropagation(maxIter=6, convergenceIter=7, noise=False, engine="local").run(
+        edges_from_matrix(spark, S, ids=ids, diagonal=True)
+    )
+    assert assignment_rows(result) == assignment_rows(local)
+
+
+def _partials(rng: np.random.Generator, n: int, parts: int) -> list[tuple[np.ndarray, Top]]:
+    """Per partition, distinct sorted sources and their partial Tops, from values of a small set
+    (ties in the largest and the second are common)."""
+    out = []
+    for _ in range(parts):
+        sources = np.sort(rng.choice(n, rng.integers(0, n + 1), replace=False)).astype(np.int32)
+        largest = rng.integers(-3, 0, sources.size).astype(float)
+        second = largest - rng.integers(0, 2, sources.size)
+        arg = rng.integers(0, n, sources.size).astype(np.int32)
+        out.append((sources, Top(largest, arg, second)))
+    return out
+
+
+@pytest.mark.parametrize("n, parts", [(50, 4), (3, 8), (1, 2)])
+def test_the_routed_exchange_answers_each_partition_the_merge_of_all(n, parts):
+    # The protocol alone, without Spark: partials to the owners of their sources, the owners'
+    # merge, the answers back; against one merge of every partial. With fewer vertices than
+    # owners, some owners' ranges are empty.
+    rng = np.random.default_rng(n)
+    partials = _partials(rng, n, parts)
+    expected = Top.empty(n)
+    for sources, top in partials:
+        expected.merge(sources, *top.values())
+    wire = exchange.RoutedWire(exchange.owner_starts(n, parts))
+    at_owner: dict[int, list] = {}
+    for index, (sources, top) in enumerate(partials):
+        outbox, sent = wire.send(index, Sources(sources, sources.astype(np.int64)), top)
+        assert sent is None  # nothing for the driver
+        for owner, data in outbox:
+            at_owner.setdefault(owner, []).append((owner, data))
+    answers: dict[int, list] = {}
+    for owner, pieces in at_owner.items():
+        for index, answer in exchange._merged(wire.starts)(owner, iter(pieces)):
+            answers.setdefault(index, []).append((index, answer))
+    for index, (sources, _) in enumerate(partials):
+        got = wire.top(answers.get(index, []), Sources(sources, sources.astype(np.int64)))
+        assert [x.tolist() for x in got.values()] == [x.tolist() for x in expected.take(sources).values()]
 
 
 @pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")  # a fixed 5 iterations
@@ -170,11 +251,15 @@ def test_vertices_with_only_a_self_edge_are_exemplars_in_every_engine(spark):
     assert runs[0].numIterations == runs[1].numIterations == runs[2].numIterations
 
 
-def test_the_local_engine_is_the_blocks_engine_on_the_driver(spark):
+@pytest.mark.parametrize("exchange", ["driver", "routed"])
+def test_the_local_engine_is_the_blocks_engine_on_the_driver(spark, exchange):
     # String ids, noise on, to convergence: every message, the history and the clusters.
     S = _integer_graph(30, 0.5, seed=5)
     edges = edges_from_matrix(spark, S, ids=[f"p{k}" for k in range(30)], diagonal=True)
-    runs = [AffinityPropagation(engine=engine, seed=2, convergenceIter=8).run(edges) for engine in ("blocks", "local")]
+    runs = [
+        AffinityPropagation(engine=engine, exchange=exchange, seed=2, convergenceIter=8).run(edges)
+        for engine in ("blocks", "local")
+    ]
     assert runs[0].converged and runs[0].exemplars.count() > 1
     blocks, local = (
         (assignment_rows(r), r.numIterations, r.history.values.tolist(), sorted(tuple(m) for m in r.messages.collect()))
@@ -197,6 +282,48 @@ def test_the_driver_keeps_no_report_of_past_iterations(spark):
     # The start's repeated pairs and reports, 4 iterations, the two nearest-exemplar rounds of the finish.
     assert len(reports) == 8
     assert all(acc.value == [] for acc in reports)
+
+
+@pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")  # a fixed 3 iterations
+def test_the_routed_exchange_sends_nothing_per_vertex_through_the_driver(spark, monkeypatch):
+    # The two doors of the driver, watched while the real jobs run: what the tasks report (their
+    # accumulator updates) and what the driver broadcasts. The driver exchange's reports hold
+    # 24 bytes per source and it broadcasts 20 bytes per vertex; the routed exchange's reports
+    # hold each partition's counts alone, and it broadcasts nothing per vertex.
+    import pickle
+
+    from pyspark import SparkContext
+
+    n = 400
+    S = _integer_graph(n, 0.1, seed=3)
+    edges = edges_from_matrix(spark, S, diagonal=True)
+    taken, broadcast = exchange._taken, SparkContext.broadcast
+    for name in ("driver", "routed"):
+        received, sent = [], []
+
+        def watched_taken(reports, received=received):
+            got = taken(reports)
+            received.append(len(pickle.dumps(got)))
+            return got
+
+        def watched_broadcast(sc, value, sent=sent):
+            sent.append(len(pickle.dumps(value)))
+            return broadcast(sc, value)
+
+        monkeypatch.setattr(exchange, "_taken", watched_taken)
+        monkeypatch.setattr(SparkContext, "broadcast", watched_broadcast)
+        ap = AffinityPropagation(engine="blocks", exchange=name, maxIter=3, convergenceIter=4, noise=False)
+        result = ap.run(edges)
+        monkeypatch.undo()
+        exemplars = result.exemplars.count()
+        assert len(received) >= 4  # the start, 3 iterations (and the finish's rounds)
+        if name == "driver":
+            assert max(received) > 24 * n and max(sent) > 20 * n
+        else:
+            assert max(received) < 1000  # two partitions' counts
+            # Only per-cluster values are broadcast by the finish (the exemplars, their clusters'
+            # sizes, the refined ones with their ids): at most 16 bytes per cluster.
+            assert max(sent) < 16 * exemplars + 1000 < 20 * n
 
 
 @pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")  # a fixed 2 iterations

@@ -1,5 +1,5 @@
-"""On a real standalone cluster the job gives the local result: with GraphFrames from --packages, and when a worker
-dies mid-run."""
+"""On a real standalone cluster (a master and four workers of one core) the job gives the local result: with
+GraphFrames from --packages, with the routed exchange bit for bit, and when a worker dies mid-run."""
 
 import json
 import subprocess
@@ -21,19 +21,23 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """A master and two workers for this module's jobs; the last test kills one."""
+    """A master and four workers of one core for this module's jobs; the last test kills one."""
     daemons = {"SPARK_DAEMON_JAVA_OPTS": CHILD_JVM_OPTIONS}
-    with StandaloneCluster(workers=2, tmp=tmp_path_factory.mktemp("cluster"), env=daemons) as running:
+    with StandaloneCluster(workers=4, cores=1, tmp=tmp_path_factory.mktemp("cluster"), env=daemons) as running:
         yield running
 
 
-def submit(cluster: StandaloneCluster, *args: str, log: Path, extra: list[str] = ()) -> subprocess.Popen:
+def submit(
+    cluster: StandaloneCluster, *args: str, log: Path, extra: list[str] = (), script: Path | None = None
+) -> subprocess.Popen:
     sink = log.open("w")
     return subprocess.Popen(
         [str(BIN / "spark-submit"), *cluster.submit_args(), *extra]
         + ["--conf", "spark.ui.enabled=false", "--conf", "spark.sql.shuffle.partitions=4"]
+        # The first job waits for every executor: the blocks engine makes a partition per core.
+        + ["--conf", "spark.scheduler.minRegisteredResourcesRatio=1.0"]
         + ["--conf", f"spark.executor.extraJavaOptions={CHILD_JVM_OPTIONS}"]
-        + [str(ROOT / "scripts" / "spark_ap_job.py"), *args],
+        + [str(script or ROOT / "scripts" / "spark_ap_job.py"), *args],
         stdout=sink,
         stderr=subprocess.STDOUT,
     )
@@ -63,6 +67,49 @@ def test_the_graphframes_engine_runs_on_executors_that_got_the_package_from_spar
     assert "with the graphframes engine" in log.read_text()
 
 
+# A driver program for the cluster: the routed exchange on every executor, chunks of 40 edges.
+MESSAGES = """
+import logging
+import sys
+from spark_ap import AffinityPropagation, spark_session
+from spark_ap.lib.blocks import pack
+pack.CHUNK_EDGES = 40
+logging.basicConfig(level=logging.INFO)
+spark = spark_session()
+edges = spark.read.parquet(sys.argv[1])
+ap = AffinityPropagation(engine="blocks", exchange="routed", seed=4, maxIter=6, convergenceIter=7)
+result = ap.run(edges)
+result.messages.write.parquet(sys.argv[2] + "/messages")
+result.assignments.write.parquet(sys.argv[2] + "/assignments")
+print("partitions", spark.sparkContext.defaultParallelism)
+"""
+
+
+def test_the_routed_exchange_on_four_executors_gives_the_local_messages_bit_for_bit(spark, cluster, tmp_path):
+    import pandas as pd
+
+    X, _ = make_blobs(60, centers=4, random_state=3)
+    edges = edges_from_matrix(spark, similarity_matrix(X), ids=[f"p{k:02d}" for k in range(60)])
+    edges.write.parquet(str(tmp_path / "edges.parquet"))
+    with pytest.warns(UserWarning, match="did not converge"):  # a fixed 6 iterations
+        local = AffinityPropagation(engine="local", seed=4, maxIter=6, convergenceIter=7).run(edges)
+    script, log = tmp_path / "messages.py", tmp_path / "job.log"
+    script.write_text(MESSAGES)
+    job = submit(cluster, str(tmp_path / "edges.parquet"), str(tmp_path / "out"), log=log, script=script)
+    assert job.wait(timeout=600) == 0, log.read_text()[-3000:]
+    text = log.read_text()
+    # A partition per executor core, each merged through the owners of its sources, with no
+    # task run away from its partition's files (that would have failed the run: no stateDir).
+    assert "partitions 4" in text and "routed exchange" in text
+    got = pd.read_parquet(tmp_path / "out" / "messages")
+    columns = ["src", "dst", "similarity", "s", "r", "a"]
+    assert sorted(got[columns].itertuples(index=False, name=None)) == sorted(
+        tuple(row) for row in local.messages.select(*columns).collect()
+    )
+    assignments = pd.read_parquet(tmp_path / "out" / "assignments")
+    assert sorted(assignments.itertuples(index=False, name=None)) == assignment_rows(local)
+
+
 def test_a_standalone_cluster_losing_a_worker_gives_the_local_result(spark, cluster, tmp_path):
     X, _ = make_blobs(40, centers=3, random_state=11)
     edges = edges_from_matrix(spark, similarity_matrix(X))
@@ -72,10 +119,11 @@ def test_a_standalone_cluster_losing_a_worker_gives_the_local_result(spark, clus
 
     out, log = tmp_path / "run", tmp_path / "job.log"
     args = ["--input", str(tmp_path / "edges.parquet"), "--output", str(out), "--damping", "0.8", "--seed", "2"]
-    job = submit(cluster, *args, "--checkpoint-interval", "10", "--engine", "blocks", log=log)
+    args += ["--checkpoint-interval", "10", "--engine", "blocks", "--exchange", "routed"]
+    job = submit(cluster, *args, log=log)
     try:
-        # Past a save, with the newest iterations held only in executor memory:
-        # the kill takes the local checkpoint the next iteration reads.
+        # Past a save, with the newest iterations held only in the executors (each holds a
+        # partition: its chunk files and its cached element): the kill takes one of them.
         wait_for_save(out / "state", 10, job)
         deadline = time.time() + 120
         while "iteration 12/" not in log.read_text():
@@ -86,15 +134,19 @@ def test_a_standalone_cluster_losing_a_worker_gives_the_local_result(spark, clus
     finally:
         if job.poll() is None:
             job.kill()
-    assert cluster.alive_workers() == 1
+    assert cluster.alive_workers() == 3
     text = log.read_text()
     assert job.returncode == 0, text[-3000:]
 
     assert written_rows(out) == assignment_rows(local)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["iterations"] == local.numIterations and summary["converged"] == local.converged
+    history = (out / "history.csv").read_text().splitlines()[1:]
+    assert [tuple(int(x) for x in line.split(",")) for line in history] == [
+        tuple(row) for row in local.history.itertuples(index=False)
+    ]
     assert not saves(out / "state")
-    # When the lost executor held part of the state (most runs), the next
-    # iteration failed and the run went back to its newest save; when it held
-    # none, Spark recomputed what it lost. Either way, the same result.
+    # The lost executor held a partition, so an iteration failed and the run went on from its
+    # newest save (of iteration 10).
     assert "Lost executor" in text
+    assert "retrying from the state of iteration 10" in text

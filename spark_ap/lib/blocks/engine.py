@@ -99,7 +99,7 @@ class BlockEngine:
         if self._copied is not None:
             release(self._copied)
         if self.layout is None:
-            self.layout = pack.layout(state, vertices, self.sc.defaultParallelism)
+            self.layout = pack.layout(state, vertices, self.partitions())
             self.exchange = self._exchange(self.layout)
             log.info(
                 "blocks engine: %d partitions of %d chunks, %s exchange",
@@ -128,6 +128,11 @@ class BlockEngine:
             raise DuplicateEdgeError(sum(r[0] for r in reports), sum(r[1] for r in reports), reports[0][2])
         return blocks
 
+    def partitions(self) -> int:
+        """As many partitions as the application has cores (Spark's default parallelism), so that an
+        iteration's tasks all start at once, each on the executor holding its partition's files."""
+        return self.sc.defaultParallelism
+
     def _exchange(self, layout: pack.Layout):
         """The exchange of this run: the param, "auto" resolved by n x P."""
         name = exchanges.choose(self.wanted, layout.n, layout.parts)
@@ -136,7 +141,8 @@ class BlockEngine:
         return exchanges.DriverExchange(self.sc, layout.n)
 
     def _run(self, parts: RDD, reports, made_with, reliable: bool) -> Blocks:
-        """Compute ``parts`` into executor storage in one Spark job, then hand what they sent to the exchange."""
+        """Compute ``parts`` into executor storage (the exchange runs the job), and what they sent."""
+        exchanges.zippable(parts)
         # Persisting also tells PySpark not to fuse the next iteration's function
         # into this one's (it would recompute every iteration from the start).
         parts.persist(StorageLevel.MEMORY_AND_DISK)
@@ -144,20 +150,11 @@ class BlockEngine:
             parts.checkpoint()
         else:
             parts.localCheckpoint()
-        try:
-            # Counting on the JVM side stores the partitions without reading them back into Python.
-            parts._jrdd.count()
-            # A retried task reports again: keep one report per partition.
-            got = {index: rest for index, *rest in reports.value}
-        finally:
-            # PySpark's driver keeps every accumulator it made until it stops: empty this one, or each
-            # iteration's reports would stay in the driver's memory.
-            reports.value = []
+        delivery, got = self.exchange.run(parts, reports)
         stats = NO_COUNTS
         for counts, _, values in got.values():
             stats = add_counts(stats, counts)
             self.largest_task_values = max(self.largest_task_values, values, self.exchange.values_per_task)
-        delivery = self.exchange.deliver(parts, {index: sent for index, (_, sent, _) in got.items()})
         return Blocks(parts, delivery, stats, made_with)
 
     def step(self, blocks: Blocks, reliable: bool = False) -> tuple[Blocks, dict]:

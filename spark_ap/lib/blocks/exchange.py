@@ -39,9 +39,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from pyspark import RDD, AccumulatorParam, Broadcast, SparkContext
+from pyspark import RDD, Accumulator, AccumulatorParam, Broadcast, SparkContext
+from pyspark.serializers import BatchedSerializer, CPickleSerializer
 
-from spark_ap.lib.blocks.kernel import Top
+from spark_ap.lib.blocks.kernel import Top, runs
 from spark_ap.lib.blocks.storage import Sources, decode, encode
 
 # engine="blocks" with exchange="auto" merges on the driver while n x P is at most this:
@@ -52,7 +53,8 @@ DRIVER_MAX = 4_000_000
 
 class Reports(AccumulatorParam):
     """The list the tasks of a job add their reports to, for the driver: per partition its index,
-    its decision counts, the number of its sources, and what the exchange sends through the driver."""
+    its decision counts (or None), what the exchange sends through the driver (or None), and the
+    number of its sources."""
 
     def zero(self, value: list) -> list:
         return []
@@ -76,6 +78,22 @@ class Traffic:
     broadcast: int = 0
 
 
+def zippable(rdd: RDD) -> RDD:
+    """``rdd`` (not computed yet) written one element per batch, so that PySpark zips it with another
+    such RDD as it is, without a pass of its own to rewrite both in batches of the same size."""
+    rdd._jrdd_deserializer = BatchedSerializer(CPickleSerializer(), 1)
+    return rdd
+
+
+def _taken(reports: Accumulator) -> dict[int, tuple]:
+    """The reports of the job just run, one per partition (a retried task reports again), and the
+    accumulator emptied: PySpark's driver keeps every accumulator it made until it stops."""
+    try:
+        return {index: tuple(rest) for index, *rest in reports.value}
+    finally:
+        reports.value = []
+
+
 class DriverExchange:
     """Partials to the driver, merged there, broadcast back: see the module docstring."""
 
@@ -86,23 +104,25 @@ class DriverExchange:
         self.traffic: list[Traffic] = []
         self.values_per_task = n  # every task reads the broadcast arrays whole
 
+    def run(self, parts: RDD, reports: Accumulator) -> tuple[Broadcast, dict[int, tuple]]:
+        """Compute ``parts`` in one Spark job; merge the partials they report and broadcast them."""
+        # Counting on the JVM side stores the partitions without reading them back into Python.
+        parts._jrdd.count()
+        got = _taken(reports)
+        top, size = Top.empty(self.n), 0
+        for _, (numbers, *values), _ in got.values():
+            top.merge(numbers, *values)
+            size += numbers.nbytes + sum(v.nbytes for v in values)
+        shared = self.sc.broadcast(top.values())
+        self.traffic.append(Traffic(size, sum(v.nbytes for v in top.values())))
+        return shared, got
+
     def inputs(self, parts: RDD, delivery: Broadcast | None) -> RDD:
         """``(part, inbox)`` per partition; the inbox is in the broadcast."""
         return parts.map(lambda part: (part, None), preservesPartitioning=True)
 
     def wire(self, delivery: Broadcast | None) -> DriverWire:
         return DriverWire(delivery)
-
-    def deliver(self, parts: RDD, sent: dict[int, tuple]) -> Broadcast:
-        """Merge the partials each partition ``sent`` (by index) and broadcast them."""
-        top = Top.empty(self.n)
-        size = 0
-        for numbers, *values in sent.values():
-            top.merge(numbers, *values)
-            size += numbers.nbytes + sum(v.nbytes for v in values)
-        shared = self.sc.broadcast(top.values())
-        self.traffic.append(Traffic(size, sum(v.nbytes for v in top.values())))
-        return shared
 
     def release(self, delivery: Broadcast | None) -> None:
         if delivery is not None:
@@ -134,24 +154,36 @@ class RoutedExchange:
         self.traffic: list[Traffic] = []
         self.values_per_task = -(-n // parts)  # an owner's range
 
-    def inputs(self, parts: RDD, delivery: RDD) -> RDD:
-        """``(part, inbox)`` per partition, on the executor holding the part (see the module docstring)."""
-        return parts.zip(delivery.mapPartitions(_listed, preservesPartitioning=True))
+    def run(self, parts: RDD, reports: Accumulator) -> tuple[RDD, dict[int, tuple]]:
+        """Compute ``parts`` and their partials' way to the owners and back, short of the last step.
 
-    def wire(self, delivery: RDD | None) -> RoutedWire:
-        return RoutedWire(owner_starts(self.n, self.parts))
-
-    def deliver(self, parts: RDD, sent: dict[int, tuple]) -> RDD:
-        """The answers each partition gets, as an RDD of ``(index, (owner, bytes))`` partitioned by index
-        (computed by the next job that reads it)."""
-        self.traffic.append(Traffic())
+        One Spark job of two stages: the parts (with the shuffle of their partials to the owners),
+        then the owners' merge (with the shuffle of the answers). The answers are read by the next
+        job, which zips them with the parts. Spark's public actions would add a third stage that
+        reads the answers only to count them, so the job runs the map stages alone
+        (``SparkContext.submitMapStage``, which adaptive query execution uses), and the parts are
+        then checkpointed as an action would have checkpointed them.
+        """
         starts = owner_starts(self.n, self.parts)
-        return (
+        delivery = (
             parts.flatMap(_outbox)
             .partitionBy(self.parts, _identity)
             .mapPartitionsWithIndex(_merged(starts))
             .partitionBy(self.parts, _identity)
         )
+        # delivery: the values of a shuffled RDD (PythonRDD.valueOfPair) over the answers' ShuffledRDD.
+        answers = delivery._jrdd.rdd().dependencies().head().rdd().dependencies().head()
+        self.sc._jsc.sc().submitMapStage(answers).get()
+        parts._jrdd.rdd().doCheckpoint()
+        self.traffic.append(Traffic())
+        return delivery, _taken(reports)
+
+    def inputs(self, parts: RDD, delivery: RDD) -> RDD:
+        """``(part, inbox)`` per partition, on the executor holding the part (see the module docstring)."""
+        return parts.zip(zippable(delivery.mapPartitions(_listed, preservesPartitioning=True)))
+
+    def wire(self, delivery: RDD | None) -> RoutedWire:
+        return RoutedWire(owner_starts(self.n, self.parts))
 
     def release(self, delivery: RDD | None) -> None:
         """Nothing: Spark cleans the shuffles up once their RDDs are unreachable."""
@@ -166,6 +198,8 @@ class RoutedWire:
     def top(self, inbox: list, sources: Sources) -> Top:
         """The merged values of ``sources``, from the owners' answers (by owner: in source order)."""
         answers = [decode(data) for _, (_, data) in sorted(inbox, key=lambda record: record[1][0])]
+        if not answers:  # a partition without edges
+            return Top.empty(0)
         top = Top(*(np.concatenate([a[name] for a in answers]) for name in ("largest", "arg", "second")))
         if top.largest.size != len(sources):
             raise RuntimeError(f"{top.largest.size} values answered for {len(sources)} sources")
@@ -175,9 +209,8 @@ class RoutedWire:
         """Per owner, ``(owner, bytes)``: this partition, the sources' positions in the owner's range
         and their values."""
         owner = np.searchsorted(self.starts, sources.numbers, side="right") - 1
-        bounds = np.r_[0, np.flatnonzero(owner[1:] != owner[:-1]) + 1, owner.size]
         pieces = []
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        for a, b in runs(owner):
             o = int(owner[a])
             at = (sources.numbers[a:b] - self.starts[o]).astype(np.int32)
             largest, arg, second = (v[a:b] for v in top.values())

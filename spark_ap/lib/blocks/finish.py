@@ -31,7 +31,7 @@ from pyspark import RDD, Broadcast, StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from spark_ap.lib.blocks.exchange import Reports
+from spark_ap.lib.blocks.exchange import Reports, zippable
 from spark_ap.lib.blocks.kernel import Top
 from spark_ap.lib.blocks.pack import from_ipc, to_ipc
 from spark_ap.lib.blocks.storage import Part
@@ -81,13 +81,8 @@ def _nearest(sc, parts: RDD, exchange, exemplars: np.ndarray) -> tuple[RDD, Call
     shared = sc.broadcast(exemplars)
     reports = sc.accumulator([], Reports())
     partials = parts.mapPartitionsWithIndex(_nearest_partials(shared, exchange.wire(None), reports))
-    partials.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        partials._jrdd.count()
-        sent = {index: report for index, report in reports.value}
-    finally:
-        reports.value = []
-    delivery = exchange.deliver(partials, sent)
+    zippable(partials).persist(StorageLevel.MEMORY_AND_DISK)
+    delivery, _ = exchange.run(partials, reports)
     chosen = exchange.inputs(partials, delivery).map(_chosen(exchange.wire(delivery), shared))
     chosen.persist(StorageLevel.MEMORY_AND_DISK)
     chosen._jrdd.count()
@@ -109,7 +104,7 @@ def _nearest_partials(shared: Broadcast, wire, reports) -> Callable[[int, Iterat
             for chunk in part.each():
                 top.merge(*chunk.nearest(_among(chunk.vertices, shared.value)))
             outbox, report = wire.send(index, sources, top)
-            reports.add([(index, report)])
+            reports.add([(index, None, report, len(sources))])
             yield part.sent(outbox)
 
     return run

@@ -222,6 +222,14 @@ def add_counts(total: dict, counts: dict | None) -> dict:
 NO_COUNTS = {"exemplars": 0, "changed": 0, "min_run": None}
 
 
+def runs(values: np.ndarray) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each run of equal values in ``values`` (sorted, or grouped); none if empty."""
+    if not values.size:
+        return []
+    starts = np.r_[0, np.flatnonzero(values[1:] != values[:-1]) + 1, values.size]
+    return list(zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True))
+
+
 def _largest_per_source(i: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per run of one source in ``i`` (edges sorted by (source, target)): the run's start, its
     largest ``x`` and the first position holding that (the smallest target, as argmax picks)."""

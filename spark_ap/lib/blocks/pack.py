@@ -43,7 +43,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_ap.errors import InvalidParamError
-from spark_ap.lib.blocks.kernel import Chunk, by_pair, repeated_pairs
+from spark_ap.lib.blocks.kernel import Chunk, by_pair, repeated_pairs, runs
 from spark_ap.lib.blocks.storage import Part, Sources, decode, encode
 
 # Edges per chunk: large enough that numpy's per-call cost vanishes, small enough
@@ -172,10 +172,13 @@ def _split(layout: Layout) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.R
     def pieces(held: list[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         table = pa.Table.from_batches(held)
         chunk = layout.chunk_of(id_values(table.column("dst")))
+        if layout.consecutive:  # numbered here: the pieces carry 4 bytes per id, not 8
+            for name in ("src", "dst"):
+                numbers = pa.array((table.column(name).to_numpy() - layout.low).astype(np.int32))
+                table = table.set_column(table.schema.get_field_index(name), name, numbers)
         order = np.argsort(chunk, kind="stable")
         chunk, table = chunk[order], table.take(order)
-        starts = np.r_[0, np.flatnonzero(chunk[1:] != chunk[:-1]) + 1, chunk.size]
-        for a, b in zip(starts[:-1], starts[1:], strict=True):
+        for a, b in runs(chunk):
             piece = binary(to_ipc(table.slice(a, b - a)))
             yield pa.RecordBatch.from_arrays([pa.array([chunk[a]], pa.int32()), piece], names=["chunk", "piece"])
 
@@ -202,8 +205,7 @@ def _split_ids(layout: Layout) -> Callable[[Iterator[pa.RecordBatch]], Iterator[
             chunk = layout.chunk_of(ids)
             order = np.argsort(chunk, kind="stable")
             chunk, ids = chunk[order], ids[order]
-            starts = np.r_[0, np.flatnonzero(chunk[1:] != chunk[:-1]) + 1, chunk.size]
-            for a, b in zip(starts[:-1], starts[1:], strict=True):
+            for a, b in runs(chunk):
                 piece = pa.py_buffer(encode({"ids": ids[a:b]}))
                 yield pa.RecordBatch.from_arrays([pa.array([chunk[a]], pa.int32()), binary(piece)], ["chunk", "piece"])
 
@@ -281,8 +283,7 @@ def _asks(layout: Layout) -> Callable[[int, Iterator], Iterator]:
             return
         sources = np.unique(np.concatenate(sources))
         owner = layout.part_of(layout.chunk_of(sources))
-        starts = np.r_[0, np.flatnonzero(owner[1:] != owner[:-1]) + 1, owner.size]
-        for a, b in zip(starts[:-1], starts[1:], strict=True):
+        for a, b in runs(owner):
             yield layout.key_of(int(owner[a])), ("ask", index, encode({"ids": sources[a:b]}))
 
     return run
@@ -343,9 +344,13 @@ def _packer(layout: Layout, run: str, repeated: Accumulator) -> Callable[[int, I
         return sources, itertools.chain([] if rest is None else [rest], elements)
 
     def number(sources: Sources | None, ids: np.ndarray) -> np.ndarray:
-        if sources is None:
-            return (ids - layout.low).astype(np.int32)
+        if sources is None:  # consecutive ids, numbered as they were split
+            return ids
         return sources.numbers[np.searchsorted(sources.ids, ids)]
+
+    def as_id(value: np.generic) -> int | str:
+        """The id of a value of a piece's ``src`` or ``dst`` (a number, for consecutive ids)."""
+        return int(value) + layout.low if layout.consecutive else value.item()
 
     def pack_part(index: int, elements: Iterator) -> Iterator[Part]:
         known, pieces = numbered(elements)
@@ -360,7 +365,7 @@ def _packer(layout: Layout, run: str, repeated: Accumulator) -> Callable[[int, I
             if found is not None:
                 pairs, edges, (a, b, times) = found
                 at = np.flatnonzero((i == a) & (j == b))[0]
-                example = (_scalar(src[order][at]), _scalar(dst[order][at]), times)
+                example = (as_id(src[order][at]), as_id(dst[order][at]), times)
                 repeated.add([(chunk_index, pairs, edges, example)])
                 continue
             col = {name: table.column(name).to_numpy(zero_copy_only=False)[order] for name in table.column_names[2:]}
@@ -373,7 +378,8 @@ def _packer(layout: Layout, run: str, repeated: Accumulator) -> Callable[[int, I
         numbers = np.concatenate([n for n, _ in seen]) if seen else np.empty(0, np.int32)
         ids = np.concatenate([d for _, d in seen]) if seen else layout.no_ids()
         numbers, first = np.unique(numbers, return_index=True)
-        sources = Sources(numbers.astype(np.int32), ids[first])
+        ids = numbers.astype(np.int64) + layout.low if layout.consecutive else ids[first]
+        sources = Sources(numbers.astype(np.int32), ids)
         part = Part(run, index, count, 0)
         part.keep_sources(sources)
         for k in range(count):  # each chunk's sources as positions among the partition's
@@ -381,10 +387,6 @@ def _packer(layout: Layout, run: str, repeated: Accumulator) -> Callable[[int, I
         yield part
 
     return pack_part
-
-
-def _scalar(value: np.generic) -> int | str:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def unpack(spark: SparkSession, parts: RDD, id_type: T.DataType) -> DataFrame:
