@@ -13,7 +13,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from spark_ap import _workers
+
 __version__ = "0.1.0"
+
+# In a PySpark worker (which imports spark-ap to run its functions): cheaper tasks from then on.
+_workers.install()
 
 # Where the public names live; the rest of __all__ are the error types of spark_ap.errors.
 _MODULES = {

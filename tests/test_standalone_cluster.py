@@ -77,7 +77,7 @@ pack.CHUNK_EDGES = 40
 logging.basicConfig(level=logging.INFO)
 spark = spark_session()
 edges = spark.read.parquet(sys.argv[1])
-ap = AffinityPropagation(engine="blocks", exchange="routed", seed=4, maxIter=6, convergenceIter=7)
+ap = AffinityPropagation(engine="blocks", exchange="routed", seed=4, maxIter=4, convergenceIter=5)
 result = ap.run(edges)
 result.messages.write.parquet(sys.argv[2] + "/messages")
 result.assignments.write.parquet(sys.argv[2] + "/assignments")
@@ -88,11 +88,11 @@ print("partitions", spark.sparkContext.defaultParallelism)
 def test_the_routed_exchange_on_four_executors_gives_the_local_messages_bit_for_bit(spark, cluster, tmp_path):
     import pandas as pd
 
-    X, _ = make_blobs(60, centers=4, random_state=3)
-    edges = edges_from_matrix(spark, similarity_matrix(X), ids=[f"p{k:02d}" for k in range(60)])
+    X, _ = make_blobs(40, centers=4, random_state=3)
+    edges = edges_from_matrix(spark, similarity_matrix(X), ids=[f"p{k:02d}" for k in range(40)])
     edges.write.parquet(str(tmp_path / "edges.parquet"))
-    with pytest.warns(UserWarning, match="did not converge"):  # a fixed 6 iterations
-        local = AffinityPropagation(engine="local", seed=4, maxIter=6, convergenceIter=7).run(edges)
+    with pytest.warns(UserWarning, match="did not converge"):  # a fixed 4 iterations
+        local = AffinityPropagation(engine="local", seed=4, maxIter=4, convergenceIter=5).run(edges)
     script, log = tmp_path / "messages.py", tmp_path / "job.log"
     script.write_text(MESSAGES)
     job = submit(cluster, str(tmp_path / "edges.parquet"), str(tmp_path / "out"), log=log, script=script)
@@ -114,19 +114,19 @@ def test_a_standalone_cluster_losing_a_worker_gives_the_local_result(spark, clus
     X, _ = make_blobs(40, centers=3, random_state=11)
     edges = edges_from_matrix(spark, similarity_matrix(X))
     edges.write.parquet(str(tmp_path / "edges.parquet"))
-    local = AffinityPropagation(damping=0.8, seed=2).run(edges)
-    assert local.numIterations >= 20  # the kill below, at iteration 12, lands mid-run
+    local = AffinityPropagation(convergenceIter=8, seed=2).run(edges)
+    assert local.numIterations >= 10  # the kill below, at iteration 6, lands mid-run
 
     out, log = tmp_path / "run", tmp_path / "job.log"
-    args = ["--input", str(tmp_path / "edges.parquet"), "--output", str(out), "--damping", "0.8", "--seed", "2"]
-    args += ["--checkpoint-interval", "10", "--engine", "blocks", "--exchange", "routed"]
+    args = ["--input", str(tmp_path / "edges.parquet"), "--output", str(out), "--convergence-iter", "8"]
+    args += ["--seed", "2", "--checkpoint-interval", "4", "--engine", "blocks", "--exchange", "routed"]
     job = submit(cluster, *args, log=log)
     try:
         # Past a save, with the newest iterations held only in the executors (each holds a
         # partition: its chunk files and its cached element): the kill takes one of them.
-        wait_for_save(out / "state", 10, job)
+        wait_for_save(out / "state", 4, job)
         deadline = time.time() + 120
-        while "iteration 12/" not in log.read_text():
+        while "iteration 6/" not in log.read_text():
             assert job.poll() is None and time.time() < deadline, log.read_text()[-3000:]
             time.sleep(0.1)
         cluster.kill_worker(0)  # and with it its executor, its shuffle files and local checkpoints
@@ -147,6 +147,6 @@ def test_a_standalone_cluster_losing_a_worker_gives_the_local_result(spark, clus
     ]
     assert not saves(out / "state")
     # The lost executor held a partition, so an iteration failed and the run went on from its
-    # newest save (of iteration 10).
+    # newest save (of iteration 4).
     assert "Lost executor" in text
-    assert "retrying from the state of iteration 10" in text
+    assert "retrying from the state of iteration 4" in text
