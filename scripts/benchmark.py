@@ -624,7 +624,7 @@ def exchange_worker(args: argparse.Namespace) -> list[dict]:
         broadcasts = [t.broadcast for t in engine.exchange.traffic[1:]]
         rows.append(
             {
-                "parallelism": args.parallelism,
+                "parallelism": int(args.parallelism),
                 "exchange": engine.exchange.name,
                 "edges": run["edges"],
                 "points": args.points,
