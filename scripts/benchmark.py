@@ -48,7 +48,8 @@ reports per iteration what crosses the driver and the network, read from
 Spark's own metrics (its REST API) and from the engine: the bytes of task
 results into the driver (accumulator reports included), the bytes broadcast
 out of it, the bytes shuffled, and the largest per-source arrays a task holds:
-``exchanges.json`` and ``exchanges.md``.
+``exchanges.json`` and ``exchanges.md``, with the one-core numpy reference's seconds per
+iteration on the same graph (``scripts/scaling_model.py`` fits its cost model to them).
 
 ``--knobs`` runs the graphframes engine alone on the first size under each
 setting (aggregateMessages' storage level, broadcast joins, adaptive query
@@ -539,6 +540,10 @@ def exchanges(n: int, args: argparse.Namespace, out: Path) -> None:
         for row in json.loads(done.stdout.strip().splitlines()[-1]):
             rows.append(row)
             print(exchange_line(row), flush=True)
+    # The one-core numpy reference on the same graph, the same day: what the machine's speed was.
+    reference = statistics.median(in_child("numpy", n, args.iterations)["seconds"])
+    for row in rows:
+        row["numpy_seconds_per_iteration"] = reference
     out.mkdir(parents=True, exist_ok=True)
     (out / "exchanges.json").write_text(json.dumps(rows, indent=2) + "\n")
     header = [
