@@ -1,7 +1,9 @@
 # Two commands for a fresh machine:
 #   make demo   create .venv, install, run the Airflow DAG end to end on the bundled example, print the results
 #   make test   create .venv, install, lint, run the tests
-# and: make stream-demo   a Kafka broker, a fitted model and the streaming job assigning a few points
+# and: make test-scheduler   the DAG under a real Airflow (scheduler, API server, PostgreSQL), a few minutes
+#      make airflow          a local Airflow with its UI on http://127.0.0.1:8080 and this DAG
+#      make stream-demo      a Kafka broker, a fitted model and the streaming job assigning a few points
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -18,7 +20,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN := sqlite:///$(CURDIR)/.airflow/airflow.db
 export AIRFLOW_CONN_SPARK_DEFAULT ?= {"conn_type": "spark", "host": "local[*]"}
 
-.PHONY: install lint test demo stream-demo clean
+.PHONY: install lint test test-scheduler postgresql demo airflow stream-demo clean
 
 install: $(VENV)/.installed
 
@@ -41,8 +43,22 @@ lint: install
 test: lint
 	$(BIN)/python -m pytest
 
+# PostgreSQL's server programs, which the scheduler tests start a throwaway server with:
+# Debian's package where it is missing (as root, or through sudo).
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q postgresql; }
+
+test-scheduler: install postgresql
+	$(BIN)/python -m pytest -m scheduler
+
 demo: install $(AIRFLOW_HOME)/airflow.db
 	$(BIN)/python scripts/demo.py
+
+# Airflow's own processes on SQLite with this DAG, the UI on 127.0.0.1:8080; prints the login.
+airflow: install $(AIRFLOW_HOME)/airflow.db
+	$(BIN)/python scripts/airflow_ui.py
 
 # A Kafka broker on 127.0.0.1, a model fit on the bundled example, the streaming job and a few points.
 stream-demo: install

@@ -3,10 +3,17 @@
 Validation and clustering are the spark-ap job (``scripts/spark_ap_job.py``)
 submitted through the ``spark_default`` connection: point that connection at a
 standalone, YARN or Kubernetes master and the same DAG runs on a cluster.
-Each DAG run writes its own folder, ``output_root/<run id>`` (for a feature
-table with the fitted model in ``model/``); the report task points
-``output_root/latest`` at it and publishes the results as an asset that
-downstream DAGs can schedule on.
+
+The schedule is configuration: ``SPARK_AP_SCHEDULE`` (a cron expression, a
+preset such as ``@daily``, or ``asset:<name>`` to run when that asset gets an
+event), else the ``airflow`` section of the settings file (``SPARK_AP_CONFIG``,
+by default ``conf/spark-ap.yaml``), which also sets ``catchup`` and the default
+input. ``input`` and ``output_root`` may hold Airflow's date macros
+(``/data/similarities/dt={{ ds }}/``): each run reads its own partition and
+writes the folder of its logical date, ``output_root/2026-12-01``, whichever
+DAG run computes it (a retry, a cleared task, a backfill). The report task
+points ``output_root/latest`` at the newest date that finished and publishes
+the results, with their date, as an asset downstream DAGs can schedule on.
 
 Bad data fails the validate task with the job's one-line reason in its log and
 nothing written. A cluster task that dies (a lost machine, a killed process) is
@@ -26,9 +33,12 @@ from airflow.sdk import Asset, Param, dag, task
 from spark_ap.app.pipeline import (
     asset_extra,
     check_input,
+    dag_settings,
     job_arguments,
     publish_latest,
     read_summary,
+    render_dates,
+    run_date,
     submit_options,
 )
 from spark_ap.params import dag_params
@@ -36,48 +46,59 @@ from spark_ap.params import dag_params
 # The spark-ap checkout or installation that holds the job script, the settings
 # file and the bundled example; SPARK_AP_HOME points elsewhere.
 ROOT = Path(os.environ.get("SPARK_AP_HOME") or Path(__file__).resolve().parent.parent)
+CONFIG = Path(os.environ.get("SPARK_AP_CONFIG") or ROOT / "conf" / "spark-ap.yaml")
+SETTINGS = dag_settings(CONFIG, ROOT)
 RESULTS = Asset("spark_ap_results")
 SPARK_JOB = {
     "conn_id": "spark_default",
     "application": str(ROOT / "scripts" / "spark_ap_job.py"),
     # --packages and --repositories: GraphFrames, from Maven Central or the
-    # repositories of conf/spark-ap.yaml and SPARK_AP_REPOSITORIES; --conf: a
+    # repositories of the settings file and SPARK_AP_REPOSITORIES; --conf: a
     # quiet Spark log.
-    **submit_options(ROOT / "conf" / "spark-ap.yaml"),
+    **submit_options(CONFIG),
 }
 
 
 @dag(
-    schedule=None,
+    schedule=SETTINGS["schedule"],
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
+    catchup=SETTINGS["catchup"],
     tags=["spark-ap"],
     params={
         "input": Param(
-            str(ROOT / "examples" / "blobs_400.csv"),
+            SETTINGS["input"],
             type="string",
             minLength=1,
-            description="Edge table (src, dst, similarity) or feature table (id and numeric columns), CSV or Parquet",
+            description="Edge table (src, dst, similarity) or feature table (id and numeric columns), CSV or "
+            "Parquet; may hold Airflow's date macros, e.g. /data/similarities/dt={{ ds }}/",
         ),
-        "kind": Param("features", enum=["edges", "features"]),
-        "output_root": Param(str(ROOT / "output" / "runs"), type="string", minLength=1),
+        "kind": Param(SETTINGS["kind"], enum=["edges", "features"]),
+        "output_root": Param(
+            SETTINGS["output_root"],
+            type="string",
+            minLength=1,
+            description="Each run writes output_root/<logical date>; may hold date macros too",
+        ),
         # The estimators' params, with their defaults, bounds and docs (spark_ap.params).
         **{name: Param(**schema) for name, schema in dag_params().items()},
     },
 )
 def spark_ap_pipeline():
     @task(multiple_outputs=True)
-    def ingest(params: dict, run_id: str) -> dict:
-        """Check that the input is there; decide the run folder and the job's arguments."""
-        check_input(params["input"], params["kind"])
-        return job_arguments(params, run_id)
+    def ingest(params: dict, **context) -> dict:
+        """Render the run's dated paths, check that the input is there, and decide the run folder and the job's
+        arguments."""
+        dated = render_dates(params, context)
+        check_input(dated["input"], dated["kind"])
+        return job_arguments(dated, run_date(context))
 
     @task(outlets=[RESULTS])
-    def report(output: str, *, outlet_events) -> dict:
-        """Read back the run's summary, point output_root/latest at it, and tell the asset's consumers."""
+    def report(output: str, date: str, *, outlet_events) -> dict:
+        """Read back the run's summary, point output_root/latest at it unless a newer date is there, and tell the
+        asset's consumers which date the results are for."""
         summary = read_summary(output)
         publish_latest(output)
-        outlet_events[RESULTS].extra = asset_extra(summary)
+        outlet_events[RESULTS].extra = asset_extra(summary, date)
         return summary
 
     job = ingest()
@@ -94,7 +115,7 @@ def spark_ap_pipeline():
         retries=2,  # as far apart as Airflow's [core] default_task_retry_delay says
         **SPARK_JOB,
     )
-    validate >> cluster >> report(job["output"])
+    validate >> cluster >> report(job["output"], job["date"])
 
 
 pipeline = spark_ap_pipeline()

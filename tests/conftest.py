@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -120,4 +121,23 @@ def wait_for_save(folder: Path, iteration: int, process=None, timeout: float = 3
         if process is not None:
             assert process.poll() is None, f"the job ended ({process.returncode}) before iteration {iteration}"
         assert time.time() < deadline, f"no save of iteration {iteration} in {folder} within {timeout} s"
+        time.sleep(0.1)
+
+
+def kill_job_after_save(root: Path, iteration: int, done, killed: list, pattern: str = "*") -> None:
+    """SIGKILL the spark-ap job's processes (JVM and Python driver) once a run folder ``root/<pattern>`` saved
+    ``iteration``; ``killed`` gets their pids. For a thread: it returns after the kill or once ``done`` is set."""
+    import psutil
+
+    while not done.is_set():
+        for folder in root.glob(pattern):
+            # A feature table's run saves each level's state in state/level-N.
+            states = [folder / "state", *folder.glob("state/level-*")]
+            if any(i >= iteration for state in states for i in saves(state)):
+                for process in psutil.process_iter(["cmdline"]):
+                    command = " ".join(process.info["cmdline"] or [])
+                    if "spark_ap_job.py" in command and str(folder) in command:
+                        process.kill()
+                        killed.append(process.pid)
+                return
         time.sleep(0.1)

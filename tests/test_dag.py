@@ -6,9 +6,7 @@ import re
 import subprocess
 import sys
 import threading
-import time
-from datetime import timedelta
-from pathlib import Path
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pandas as pd
@@ -19,7 +17,7 @@ from spark_ap import AffinityPropagation, InvalidInputError, edges_from_features
 from spark_ap.app.job import main as job_main
 from spark_ap.app.pipeline import check_input, job_arguments, run_folder
 from spark_ap.params import dag_params
-from tests.conftest import BIN, ROOT, assignment_rows, png_size, saves, written_rows
+from tests.conftest import BIN, ROOT, assignment_rows, kill_job_after_save, png_size, written_rows
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +81,74 @@ def test_parsing_the_dag_file_imports_no_spark(airflow_db):
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
+PARSE = """
+import json, os, runpy, sys
+for env in json.loads(sys.argv[2]):
+    for key in ("SPARK_AP_SCHEDULE", "SPARK_AP_CONFIG"):
+        os.environ.pop(key, None)
+    os.environ.update(env)
+    try:
+        d = runpy.run_path(sys.argv[1])["pipeline"]
+    except Exception as error:
+        print(json.dumps(str(error)))
+        continue
+    t, a = d.timetable, getattr(d.timetable, "asset_condition", None)
+    schedule = getattr(t, "expression", None) or (a and a.name)
+    print(json.dumps([schedule, d.catchup, d.params["input"], d.params["output_root"]]))
+"""
+
+
+def _parsed(*envs: dict) -> list:
+    """The DAG file parsed under each of ``envs`` as Airflow's DAG processor would (one new Python for all): its
+    schedule (a cron expression, an asset's name or None), catchup and the defaults of input and output_root, or
+    the error that failed the file."""
+    dag_file = str(ROOT / "dags" / "spark_ap_pipeline.py")
+    done = subprocess.run([sys.executable, "-c", PARSE, dag_file, json.dumps(envs)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads(line) for line in done.stdout.strip().splitlines()[-len(envs) :]]
+
+
+def test_the_schedule_comes_from_the_environment(airflow_db):
+    schedules = ["@daily", "30 6 * * 1-5", "asset:similarities", ""]
+    parsed = _parsed(*({"SPARK_AP_SCHEDULE": schedule} for schedule in schedules))
+    assert [p[:2] for p in parsed] == [["0 0 * * *", False], ["30 6 * * 1-5", False], ["similarities", False],
+                                      [None, False]]  # fmt: skip
+
+
+def test_the_settings_file_sets_schedule_catchup_and_dated_defaults(airflow_db, tmp_path):
+    config = tmp_path / "settings.yaml"
+    config.write_text(
+        "airflow:\n  schedule: '@hourly'\n  catchup: true\n"
+        "  input: /data/similarities/dt={{ ds }}/\n  output_root: runs\n"
+    )
+    from_file, env_wins = _parsed({"SPARK_AP_CONFIG": str(config)},
+                                  {"SPARK_AP_CONFIG": str(config), "SPARK_AP_SCHEDULE": "@daily"})  # fmt: skip
+    assert from_file == ["0 * * * *", True, "/data/similarities/dt={{ ds }}/", str(ROOT / "runs")]
+    assert env_wins[0] == "0 0 * * *"
+
+
+def test_a_schedule_airflow_cannot_read_fails_the_dag_file_naming_the_setting(airflow_db):
+    schedules = ["every day", "@daly", "* * *"]
+    for schedule, error in zip(schedules, _parsed(*({"SPARK_AP_SCHEDULE": s} for s in schedules)), strict=True):
+        assert f"SPARK_AP_SCHEDULE / airflow.schedule: {schedule!r} is not a cron expression" in error
+
+
+def test_input_and_output_root_render_airflow_date_macros_and_nothing_else(dag):
+    from types import SimpleNamespace
+
+    from spark_ap.app.pipeline import render_dates
+
+    params = {"input": "/data/dt={{ ds }}/", "output_root": "/runs/{{ ds_nodash }}", "preference": "{{ 7 * 7 }}"}
+    day = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    run = SimpleNamespace(run_after=datetime(2026, 12, 2, 3, 0, tzinfo=timezone.utc))
+    rendered = render_dates(params, {"dag": dag, "logical_date": day, "ds": "2026-12-01", "dag_run": run})
+    assert rendered == {"input": "/data/dt=2026-12-01/", "output_root": "/runs/20261201", "preference": "{{ 7 * 7 }}"}
+    # A run without a logical date (a manual or asset-triggered run) is dated by its run_after.
+    assert render_dates(params, {"dag": dag, "logical_date": None, "dag_run": run})["input"] == "/data/dt=2026-12-02/"
+    with pytest.raises(InvalidInputError, match=r"input: the template '/data/\{\{ dss \}\}' does not render.*dss"):
+        render_dates({**params, "input": "/data/{{ dss }}"}, {"dag": dag, "logical_date": day, "dag_run": run})
+
+
 @pytest.mark.parametrize(
     "conf, message",
     [({"damping": 1.5}, "damping"), ({"max_iter": 0}, "max_iter"), ({"kind": "graph"}, "kind")],
@@ -115,41 +181,31 @@ def test_bad_data_fails_at_validation_and_writes_nothing(dag, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def _kill_job_after_save(root: Path, iteration: int, done: threading.Event, killed: list) -> None:
-    """SIGKILL the spark-ap job's processes (JVM and Python driver) once a run under ``root`` saved ``iteration``."""
-    import psutil
-
-    while not done.is_set():
-        # A feature table's run saves each level's state in state/level-N.
-        folders = [*root.glob("*/state"), *root.glob("*/state/level-*")]
-        if any(i >= iteration for state in folders for i in saves(state)):
-            for process in psutil.process_iter(["cmdline"]):
-                command = " ".join(process.info["cmdline"] or [])
-                if "spark_ap_job.py" in command and str(root) in command:
-                    process.kill()
-                    killed.append(process.pid)
-            return
-        time.sleep(0.1)
-
-
 def test_end_to_end_through_a_killed_and_retried_cluster_task(dag, spark, tmp_path, capfd):
     # One DAG run, its cluster task SIGKILLed after a save and retried by Airflow: the retry
     # resumes, and the run ends as an uninterrupted one would, reported and published.
     X, _ = make_blobs(50, centers=3, random_state=3)
-    # Params are data: a path that looks like a Jinja template reaches the job as it is.
-    (tmp_path / "{{ 7 * 7 }}").mkdir()
-    csv = tmp_path / "{{ 7 * 7 }}" / "points.csv"
+    # The run of 2026-11-30 reads its own partition of a dated layout and writes its own folder.
+    day = datetime(2026, 11, 30, tzinfo=timezone.utc)
+    (tmp_path / "dt=2026-11-30").mkdir()
+    csv = tmp_path / "dt=2026-11-30" / "points.csv"
     pd.DataFrame({"id": np.arange(50), "x": X[:, 0], "y": X[:, 1]}).to_csv(csv, index=False)
     root = tmp_path / "runs"
     # The blocks engine: iterations as slow as Spark makes them, so the kill lands mid-run.
-    conf = {"input": str(csv), "output_root": str(root), "damping": 0.7, "checkpoint_interval": 2, "engine": "blocks"}
+    conf = {
+        "input": f"{tmp_path}/dt={{{{ ds }}}}/points.csv",
+        "output_root": str(root),
+        "damping": 0.7,
+        "checkpoint_interval": 2,
+        "engine": "blocks",
+    }
 
     done, killed = threading.Event(), []
-    killer = threading.Thread(target=_kill_job_after_save, args=(root, 4, done, killed), daemon=True)
+    killer = threading.Thread(target=kill_job_after_save, args=(root, 4, done, killed), daemon=True)
     killer.start()
     capfd.readouterr()
     try:
-        run = dag.test(run_conf=conf)
+        run = dag.test(logical_date=day, run_conf=conf)
     finally:
         done.set()
         killer.join()
@@ -163,7 +219,8 @@ def test_end_to_end_through_a_killed_and_retried_cluster_task(dag, spark, tmp_pa
     spark_info = [line for line in lines if re.search(r" INFO (Executor|TaskSetManager|DAGScheduler):", line)]
     assert spark_info == [] and len(lines) < 250, f"{len(lines)} lines, e.g. {(spark_info or lines)[:5]}"
 
-    folder = run_folder(str(root), run.run_id)
+    folder = run_folder(str(root), day)
+    assert sorted(p.name for p in root.iterdir()) == ["2026-11-30", "latest"]
     features = spark.createDataFrame([(i, [float(v) for v in x]) for i, x in enumerate(X)], ["id", "features"])
     expected = AffinityPropagation(damping=0.7).run(edges_from_features(features))
     assert written_rows(folder) == assignment_rows(expected)
@@ -183,6 +240,7 @@ def test_end_to_end_through_a_killed_and_retried_cluster_task(dag, spark, tmp_pa
         event = session.query(AssetEvent).order_by(AssetEvent.id.desc()).first()
         extra = dict(event.extra)
     assert extra["folder"] == str(folder) and extra["clusters"] == summary["clusters"]
+    assert extra["logical_date"] == "2026-11-30T00:00:00+00:00"
     assert extra["iterations"] == summary["iterations"]
     # The fitted model is in the run folder, and output_root/latest points at the run.
     assert extra["model"] == str(folder / "model") and (folder / "model" / "metadata").is_dir()
@@ -190,6 +248,6 @@ def test_end_to_end_through_a_killed_and_retried_cluster_task(dag, spark, tmp_pa
 
     # A cluster task retried once more finds the finished folder and leaves it as it is.
     before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
-    params = {**dag.params.dump(), **conf}
-    assert job_main(job_arguments(params, run.run_id)["args"]) == 0
+    params = {**dag.params.dump(), **conf, "input": str(csv)}
+    assert job_main(job_arguments(params, day)["args"]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before

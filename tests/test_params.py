@@ -1,6 +1,7 @@
 """The estimator behaves like a pyspark.ml one: keyword-only params, getters, setters, save/load."""
 
 import inspect
+from datetime import datetime, timezone
 
 import numpy as np
 import pytest
@@ -173,7 +174,7 @@ def test_dag_params_are_the_spec_and_go_to_the_job_as_flags():
     # The arguments a DAG run gives the job parse back to the same settings.
     values = {spec.snake: schemas[spec.snake]["default"] for spec in offered}
     values.update({"input": "in.csv", "output_root": "/tmp/out", "kind": "features", "damping": 0.75, "seed": 3})
-    args = job.parser().parse_args(pipeline.job_arguments(values, "run-1")["args"])
+    args = job.parser().parse_args(pipeline.job_arguments(values, datetime(2026, 12, 1, tzinfo=timezone.utc))["args"])
     merged = job.settings(args)
     for spec in offered:
         section = merged[spec.section]

@@ -1,19 +1,29 @@
 """Params and paths are data, never code; runs write only where they are told; no secrets leak."""
 
 import json
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from spark_ap import InvalidInputError
 from spark_ap.app.job import main
-from spark_ap.app.pipeline import run_folder
+from spark_ap.app.pipeline import folder_date, run_folder
 
 
-@pytest.mark.parametrize("run_id", ["../../etc", "/etc/passwd", "a/../../b", "..", "", "manual__2026-01-01T00:00:00"])
-def test_a_dag_run_folder_is_always_a_child_of_the_output_root(tmp_path, run_id):
-    folder = run_folder(str(tmp_path / "runs"), run_id)
-    assert folder.resolve().parent == (tmp_path / "runs").resolve()
+@pytest.mark.parametrize(
+    "date, name",
+    [
+        (datetime(2026, 12, 1, tzinfo=timezone.utc), "2026-12-01"),
+        (datetime(2026, 12, 1, 6, 30, tzinfo=timezone.utc), "2026-12-01T063000Z"),
+        (datetime(2026, 12, 1, 7, 30, 5, 12, tzinfo=timezone(timedelta(hours=1))), "2026-12-01T063005.000012Z"),
+    ],
+)
+def test_a_dag_run_folder_is_named_by_its_date_in_utc_and_read_back(tmp_path, date, name):
+    folder = run_folder(str(tmp_path / "runs"), date)
+    assert folder == tmp_path / "runs" / name and ":" not in name  # Hadoop reads a colon as a scheme
+    assert folder_date(name) == date
+    assert folder_date("run-1") is None and folder_date("latest") is None
 
 
 def _edges(tmp_path: Path) -> str:
@@ -64,5 +74,26 @@ def test_latest_points_at_a_finished_run_and_is_replaced_atomically(tmp_path):
     (second / "summary.json").write_text("{}")
     assert publish_latest(first).resolve() == first.resolve()
     assert publish_latest(second).resolve() == second.resolve()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "latest"]
-    assert run_folder(str(tmp_path), "latest").name == "run-latest"
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["a", "b", "latest"]
+
+
+@pytest.mark.parametrize("order", ["older last", "newer last"])
+def test_latest_never_moves_back_to_an_older_date(tmp_path, order):
+    # A backfill of last month, or an older run that finishes after a newer one.
+    from spark_ap.app.pipeline import publish_latest
+
+    dates = [datetime(2026, 11, day, tzinfo=timezone.utc) for day in (3, 1, 2)] + [datetime(2026, 11, 2, 6, 0)]
+    folders = [run_folder(str(tmp_path), date.replace(tzinfo=timezone.utc)) for date in dates]
+    for folder in folders:
+        folder.mkdir(exist_ok=True)
+        (folder / "summary.json").write_text("{}")
+    newest = tmp_path / "2026-11-03"
+    finishing = folders if order == "older last" else folders[::-1]
+    for folder in finishing:
+        publish_latest(folder)
+    assert (tmp_path / "latest").resolve() == newest.resolve()
+    # A folder not named by a date (a user's own) is newer than whatever was there.
+    own = tmp_path / "rerun"
+    own.mkdir()
+    (own / "summary.json").write_text("{}")
+    assert publish_latest(own).resolve() == own.resolve()

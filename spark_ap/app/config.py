@@ -2,8 +2,9 @@
 
 Its sections ``ap``, ``features`` and ``input`` hold the params of
 :data:`spark_ap.params.SPECS` with that section (and ``input.kind``, the
-table's kind); ``spark`` holds Spark settings. Like :mod:`spark_ap.params`, this
-module imports no Spark: the DAG reads the file when it is parsed.
+table's kind); ``spark`` holds Spark settings; ``airflow`` the DAG's schedule
+and default params. Like :mod:`spark_ap.params`, this module imports no Spark:
+the DAG reads the file when it is parsed.
 """
 
 from __future__ import annotations
@@ -16,9 +17,15 @@ import yaml
 from spark_ap.errors import InvalidParamError
 from spark_ap.params import SPECS, in_section
 
-SECTIONS = ("ap", "features", "input", "spark")
-# Keys of a section besides its params: the job's own state folder, and the input's kind.
-EXTRA_KEYS = {"ap": {"stateDir"}, "features": set(), "input": {"kind"}}
+SECTIONS = ("ap", "features", "input", "spark", "airflow")
+# Keys of a section besides its params: the job's own state folder, the input's kind, and
+# the DAG's schedule and default params (spark_ap.app.pipeline.dag_settings).
+EXTRA_KEYS = {
+    "ap": {"stateDir"},
+    "features": set(),
+    "input": {"kind"},
+    "airflow": {"schedule", "catchup", "input", "kind", "output_root"},
+}
 
 
 def read_config(config: str | Path) -> dict[str, dict[str, Any]]:

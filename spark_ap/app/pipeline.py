@@ -7,34 +7,85 @@ or pandas; the tasks import them when they run.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
-import re
+from datetime import datetime, timezone
+from datetime import time as dt_time
 from pathlib import Path
 
 from spark_ap.app.config import read_config
-from spark_ap.errors import InvalidInputError
+from spark_ap.errors import InvalidInputError, InvalidParamError
 from spark_ap.params import SPECS
 from spark_ap.session import graphframes_conf, logging_conf
 
 log = logging.getLogger("spark_ap")
 
 
-def run_folder(output_root: str, run_id: str) -> Path:
-    """``output_root/<run id>``, the run id reduced to characters safe in a path.
+TEMPLATED = ("input", "output_root")
+PRESETS = {"@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"}
 
-    Whatever the run id holds (slashes, ``..``), the folder is a direct child of
-    ``output_root``: a DAG run writes nowhere else. ``latest`` is the pointer to
-    the newest finished run (:func:`publish_latest`), so a run id "latest" gets
-    the folder ``run-latest``.
-    """
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("._") or "run"
-    name = "run-latest" if name == "latest" else name
-    folder = Path(output_root) / name
-    if folder.resolve().parent != Path(output_root).resolve():
-        raise InvalidInputError(f"The run id {run_id!r} does not name a folder inside {output_root}")
-    return folder
+
+def run_date(context: dict) -> datetime:
+    """The date a DAG run is for: its logical date, or ``run_after`` when it has none."""
+    return context.get("logical_date") or context["dag_run"].run_after
+
+
+def folder_name(date: datetime) -> str:
+    """The run folder's name for the run of ``date``: ``2026-12-01`` at midnight UTC, else
+    ``2026-12-01T063000Z`` (with microseconds when it has them). No colons: Hadoop reads
+    them as a URI's scheme. :func:`folder_date` reads it back."""
+    utc = date.astimezone(timezone.utc)
+    if utc.time() == dt_time(0):
+        return utc.strftime("%Y-%m-%d")
+    return utc.strftime("%Y-%m-%dT%H%M%S") + (f".{utc.microsecond:06d}" if utc.microsecond else "") + "Z"
+
+
+def folder_date(name: str) -> datetime | None:
+    """The date of a run folder named by :func:`folder_name`, or None for any other name."""
+    for layout in ("%Y-%m-%d", "%Y-%m-%dT%H%M%SZ", "%Y-%m-%dT%H%M%S.%fZ"):
+        try:
+            return datetime.strptime(name, layout).replace(tzinfo=timezone.utc)
+        except ValueError:
+            continue
+    return None
+
+
+def run_folder(output_root: str, date: datetime) -> Path:
+    """``output_root/<date>``: one folder per data interval, whichever DAG run (a retry, a
+    cleared task, a backfill) computes it."""
+    return Path(output_root) / folder_name(date)
+
+
+def render_dates(params: dict, context: dict) -> dict:
+    """``params`` with ``input`` and ``output_root`` rendered by the DAG's own Jinja
+    environment (Airflow's sandbox) against the run's context, e.g.
+    ``/data/similarities/dt={{ ds }}/``. A run without a logical date renders the date
+    macros of its ``run_after``. The other params are data and are never rendered."""
+    env = context["dag"].get_template_env()
+    date = run_date(context)
+    # Airflow's date macros; a run without a logical date (Airflow 3's manual and
+    # asset-triggered runs) has none in its context, and its run_after stands in.
+    macros = {
+        "ds": date.strftime("%Y-%m-%d"),
+        "ds_nodash": date.strftime("%Y%m%d"),
+        "ts": date.isoformat(),
+        "ts_nodash": date.strftime("%Y%m%dT%H%M%S"),
+        "logical_date": date,
+        "data_interval_start": date,
+        "data_interval_end": date,
+    }
+    macros.update({key: value for key, value in context.items() if value is not None})
+    rendered = dict(params)
+    for name in TEMPLATED:
+        try:
+            rendered[name] = env.from_string(params[name]).render(**macros)
+        except Exception as error:  # jinja2's errors, whatever their class, say what is wrong
+            raise InvalidInputError(f"{name}: the template {params[name]!r} does not render: {error}") from error
+        if not rendered[name].strip():
+            raise InvalidInputError(f"{name}: the template {params[name]!r} renders to an empty path")
+    return rendered
 
 
 def check_input(path: str, kind: str) -> None:
@@ -46,9 +97,10 @@ def check_input(path: str, kind: str) -> None:
     check_path(path)
 
 
-def job_arguments(params: dict, run_id: str) -> dict:
-    """The spark-ap job's command lines for one DAG run (validate, cluster), and the run folder it writes."""
-    output = run_folder(params["output_root"], run_id)
+def job_arguments(params: dict, date: datetime) -> dict:
+    """The spark-ap job's command lines for the run of ``date`` (validate, cluster), the run
+    folder it writes and the date, as ISO text."""
+    output = run_folder(params["output_root"], date)
     args = ["--input", params["input"], "--output", str(output), "--kind", params["kind"]]
     for spec in SPECS.values():
         if spec.dag and (spec.section != "features" or params["kind"] == "features"):
@@ -56,7 +108,57 @@ def job_arguments(params: dict, run_id: str) -> dict:
     # A retried task finds the folder of a finished attempt and stops there,
     # or the state an interrupted attempt saved and resumes from it.
     args.append("--skip-existing")
-    return {"args": args, "validate_args": [*args, "--validate-only"], "output": str(output)}
+    return {
+        "args": args,
+        "validate_args": [*args, "--validate-only"],
+        "output": str(output),
+        "date": date.isoformat(),
+    }
+
+
+def dag_settings(config: str | Path, root: Path) -> dict:
+    """The DAG's schedule, catchup, and the defaults of its ``input``, ``kind`` and
+    ``output_root`` params.
+
+    From the settings file's ``airflow`` section, where relative paths are relative to
+    ``root`` (the spark-ap checkout); the environment variable ``SPARK_AP_SCHEDULE``, read
+    when Airflow parses the DAG file, wins over ``airflow.schedule``. A schedule is a cron
+    expression, a preset such as ``@daily``, ``asset:<name>`` (run when the asset of that
+    name gets an event, e.g. new similarities published upstream), or empty for none.
+    """
+    airflow = read_config(config).get("airflow", {}) if Path(config).is_file() else {}
+    schedule = os.environ.get("SPARK_AP_SCHEDULE") or airflow.get("schedule") or None
+    catchup = airflow.get("catchup", False)
+    if not isinstance(catchup, bool):
+        raise InvalidParamError(f"{config}: airflow.catchup must be true or false; got {catchup!r}")
+
+    def path(value: str) -> str:
+        return value if "://" in value or Path(value).is_absolute() else str(root / value)
+
+    return {
+        "schedule": parse_schedule(schedule),
+        "catchup": catchup,
+        "input": path(str(airflow.get("input", "examples/blobs_400.csv"))),
+        "kind": airflow.get("kind", "features"),
+        "output_root": path(str(airflow.get("output_root", "output/runs"))),
+    }
+
+
+def parse_schedule(text: str | None):
+    """None, a cron expression or preset as Airflow takes it, or the Asset of ``asset:<name>``."""
+    if text is None:
+        return None
+    text = str(text).strip()
+    if text.startswith("asset:"):
+        from airflow.sdk import Asset
+
+        return Asset(text.removeprefix("asset:").strip())
+    if text in PRESETS or (not text.startswith("@") and len(text.split()) in (5, 6)):
+        return text
+    raise InvalidParamError(
+        f"SPARK_AP_SCHEDULE / airflow.schedule: {text!r} is not a cron expression (5 fields), "
+        f"a preset ({', '.join(sorted(PRESETS))}) or asset:<name>"
+    )
 
 
 def submit_options(config: str | Path) -> dict:
@@ -94,26 +196,38 @@ def read_summary(output: str) -> dict:
     return {**summary, "folder": str(folder), **model, "files": files}
 
 
-def asset_extra(summary: dict) -> dict:
-    """What the results asset's event carries: the run folder, its model if any, and the summary's headline
-    numbers."""
+def asset_extra(summary: dict, date: str) -> dict:
+    """What the results asset's event carries: the run's date (ISO), its folder, its model if
+    any, and the summary's headline numbers."""
     keys = ("folder", "model", "clusters", "iterations", "converged", "points", "net_similarity")
-    return {key: summary[key] for key in keys if key in summary}
+    return {"logical_date": date, **{key: summary[key] for key in keys if key in summary}}
 
 
 def publish_latest(folder: str | Path) -> Path:
-    """Point ``<output_root>/latest`` at the finished run ``folder``, atomically, and return the pointer.
+    """Point ``<output_root>/latest`` at the finished run ``folder`` unless it points at a
+    newer date, atomically, and return the pointer.
 
-    The pointer is a relative symbolic link, replaced in one rename: a reader
-    sees the previous run or this one, never a half-written run (a run folder
-    is complete once it holds summary.json, which the job writes last).
+    Run folders named by :func:`folder_name` are ordered by their dates: a backfill of
+    last month, or an older run that finishes after a newer one, leaves ``latest`` where it
+    is. Any other name (a folder of the user's) is newer than everything before it. The
+    pointer is a relative symbolic link replaced in one rename, under a lock on
+    ``<output_root>/.latest.lock`` so that two runs finishing together cannot both win: a
+    reader sees the previous run or this one, never a half-written run (a run folder is
+    complete once it holds summary.json, which the job writes last).
     """
     folder = Path(folder)
     if not (folder / "summary.json").is_file():
         raise InvalidInputError(f"{folder} holds no finished run (no summary.json); latest is left as it is")
     latest = folder.parent / "latest"
-    staged = folder.parent / f".latest-{os.getpid()}-{folder.name}"
-    staged.unlink(missing_ok=True)
-    os.symlink(folder.name, staged)
-    os.replace(staged, latest)
+    with open(folder.parent / ".latest.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        current = folder_date(os.readlink(latest)) if latest.is_symlink() else None
+        date = folder_date(folder.name)
+        if current is not None and date is not None and current > date:
+            log.info("latest stays on %s, newer than %s", os.readlink(latest), folder.name)
+            return latest
+        staged = folder.parent / f".latest-{os.getpid()}-{folder.name}"
+        staged.unlink(missing_ok=True)
+        os.symlink(folder.name, staged)
+        os.replace(staged, latest)
     return latest
