@@ -108,10 +108,14 @@ class Spec:
             return
         if self.choices and value not in self.choices:
             raise InvalidParamError(f"{self.name} must be one of {self.choices}; got {value!r}")
+        if self.type is str and not isinstance(value, str):
+            raise InvalidParamError(f"{self.name} must be a string; got {value!r}")
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             if self.type in (int, float):
                 raise InvalidParamError(f"{self.name} must be a number; got {value!r}")
             return
+        if self.type is int and not float(value).is_integer():
+            raise InvalidParamError(f"{self.name} must be a whole number; got {value!r}")
         if self.low is not None and self.high is not None and not self.low <= value < self.high:
             raise InvalidParamError(f"{self.name} must be in [{self.low:g}, {self.high:g}); got {value}")
         if self.low is not None and value < self.low:

@@ -156,6 +156,47 @@ def test_command_line_flags_are_the_spec():
         assert tuple(action.choices or ()) == spec.choices, spec.name
 
 
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('ap:\n  damping: "0.8"\n', "ap.damping must be a number; got '0.8'"),
+        ("ap:\n  maxIter: 2.5\n", "ap.maxIter must be a whole number; got 2.5"),
+        ("ap:\n  seed: true\n", "ap.seed must be a number; got True"),
+        ("ap:\n  engine: 1\n", "ap.engine must be one of"),
+        ("ap:\n  preference: [1]\n", "ap.preference must be a number, 'median'"),
+        ("ap: [1]\n", "section ap must hold 'name: value' settings; it holds list [1]"),
+        ("spark: oops\n", "section spark must hold 'name: value' settings; it holds str 'oops'"),
+        ("ap:\n  bogus: 1\n", "unknown ap setting(s) ['bogus']"),
+        ("model:\n  k: 1\n", "unknown section(s) ['model']"),
+        ("input:\n  kind: graph\n", "input.kind must be one of ('edges', 'features'); got 'graph'"),
+        ("input:\n  srcCol: 1\n", "input.srcCol must be a string; got 1"),
+        ("features:\n  numNeighbors: 0\n", "features.numNeighbors must be >= 1; got 0"),
+        ("airflow:\n  catchup: maybe\n", "airflow.catchup must be true or false; got 'maybe'"),
+        ("airflow:\n  schedule: 5\n", "airflow.schedule must be a string; got 5"),
+    ],
+)
+def test_a_bad_settings_file_ends_the_job_with_one_line_naming_the_setting(tmp_path, capsys, text, message):
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(text)
+    edges = tmp_path / "edges.csv"
+    edges.write_text("src,dst,similarity\n0,1,-1.0\n1,0,-1.0\n")
+    assert job.main(["--input", str(edges), "--output", str(tmp_path / "run"), "--config", str(settings)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"spark-ap: error: {settings}: ") and message in line, line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flag", ["--input", "--output"])
+def test_an_empty_path_is_refused_before_spark_starts(tmp_path, capsys, flag):
+    edges = tmp_path / "edges.csv"
+    edges.write_text("src,dst,similarity\n0,1,-1.0\n1,0,-1.0\n")
+    argv = {"--input": str(edges), "--output": str(tmp_path / "run"), flag: " "}
+    assert job.main([item for pair in argv.items() for item in pair]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"({flag}) is empty" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["edges.csv"]
+
+
 def test_yaml_file_holds_the_defaults():
     conf = config.read_config(ROOT / "conf" / "spark-ap.yaml")
     for section in ("ap", "features", "input"):

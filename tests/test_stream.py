@@ -239,6 +239,10 @@ def test_a_cosine_model_refuses_a_zero_vector():
         ("--model", "/nonexistent/latest", "--model /nonexistent/latest holds no model"),
         ("--checkpoint-location", "hdfs://nn/checkpoints", "must be a path of the driver's file system"),
         ("--kafka-option", "security.protocol", "expected KEY=VALUE"),
+        ("--trigger-seconds", "0", "--trigger-seconds must be a positive number of seconds; got 0"),
+        ("--trigger-seconds", "-2.5", "--trigger-seconds must be a positive number of seconds; got -2.5"),
+        ("--trigger-seconds", "nan", "--trigger-seconds must be a positive number of seconds; got nan"),
+        ("--max-offsets-per-trigger", "0", "--max-offsets-per-trigger must be at least 1; got 0"),
     ],
 )
 def test_the_job_refuses_what_it_cannot_use_before_spark_starts(tmp_path, flag, value, message):

@@ -42,6 +42,13 @@ def read_config(config: str | Path) -> dict[str, dict[str, Any]]:
     unknown = set(loaded) - set(SECTIONS)
     if unknown:
         raise InvalidParamError(f"{path}: unknown section(s) {sorted(unknown)}; expected {sorted(SECTIONS)}")
+    malformed = [name for name, values in loaded.items() if values is not None and not isinstance(values, dict)]
+    if malformed:
+        name = malformed[0]
+        raise InvalidParamError(
+            f"{path}: section {name} must hold 'name: value' settings; it holds {type(loaded[name]).__name__} "
+            f"{loaded[name]!r:.60}"
+        )
     sections = {section: dict(values or {}) for section, values in loaded.items()}
     for section, extra in EXTRA_KEYS.items():
         known = {spec.name for spec in in_section(section)} | extra
@@ -52,4 +59,39 @@ def read_config(config: str | Path) -> dict[str, dict[str, Any]]:
             raise InvalidParamError(
                 f"{path}: unknown {section} setting(s) {unknown_keys}{hint}; known: {sorted(known)}"
             )
+    check_values(path, sections)
     return sections
+
+
+# The settings of EXTRA_KEYS: the values each takes (a type, or the allowed values).
+EXTRA_VALUES: dict[str, type | tuple] = {
+    "kind": ("edges", "features"),
+    "stateDir": str,
+    "schedule": str,
+    "catchup": bool,
+    "input": str,
+    "output_root": str,
+}
+
+
+def check_values(path: Path, sections: dict[str, dict[str, Any]]) -> None:
+    """Refuse a setting whose value its param (or, for the other keys, :data:`EXTRA_VALUES`) does not take,
+    naming the file, the section and the setting: the same checks as the command line's."""
+    for section, values in sections.items():
+        for name, value in values.items():
+            if section == "spark" or value is None:
+                continue
+            if name in SPECS and SPECS[name].section == section:
+                try:
+                    SPECS[name].check(value)
+                except InvalidParamError as error:
+                    raise InvalidParamError(f"{path}: {section}.{error}") from None
+                continue
+            allowed = EXTRA_VALUES[name]
+            if isinstance(allowed, tuple) and value not in allowed:
+                raise InvalidParamError(f"{path}: {section}.{name} must be one of {allowed}; got {value!r}")
+            if isinstance(allowed, type) and not isinstance(value, allowed):
+                raise InvalidParamError(
+                    f"{path}: {section}.{name} must be {'true or false' if allowed is bool else 'a string'}; "
+                    f"got {value!r}"
+                )

@@ -137,6 +137,9 @@ def check_input(path: str, fmt: str | None = None) -> None:
 
     Remote URIs (``hdfs://``, ``s3a://``, ...) are left to Spark to read and report.
     """
+    if not path.strip():
+        # Path("") is the current folder, which exists: refuse it before Spark does, less clearly.
+        raise InvalidInputError("The input path (--input) is empty; give a CSV or Parquet file or folder")
     if "://" in path:
         return
     p = Path(path)
@@ -234,6 +237,8 @@ def check_paths(args: argparse.Namespace, params: dict[str, Any]) -> bool:
     this very run, finished (same params and input), so there is nothing to do.
     """
     check_input(args.input, args.format)
+    if not args.output.strip():
+        raise InvalidInputError("The output folder (--output) is empty; give the folder the run writes")
     if params["kind"] == "edges":
         check_edge_columns(args.input, args.format, [params["srcCol"], params["dstCol"], params["weightCol"]])
     status = output_status(args.output)

@@ -424,6 +424,11 @@ def main(argv: list[str] | None = None) -> int:
         args.model, args.checkpoint_location = (
             p.removeprefix("file://") for p in (args.model, args.checkpoint_location)
         )
+        seconds, offsets = args.trigger_seconds, args.max_offsets_per_trigger
+        if not 0 < seconds < float("inf"):  # nan too
+            raise InvalidInputError(f"--trigger-seconds must be a positive number of seconds; got {seconds:g}")
+        if offsets is not None and offsets < 1:
+            raise InvalidInputError(f"--max-offsets-per-trigger must be at least 1; got {offsets}")
         resolve_model(args.model)
         kafka = kafka_options(args)
         # Micro-batches shuffle nothing, and Spark warns that AQE does not apply to streams.
