@@ -22,6 +22,7 @@ from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from spark_ap.errors import InvalidInputError, InvalidParamError
 from spark_ap.lib.mlparams import spec_param
 from spark_ap.params import SPECS
 
@@ -154,20 +155,33 @@ class _ModelWriter(MLWriter):
 
 class _ModelReader(MLReader):
     def load(self, path: str) -> AffinityPropagationModel:
-        local = Path(path.removeprefix("file://"))
-        if "://" not in str(local) and local.is_dir():
-            # A folder on the driver's own disk is read there: a cluster's executors need not see it.
-            text = next((local / "metadata").glob("part-*")).read_text().splitlines()[0]
-            metadata = DefaultParamsReader._parseMetaData(text)
-            exemplars = pd.read_parquet(local / "data").sort_values("cluster")
-        else:
-            spark = SparkSession.active()
-            metadata = DefaultParamsReader.loadMetadata(path, spark)
-            exemplars = spark.read.parquet(os.path.join(path, "data")).toPandas().sort_values("cluster")
+        try:
+            metadata, exemplars = self._read(path)
+        except (OSError, ValueError, KeyError, StopIteration) as error:  # what a folder of other files raises
+            raise InvalidInputError(f"{path} is not a readable spark-ap model: {error!r}") from error
+        if exemplars.empty:
+            raise InvalidInputError(f"The model {path} has no exemplars: it cannot assign points")
         model = AffinityPropagationModel(exemplars.reset_index(drop=True))
         model._resetUid(metadata["uid"])
         DefaultParamsReader.getAndSetParams(model, metadata)
+        try:
+            SPECS["metric"].check(model.getMetric())
+        except InvalidParamError as error:
+            raise InvalidInputError(f"The model {path} was not written by spark-ap: {error}") from None
         return model
+
+    def _read(self, path: str) -> tuple[dict, pd.DataFrame]:
+        local = Path(path.removeprefix("file://"))
+        if "://" not in str(local) and local.is_dir():
+            # A folder on the driver's own disk is read there: a cluster's executors need not see it.
+            parts = sorted((local / "metadata").glob("part-*"))
+            if not parts:
+                raise FileNotFoundError(f"no metadata/part-* file in {local}")
+            metadata = DefaultParamsReader._parseMetaData(parts[0].read_text().splitlines()[0])
+            return metadata, pd.read_parquet(local / "data").sort_values("cluster")
+        spark = SparkSession.active()
+        metadata = DefaultParamsReader.loadMetadata(path, spark)
+        return metadata, spark.read.parquet(os.path.join(path, "data")).toPandas().sort_values("cluster")
 
 
 def fitted_model(estimator: Any, points: DataFrame, result: MultiLevelResult) -> AffinityPropagationModel:

@@ -86,3 +86,49 @@ def test_transform_on_a_stream(spark, tmp_path):
     )
     query.awaitTermination(120)
     assert _assigned(spark.table("assigned")) == _assigned(model.transform(feature_frame(spark, X)))
+
+
+def _tamper(folder, how: str) -> None:
+    """Break a saved model as a hand, a truncated copy or another tool would."""
+    import json
+    import shutil
+
+    (part,) = (folder / "metadata").glob("part-*")
+    if how == "metric":
+        metadata = json.loads(part.read_text())
+        metadata["paramMap"]["metric"] = "manhattan"
+        part.write_text(json.dumps(metadata))
+    elif how == "no metadata part":
+        part.unlink()
+    elif how == "no data":
+        shutil.rmtree(folder / "data")
+    elif how == "truncated metadata":
+        part.write_text(part.read_text()[:40])
+    elif how == "no exemplars":
+        exemplars = pd.read_parquet(folder / "data")
+        shutil.rmtree(folder / "data")
+        (folder / "data").mkdir()
+        exemplars.iloc[:0].to_parquet(folder / "data" / "part-0.parquet")
+
+
+@pytest.mark.parametrize(
+    "how, message",
+    [
+        ("metric", "was not written by spark-ap: metric must be one of ('sqeuclidean', 'cosine'); got 'manhattan'"),
+        ("no metadata part", "is not a readable spark-ap model: FileNotFoundError"),
+        ("no data", "is not a readable spark-ap model"),
+        ("truncated metadata", "is not a readable spark-ap model"),
+        ("no exemplars", "has no exemplars: it cannot assign points"),
+    ],
+)
+def test_a_damaged_model_folder_is_refused_naming_what_is_wrong(spark, tmp_path, how, message):
+    from spark_ap import InvalidInputError
+
+    model = AffinityPropagationModel(pd.DataFrame({"cluster": [0, 1], "exemplar": [3, 7],
+                                                   "features": [[0.0, 0.0], [5.0, 5.0]]}))  # fmt: skip
+    model.save(str(tmp_path / "model"))
+    assert AffinityPropagationModel.load(str(tmp_path / "model")).getMetric() == "sqeuclidean"
+    _tamper(tmp_path / "model", how)
+    with pytest.raises(InvalidInputError) as refused:
+        AffinityPropagationModel.load(str(tmp_path / "model"))
+    assert message in str(refused.value) and str(tmp_path / "model") in str(refused.value)
