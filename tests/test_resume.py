@@ -248,3 +248,52 @@ def test_restart_discards_a_save_of_other_params(spark, blobs, tmp_path, capsys)
 def test_state_dir_needs_saves(tmp_path):
     with pytest.raises(InvalidParamError, match="stateDir needs checkpointInterval >= 1"):
         AffinityPropagation(stateDir=str(tmp_path), checkpointInterval=-1)
+
+
+class _RemoveChunkFilesEveryIteration(_RemoveChunkFiles):
+    """From ``iteration`` on, remove the chunk files at every iteration: every retry fails again."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("iteration ") and "/" in message.split()[1]:
+            if int(message.split()[1].split("/")[0]) >= self.iteration and self.root.exists():
+                self.lost += sum(1 for path in self.root.rglob("*") if path.is_file())
+                shutil.rmtree(self.root)
+
+
+@pytest.mark.parametrize("state_dir", [True, False])
+def test_failed_iterations_are_retried_at_most_recoveries_times_and_only_with_a_state_dir(
+    spark, blobs, tmp_path, caplog, state_dir
+):
+    from spark_ap.lib.engine import RECOVERIES
+
+    lose = _RemoveChunkFilesEveryIteration(spark, 6)
+    logging.getLogger("spark_ap").addHandler(lose)
+    params = dict(PARAMS, checkpointInterval=5, engine="blocks", **({"stateDir": str(tmp_path)} if state_dir else {}))
+    try:
+        with caplog.at_level(logging.INFO, logger="spark_ap"), pytest.raises(Exception, match="ChunkLostError"):
+            AffinityPropagation(**params).run(blobs)
+    finally:
+        logging.getLogger("spark_ap").removeHandler(lose)
+    retries = [r.getMessage() for r in caplog.records if "retrying from the state" in r.getMessage()]
+    if state_dir:
+        assert len(retries) == RECOVERIES and f"recovery {RECOVERIES} of {RECOVERIES}" in retries[-1]
+    else:
+        assert retries == []  # nothing to retry from
+
+
+def test_a_bug_in_the_drivers_python_is_raised_at_once_not_retried(spark, blobs, tmp_path, caplog, monkeypatch):
+    from spark_ap.lib.local import LocalEngine
+
+    step, calls = LocalEngine.step, []
+
+    def buggy(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 7:
+            raise TypeError("unsupported operand type(s) for +: 'int' and 'NoneType'")
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(LocalEngine, "step", buggy)
+    with caplog.at_level(logging.INFO, logger="spark_ap"), pytest.raises(TypeError, match="unsupported operand"):
+        AffinityPropagation(**PARAMS, stateDir=str(tmp_path), checkpointInterval=5, engine="local").run(blobs)
+    assert len(calls) == 7 and "retrying" not in caplog.text

@@ -43,13 +43,15 @@ from functools import partial
 from typing import Any, Protocol
 
 import pyarrow as pa
-from pyspark.errors import AnalysisException
+from py4j.protocol import Py4JError
+from pyspark.errors import AnalysisException, PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_ap.errors import InvalidParamError, reason
 from spark_ap.lib import local
 from spark_ap.lib.blocks.engine import BlockEngine
+from spark_ap.lib.blocks.storage import ChunkLostError
 from spark_ap.lib.checkpoints import materialize
 from spark_ap.lib.graphframes import GraphFramesEngine
 from spark_ap.lib.noise import sklearn_normals, standard_normal, with_noise
@@ -59,6 +61,10 @@ log = logging.getLogger("spark_ap")
 
 # How many failed iterations a run with a state store retries from its newest save.
 RECOVERIES = 3
+# What a failed Spark job raises on the driver: the JVM's errors through Py4J (a lost executor,
+# a task failed too often; an executor's Python error arrives as a PythonException, which is a
+# PySparkException) and a broken gateway. The driver's own Python errors (a bug) are not retried.
+RETRIED = (Py4JError, PySparkException, ChunkLostError, ConnectionError)
 
 
 @dataclass(frozen=True)
@@ -272,9 +278,9 @@ def iterate(
                     new = engine.saved(new, store.save(t + 1, [*history, row], new_stats, engine.edges(new)))
             except AnalysisException:
                 raise  # a wrong plan fails the same way every time
-            except Exception as error:
-                # Anything else is a failed Spark job, most often an executor lost
-                # together with the local checkpoints it held: the save is intact.
+            except RETRIED as error:
+                # A failed Spark job, most often an executor lost together with the
+                # local checkpoints or chunk files it held: the save is intact.
                 if store is None or recoveries >= RECOVERIES:
                     raise
                 recoveries += 1
