@@ -88,6 +88,16 @@ def test_transform_on_a_stream(spark, tmp_path):
     assert _assigned(spark.table("assigned")) == _assigned(model.transform(feature_frame(spark, X)))
 
 
+@pytest.fixture(scope="module")
+def saved_model(spark, tmp_path_factory):
+    """A model of two exemplars as AffinityPropagationModel.save writes it."""
+    model = AffinityPropagationModel(pd.DataFrame({"cluster": [0, 1], "exemplar": [3, 7],
+                                                   "features": [[0.0, 0.0], [5.0, 5.0]]}))  # fmt: skip
+    folder = tmp_path_factory.mktemp("saved") / "model"
+    model.save(str(folder))
+    return folder
+
+
 def _tamper(folder, how: str) -> None:
     """Break a saved model as a hand, a truncated copy or another tool would."""
     import json
@@ -121,12 +131,12 @@ def _tamper(folder, how: str) -> None:
         ("no exemplars", "has no exemplars: it cannot assign points"),
     ],
 )
-def test_a_damaged_model_folder_is_refused_naming_what_is_wrong(spark, tmp_path, how, message):
+def test_a_damaged_model_folder_is_refused_naming_what_is_wrong(saved_model, tmp_path, how, message):
+    import shutil
+
     from spark_ap import InvalidInputError
 
-    model = AffinityPropagationModel(pd.DataFrame({"cluster": [0, 1], "exemplar": [3, 7],
-                                                   "features": [[0.0, 0.0], [5.0, 5.0]]}))  # fmt: skip
-    model.save(str(tmp_path / "model"))
+    shutil.copytree(saved_model, tmp_path / "model")
     assert AffinityPropagationModel.load(str(tmp_path / "model")).getMetric() == "sqeuclidean"
     _tamper(tmp_path / "model", how)
     with pytest.raises(InvalidInputError) as refused:
