@@ -19,7 +19,7 @@ from pyspark.ml import Model
 from pyspark.ml.functions import vector_to_array
 from pyspark.ml.linalg import VectorUDT
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader, MLWritable, MLWriter
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_ap.errors import InvalidInputError, InvalidParamError
@@ -83,11 +83,48 @@ class AffinityPropagationModel(Model, MLReadable, MLWritable):
             cluster, _ = nearest_exemplar(np.array(x.tolist(), dtype=float), centers, metric)
             return pd.Series(cluster, dtype="int32")
 
-        column = dataset[self.getFeaturesCol()]
-        if isinstance(dataset.schema[self.getFeaturesCol()].dataType, VectorUDT):
-            column = vector_to_array(column)
+        if not centers:
+            raise InvalidInputError("transform: the model has no exemplars; it cannot assign points")
+        column = self._checked_features(dataset, len(centers[0]))
         table = dataset.sparkSession.createDataFrame(self.exemplars[["cluster", "exemplar"]])
         return dataset.withColumn("cluster", nearest(column)).join(F.broadcast(table), "cluster", "left")
+
+    def _checked_features(self, dataset: DataFrame, dimensions: int) -> Column:
+        """The features column as an array, once the table is known to hold only rows the model can assign.
+
+        Refused with :class:`~spark_ap.InvalidInputError` naming the column, how many rows
+        and an example: a missing features column, columns ``cluster``/``exemplar`` that
+        transform would add, and rows whose features are null, hold a null or NaN or
+        infinity, have another length than the exemplars', or (cosine) are all 0. A stream
+        cannot be counted in advance: ``spark-ap stream`` checks each record instead.
+        """
+        name = self.getFeaturesCol()
+        if name not in dataset.columns:
+            raise InvalidInputError(f"transform: the table has no features column {name!r}; it has {dataset.columns}")
+        taken = [c for c in ("cluster", "exemplar") if c in dataset.columns]
+        if taken:
+            raise InvalidInputError(
+                f"transform: the table already has a column {taken[0]!r}, which transform adds; drop or rename it"
+            )
+        column = dataset[name]
+        if isinstance(dataset.schema[name].dataType, VectorUDT):
+            column = vector_to_array(column)
+        if dataset.isStreaming:
+            return column
+        bad = column.isNull() | (F.size(column) != dimensions)
+        bad = bad | F.exists(column, lambda v: v.isNull() | F.isnan(v) | (F.abs(v) == float("inf")))
+        if self.getMetric() == "cosine":
+            bad = bad | F.forall(column, lambda v: v == 0)
+        rows = dataset.where(bad)
+        count = rows.count()
+        if count:
+            example = rows.select(column.alias(name)).first()[0]
+            zero = " or all 0 (cosine)" if self.getMetric() == "cosine" else ""
+            raise InvalidInputError(
+                f"transform: {count} row(s) of {name!r} cannot be assigned (null, a null or NaN or infinite value, "
+                f"not {dimensions} values{zero}), e.g. {example!r:.80}"
+            )
+        return column
 
     def write(self) -> MLWriter:
         return _ModelWriter(self)

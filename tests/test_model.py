@@ -142,3 +142,43 @@ def test_a_damaged_model_folder_is_refused_naming_what_is_wrong(saved_model, tmp
     with pytest.raises(InvalidInputError) as refused:
         AffinityPropagationModel.load(str(tmp_path / "model"))
     assert message in str(refused.value) and str(tmp_path / "model") in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "rows, metric, message",
+    [
+        ([(0, [1.0, 2.0]), (1, None)], "sqeuclidean", "1 row(s) of 'features' cannot be assigned"),
+        ([(0, [1.0, 2.0]), (1, [1.0]), (2, [1.0, 2.0, 3.0])], "sqeuclidean", "2 row(s) of 'features'"),
+        ([(0, [1.0, float("nan")])], "sqeuclidean", "e.g. [1.0, nan]"),
+        ([(0, [1.0, float("inf")])], "sqeuclidean", "1 row(s)"),
+        ([(0, [1.0, None])], "sqeuclidean", "e.g. [1.0, None]"),
+        ([(0, [0.0, 0.0]), (1, [1.0, 0.0])], "cosine", "or all 0 (cosine)), e.g. [0.0, 0.0]"),
+    ],
+)
+def test_transform_refuses_rows_it_cannot_assign_with_a_count_and_an_example(spark, rows, metric, message):
+    from spark_ap import InvalidInputError
+
+    model = AffinityPropagationModel(pd.DataFrame({"cluster": [0, 1], "exemplar": [3, 7],
+                                                   "features": [[1.0, 1.0], [5.0, 5.0]]}))  # fmt: skip
+    model._set(metric=metric)
+    table = spark.createDataFrame(rows, "id long, features array<double>")
+    with pytest.raises(InvalidInputError, match="transform: ") as refused:
+        model.transform(table)
+    assert message in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "columns, message",
+    [
+        ("id long, x array<double>", "no features column 'features'"),
+        ("id long, features array<double>, cluster int", "already has a column 'cluster'"),
+        ("id long, features array<double>, exemplar long", "already has a column 'exemplar'"),
+    ],
+)
+def test_transform_refuses_a_table_without_features_or_with_its_output_columns(spark, columns, message):
+    from spark_ap import InvalidInputError
+
+    model = AffinityPropagationModel(pd.DataFrame({"cluster": [0], "exemplar": [3], "features": [[1.0, 1.0]]}))
+    row = (0, [1.0, 1.0], 5) if columns.count(",") == 2 else (0, [1.0, 1.0])
+    with pytest.raises(InvalidInputError, match=message):
+        model.transform(spark.createDataFrame([row], columns))
