@@ -96,10 +96,10 @@ def test_vertex_without_edge_to_any_exemplar_is_its_own_cluster(spark):
     vertices = spark.createDataFrame([(4,)], "id long")
     result = AffinityPropagation(preference=-2.0).run(edges, vertices)
     rows = {r.id: (r.cluster, r.exemplar) for r in result.assignments.collect()}
-    assert rows[4] == (rows[4][0], 4)
-    assert rows[0][1] == rows[1][1] == rows[2][1] == 0
-    # 3's only edge leads to 1, which is not an exemplar: 3 is a singleton.
-    assert rows[3][1] == 3
+    # 0 is the exemplar of 0, 1, 2; 3's only edge leads to 1, which is not an exemplar, so 3 is
+    # a singleton; 4 has no edge at all. Clusters are numbered in the order of their exemplars'
+    # ids, as scikit-learn numbers them by index.
+    assert rows == {0: (0, 0), 1: (0, 0), 2: (0, 0), 3: (1, 3), 4: (2, 4)}
     assert result.exemplars.count() == 3
     assert result.netSimilarity == pytest.approx(-1.0 + -1.0 + -2.0 + -2.0 + -2.0)
 
