@@ -148,7 +148,9 @@ def spark_session(master: str | None = None, *, repositories: str | None = None,
     **conf : str
         Spark settings, e.g. ``spark_session(**{"spark.sql.shuffle.partitions": "8"})``;
         they win over :data:`DEFAULTS`. Ignored when a session is already active,
-        since most settings cannot change on a running context. Spark logs
+        since most settings cannot change on a running context. Unless given here,
+        by spark-submit or by ``spark-defaults.conf``, ``spark.sql.shuffle.partitions``
+        is two per core of the application rather than Spark's 200. Spark logs
         warnings and errors only (:func:`logging_conf`); ``"spark.log.level": "INFO"``
         brings its INFO lines back.
 
@@ -180,7 +182,7 @@ def spark_session(master: str | None = None, *, repositories: str | None = None,
     for key, value in settings.items():
         builder = builder.config(key, value)
     try:
-        return builder.getOrCreate()
+        session = builder.getOrCreate()
     except PySparkRuntimeError as error:
         # The JVM exits before it starts when spark-submit cannot resolve a package.
         if error.getCondition() != "JAVA_GATEWAY_EXITED":
@@ -192,6 +194,11 @@ def spark_session(master: str | None = None, *, repositories: str | None = None,
                 "report is printed above).",
             )
         ) from error
+    if not session.sparkContext.getConf().contains("spark.sql.shuffle.partitions"):
+        # Spark's 200 shuffle partitions cost a graphframes iteration on a small graph 4 to 5 s
+        # against under 1 s with a few; two per core suits the engines at every size.
+        session.conf.set("spark.sql.shuffle.partitions", str(2 * session.sparkContext.defaultParallelism))
+    return session
 
 
 def require_graphframes(spark: SparkSession) -> None:

@@ -62,12 +62,15 @@ def test_a_fresh_process_gets_a_session_that_runs_graphframes():
         spark = spark_session("local[1]")
         v = spark.createDataFrame([(0,), (1,), (2,)], "id long")
         e = spark.createDataFrame([(0, 1), (1, 2), (2, 1)], "src long, dst long")
+        print(spark.conf.get("spark.sql.shuffle.partitions"))
         print(sorted(tuple(row) for row in GraphFrame(v, e).inDegrees.collect()))
         """,
         env,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "[(1, 2), (2, 1)]"
+    # Not Spark's 200: two per core (one here) unless the caller says.
+    assert done.stdout.strip().splitlines()[-2] == "2"
 
 
 def test_an_unresolvable_package_gives_one_clear_error(tmp_path):
