@@ -38,6 +38,13 @@ def _publish(spark, root: Path, name: str, X, **params):
     return model, publish_latest(folder)
 
 
+def _in_flight(batches) -> bool:
+    """Whether the newest planned micro-batch is uncommitted and has its model pinned (``batches(log)`` lists
+    the batch numbers of a checkpoint log)."""
+    planned, committed = batches("offsets"), batches("commits")
+    return bool(planned) and planned[-1] > (committed[-1] if committed else -1) and planned[-1] in batches("models")
+
+
 def _produce(broker, topic: str, values: list) -> None:
     # Idempotent: a retried send cannot reorder or repeat records, whose offsets the tests check.
     producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "enable.idempotence": True})
@@ -144,6 +151,12 @@ def test_a_new_model_is_used_without_a_restart_and_a_killed_job_resumes(spark, b
     broker.create_topics("events", "events-assigned", "events-dead")
     new, _ = make_blobs(150, n_features=2, centers=5, random_state=3)
 
+    checkpoint = tmp_path / "checkpoint"
+
+    def batches(log: str) -> list[int]:
+        folder = checkpoint / log
+        return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+
     # The job under spark-submit, one micro-batch a second of at most 10 records.
     args = [*_stream_args(broker, tmp_path, "events", latest), "--trigger-seconds", "1"]
     submit = [str(BIN / "spark-submit"), *submit_arguments({"spark.jars.packages": KAFKA_PACKAGE})]
@@ -162,24 +175,26 @@ def test_a_new_model_is_used_without_a_restart_and_a_killed_job_resumes(spark, b
             expected = _expected(model2, spark, new[30:60], range(30, 60))
             assert {v["id"]: (v["cluster"], v["exemplar"]) for _, v, _ in second} == expected
 
-            # Kill the job while it works through 90 more records, 10 per micro-batch.
+            # Kill the job while it works through 90 more records, 10 per micro-batch: at a moment
+            # when a batch is planned, its model pinned, and not yet committed.
             _produce(broker, "events", _good(range(60, 150), new[60:150]))
             _read(broker, "events-assigned", lambda r: len(r) >= 70, job=job)
+            deadline = time.monotonic() + 120
+            while not _in_flight(batches):
+                assert job.poll() is None and time.monotonic() < deadline, "no micro-batch was caught in flight"
+                time.sleep(0.002)
         finally:
             os.killpg(job.pid, signal.SIGKILL)
             job.wait()
-    checkpoint = tmp_path / "checkpoint"
-
-    def batches(log: str) -> list[int]:
-        return sorted(int(p.name) for p in (checkpoint / log).iterdir() if p.name.isdigit())
 
     def end_of(batch: int) -> int:  # an offsets file: a version line, metadata, then {topic: {partition: end}}
         return json.loads((checkpoint / "offsets" / str(batch)).read_text().splitlines()[2])["events"]["0"]
 
-    # The last committed batch, and the one in flight when the job died (if any), with its model.
+    # The last committed batch, and the one in flight when the job died, with its model.
     committed, planned = batches("commits")[-1], batches("offsets")[-1]
     end, in_flight_end = end_of(committed), end_of(planned)
     pinned = planned > committed and (checkpoint / "models" / str(planned)).is_file()
+    assert pinned, (committed, planned)
 
     # A newer model arrives while the job is down: the batch in flight is run again with the model it
     # started with, so whatever it wrote is written again unchanged; the batches after it use run-3.
