@@ -1,7 +1,7 @@
 # Two commands for a fresh machine:
 #   make demo   create .venv, install, run the Airflow DAG end to end on the bundled example, print the results
 #   make test   create .venv, install, lint, run the tests
-# and: make test-scheduler   the DAG under a real Airflow (scheduler, API server, PostgreSQL), a few minutes
+# and: make test-slow        a real Airflow over PostgreSQL and real standalone Spark clusters, about 8 to 9 minutes
 #      make airflow          a local Airflow with its UI on http://127.0.0.1:8080 and this DAG
 #      make stream-demo      a Kafka broker, a fitted model and the streaming job assigning a few points
 
@@ -20,7 +20,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN := sqlite:///$(CURDIR)/.airflow/airflow.db
 export AIRFLOW_CONN_SPARK_DEFAULT ?= {"conn_type": "spark", "host": "local[*]"}
 
-.PHONY: install lint test test-scheduler postgresql demo airflow stream-demo clean
+.PHONY: install lint test test-slow postgresql demo airflow stream-demo clean
 
 install: $(VENV)/.installed
 
@@ -50,8 +50,8 @@ postgresql:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q postgresql; }
 
-test-scheduler: install postgresql
-	$(BIN)/python -m pytest -m scheduler
+test-slow: install postgresql
+	$(BIN)/python -m pytest -m slow
 
 demo: install $(AIRFLOW_HOME)/airflow.db
 	$(BIN)/python scripts/demo.py

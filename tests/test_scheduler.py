@@ -12,7 +12,7 @@ newest ``@daily`` date by itself; a user triggers the run of 2026-11-30 through
 runs 2026-12-01 to 2026-12-03. Then the run of 2026-12-01 is cleared and runs again.
 The tests read the outcome through the REST API and the run folders.
 
-Slow (a few minutes): ``make test-scheduler`` runs them, CI runs them after ``make test``.
+Slow (a few minutes): ``make test-slow`` runs them, CI runs them after ``make test``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from sklearn.datasets import make_blobs
 from tests.airflow_stack import AirflowStack, PostgresServer
 from tests.conftest import kill_job_after_save
 
-pytestmark = pytest.mark.scheduler
+pytestmark = pytest.mark.slow
 
 DAG = "spark_ap_pipeline"
 TRIGGERED = "2026-11-30"

@@ -15,6 +15,9 @@ from spark_ap.session import submit_arguments
 from tests.conftest import CHILD_JVM_OPTIONS, assignment_rows, saves, wait_for_save, written_rows
 from tests.standalone import StandaloneCluster
 
+# Minutes of real clusters: `make test-slow` runs them (CI too), `make test` leaves them out.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
