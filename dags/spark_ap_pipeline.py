@@ -41,7 +41,7 @@ from spark_ap.app.pipeline import (
     run_date,
     submit_options,
 )
-from spark_ap.params import dag_params
+from spark_ap.params import INPUT_KINDS, dag_params
 
 # The spark-ap checkout or installation that holds the job script, the settings
 # file and the bundled example; SPARK_AP_HOME points elsewhere.
@@ -72,7 +72,7 @@ SPARK_JOB = {
             description="Edge table (src, dst, similarity) or feature table (id and numeric columns), CSV or "
             "Parquet; may hold Airflow's date macros, e.g. /data/similarities/dt={{ ds }}/",
         ),
-        "kind": Param(SETTINGS["kind"], enum=["edges", "features"]),
+        "kind": Param(SETTINGS["kind"], enum=list(INPUT_KINDS)),
         "output_root": Param(
             SETTINGS["output_root"],
             type="string",

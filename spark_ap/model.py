@@ -194,7 +194,7 @@ class _ModelReader(MLReader):
     def load(self, path: str) -> AffinityPropagationModel:
         try:
             metadata, exemplars = self._read(path)
-        except (OSError, ValueError, KeyError, StopIteration) as error:  # what a folder of other files raises
+        except (OSError, ValueError, KeyError) as error:  # what a folder of other files raises
             raise InvalidInputError(f"{path} is not a readable spark-ap model: {error!r}") from error
         if exemplars.empty:
             raise InvalidInputError(f"The model {path} has no exemplars: it cannot assign points")

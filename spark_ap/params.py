@@ -31,6 +31,8 @@ NOISES = ("edge", "sklearn", "none")
 METRICS = ("sqeuclidean", "cosine")
 DUPLICATES = ("error", "max", "mean")
 CHECKPOINT_KINDS = ("auto", "local", "reliable")
+# What an input table holds: the job's --kind, input.kind, airflow.kind and the DAG's kind.
+INPUT_KINDS = ("edges", "features")
 PREFERENCE_WORDS = ("median", "min")
 QUANTILE = re.compile(r"quantile:(\S+)")
 

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from spark_ap.errors import InvalidParamError
-from spark_ap.params import SPECS, in_section
+from spark_ap.params import INPUT_KINDS, SPECS, in_section
 
 SECTIONS = ("ap", "features", "input", "spark", "airflow")
 # Keys of a section besides its params: the job's own state folder, the input's kind, and
@@ -65,7 +65,7 @@ def read_config(config: str | Path) -> dict[str, dict[str, Any]]:
 
 # The settings of EXTRA_KEYS: the values each takes (a type, or the allowed values).
 EXTRA_VALUES: dict[str, type | tuple] = {
-    "kind": ("edges", "features"),
+    "kind": INPUT_KINDS,
     "stateDir": str,
     "schedule": str,
     "catchup": bool,

@@ -27,7 +27,7 @@ from spark_ap.errors import InvalidInputError, InvalidParamError, SparkAPError, 
 from spark_ap.lib.state import StateStore
 from spark_ap.lib.validation import validate_edges, validate_features
 from spark_ap.multilevel import MultiLevelAffinityPropagation
-from spark_ap.params import SPECS, cli_preference, in_section
+from spark_ap.params import INPUT_KINDS, SPECS, cli_preference, in_section
 from spark_ap.session import REPOSITORIES_ENV, spark_session
 
 log = logging.getLogger("spark_ap")
@@ -57,9 +57,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--format", choices=("parquet", "csv"), help="input format (default: from the file suffix)")
     p.add_argument("--config", help="YAML settings file (see conf/spark-ap.yaml); options given here win")
-    p.add_argument(
-        "--kind", choices=("edges", "features"), help="the input holds edges or feature vectors (default edges)"
-    )
+    p.add_argument("--kind", choices=INPUT_KINDS, help="the input holds edges or feature vectors (default edges)")
     groups = {section: p.add_argument_group(title) for section, title in GROUPS.items()}
     for section, group in groups.items():
         for spec in in_section(section):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from spark_ap.app.config import read_config
 from spark_ap.errors import InvalidInputError, InvalidParamError
-from spark_ap.params import SPECS
+from spark_ap.params import INPUT_KINDS, SPECS
 from spark_ap.session import graphframes_conf, logging_conf
 
 log = logging.getLogger("spark_ap")
@@ -90,7 +90,7 @@ def render_dates(params: dict, context: dict) -> dict:
 
 def check_input(path: str, kind: str) -> None:
     """Fail fast on an input that is missing or of an unknown kind, before Spark starts."""
-    if kind not in ("edges", "features"):
+    if kind not in INPUT_KINDS:
         raise InvalidInputError(f"kind must be 'edges' or 'features'; got {kind!r}")
     from spark_ap.app.job import check_input as check_path
 
