@@ -139,7 +139,7 @@ def sklearn_worker(n: int, iterations: int) -> dict:
     from sklearn.datasets import make_blobs
     from sklearn.exceptions import ConvergenceWarning
 
-    from spark_ap.graph import similarity_matrix
+    from spark_ap.prepare.builders import similarity_matrix
 
     X, _ = make_blobs(n, n_features=DIMENSIONS, centers=CENTERS, random_state=0)
     S = similarity_matrix(X)
@@ -581,7 +581,7 @@ def exchange_worker(args: argparse.Namespace) -> list[dict]:
     import urllib.request
 
     from spark_ap import spark_session
-    from spark_ap.lib import engine as loop
+    from spark_ap.run import loop
 
     spark = spark_session(
         master=args.master,
@@ -658,7 +658,7 @@ def knobs(spark, n: int, args: argparse.Namespace, out: Path, rounds: int = 3) -
     """
     from pyspark import StorageLevel
 
-    from spark_ap.lib import graphframes
+    from spark_ap.engines import graphframes
 
     path = write_graph(n)
     iterations = args.graphframes_iterations

@@ -6,7 +6,7 @@
 For each size, uniform random similarities in [-100, 0) are generated and
 locally checkpointed on local[2]; then, in the same run and on the same data,
 the median by Spark's exact ``percentile`` aggregate and by
-:func:`spark_ap.lib.preference.exact_quantile` (which must agree bit for bit),
+:func:`spark_ap.prepare.preference.exact_quantile` (which must agree bit for bit),
 each timed ``--repeats`` times (the best is reported) after a warm-up count.
 """
 
@@ -18,7 +18,7 @@ import time
 from pyspark.sql import functions as F
 
 from spark_ap import spark_session
-from spark_ap.lib.preference import exact_quantile
+from spark_ap.prepare.preference import exact_quantile
 
 
 def best_of(repeats: int, compute) -> tuple[float, float]:

@@ -40,7 +40,7 @@ def engine_at(revision: str) -> type:
             ["git", "show", f"{revision}:{path}"], cwd=ROOT, check=True, capture_output=True, text=True
         ).stdout
         # The engine imports this revision's checkpoint helpers, registered under their own name.
-        source = source.replace("from spark_ap.lib.checkpoints import", "from base_checkpoints import")
+        source = source.replace("from spark_ap.engines.lineage import", "from base_checkpoints import")
         module = types.ModuleType(f"base_{name}")
         sys.modules[module.__name__] = module
         exec(compile(source, f"{revision}:{path}", "exec"), module.__dict__)
@@ -50,7 +50,7 @@ def engine_at(revision: str) -> type:
 
 def run(engine_class: type, spark, state, iterations: int) -> tuple[float, np.ndarray, list[dict]]:
     """Median seconds per iteration (from the second), the final (src, dst, r, a) sorted, the counts."""
-    from spark_ap.lib.checkpoints import release
+    from spark_ap.engines.lineage import release
 
     engine = engine_class(spark, 0.5)
     current = engine.start(state, initial=True)
@@ -78,9 +78,9 @@ def main() -> None:
 
     from benchmark import bench_session, knn_graph, with_preferences
 
-    from spark_ap.lib.checkpoints import materialize
-    from spark_ap.lib.engine import Settings, initial_state
-    from spark_ap.lib.graphframes import GraphFramesEngine
+    from spark_ap.engines.graphframes import GraphFramesEngine
+    from spark_ap.engines.lineage import materialize
+    from spark_ap.run.loop import Settings, initial_state
 
     engines = {"base": engine_at(args.base), "this checkout": GraphFramesEngine}
     spark = bench_session("local[2]", "6g")

@@ -4,7 +4,7 @@
     python scripts/profile_block_task.py --chunks 2 --vertices 160000
 
 A task of an iteration steps each chunk of its partition in turn: it reads the
-chunk's files (:class:`spark_ap.lib.blocks.Resident`), computes r and a
+chunk's files (:class:`spark_ap.engines.blocks.Resident`), computes r and a
 (:meth:`Chunk.step`) and writes the new messages; then it reads them back and
 computes each source's top two over all its chunks' edges (:meth:`Top.over`).
 The defaults are one task's share of the 2.5e7-edge graph of BENCHMARKS.md on
@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from spark_ap.lib.blocks import CHUNK_EDGES, Chunk, Resident, Top
+from spark_ap.engines.blocks import CHUNK_EDGES, Chunk, Resident, Top
 
 CHUNK_PHASES = ("read", "step", "write")  # per chunk
 PHASES = (*CHUNK_PHASES, "top")  # then the top two over the task's chunks

@@ -45,11 +45,11 @@ def main() -> None:
 
     from pyspark import StorageLevel
 
-    from spark_ap.clustering import graph_facts
-    from spark_ap.lib.blocks import BlockEngine
-    from spark_ap.lib.engine import Settings, initial_state
-    from spark_ap.lib.preference import add_self_edges, vertex_table
-    from spark_ap.lib.validation import refuse_duplicates, validate_edges
+    from spark_ap.engines.blocks import BlockEngine
+    from spark_ap.estimators.affinity import graph_facts
+    from spark_ap.prepare.preference import add_self_edges, vertex_table
+    from spark_ap.prepare.validation import refuse_duplicates, validate_edges
+    from spark_ap.run.loop import Settings, initial_state
 
     path = args.graph
     if path is None or not Path(path).exists():

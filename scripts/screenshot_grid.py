@@ -24,7 +24,7 @@ import psycopg2
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.airflow_stack import AirflowStack, PostgresServer  # noqa: E402
+from tests.support.airflow_stack import AirflowStack, PostgresServer  # noqa: E402
 
 OUT = ROOT / "docs" / "images" / "airflow-grid.png"
 DAYS = ("2026-12-01", "2026-12-03")

@@ -27,9 +27,12 @@ from confluent_kafka import Consumer, Producer
 
 from spark_ap import MultiLevelAffinityPropagation, spark_session
 from spark_ap.app.pipeline import publish_latest
-from spark_ap.testing.kafka import KafkaBroker
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the test broker's launcher is in tests/support, not in the package
+
+from tests.support.kafka import KafkaBroker  # noqa: E402
+
 OUT = ROOT / "output" / "stream-demo"
 POINTS, ASSIGNED, DEAD = "points", "assignments", "points-dead"
 

@@ -22,14 +22,14 @@ _workers.install()
 
 # Where the public names live; the rest of __all__ are the error types of spark_ap.errors.
 _MODULES = {
-    "AffinityPropagation": "spark_ap.clustering",
-    "AffinityPropagationModel": "spark_ap.model",
-    "AffinityPropagationResult": "spark_ap.clustering",
+    "AffinityPropagation": "spark_ap.estimators.affinity",
+    "AffinityPropagationModel": "spark_ap.estimators.model",
+    "AffinityPropagationResult": "spark_ap.estimators.affinity",
     "MultiLevelAffinityPropagation": "spark_ap.multilevel",
     "MultiLevelResult": "spark_ap.multilevel",
-    "edges_from_features": "spark_ap.graph",
-    "edges_from_matrix": "spark_ap.graph",
-    "similarity_matrix": "spark_ap.graph",
+    "edges_from_features": "spark_ap.prepare.builders",
+    "edges_from_matrix": "spark_ap.prepare.builders",
+    "similarity_matrix": "spark_ap.prepare.builders",
     "spark_session": "spark_ap.session",
 }
 
@@ -70,7 +70,6 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from spark_ap.clustering import AffinityPropagation, AffinityPropagationResult
     from spark_ap.errors import (
         ColumnTypeError,
         ConvergenceWarning,
@@ -84,7 +83,8 @@ if TYPE_CHECKING:
         SparkAPError,
         StateMismatchError,
     )
-    from spark_ap.graph import edges_from_features, edges_from_matrix, similarity_matrix
-    from spark_ap.model import AffinityPropagationModel
+    from spark_ap.estimators.affinity import AffinityPropagation, AffinityPropagationResult
+    from spark_ap.estimators.model import AffinityPropagationModel
     from spark_ap.multilevel import MultiLevelAffinityPropagation, MultiLevelResult
+    from spark_ap.prepare.builders import edges_from_features, edges_from_matrix, similarity_matrix
     from spark_ap.session import spark_session

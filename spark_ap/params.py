@@ -1,7 +1,7 @@
 """Every param of spark-ap's estimators, once: name, type, default, bounds or choices, doc.
 
 Each surface is derived from :data:`SPECS`: the estimators' ``Param`` objects,
-defaults and checks (:mod:`spark_ap.clustering`, :mod:`spark_ap.multilevel`),
+defaults and checks (:mod:`spark_ap.estimators.affinity`, :mod:`spark_ap.multilevel`),
 the command line's flags and the YAML file's keys (:mod:`spark_ap.app.job`,
 ``conf/spark-ap.yaml``), and the Airflow DAG's ``Param`` objects
 (:func:`dag_params`). ``tests/test_params.py`` checks that every surface agrees.

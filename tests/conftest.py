@@ -105,7 +105,7 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 def saves(folder: Path) -> list[int]:
-    """Iterations of the complete state saves in ``folder`` (see spark_ap.lib.state)."""
+    """Iterations of the complete state saves in ``folder`` (see spark_ap.run.state)."""
     if not folder.is_dir():
         return []
     done = [p for p in folder.glob("iteration-*") if (p / "_spark_ap_state.json").exists()]

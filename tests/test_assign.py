@@ -5,10 +5,10 @@ import functools
 import numpy as np
 import pytest
 
-from spark_ap.lib import assign
-from spark_ap.lib.assign import cluster_numbers
-from spark_ap.lib.blocks import pack
-from spark_ap.lib.blocks.engine import BlockEngine
+from spark_ap.engines import assign
+from spark_ap.engines.assign import cluster_numbers
+from spark_ap.engines.blocks import pack
+from spark_ap.engines.blocks.engine import BlockEngine
 
 
 @pytest.mark.parametrize("id_type", ["long", "string"])

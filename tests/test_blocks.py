@@ -10,11 +10,11 @@ import pytest
 from sklearn.datasets import make_blobs
 
 from spark_ap import AffinityPropagation, edges_from_matrix, similarity_matrix
-from spark_ap.lib import local
-from spark_ap.lib.blocks import exchange, kernel, pack
-from spark_ap.lib.blocks.engine import BlockEngine
-from spark_ap.lib.blocks.kernel import Chunk, Top
-from spark_ap.lib.blocks.storage import Sources
+from spark_ap.engines import local
+from spark_ap.engines.blocks import exchange, kernel, pack
+from spark_ap.engines.blocks.engine import BlockEngine
+from spark_ap.engines.blocks.kernel import Chunk, Top
+from spark_ap.engines.blocks.storage import Sources
 from spark_ap.testing.reference import SparseReference
 from tests.conftest import assignment_rows
 

@@ -5,7 +5,7 @@ import pytest
 from sklearn.datasets import make_blobs
 
 from spark_ap import AffinityPropagation, InvalidParamError, edges_from_matrix, similarity_matrix
-from spark_ap.lib import noise
+from spark_ap.prepare import noise
 from tests.conftest import assignment_rows
 
 

@@ -37,7 +37,7 @@ def test_imports_go_one_way():
     code = (
         "import sys; import spark_ap.params, spark_ap.errors, spark_ap.app.config, spark_ap.app.pipeline; "
         "light = sorted(m for m in ('pyspark', 'numpy', 'pandas') if m in sys.modules); "
-        "import spark_ap.clustering, spark_ap.multilevel, spark_ap.graph, spark_ap.session; "
+        "import spark_ap.estimators.affinity, spark_ap.multilevel, spark_ap.prepare.builders, spark_ap.session; "
         "app = sorted(m for m in sys.modules if m.startswith('spark_ap.app.') and m not in "
         "('spark_ap.app.config', 'spark_ap.app.pipeline')); print(light, app)"
     )

@@ -16,9 +16,9 @@ from sklearn.neighbors import NearestNeighbors
 
 from spark_ap import MultiLevelAffinityPropagation, similarity_matrix
 from spark_ap.app.job import main
-from spark_ap.lib import neighbors
-from spark_ap.lib.preference import sampled_similarities, statistic
+from spark_ap.multilevel import neighbors
 from spark_ap.multilevel.levels import next_level
+from spark_ap.prepare.preference import sampled_similarities, statistic
 from tests.conftest import BIN
 
 

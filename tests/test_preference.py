@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from spark_ap.lib.preference import add_self_edges, exact_quantile, vertex_table
+from spark_ap.prepare.preference import add_self_edges, exact_quantile, vertex_table
 
 QS = [0.0, 0.1, 0.25, 0.5, 0.77, 0.9, 1.0]
 

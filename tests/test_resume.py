@@ -16,8 +16,8 @@ from sklearn.datasets import make_blobs
 
 from spark_ap import AffinityPropagation, InvalidParamError, StateMismatchError, edges_from_matrix, similarity_matrix
 from spark_ap.app.job import main
-from spark_ap.clustering import graph_facts
-from spark_ap.lib.blocks.storage import Part
+from spark_ap.engines.blocks.storage import Part
+from spark_ap.estimators.affinity import graph_facts
 from tests.conftest import assignment_rows, saves, wait_for_save, written_rows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -265,7 +265,7 @@ class _RemoveChunkFilesEveryIteration(_RemoveChunkFiles):
 def test_failed_iterations_are_retried_at_most_recoveries_times_and_only_with_a_state_dir(
     spark, blobs, tmp_path, caplog, state_dir
 ):
-    from spark_ap.lib.engine import RECOVERIES
+    from spark_ap.run.loop import RECOVERIES
 
     lose = _RemoveChunkFilesEveryIteration(spark, 6)
     logging.getLogger("spark_ap").addHandler(lose)
@@ -283,7 +283,7 @@ def test_failed_iterations_are_retried_at_most_recoveries_times_and_only_with_a_
 
 
 def test_a_bug_in_the_drivers_python_is_raised_at_once_not_retried(spark, blobs, tmp_path, caplog, monkeypatch):
-    from spark_ap.lib.local import LocalEngine
+    from spark_ap.engines.local import LocalEngine
 
     step, calls = LocalEngine.step, []
 

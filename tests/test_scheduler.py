@@ -28,8 +28,8 @@ import pandas as pd
 import pytest
 from sklearn.datasets import make_blobs
 
-from tests.airflow_stack import AirflowStack, PostgresServer
 from tests.conftest import kill_job_after_save
+from tests.support.airflow_stack import AirflowStack, PostgresServer
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from sklearn.datasets import make_blobs
 from spark_ap import AffinityPropagation, edges_from_matrix, similarity_matrix
 from spark_ap.session import submit_arguments
 from tests.conftest import CHILD_JVM_OPTIONS, assignment_rows, saves, wait_for_save, written_rows
-from tests.standalone import StandaloneCluster
+from tests.support.standalone import StandaloneCluster
 
 # Minutes of real clusters: `make test-slow` runs them (CI too), `make test` leaves them out.
 pytestmark = pytest.mark.slow
@@ -75,7 +75,7 @@ MESSAGES = """
 import logging
 import sys
 from spark_ap import AffinityPropagation, spark_session
-from spark_ap.lib.blocks import pack
+from spark_ap.engines.blocks import pack
 pack.CHUNK_EDGES = 40
 logging.basicConfig(level=logging.INFO)
 spark = spark_session()

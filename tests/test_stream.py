@@ -18,8 +18,8 @@ from spark_ap import AffinityPropagationModel, MultiLevelAffinityPropagation
 from spark_ap.app.pipeline import publish_latest
 from spark_ap.app.stream import MAX_DEAD_VALUE, ModelSource, _Loaded, assign_records, parse_point
 from spark_ap.session import KAFKA_PACKAGE, submit_arguments
-from spark_ap.testing.kafka import KafkaBroker, _cluster_id
 from tests.conftest import BIN, ROOT, feature_frame
+from tests.support.kafka import KafkaBroker, _cluster_id
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from spark_ap import (
     MissingColumnError,
     edges_from_features,
 )
-from spark_ap.lib.blocks import pack
+from spark_ap.engines.blocks import pack
 
 SCHEMA = "src long, dst long, similarity double"
 

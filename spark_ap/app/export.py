@@ -18,9 +18,9 @@ from pathlib import Path
 import pandas as pd
 import pyspark
 
-from spark_ap.clustering import AffinityPropagationResult
 from spark_ap.errors import InvalidInputError
-from spark_ap.model import AffinityPropagationModel
+from spark_ap.estimators.affinity import AffinityPropagationResult
+from spark_ap.estimators.model import AffinityPropagationModel
 from spark_ap.multilevel import MultiLevelResult
 
 STATE = "state"

@@ -22,12 +22,12 @@ from pyspark.sql import types as T
 
 from spark_ap.app.config import SECTIONS, read_config
 from spark_ap.app.export import STATE, export_run, output_status, redact, redact_text
-from spark_ap.clustering import OPERATIONAL_PARAMS, AffinityPropagation
 from spark_ap.errors import InvalidInputError, InvalidParamError, SparkAPError, reason
-from spark_ap.lib.state import StateStore
-from spark_ap.lib.validation import validate_edges, validate_features
+from spark_ap.estimators.affinity import OPERATIONAL_PARAMS, AffinityPropagation
 from spark_ap.multilevel import MultiLevelAffinityPropagation
 from spark_ap.params import INPUT_KINDS, SPECS, cli_preference, in_section
+from spark_ap.prepare.validation import validate_edges, validate_features
+from spark_ap.run.state import StateStore
 from spark_ap.session import REPOSITORIES_ENV, spark_session
 
 log = logging.getLogger("spark_ap")
@@ -360,7 +360,7 @@ def run(args: argparse.Namespace) -> Path:
             points = table.select(F.col(id_col).alias("id"), *columns).toPandas()
     else:
         data = table
-    # A feature table's run is a fit: its model assigns new points (spark_ap.model).
+    # A feature table's run is a fit: its model assigns new points (spark_ap.estimators.model).
     model = ap.fit(data) if inp["kind"] == "features" else None
     result = model.summary if model is not None else ap.run(data)
     clustered = time.time()

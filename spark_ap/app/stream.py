@@ -67,7 +67,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_ap.errors import InvalidInputError, SparkAPError
-from spark_ap.model import AffinityPropagationModel, nearest_exemplar
+from spark_ap.estimators.model import AffinityPropagationModel, nearest_exemplar
 from spark_ap.session import KAFKA_PACKAGE, REPOSITORIES_ENV, spark_session
 
 log = logging.getLogger("spark_ap.stream")

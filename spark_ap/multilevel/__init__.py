@@ -6,7 +6,7 @@ a k-nearest-neighbour graph no cluster holds more than k + 1 points or so.
 
 1. Level 0 clusters the points on their k-nearest-neighbour graph (exact
    all-pairs when there are few points, approximate above that, see
-   :mod:`spark_ap.lib.neighbors`).
+   :mod:`spark_ap.multilevel.neighbors`).
 2. Each next level clusters the previous level's exemplars, each standing for
    its whole cluster: exemplar i choosing exemplar k costs what all of i's
    members would lose by moving to k,

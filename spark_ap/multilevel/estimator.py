@@ -12,17 +12,17 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from spark_ap.clustering import result_params
-from spark_ap.graph import all_pairs, similarity, similarity_matrix
-from spark_ap.lib import neighbors
-from spark_ap.lib.mlparams import SharedParams, spec_param
-from spark_ap.lib.preference import preference_value, sampled_similarities, statistic
-from spark_ap.lib.validation import refuse_zero_vectors, validate_features
-from spark_ap.model import AffinityPropagationModel, fitted_model
+from spark_ap.estimators._params import SharedParams, spec_param
+from spark_ap.estimators.affinity import result_params
+from spark_ap.estimators.model import AffinityPropagationModel, fitted_model
+from spark_ap.multilevel import neighbors
 from spark_ap.multilevel.levels import knn_graph, level_estimator, run_levels
 from spark_ap.multilevel.result import Graph, MultiLevelResult
 from spark_ap.multilevel.search import search_preference
 from spark_ap.params import MULTILEVEL
+from spark_ap.prepare.builders import all_pairs, similarity, similarity_matrix
+from spark_ap.prepare.preference import preference_value, sampled_similarities, statistic
+from spark_ap.prepare.validation import refuse_zero_vectors, validate_features
 
 log = logging.getLogger("spark_ap")
 
@@ -116,7 +116,7 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, Estimator, DefaultParamsR
         cost the square of the exemplars in every iteration.
     numTrees, leafSize : int, default 4, 1000
         Random projection trees of the approximate graph (see
-        :func:`spark_ap.lib.neighbors.knn_candidates`).
+        :func:`spark_ap.multilevel.neighbors.knn_candidates`).
     resolution : int, default 10000
         Levels weigh each cluster as if the data had this many points: the
         clusters are those AP finds on a sample of that size, whatever the

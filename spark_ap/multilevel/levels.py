@@ -20,9 +20,10 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_ap.clustering import AffinityPropagation
+from spark_ap.engines import assign
 from spark_ap.errors import ConvergenceWarning, user_stacklevel
-from spark_ap.lib import assign, neighbors
+from spark_ap.estimators.affinity import AffinityPropagation
+from spark_ap.multilevel import neighbors
 from spark_ap.multilevel.result import LEVEL_COLUMNS, Graph, MultiLevelResult
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_ap.errors import InvalidInputError, InvalidParamError
-from spark_ap.lib.mlparams import spec_param
+from spark_ap.estimators._params import spec_param
 from spark_ap.params import SPECS
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@
 ships ``bin/`` and ``jars/``), waits until the master lists every worker as ALIVE, and
 kills everything again on `StandaloneCluster.stop` or on leaving the ``with`` block::
 
-    from tests.standalone import StandaloneCluster
+    from tests.support.standalone import StandaloneCluster
 
     with StandaloneCluster(workers=2, tmp=tmp_path) as cluster:
         subprocess.run(

@@ -14,21 +14,21 @@ needs to know; ``changed`` says whether the decision changed in the last iterati
 
 Three engines compute the same states bit for bit:
 
-* ``graphframes`` (:mod:`spark_ap.lib.graphframes`): the edge state is the edge
+* ``graphframes`` (:mod:`spark_ap.engines.graphframes`): the edge state is the edge
   table of a GraphFrame, and each iteration is two rounds of
   ``GraphFrame.aggregateMessages``, one per message;
-* ``blocks`` (:mod:`spark_ap.lib.blocks`): the edges as numpy arrays in chunks,
+* ``blocks`` (:mod:`spark_ap.engines.blocks`): the edges as numpy arrays in chunks,
   one Spark job per iteration, only per-vertex values moving;
-* ``local`` (:mod:`spark_ap.lib.local`): the blocks engine's numpy step on one
+* ``local`` (:mod:`spark_ap.engines.local`): the blocks engine's numpy step on one
   chunk of every edge, on the driver, for graphs that fit one process.
 
-``auto`` is ``local`` up to :data:`~spark_ap.lib.local.LOCAL_MAX_EDGES` edges,
+``auto`` is ``local`` up to :data:`~spark_ap.engines.local.LOCAL_MAX_EDGES` edges,
 else ``blocks``.
 
 Each engine has ``start(state, graph)``, ``step(current, reliable)``,
 ``edges(current)``, ``saved(current, saved)``, ``release(current)``,
 ``assign(current)`` and ``final(current)``; :func:`iterate` drives any of them. With a
-:class:`~spark_ap.lib.state.StateStore` the state is saved durably every
+:class:`~spark_ap.run.state.StateStore` the state is saved durably every
 ``checkpoint_interval`` iterations: a rerun resumes from the newest save, and a
 failed iteration is retried from it. Saves are engine-neutral edge states, so a
 save of one engine resumes in the other.
@@ -48,14 +48,14 @@ from pyspark.errors import AnalysisException, PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from spark_ap.engines import local
+from spark_ap.engines.blocks.engine import BlockEngine
+from spark_ap.engines.blocks.storage import ChunkLostError
+from spark_ap.engines.graphframes import GraphFramesEngine
+from spark_ap.engines.lineage import materialize
 from spark_ap.errors import InvalidParamError, reason
-from spark_ap.lib import local
-from spark_ap.lib.blocks.engine import BlockEngine
-from spark_ap.lib.blocks.storage import ChunkLostError
-from spark_ap.lib.checkpoints import materialize
-from spark_ap.lib.graphframes import GraphFramesEngine
-from spark_ap.lib.noise import sklearn_normals, standard_normal, with_noise
-from spark_ap.lib.state import StateStore
+from spark_ap.prepare.noise import sklearn_normals, standard_normal, with_noise
+from spark_ap.run.state import StateStore
 
 log = logging.getLogger("spark_ap")
 
@@ -92,7 +92,7 @@ class Outcome:
     history: list[tuple[int, int, int]] = field(default_factory=list)
     resumed_from: int | None = None
     # The engine's labels of the final state (id, cluster, exemplar) and whether any vertex
-    # became an exemplar; None: the DataFrame functions of spark_ap.lib.assign assign them.
+    # became an exemplar; None: the DataFrame functions of spark_ap.engines.assign assign them.
     labels: tuple[DataFrame, bool] | None = None
     # Frees what the engine keeps for ``state`` (the blocks engine's chunks, which it is read from).
     free: Callable[[], None] | None = None
@@ -197,7 +197,7 @@ class Engine(Protocol):
 
     def assign(self, state: Any) -> tuple[DataFrame, bool] | None:
         """The labels ``id, cluster, exemplar`` of the state after the last iteration and whether any
-        vertex became an exemplar, or None to leave them to :mod:`spark_ap.lib.assign`'s DataFrame
+        vertex became an exemplar, or None to leave them to :mod:`spark_ap.engines.assign`'s DataFrame
         functions on the final edge state."""
 
     def final(self, state: Any) -> DataFrame:
@@ -238,9 +238,9 @@ def iterate(
 
     An engine that ``sorts_edges`` refuses repeated (src, dst) pairs as it
     starts, raising :class:`~spark_ap.DuplicateEdgeError`; with the others the
-    caller checks ``graph`` first (:func:`~spark_ap.lib.validation.refuse_duplicates`).
+    caller checks ``graph`` first (:func:`~spark_ap.prepare.validation.refuse_duplicates`).
 
-    ``vertices`` (``id, into``, see :func:`~spark_ap.lib.preference.vertex_table`) saves the
+    ``vertices`` (``id, into``, see :func:`~spark_ap.prepare.preference.vertex_table`) saves the
     blocks engine counting the edges into each vertex; it is read as the engine starts.
     """
     spark = graph.sparkSession

@@ -1,7 +1,7 @@
 """Where the blocks engine's chunks live between iterations: files in an executor's local directory.
 
 A partition of the engine is a range of target vertices, cut into chunks
-(:class:`~spark_ap.lib.blocks.kernel.Chunk`). Its files are in the Spark local
+(:class:`~spark_ap.engines.blocks.kernel.Chunk`). Its files are in the Spark local
 directory of the executor that computed it (``SPARK_LOCAL_DIRS``, which Spark
 deletes when the executor stops), under one folder per start of the engine::
 
@@ -12,11 +12,11 @@ deletes when the executor stops), under one folder per start of the engine::
 
 The RDD element of a partition is a :class:`Part`, a few bytes saying where
 its files are (and, for the routed exchange, the partition's partial
-:class:`~spark_ap.lib.blocks.kernel.Top`, bound for the vertices' owners). A
+:class:`~spark_ap.engines.blocks.kernel.Top`, bound for the vertices' owners). A
 task memory-maps the files (the Python workers of an executor share them
 through the page cache) and writes the next version; Spark runs it on the
 executor holding the partition's element, which is the one holding its files
-(see :mod:`spark_ap.lib.blocks.exchange` for how that is kept so).
+(see :mod:`spark_ap.engines.blocks.exchange` for how that is kept so).
 
 This module imports numpy and pyarrow alone.
 """
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pyarrow as pa
 
-from spark_ap.lib.blocks.kernel import Chunk
+from spark_ap.engines.blocks.kernel import Chunk
 
 
 class ChunkLostError(RuntimeError):

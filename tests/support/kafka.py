@@ -6,7 +6,7 @@ jar that ships inside pyspark (Maven Central and ``SPARK_AP_REPOSITORIES``)
 into a cache folder, and every later one starts from there. It needs Java 17,
 pyspark and confluent-kafka (to see that the broker is up)::
 
-    from spark_ap.testing.kafka import KafkaBroker
+    from tests.support.kafka import KafkaBroker
 
     with KafkaBroker(tmp_path) as broker:
         broker.create_topics("points", "assignments")

@@ -2,7 +2,7 @@
 
 Spark still reads, validates and numbers the input, computes the preference,
 saves the state and assigns the clusters; only the iterations move. The edges
-become one :class:`~spark_ap.lib.blocks.Chunk`, the blocks engine's numpy
+become one :class:`~spark_ap.engines.blocks.Chunk`, the blocks engine's numpy
 layout, holding every edge: an iteration is the blocks engine's step on it,
 with the per-source maxima taken over the whole chunk. The messages are
 therefore bit for bit those of the Spark engines and of the numpy references.
@@ -21,10 +21,10 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import DataType
 
+from spark_ap.engines import assign
+from spark_ap.engines.assign import arrow_id_type
+from spark_ap.engines.blocks.kernel import Chunk, Top, by_pair, numbers, repeated_pairs, start_columns
 from spark_ap.errors import DuplicateEdgeError
-from spark_ap.lib import assign
-from spark_ap.lib.assign import arrow_id_type
-from spark_ap.lib.blocks.kernel import Chunk, Top, by_pair, numbers, repeated_pairs, start_columns
 
 # engine="auto" iterates on the driver up to this many edges (self-edges included).
 LOCAL_MAX_EDGES = 5_000_000
@@ -87,7 +87,7 @@ class LocalEngine:
 
     def edges(self, chunk: Chunk) -> pa.Table:
         """The edge state ``src, dst, similarity, s, r, a, e, run, changed`` of ``chunk``, as an Arrow
-        table: a save writes it from the driver (:meth:`~spark_ap.lib.state.StateStore.save`)."""
+        table: a save writes it from the driver (:meth:`~spark_ap.run.state.StateStore.save`)."""
         col = chunk.columns()
         columns = {"src": self.ids[col.pop("i")], "dst": self.ids[col.pop("j")], "similarity": self.similarity, **col}
         return pa.Table.from_pydict(columns, schema=self.schema_arrow)
@@ -108,7 +108,7 @@ class LocalEngine:
 
     def assign(self, chunk: Chunk) -> tuple[DataFrame, bool]:
         """The labels ``id, cluster, exemplar`` of ``chunk`` and whether any vertex decided to be an
-        exemplar, assigned on the driver (:func:`~spark_ap.lib.assign.label_on_driver`)."""
+        exemplar, assigned on the driver (:func:`~spark_ap.engines.assign.label_on_driver`)."""
         exemplar = assign.label_on_driver(chunk.i, chunk.vertices[chunk.jl], chunk.s, chunk.decided())
         labels = assign.labels_frame(self.spark, self.ids, self.schema["src"].dataType, exemplar)
         return labels, exemplar is not None

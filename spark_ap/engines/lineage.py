@@ -1,6 +1,6 @@
 """Lineage and storage helpers that the loop and the engines share.
 
-Kept apart from :mod:`spark_ap.lib.engine`, which builds the engines, so that
+Kept apart from :mod:`spark_ap.run.loop`, which builds the engines, so that
 the engines can use them without importing the loop.
 """
 

@@ -1,13 +1,13 @@
 """The clusters of the blocks engine's final state, computed where its chunks are.
 
-The rules are :func:`spark_ap.lib.assign.label_vertices`' (scikit-learn's, on
+The rules are :func:`spark_ap.engines.assign.label_vertices`' (scikit-learn's, on
 the edges there are), in Spark jobs over the partitions. Per-cluster values come
 to the driver (a cluster per exemplar: few), per-vertex values never:
 
 1. The exemplars: each partition's targets that decided to be one, collected.
 2. Each source's nearest exemplar: the most similar of its edges into one, a
    per-source maximum merged across partitions by the engine's exchange, as an
-   iteration's :class:`~spark_ap.lib.blocks.kernel.Top` is; exemplars choose
+   iteration's :class:`~spark_ap.engines.blocks.kernel.Top` is; exemplars choose
    themselves.
 3. Each cluster's refined exemplar: its size, then per target the similarities
    from its cluster's members summed in source order (all in the target's
@@ -31,10 +31,10 @@ from pyspark import RDD, Broadcast, StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from spark_ap.lib.blocks.exchange import Reports, zippable
-from spark_ap.lib.blocks.kernel import Top
-from spark_ap.lib.blocks.pack import from_ipc, to_ipc
-from spark_ap.lib.blocks.storage import Part
+from spark_ap.engines.blocks.exchange import Reports, zippable
+from spark_ap.engines.blocks.kernel import Top
+from spark_ap.engines.blocks.pack import from_ipc, to_ipc
+from spark_ap.engines.blocks.storage import Part
 
 
 def labels(spark: SparkSession, parts: RDD, exchange, id_type: T.DataType) -> tuple[DataFrame, bool]:

@@ -1,19 +1,19 @@
 """The blocks engine: the edge state as numpy chunks in executors' files, one Spark job per iteration.
 
-An iteration is one job over the partitions (:mod:`~spark_ap.lib.blocks.pack`
-made them): each task takes the merged :class:`~spark_ap.lib.blocks.kernel.Top`
+An iteration is one job over the partitions (:mod:`~spark_ap.engines.blocks.pack`
+made them): each task takes the merged :class:`~spark_ap.engines.blocks.kernel.Top`
 of its sources from the exchange, steps its chunks
-(:meth:`~spark_ap.lib.blocks.kernel.Chunk.step`), writes the new messages
-next to the old (:mod:`~spark_ap.lib.blocks.storage`), computes its partial
+(:meth:`~spark_ap.engines.blocks.kernel.Chunk.step`), writes the new messages
+next to the old (:mod:`~spark_ap.engines.blocks.storage`), computes its partial
 Top for the next iteration and hands it to the exchange
-(:mod:`~spark_ap.lib.blocks.exchange`): through the driver, or routed by
+(:mod:`~spark_ap.engines.blocks.exchange`): through the driver, or routed by
 shuffles to the vertices' owners and back. The driver gets each partition's
 counts of exemplar decisions, for the convergence test.
 
 The input similarities stay out of the chunks (which hold ``s``, with the
 degeneracy noise) and are joined back when the state is turned into edge rows
 (to be saved, or when the result's messages are read). The clusters are
-assigned where the chunks are (:mod:`~spark_ap.lib.blocks.finish`).
+assigned where the chunks are (:mod:`~spark_ap.engines.blocks.finish`).
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pyspark import RDD, StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
+from spark_ap.engines.blocks import exchange as exchanges
+from spark_ap.engines.blocks import finish, pack
+from spark_ap.engines.blocks.kernel import NO_COUNTS, Top, add_counts, start_columns
+from spark_ap.engines.blocks.storage import Part, Sources, forget
+from spark_ap.engines.lineage import release
 from spark_ap.errors import DuplicateEdgeError, InvalidParamError
-from spark_ap.lib.blocks import exchange as exchanges
-from spark_ap.lib.blocks import finish, pack
-from spark_ap.lib.blocks.kernel import NO_COUNTS, Top, add_counts, start_columns
-from spark_ap.lib.blocks.storage import Part, Sources, forget
-from spark_ap.lib.checkpoints import release
 
 log = logging.getLogger("spark_ap")
 
@@ -196,7 +196,7 @@ class BlockEngine:
 
     def assign(self, blocks: Blocks) -> tuple[DataFrame, bool]:
         """The labels ``id, cluster, exemplar`` of ``blocks`` and whether any vertex decided to be an
-        exemplar, computed where the chunks are (:mod:`~spark_ap.lib.blocks.finish`)."""
+        exemplar, computed where the chunks are (:mod:`~spark_ap.engines.blocks.finish`)."""
         return finish.labels(self.spark, blocks.parts, self.exchange, self.layout.id_type)
 
     def similarities(self) -> DataFrame:

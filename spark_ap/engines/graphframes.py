@@ -1,7 +1,7 @@
 """The GraphFrames engine: each iteration is two rounds of ``GraphFrame.aggregateMessages``.
 
 The edge state (``src, dst, similarity, s, r, a, e, run, changed``, see
-:mod:`spark_ap.lib.engine`) is the edge table of a GraphFrame whose vertices are
+:mod:`spark_ap.run.loop`) is the edge table of a GraphFrame whose vertices are
 the points. One iteration is two rounds, one per message:
 
 1. every edge sends a(i,k) + s(i,k) (and k) to its source; each source keeps
@@ -36,7 +36,7 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from spark_ap.lib.checkpoints import INF, materialize_observing, release, save_reliably
+from spark_ap.engines.lineage import INF, materialize_observing, release, save_reliably
 from spark_ap.session import require_graphframes
 
 log = logging.getLogger("spark_ap")

@@ -1,4 +1,4 @@
-"""How each partition gets the merged :class:`~spark_ap.lib.blocks.kernel.Top` of its sources: two exchanges.
+"""How each partition gets the merged :class:`~spark_ap.engines.blocks.kernel.Top` of its sources: two exchanges.
 
 An iteration's task computes, for each source its partition touches, the
 partial Top over the partition's edges; the next iteration's task needs the Top
@@ -22,9 +22,9 @@ can merge anywhere. Where is what sets the two exchanges apart:
   answers back. The driver sees only the counts of exemplar decisions. An
   owner keeps nothing between iterations, so its task may run anywhere.
 
-A partition's chunk files are in one executor (:mod:`~spark_ap.lib.blocks.storage`),
+A partition's chunk files are in one executor (:mod:`~spark_ap.engines.blocks.storage`),
 so the task that steps them must run there. An iteration's tasks map the RDD
-of the last one's :class:`~spark_ap.lib.blocks.storage.Part` elements, which
+of the last one's :class:`~spark_ap.engines.blocks.storage.Part` elements, which
 Spark runs where each element is stored. The routed exchange's answers arrive
 by a shuffle, which alone would let Spark run the task anywhere: the task's RDD
 zips the parts (first) with the answers (second), and zipped partitions with no
@@ -42,8 +42,8 @@ import numpy as np
 from pyspark import RDD, Accumulator, AccumulatorParam, Broadcast, SparkContext
 from pyspark.serializers import BatchedSerializer, CPickleSerializer
 
-from spark_ap.lib.blocks.kernel import Top, runs
-from spark_ap.lib.blocks.storage import Sources, decode, encode
+from spark_ap.engines.blocks.kernel import Top, runs
+from spark_ap.engines.blocks.storage import Sources, decode, encode
 
 # engine="blocks" with exchange="auto" merges on the driver while n x P is at most this:
 # about 24 MB of reports per iteration at most and 20 bytes per vertex broadcast.

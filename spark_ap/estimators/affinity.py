@@ -16,6 +16,8 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
+from spark_ap.engines import assign
+from spark_ap.engines.lineage import release
 from spark_ap.errors import (
     ColumnTypeError,
     ConvergenceWarning,
@@ -23,20 +25,18 @@ from spark_ap.errors import (
     InvalidParamError,
     user_stacklevel,
 )
-from spark_ap.lib import assign
-from spark_ap.lib.checkpoints import release
-from spark_ap.lib.engine import ENGINES, Outcome, Settings, engine_for, initial_state, iterate
-from spark_ap.lib.mlparams import SharedParams, spec_param
-from spark_ap.lib.preference import add_self_edges, vertex_table
-from spark_ap.lib.state import StateStore
-from spark_ap.lib.validation import (
+from spark_ap.estimators._params import SharedParams, spec_param
+from spark_ap.params import AP, SPECS
+from spark_ap.prepare.preference import add_self_edges, vertex_table
+from spark_ap.prepare.validation import (
     id_type,
     refuse_duplicates,
     require_columns,
     validate_edges,
     validate_vertices,
 )
-from spark_ap.params import AP, SPECS
+from spark_ap.run.loop import ENGINES, Outcome, Settings, engine_for, initial_state, iterate
+from spark_ap.run.state import StateStore
 from spark_ap.session import require_graphframes
 
 log = logging.getLogger("spark_ap")
@@ -398,7 +398,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
     ) -> tuple[DataFrame, float, DataFrame]:
         """Validated edges with a self-edge per vertex, persisted (computed as they are first read),
         the value of the default preference, and the vertices
-        (:func:`~spark_ap.lib.preference.vertex_table`), checkpointed."""
+        (:func:`~spark_ap.prepare.preference.vertex_table`), checkpointed."""
         if validated:
             graph = edges.select("src", "dst", "similarity")
         else:

@@ -10,8 +10,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_ap.errors import InvalidInputError, InvalidParamError
-from spark_ap.lib.validation import refuse_zero_vectors, validate_features
 from spark_ap.params import METRICS
+from spark_ap.prepare.validation import refuse_zero_vectors, validate_features
 
 
 def edges_from_matrix(

@@ -1,7 +1,7 @@
 """From edge-state rows to the blocks engine's partitions of chunks, and back, with no per-vertex array on the driver.
 
 :func:`pack` turns ``src, dst, s`` (and ``r, a, e, run, changed`` unless the
-state is the initial one) into one :class:`~spark_ap.lib.blocks.storage.Part`
+state is the initial one) into one :class:`~spark_ap.engines.blocks.storage.Part`
 per partition:
 
 1. **Facts** (:func:`layout`): the number of vertices and edges, the smallest
@@ -42,9 +42,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from spark_ap.engines.blocks.kernel import Chunk, by_pair, repeated_pairs, runs
+from spark_ap.engines.blocks.storage import Part, Sources, decode, encode
 from spark_ap.errors import InvalidParamError
-from spark_ap.lib.blocks.kernel import Chunk, by_pair, repeated_pairs, runs
-from spark_ap.lib.blocks.storage import Part, Sources, decode, encode
 
 # Edges per chunk: large enough that numpy's per-call cost vanishes, small enough
 # that a Python worker holds a few copies of one comfortably (about 50 MB).

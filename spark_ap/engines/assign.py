@@ -147,7 +147,7 @@ def exemplar_table(assignments: DataFrame) -> DataFrame:
 # numbered in id order (so "smallest id" is "smallest number"). Bit for bit the
 # DataFrame functions above. Where the per-edge work runs is the engine's: the local
 # engine's edges are arrays on the driver (the *_on_driver functions), the blocks
-# engine's are chunks in executors (:meth:`~spark_ap.lib.blocks.BlockEngine.assign`).
+# engine's are chunks in executors (:meth:`~spark_ap.engines.blocks.BlockEngine.assign`).
 
 
 def label_vertices(

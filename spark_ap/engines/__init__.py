@@ -1,0 +1,1 @@
+"""The engines that run Affinity Propagation's iterations; all compute the same messages bit for bit."""

@@ -1,0 +1,1 @@
+"""The pyspark.ml estimators and the model they fit."""

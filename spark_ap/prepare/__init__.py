@@ -1,0 +1,1 @@
+"""From the user's tables to a graph the engines can run: checks, preferences, noise, builders."""

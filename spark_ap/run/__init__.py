@@ -1,0 +1,1 @@
+"""One run of Affinity Propagation on a prepared graph: the loop, its saves, its labels."""
