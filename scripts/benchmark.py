@@ -581,7 +581,7 @@ def exchange_worker(args: argparse.Namespace) -> list[dict]:
     import urllib.request
 
     from spark_ap import spark_session
-    from spark_ap.run import loop
+    from spark_ap.run import cluster as runs
 
     spark = spark_session(
         master=args.master,
@@ -605,13 +605,13 @@ def exchange_worker(args: argparse.Namespace) -> list[dict]:
             return json.load(response)
 
     made = []
-    make_engine = loop.make_engine
+    make_engine = runs.make_engine
 
     def capture(*a, **k):
         made.append(make_engine(*a, **k))
         return made[-1]
 
-    loop.make_engine = capture
+    runs.make_engine = capture
     rows = []
     for exchange in EXCHANGES:
         seen = {stage["stageId"] for stage in stages()}

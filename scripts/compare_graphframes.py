@@ -3,8 +3,8 @@
     python scripts/compare_graphframes.py --base HEAD~1
     python scripts/compare_graphframes.py --base main --points 16000 --iterations 4 --rounds 3
 
-The other revision's ``spark_ap/lib/graphframes.py`` (with its
-``spark_ap/lib/checkpoints.py``) is loaded beside this checkout's; both start
+The other revision's ``spark_ap/engines/graphframes.py`` (with its
+``spark_ap/engines/lineage.py``; ``spark_ap/lib/`` before them) is loaded beside this checkout's; both start
 from the same initial edge state of the k-NN graph ``scripts/benchmark.py``
 builds, on one local session. A warm-up round runs both, then each round runs
 both again, alternating which runs first (the JVM keeps getting faster for
@@ -16,6 +16,7 @@ the same r and a on every edge and the same counts after every iteration.
 from __future__ import annotations
 
 import argparse
+import inspect
 import statistics
 import subprocess
 import sys
@@ -31,28 +32,53 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 
+# Where the engine and its lineage helpers are, in this layout and in the one before it.
+LAYOUTS = (
+    {"checkpoints": "spark_ap/engines/lineage.py", "graphframes": "spark_ap/engines/graphframes.py"},
+    {"checkpoints": "spark_ap/lib/checkpoints.py", "graphframes": "spark_ap/lib/graphframes.py"},
+)
+
+
+def _show(revision: str, path: str) -> str | None:
+    done = subprocess.run(["git", "show", f"{revision}:{path}"], cwd=ROOT, capture_output=True, text=True)
+    return done.stdout if done.returncode == 0 else None
+
+
 def engine_at(revision: str) -> type:
     """``GraphFramesEngine`` as ``revision`` has it, with that revision's checkpoint helpers."""
+    for layout in LAYOUTS:
+        sources = {name: _show(revision, path) for name, path in layout.items()}
+        if None not in sources.values():
+            break
+    else:
+        raise SystemExit(f"{revision} has no graphframes engine where this script looks")
     modules = {}
     for name in ("checkpoints", "graphframes"):
-        path = f"spark_ap/lib/{name}.py"
-        source = subprocess.run(
-            ["git", "show", f"{revision}:{path}"], cwd=ROOT, check=True, capture_output=True, text=True
-        ).stdout
+        source = sources[name]
         # The engine imports this revision's checkpoint helpers, registered under their own name.
-        source = source.replace("from spark_ap.engines.lineage import", "from base_checkpoints import")
+        for helpers in ("spark_ap.engines.lineage", "spark_ap.lib.checkpoints"):
+            source = source.replace(f"from {helpers} import", "from base_checkpoints import")
         module = types.ModuleType(f"base_{name}")
         sys.modules[module.__name__] = module
-        exec(compile(source, f"{revision}:{path}", "exec"), module.__dict__)
+        exec(compile(source, f"{revision}:{layout[name]}", "exec"), module.__dict__)
         modules[name] = module
     return modules["graphframes"].GraphFramesEngine
+
+
+def build(engine_class: type, spark, graph):
+    """An engine of either protocol: built from the run's facts, or (before them) from spark and damping."""
+    from spark_ap.engines import RunFacts
+
+    if "facts" in inspect.signature(engine_class).parameters:
+        return engine_class(RunFacts(spark, 0.5, graph))
+    return engine_class(spark, 0.5)
 
 
 def run(engine_class: type, spark, state, iterations: int) -> tuple[float, np.ndarray, list[dict]]:
     """Median seconds per iteration (from the second), the final (src, dst, r, a) sorted, the counts."""
     from spark_ap.engines.lineage import release
 
-    engine = engine_class(spark, 0.5)
+    engine = build(engine_class, spark, state.select("src", "dst", "similarity"))
     current = engine.start(state, initial=True)
     seconds, counts = [], []
     for i in range(iterations):
@@ -63,8 +89,8 @@ def run(engine_class: type, spark, state, iterations: int) -> tuple[float, np.nd
             release(current)
         current, counts = new, [*counts, stats]
     final = current.select("src", "dst", "r", "a").toPandas().sort_values(["src", "dst"]).to_numpy()
+    engine.final(current) if hasattr(engine, "final") else engine.finish(current)
     release(current)
-    engine.final(current)
     return statistics.median(seconds[1:]), final, counts
 
 

@@ -45,10 +45,11 @@ def main() -> None:
 
     from pyspark import StorageLevel
 
-    from spark_ap.engines.blocks import BlockEngine
-    from spark_ap.estimators.affinity import graph_facts
+    from spark_ap.engines import RunFacts
+    from spark_ap.engines.blocks.engine import BlockEngine
     from spark_ap.prepare.preference import add_self_edges, vertex_table
     from spark_ap.prepare.validation import refuse_duplicates, validate_edges
+    from spark_ap.run.cluster import graph_facts
     from spark_ap.run.loop import Settings, initial_state
 
     path = args.graph
@@ -69,18 +70,11 @@ def main() -> None:
     with timed("the graph persisted, with its facts (1st read)", times):
         graph = graph.persist(StorageLevel.MEMORY_AND_DISK)
         graph_facts(graph)
-    engine = BlockEngine(spark, damping=0.9)
-    number = engine._number
-
-    def numbered(frame, vertices):
-        with timed("  of which numbering", times):
-            return number(frame, vertices)
-
-    engine._number = numbered
+    engine = BlockEngine(RunFacts(spark, 0.9, graph, vertices))
     with timed("engine: start (from the initial state's plan)", times):
         state = initial_state(graph, Settings(noise="none"))
-        blocks = engine.start(state, graph, initial=True, vertices=vertices)
-    engine.release(blocks, last=True)
+        blocks = engine.start(state, initial=True)
+    engine.finish(blocks).free()
     if args.spark_duplicates:
         with timed("(Spark's duplicate check, for comparison)", times):
             refuse_duplicates(graph)

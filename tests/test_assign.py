@@ -5,7 +5,7 @@ import functools
 import numpy as np
 import pytest
 
-from spark_ap.engines import assign
+from spark_ap.engines import RunFacts, assign
 from spark_ap.engines.assign import cluster_numbers
 from spark_ap.engines.blocks import pack
 from spark_ap.engines.blocks.engine import BlockEngine
@@ -93,11 +93,11 @@ def test_the_blocks_engine_assigns_on_its_chunks_as_the_dataframe_functions_do(s
         rows,
         "src string, dst string, similarity double, s double, r double, a double, e boolean, run int, changed boolean",
     )
-    engine = BlockEngine(spark, damping=0.5, exchange=exchange)
+    engine = BlockEngine(RunFacts(spark, 0.5, state.select("src", "dst", "similarity"), exchange=exchange))
 
-    labels, found = engine.assign(engine.start(state))
+    finished = engine.finish(engine.start(state))
 
-    assert found and {tuple(row) for row in labels.collect()} == expected
+    assert finished.found and {tuple(row) for row in finished.labels.collect()} == expected
 
 
 def test_the_driver_finds_no_clusters_without_decisions():

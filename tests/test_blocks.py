@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
 
-from spark_ap import AffinityPropagation, edges_from_matrix, similarity_matrix
-from spark_ap.engines import local
+from spark_ap import AffinityPropagation, edges_from_matrix, engines, similarity_matrix
 from spark_ap.engines.blocks import exchange, kernel, pack
 from spark_ap.engines.blocks.engine import BlockEngine
 from spark_ap.engines.blocks.kernel import Chunk, Top
@@ -330,7 +329,7 @@ def test_auto_iterates_on_the_driver_up_to_a_number_of_edges(spark, monkeypatch,
     edges = edges_from_matrix(spark, -np.random.RandomState(1).rand(5, 5))  # 25 edges with the self-edges
     chosen = {}
     for limit in (25, 24):
-        monkeypatch.setattr(local, "LOCAL_MAX_EDGES", limit)
+        monkeypatch.setattr(engines, "LOCAL_MAX_EDGES", limit)
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="spark_ap"):
             AffinityPropagation(maxIter=2, convergenceIter=3).run(edges)

@@ -250,7 +250,7 @@ def test_the_coarse_graph_is_what_the_members_gain(spark):
     # All pairs on the driver, then the pairs of a k-NN graph in Spark: one formula, both ways.
     for level_exact_below, pairs in ((10, 12), (0, None)):
         ap = MultiLevelAffinityPropagation(levelExactBelow=level_exact_below, numNeighbors=2)
-        ids, edges = next_level(ap, points, mapping, len(exemplars), 0.5)
+        ids, edges = next_level(ap._config(), points, mapping, len(exemplars), 0.5)
         assert sorted(r.id for r in ids.collect()) == exemplars
         rows = edges.collect()
         assert rows and (pairs is None or len(rows) == pairs)

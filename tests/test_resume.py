@@ -17,7 +17,7 @@ from sklearn.datasets import make_blobs
 from spark_ap import AffinityPropagation, InvalidParamError, StateMismatchError, edges_from_matrix, similarity_matrix
 from spark_ap.app.job import main
 from spark_ap.engines.blocks.storage import Part
-from spark_ap.estimators.affinity import graph_facts
+from spark_ap.run.cluster import graph_facts
 from tests.conftest import assignment_rows, saves, wait_for_save, written_rows
 
 ROOT = Path(__file__).resolve().parent.parent

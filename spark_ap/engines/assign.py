@@ -12,7 +12,7 @@ edge to any exemplar cannot be assigned by similarity; it becomes an exemplar
 of its own, a singleton cluster whose net similarity is its preference.
 
 Ties (equal similarities, which the degeneracy noise makes vanishingly rare)
-go to the smallest id, as ``np.argmax`` picks the first index.
+and sums follow :mod:`spark_ap.engines.rules` (rules: ties, sums).
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ def refine(edges: DataFrame, assignment: DataFrame) -> DataFrame:
     members_i = assignment.select(F.col("id").alias("src"), F.col("exemplar").alias("cluster"))
     members_j = assignment.select(F.col("id").alias("dst"), F.col("exemplar").alias("cluster_j"))
     sizes = assignment.groupBy(F.col("exemplar").alias("cluster")).agg(F.count(F.lit(1)).alias("size"))
-    # Summed in source order, as numpy sums a column, so near-ties between
-    # duplicate points resolve as they do in scikit-learn.
+    # Summed in source order (rules: sums), so near-ties between duplicate
+    # points resolve as they do in scikit-learn.
     by_candidate = (
         Window.partitionBy("cluster", "dst")
         .orderBy("src")
@@ -121,6 +121,22 @@ def cluster_numbers(assigned: DataFrame, count: int | None = None) -> DataFrame:
     )
 
 
+def label_state(state: DataFrame, vertices: int) -> tuple[DataFrame, bool]:
+    """``id, cluster, exemplar`` of the final edge ``state`` (one of its ``vertices`` per self-edge),
+    persisted, and whether any vertex decided to be an exemplar (rules: decision, NaN): nearest
+    exemplar, refinement, nearest refined exemplar; without exemplars, :func:`unassigned`."""
+    # The tables have one row per vertex at most; checkpointing them keeps the plans short.
+    on_self_edge = F.col("src") == F.col("dst")
+    ids = state.filter(on_self_edge).select(F.col("src").alias("id"))
+    decided = state.filter(on_self_edge & (F.col("r") + F.col("a") > 0)).select(F.col("src").alias("id"))
+    decided = decided.localCheckpoint()
+    if decided.isEmpty():
+        return unassigned(ids).persist(), False
+    first = nearest_exemplar(state, decided).localCheckpoint()
+    exemplars = refine(state, first).localCheckpoint()
+    return label(state, ids, exemplars, vertices).persist(), True
+
+
 def unassigned(vertices: DataFrame) -> DataFrame:
     """Labels for a run that found no exemplar: cluster -1, no exemplar (as scikit-learn)."""
     return vertices.select(
@@ -144,7 +160,7 @@ def exemplar_table(assignments: DataFrame) -> DataFrame:
 
 
 # The same rules on per-vertex numpy arrays, for the local and blocks engines: vertices
-# numbered in id order (so "smallest id" is "smallest number"). Bit for bit the
+# numbered in id order (rules: ids). Bit for bit the
 # DataFrame functions above. Where the per-edge work runs is the engine's: the local
 # engine's edges are arrays on the driver (the *_on_driver functions), the blocks
 # engine's are chunks in executors (:meth:`~spark_ap.engines.blocks.BlockEngine.assign`).
@@ -225,7 +241,7 @@ def nearest_on_driver(i: np.ndarray, j: np.ndarray, s: np.ndarray, exemplar: np.
     """``nearest`` of :func:`label_vertices` on the edges ``i, j, s`` (sorted by (i, j))."""
     to_exemplar = exemplar[j]
     ci, cj, cs = i[to_exemplar], j[to_exemplar], s[to_exemplar]
-    order = np.lexsort((cj, -cs, ci))  # per source: the largest s first, ties to the smallest target
+    order = np.lexsort((cj, -cs, ci))  # per source: the largest s first (rules: ties)
     ci, cj = ci[order], cj[order]
     first = np.r_[True, ci[1:] != ci[:-1]]
     choice = np.full(exemplar.size, -1, dtype=np.int64)
@@ -236,7 +252,7 @@ def nearest_on_driver(i: np.ndarray, j: np.ndarray, s: np.ndarray, exemplar: np.
 def scores_on_driver(i: np.ndarray, j: np.ndarray, s: np.ndarray, choice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``scores`` of :func:`label_vertices` on the edges ``i, j, s`` (sorted by (i, j))."""
     same = (choice[i] >= 0) & (choice[i] == choice[j])
-    # np.bincount adds in array order: each target's terms in source order, as the window sums them.
+    # np.bincount adds in array order: each target's terms in source order (rules: sums).
     score = np.bincount(j[same], weights=s[same], minlength=choice.size)
     return score, np.bincount(j[same], minlength=choice.size)
 

@@ -1,15 +1,14 @@
 """The GraphFrames engine: each iteration is two rounds of ``GraphFrame.aggregateMessages``.
 
-The edge state (``src, dst, similarity, s, r, a, e, run, changed``, see
-:mod:`spark_ap.run.loop`) is the edge table of a GraphFrame whose vertices are
-the points. One iteration is two rounds, one per message:
+The edge state (:data:`~spark_ap.engines.rules.EDGE_STATE`) is the edge
+table of a GraphFrame whose vertices are the points. One iteration is two rounds, one per message:
 
 1. every edge sends a(i,k) + s(i,k) (and k) to its source; each source keeps
-   the largest, the target giving it (the smallest on ties, as ``np.argmax``)
+   the largest, the target giving it (rules: ties)
    and the second largest. Joined back onto the edges by source, they give
    every r(i,k) = s(i,k) - max_{k' != k} (a(i,k') + s(i,k')).
 2. every edge sends max(0, r(i,k)) (r(k,k) on a self-edge) to its target; each
-   target adds them up in source order, as numpy adds a column. Joined back by
+   target adds them up in source order (rules: sums). Joined back by
    target, the total less the edge's own term gives every a(i,k).
 
 Both are folds over the messages a vertex receives (``aggregate`` over the
@@ -33,9 +32,10 @@ import numpy as np
 from graphframes import GraphFrame
 from graphframes.lib import AggregateMessages as Messages
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from spark_ap.engines import Finished, RunFacts, assign
 from spark_ap.engines.lineage import INF, materialize_observing, release, save_reliably
 from spark_ap.session import require_graphframes
 
@@ -58,8 +58,8 @@ def _decisions() -> dict[str, Column]:
 def _top_two(messages: Column, id_type: str) -> Column:
     """Fold (v, k) messages into (largest v, its k with the smallest k on ties, second largest v).
 
-    Spark SQL orders NaN above every number, as the final assignment does; a
-    vertex whose only edge is its self-edge sends NaN (see the blocks engine).
+    Ties and NaN as :mod:`spark_ap.engines.rules` states (rules: ties, NaN): a vertex whose
+    only edge is its self-edge sends NaN, which Spark SQL orders above every number.
     """
     start = F.struct(F.lit(-INF).alias("largest"), F.lit(None).cast(id_type).alias("arg"), F.lit(-INF).alias("second"))
 
@@ -78,7 +78,7 @@ def _own(src: Column, dst: Column, r: Column) -> Column:
 
 
 def _ordered_sum(messages: Column) -> Column:
-    """Sum (i, x) messages in the order of i: the order numpy adds a column in."""
+    """Sum (i, x) messages in the order of i (rules: sums)."""
     return F.aggregate(F.array_sort(F.collect_list(messages)), F.lit(0.0), lambda acc, m: acc + m["x"])
 
 
@@ -124,36 +124,37 @@ BROADCAST_VERTICES = 2_000_000
 class GraphFramesEngine:
     """Runs iterations on an edge-state DataFrame with ``GraphFrame.aggregateMessages``."""
 
+    name = "graphframes"
     sorts_edges = False  # the edge state stays a DataFrame
     on_driver = False
 
-    def __init__(self, spark: SparkSession, damping: float) -> None:
-        require_graphframes(spark)
-        self.spark = spark
-        self.damping = damping
+    def __init__(self, facts: RunFacts) -> None:
+        require_graphframes(facts.spark)
+        self.spark = facts.spark
+        self.damping = facts.damping
+        self.graph = facts.graph  # not read: the state holds every similarity
         self.vertices: DataFrame | None = None
         self._kept: DataFrame | None = None
+        self.count = 0
         self.broadcast = True
         self.columns: SimpleNamespace | None = None
 
-    def start(
-        self,
-        state: DataFrame,
-        graph: DataFrame | None = None,
-        *,
-        initial: bool = False,
-        vertices: DataFrame | None = None,
-    ) -> DataFrame:
+    def start(self, state: DataFrame, *, initial: bool = False) -> DataFrame:
         """Take the vertices from ``state``'s self-edges (one per vertex); ``state`` is the
         engine's state as it is, ``initial`` or not."""
         if self._kept is not None:
             release(self._kept)
         # A copy of their own: ``state`` is released after the first iteration.
         self._kept = state.filter(F.col("src") == F.col("dst")).select(F.col("src").alias("id")).localCheckpoint()
-        self.broadcast = self._kept.count() <= BROADCAST_VERTICES
+        self.count = self._kept.count()
+        self.broadcast = self.count <= BROADCAST_VERTICES
         self.vertices = self._small(self._kept)
         self.columns = _iteration(self.damping, state.schema["dst"].dataType.simpleString())
         return state
+
+    def restart(self, state: DataFrame) -> DataFrame:
+        """As :meth:`start`: the vertices are taken from the save again."""
+        return self.start(state)
 
     def _small(self, df: DataFrame) -> DataFrame:
         """``df`` (one row per vertex) marked for broadcast joins when the vertices are few enough.
@@ -196,18 +197,13 @@ class GraphFramesEngine:
         release(state)
         return saved
 
-    def release(self, state: DataFrame, last: bool = False) -> None:
+    def release(self, state: DataFrame) -> None:
         release(state)
 
-    def assign(self, state: DataFrame) -> None:
-        """None: the clusters are assigned from the final edge state by the DataFrame functions."""
-        return None
-
-    def similarities(self) -> None:
-        """None: the final state holds them."""
-        return None
-
-    def final(self, state: DataFrame) -> DataFrame:
+    def finish(self, state: DataFrame) -> Finished:
+        """The final state and its labels, by the DataFrame functions of :mod:`~spark_ap.engines.assign`."""
+        self.graph.unpersist()
         if self._kept is not None:
             release(self._kept)
-        return state
+        labels, found = assign.label_state(state, self.count)
+        return Finished(state, labels, found, state, free=lambda: None)

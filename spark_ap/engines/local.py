@@ -21,37 +21,29 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import DataType
 
-from spark_ap.engines import assign
+from spark_ap.engines import Finished, RunFacts, assign
 from spark_ap.engines.assign import arrow_id_type
 from spark_ap.engines.blocks.kernel import Chunk, Top, by_pair, numbers, repeated_pairs, start_columns
 from spark_ap.errors import DuplicateEdgeError
-
-# engine="auto" iterates on the driver up to this many edges (self-edges included).
-LOCAL_MAX_EDGES = 5_000_000
 
 
 class LocalEngine:
     """Runs iterations on a :class:`Chunk` of every edge, held by the driver."""
 
+    name = "local"
     sorts_edges = True  # start sorts every edge by (src, dst)
     on_driver = True  # the state is numpy arrays in the driver's process
 
-    def __init__(self, spark: SparkSession, damping: float) -> None:
-        self.spark = spark
-        self.damping = damping
-        self.ids: np.ndarray | None = None  # vertex number -> id
+    def __init__(self, facts: RunFacts) -> None:
+        self.spark: SparkSession = facts.spark
+        self.damping = facts.damping
+        self.graph = facts.graph  # not read: the chunk holds every similarity
+        self.ids: np.ndarray | None = None  # vertex number -> id (rules: ids)
         self.similarity: np.ndarray | None = None  # per edge, in the chunk's order
         self.schema = None  # the edge state's, as Spark gave it
         self.schema_arrow: pa.Schema | None = None
 
-    def start(
-        self,
-        state: DataFrame,
-        graph: DataFrame | None = None,
-        *,
-        initial: bool = False,
-        vertices: DataFrame | None = None,
-    ) -> Chunk:
+    def start(self, state: DataFrame, *, initial: bool = False) -> Chunk:
         """The chunk of ``state``'s edges, sorted by (source, target) number; ``initial``: ``state``
         is before the first iteration, and only its ``src, dst, similarity, s`` are read.
 
@@ -65,8 +57,7 @@ class LocalEngine:
         table = state.select(*start_columns(initial), "similarity").toArrow()
         src = table.column("src").to_numpy(zero_copy_only=False)
         dst = table.column("dst").to_numpy(zero_copy_only=False)
-        # Every vertex has a self-edge, so the sources are all of them; numbered
-        # in id order, as Spark orders ids (numbers by value, strings by code point).
+        # Every vertex has a self-edge, so the sources are all of them (rules: ids).
         self.ids = np.unique(src)
         i, j = numbers(self.ids, src), numbers(self.ids, dst)
         order = by_pair(i, j)
@@ -80,13 +71,17 @@ class LocalEngine:
         columns.update({name: table.column(name).to_numpy(zero_copy_only=False)[order] for name in read})
         return Chunk.from_arrays(columns)
 
+    def restart(self, state: DataFrame) -> Chunk:
+        """As :meth:`start`: the state lives on the driver, nothing the run keeps in executors is read."""
+        return self.start(state)
+
     def step(self, chunk: Chunk, reliable: bool = False) -> tuple[Chunk, dict]:
         """One iteration. ``reliable`` is moot: the state lives on the driver, not in executors."""
         chunk.step(Top.over(self.ids.size, lambda: [chunk]), self.damping)
         return chunk, chunk.counts()
 
     def edges(self, chunk: Chunk) -> pa.Table:
-        """The edge state ``src, dst, similarity, s, r, a, e, run, changed`` of ``chunk``, as an Arrow
+        """The edge state of ``chunk`` (:data:`~spark_ap.engines.rules.EDGE_STATE`), as an Arrow
         table: a save writes it from the driver (:meth:`~spark_ap.run.state.StateStore.save`)."""
         col = chunk.columns()
         columns = {"src": self.ids[col.pop("i")], "dst": self.ids[col.pop("j")], "similarity": self.similarity, **col}
@@ -95,23 +90,17 @@ class LocalEngine:
     def saved(self, chunk: Chunk, saved: DataFrame) -> Chunk:
         return chunk
 
-    def release(self, chunk: Chunk, last: bool = False) -> None:
+    def release(self, chunk: Chunk) -> None:
         """Nothing to free: an iteration replaces the chunk's arrays."""
 
-    def similarities(self) -> None:
-        """None: the final state holds them."""
-        return None
-
-    def final(self, chunk: Chunk) -> DataFrame:
-        """The edge state after the last iteration, copied into executor storage once."""
-        return self.spark.createDataFrame(self.edges(chunk), schema=self.schema).localCheckpoint(eager=True)
-
-    def assign(self, chunk: Chunk) -> tuple[DataFrame, bool]:
-        """The labels ``id, cluster, exemplar`` of ``chunk`` and whether any vertex decided to be an
-        exemplar, assigned on the driver (:func:`~spark_ap.engines.assign.label_on_driver`)."""
+    def finish(self, chunk: Chunk) -> Finished:
+        """The edge state, copied into executor storage once, and the labels, assigned on the driver
+        (:func:`~spark_ap.engines.assign.label_on_driver`); the graph is no longer read."""
+        self.graph.unpersist()
         exemplar = assign.label_on_driver(chunk.i, chunk.vertices[chunk.jl], chunk.s, chunk.decided())
         labels = assign.labels_frame(self.spark, self.ids, self.schema["src"].dataType, exemplar)
-        return labels, exemplar is not None
+        state = self.spark.createDataFrame(self.edges(chunk), schema=self.schema).localCheckpoint(eager=True)
+        return Finished(state, labels, exemplar is not None, state, free=lambda: None)
 
 
 def _arrow_schema(id_type: DataType) -> pa.Schema:

@@ -75,6 +75,12 @@ class SharedParams(SpecParams):
     noise = spec_param("noise")
     seed = spec_param("seed")
 
+    def _check(self) -> None:
+        """Raise :class:`~spark_ap.InvalidParamError` for any param out of range, alone or together."""
+        self._check_spec()
+        if self.getStateDir() and self.getCheckpointInterval() == -1:
+            raise InvalidParamError("stateDir needs checkpointInterval >= 1: the state is saved that often")
+
     def getDamping(self) -> float:
         return self.getOrDefault(self.damping)
 

@@ -2,44 +2,26 @@
 
 from __future__ import annotations
 
-import logging
-import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import pandas as pd
 from graphframes import GraphFrame
-from pyspark import StorageLevel, keyword_only
+from pyspark import keyword_only
 from pyspark.ml.param import Params
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
-from pyspark.sql import Column, DataFrame, Row, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from spark_ap.engines import assign
-from spark_ap.engines.lineage import release
-from spark_ap.errors import (
-    ColumnTypeError,
-    ConvergenceWarning,
-    DuplicateEdgeError,
-    InvalidParamError,
-    user_stacklevel,
-)
+from spark_ap.engines.rules import MESSAGES
+from spark_ap.errors import InvalidParamError
 from spark_ap.estimators._params import SharedParams, spec_param
 from spark_ap.params import AP, SPECS
-from spark_ap.prepare.preference import add_self_edges, vertex_table
-from spark_ap.prepare.validation import (
-    id_type,
-    refuse_duplicates,
-    require_columns,
-    validate_edges,
-    validate_vertices,
-)
-from spark_ap.run.loop import ENGINES, Outcome, Settings, engine_for, initial_state, iterate
-from spark_ap.run.state import StateStore
+from spark_ap.prepare.inputs import Columns, prepare, prepare_validated
+from spark_ap.run.cluster import Clustered, cluster
+from spark_ap.run.loop import Outcome, Settings
 from spark_ap.session import require_graphframes
-
-log = logging.getLogger("spark_ap")
 
 # Params that change how a run works, not what it computes: a resumed or
 # repeated run may change them.
@@ -53,72 +35,6 @@ def result_params(estimator: Params) -> dict:
         for p in estimator.params
         if estimator.isDefined(p) and p.name not in OPERATIONAL_PARAMS
     }
-
-
-def self_edge() -> Column:
-    """True on a vertex's self-edge, which carries its preference and its decision."""
-    return F.col("src") == F.col("dst")
-
-
-_PIECES = (0, 22, 44)  # the hashes' 64 bits as three pieces of at most 22 bits
-_PIECE = 1 << 22
-
-
-def graph_facts(graph: DataFrame) -> Row:
-    """Counts and ranges of a graph with self-edges, and an order-independent fingerprint of it
-    (preferences included): a saved state is resumed only on the graph it was computed from.
-
-    The fingerprint (``checksum``) is the exact sum of the edges' ``xxhash64``, as a decimal
-    sum would give it; it is put together from sums of 22-bit pieces of the hashes, which are
-    sums of longs (several times faster than a decimal sum) that cannot overflow.
-    """
-    s = F.col("similarity")
-    on, off = self_edge(), ~self_edge()
-    h = F.xxhash64("src", "dst", "similarity")
-    row = graph.agg(
-        F.count(F.lit(1)).alias("edges"),
-        F.sum(on.cast("long")).alias("vertices"),
-        F.min(F.when(off, s)).alias("s_min"),
-        F.max(F.when(off, s)).alias("s_max"),
-        F.min(F.when(on, s)).alias("p_min"),
-        F.max(F.when(on, s)).alias("p_max"),
-        *[F.sum(F.shiftrightunsigned(h, bit).bitwiseAND(F.lit(_PIECE - 1))).alias(f"h{bit}") for bit in _PIECES],
-        F.sum((h < 0).cast("long")).alias("negative"),
-    ).first()
-    facts = {key: row[key] for key in ("edges", "vertices", "s_min", "s_max", "p_min", "p_max")}
-    # A negative hash is its unsigned value less 2**64; an empty graph's sums are null.
-    facts["checksum"] = (
-        sum(row[f"h{bit}"] << bit for bit in _PIECES) - (row["negative"] << 64) if row["edges"] else None
-    )
-    return Row(**facts)
-
-
-def _then(first: Callable[[], None] | None, then: Callable[[], None]) -> Callable[[], None]:
-    """A function that calls ``first`` (if any), then ``then``."""
-
-    def both() -> None:
-        if first is not None:
-            first()
-        then()
-
-    return both
-
-
-def _warn_if_not_converged(outcome: Outcome, found: bool) -> None:
-    if not outcome.converged:
-        warnings.warn(
-            f"Affinity propagation did not converge in {outcome.n_iter} iterations; "
-            + ("the clusters may be degenerate." if found else "there are no clusters."),
-            ConvergenceWarning,
-            stacklevel=user_stacklevel(),
-        )
-
-
-def _nothing_to_propagate(facts: Row) -> bool:
-    """One vertex, or all similarities equal and all preferences equal (scikit-learn's shortcut)."""
-    return facts["vertices"] == 1 or (
-        facts["s_min"] is not None and facts["s_min"] == facts["s_max"] and facts["p_min"] == facts["p_max"]
-    )
 
 
 @dataclass
@@ -175,15 +91,31 @@ class AffinityPropagationResult:
     numVertices: int
     numEdges: int
     resumedFrom: int | None = None
-    _state: DataFrame | None = field(default=None, repr=False)
-    _similarities: DataFrame | None = field(default=None, repr=False)  # src, dst, similarity
-    _free: Callable[[], None] | None = field(default=None, repr=False)
-    _found: bool = field(default=True, repr=False)  # whether any point became an exemplar
+    _outcome: Outcome | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, run: Clustered, preference: float) -> AffinityPropagationResult:
+        """The result of a :func:`~spark_ap.run.cluster.cluster` run at the ``preference`` value."""
+        outcome = run.outcome
+        return cls(
+            assignments=outcome.labels,
+            exemplars=assign.exemplar_table(outcome.labels.filter(F.col("cluster") >= 0)),
+            numIterations=outcome.n_iter,
+            converged=outcome.converged,
+            history=pd.DataFrame(outcome.history, columns=["iteration", "exemplars", "changed"]),
+            messages=outcome.state.select(*MESSAGES),
+            preference=preference,
+            numVertices=run.vertices,
+            numEdges=run.edges,
+            resumedFrom=outcome.resumed_from,
+            _outcome=outcome,
+        )
 
     @cached_property
     def netSimilarity(self) -> float | None:
-        # Not computed with the result: the levels of a multi-level run never read theirs.
-        return assign.net_similarity(self._similarities, self.assignments) if self._found else None
+        # Not computed with the result: it is a join over the edges that many runs never read.
+        outcome = self._outcome
+        return assign.net_similarity(outcome.similarities, self.assignments) if outcome.found else None
 
     @property
     def graph(self) -> GraphFrame:
@@ -197,11 +129,8 @@ class AffinityPropagationResult:
     def unpersist(self) -> None:
         """Release what the run keeps in executor storage: the assignments and the messages."""
         self.assignments.unpersist()
-        if self._state is not None:
-            release(self._state)
-            self._state.unpersist()
-        if self._free is not None:
-            self._free()
+        if self._outcome is not None:
+            self._outcome.release()
 
 
 class _AffinityPropagationParams(SharedParams):
@@ -373,12 +302,6 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
     def setDuplicates(self, value: str) -> AffinityPropagation:
         return self._setChecked(duplicates=value)
 
-    def _check(self) -> None:
-        """Raise :class:`InvalidParamError` for any param out of range."""
-        self._check_spec()
-        if self.getStateDir() and self.getCheckpointInterval() == -1:
-            raise InvalidParamError("stateDir needs checkpointInterval >= 1: the state is saved that often")
-
     def _settings(self) -> Settings:
         self._check()
         return Settings(
@@ -392,46 +315,6 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             engine=self.getEngine(),
             exchange=self.getExchange(),
         )
-
-    def _graph(
-        self, edges: DataFrame, vertices: DataFrame | None, validated: bool
-    ) -> tuple[DataFrame, float, DataFrame]:
-        """Validated edges with a self-edge per vertex, persisted (computed as they are first read),
-        the value of the default preference, and the vertices
-        (:func:`~spark_ap.prepare.preference.vertex_table`), checkpointed."""
-        if validated:
-            graph = edges.select("src", "dst", "similarity")
-        else:
-            # Repeated pairs are refused later, by the engine where it can (see _refuse_duplicates).
-            graph = validate_edges(
-                edges,
-                self.getSrcCol(),
-                self.getDstCol(),
-                self.getWeightCol(),
-                self.getDuplicates(),
-                find_duplicates=False,
-            )
-        more_ids, per_vertex = None, None
-        if vertices is not None:
-            id_col, pref_col = self.getIdCol(), self.getPreferenceCol()
-            require_columns(vertices, [id_col], "The vertices table")
-            kind = id_type(vertices, [id_col], "The vertices table")
-            if kind != graph.schema["src"].dataType:
-                raise ColumnTypeError(
-                    f"The vertices table's '{id_col}' is {kind.simpleString()} but the edge ids are "
-                    f"{graph.schema['src'].dataType.simpleString()}; use one id type."
-                )
-            table = validate_vertices(vertices, id_col, pref_col, kind)
-            more_ids = table.select("id")
-            if pref_col in vertices.columns:
-                per_vertex = table
-        # Read twice, for the self-edges and by the blocks engine's numbering (a vertex per row).
-        found = vertex_table(graph, more_ids).localCheckpoint(eager=True)
-        graph, preference = add_self_edges(graph, found, self.getPreference(), per_vertex)
-        # Persisted, not checkpointed: Spark's columnar cache is built and read several times
-        # faster than the rows a checkpoint stores (at 2.5e7 edges, 5 s against 9, then 1.5 s
-        # against 3.5 a read), and a lost block is recomputed rather than failing the run.
-        return graph.persist(StorageLevel.MEMORY_AND_DISK), preference, found
 
     def run(
         self, edges: DataFrame | GraphFrame, vertices: DataFrame | None = None, *, validated: bool = False
@@ -452,10 +335,10 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
             no edges and per-vertex preferences.
         validated : bool, default False
             The edges are ``src, dst, similarity`` as spark-ap's own builders
-            make them (:func:`~spark_ap.edges_from_features`, the levels of
-            :class:`~spark_ap.MultiLevelAffinityPropagation`): no nulls, no
+            make them (:func:`~spark_ap.edges_from_features`): no nulls, no
             repeated pairs, numeric similarities. Their checks, a pass over the
-            edges, are skipped and the column params are not read.
+            edges, are skipped and the column params are not read; ``vertices``
+            is then ``id`` alone.
         """
         if isinstance(edges, GraphFrame):
             if vertices is not None:
@@ -465,137 +348,27 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         settings = self._settings()
         if settings.engine == "graphframes":  # before the set-up's passes over the edges, not after
             require_graphframes(edges.sparkSession)
-        graph, preference, found = self._graph(edges, vertices, validated)
-        try:
-            outcome, labels, facts = self._cluster(graph, found, preference, settings, validated)
-        except BaseException:
-            graph.unpersist()
-            raise
-        finally:
-            release(found)
-        if outcome.similarities is graph:  # the blocks engine reads the result's similarities from it
-            outcome.free = _then(outcome.free, graph.unpersist)
+        if validated:
+            ids = None if vertices is None else vertices.select("id")
+            prepared, pairs = prepare_validated(edges, ids, self.getPreference()), None
         else:
-            graph.unpersist()
-        return self._result(outcome, *labels, preference, facts)
+            prepared = prepare(edges, vertices, self.getPreference(), self._columns(), self.getDuplicates())
+            pairs = (self.getSrcCol(), self.getDstCol()) if self.getDuplicates() == "error" else None
+        done = cluster(prepared, settings, state_dir=self.getStateDir(), params=self.resultParams(), pair_columns=pairs)
+        return AffinityPropagationResult.of(done, prepared.preference)
 
-    def _cluster(
-        self, graph: DataFrame, found: DataFrame, preference: float, settings: Settings, validated: bool
-    ) -> tuple[Outcome, tuple[DataFrame, bool], Row]:
-        """The run on the persisted ``graph`` (its first read computes it): the outcome, the
-        labels (``id, cluster, exemplar``) and whether any vertex is an exemplar, the graph's facts."""
-        facts = graph_facts(graph)
-        log.info(
-            "affinity propagation: %d vertices, %d edges (self-edges included), preference %s = %g",
-            facts["vertices"],
-            facts["edges"],
-            self.getPreference(),
-            preference,
-        )
-        shortcut = _nothing_to_propagate(facts)
-        if not validated:
-            self._refuse_duplicates(graph, settings, int(facts["edges"]), shortcut)
-        if shortcut:
-            # scikit-learn's shortcut: with one point, or all similarities and all
-            # preferences equal, every point is an exemplar when the preference
-            # beats the similarity, else the first.
-            warnings.warn(
-                "All samples have mutually equal similarities; returning arbitrary cluster center(s).",
-                stacklevel=user_stacklevel(),
-            )
-            state = initial_state(graph, settings).localCheckpoint(eager=True)
-            ids = state.filter(self_edge()).select(F.col("src").alias("id"))
-            one = facts["vertices"] > 1 and facts["p_min"] <= facts["s_min"]
-            exemplar_ids = ids.agg(F.min("id").alias("id")) if one else ids
-            outcome = Outcome(state=state, n_iter=0, converged=True, history=[])
-        else:
-            store = self._store(graph.sparkSession, facts, preference)
-            try:
-                outcome = iterate(graph, settings, store, int(facts["edges"]), found)
-            except DuplicateEdgeError as error:
-                raise error.named(self.getSrcCol(), self.getDstCol()) from None
-            if outcome.labels is not None:
-                _warn_if_not_converged(outcome, outcome.labels[1])
-                return outcome, outcome.labels, facts
-            exemplar_ids = self._exemplars(outcome)
-        return outcome, self._labels(outcome.state, exemplar_ids, int(facts["vertices"])), facts
-
-    def _refuse_duplicates(self, graph: DataFrame, settings: Settings, edges: int, shortcut: bool) -> None:
-        """Refuse repeated (src, dst) pairs of the persisted ``graph`` (duplicates="error") unless
-        the engine that will run does as it starts, which saves a shuffle of every edge.
-
-        It does not with scikit-learn's noise, whose join would multiply a repeated pair's rows.
-        """
-        if self.getDuplicates() != "error":
-            return
-        sorts = ENGINES[engine_for(settings.engine, edges)].sorts_edges
-        if shortcut or not sorts or settings.noise == "sklearn":
-            refuse_duplicates(graph, self.getSrcCol(), self.getDstCol())
-
-    def _exemplars(self, outcome: Outcome) -> DataFrame | None:
-        """The refined exemplars (``id``) of the final state, or None when no point decided to be one."""
-        # From here on everything is read from the final state, which holds the
-        # graph too: with a state store it is on durable storage. The tables have
-        # one row per vertex at most; checkpointing them keeps the plans short.
-        state = outcome.state
-        decided = state.filter(self_edge() & (F.col("r") + F.col("a") > 0)).select(F.col("src").alias("id"))
-        decided = decided.localCheckpoint()
-        exemplar_ids = None
-        if not decided.isEmpty():
-            first = assign.nearest_exemplar(state, decided).localCheckpoint()
-            exemplar_ids = assign.refine(state, first).localCheckpoint()
-        _warn_if_not_converged(outcome, exemplar_ids is not None)
-        return exemplar_ids
-
-    @staticmethod
-    def _labels(state: DataFrame, exemplar_ids: DataFrame | None, vertices: int) -> tuple[DataFrame, bool]:
-        """``id, cluster, exemplar`` for every one of the ``vertices``, and whether there are clusters at all."""
-        ids = state.filter(self_edge()).select(F.col("src").alias("id"))
-        if exemplar_ids is None:
-            return assign.unassigned(ids).persist(), False
-        return assign.label(state, ids, exemplar_ids, vertices).persist(), True
-
-    def _result(
-        self, outcome: Outcome, assignments: DataFrame, found: bool, preference: float, facts: Row
-    ) -> AffinityPropagationResult:
-        """The result around the labels ``assignments``."""
-        state = outcome.state
-        return AffinityPropagationResult(
-            assignments=assignments,
-            exemplars=assign.exemplar_table(assignments.filter(F.col("cluster") >= 0)),
-            numIterations=outcome.n_iter,
-            converged=outcome.converged,
-            history=pd.DataFrame(outcome.history, columns=["iteration", "exemplars", "changed"]),
-            messages=state.select("src", "dst", "similarity", "s", "r", "a"),
-            preference=preference,
-            numVertices=int(facts["vertices"]),
-            numEdges=int(facts["edges"]),
-            resumedFrom=outcome.resumed_from,
-            _state=state,
-            _similarities=state if outcome.similarities is None else outcome.similarities,
-            _free=outcome.free,
-            _found=found,
+    def _columns(self) -> Columns:
+        return Columns(
+            src=self.getSrcCol(),
+            dst=self.getDstCol(),
+            weight=self.getWeightCol(),
+            id=self.getIdCol(),
+            preference=self.getPreferenceCol(),
         )
 
     def resultParams(self) -> dict:
         """The params that decide what a run computes, by name: all but :data:`OPERATIONAL_PARAMS`."""
         return result_params(self)
-
-    def _store(self, spark: SparkSession, facts: Row, preference: float) -> StateStore | None:
-        """The run's state store when ``stateDir`` is set; its identity is what a resume must match."""
-        path = self.getStateDir()
-        if not path:
-            return None
-        identity = {
-            "params": self.resultParams(),
-            "input": {
-                "vertices": int(facts["vertices"]),
-                "edges": int(facts["edges"]),
-                "checksum": str(facts["checksum"]),
-                "preference_value": preference,
-            },
-        }
-        return StateStore(spark, path, identity)
 
     def assignClusters(self, edges: DataFrame | GraphFrame, vertices: DataFrame | None = None) -> DataFrame:
         """Cluster the graph and return ``id, cluster, exemplar``; see :meth:`run`."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,9 +26,6 @@ from spark_ap.errors import InvalidInputError, InvalidParamError
 from spark_ap.estimators._params import spec_param
 from spark_ap.params import SPECS
 
-if TYPE_CHECKING:
-    from spark_ap.multilevel.result import MultiLevelResult
-
 
 class AffinityPropagationModel(Model, MLReadable, MLWritable):
     """Exemplars with their features, and the metric that compares points with them.
@@ -39,7 +36,8 @@ class AffinityPropagationModel(Model, MLReadable, MLWritable):
         ``cluster, exemplar, features``: one row per cluster, in cluster order.
     summary : MultiLevelResult or None
         What the run that fit the model returned (assignments, levels,
-        history, ...); None for a loaded model.
+        history, ...); None for a loaded model. (Typed ``Any`` here: the
+        model sits below the estimator that fits it.)
 
     Notes
     -----
@@ -55,7 +53,7 @@ class AffinityPropagationModel(Model, MLReadable, MLWritable):
     featuresCol = spec_param("featuresCol")
     metric = spec_param("metric")
 
-    def __init__(self, exemplars: pd.DataFrame | None = None, summary: MultiLevelResult | None = None) -> None:
+    def __init__(self, exemplars: pd.DataFrame | None = None, summary: Any = None) -> None:
         super().__init__()
         self._setDefault(featuresCol=SPECS["featuresCol"].default, metric=SPECS["metric"].default)
         self.exemplars = exemplars
@@ -219,16 +217,3 @@ class _ModelReader(MLReader):
         spark = SparkSession.active()
         metadata = DefaultParamsReader.loadMetadata(path, spark)
         return metadata, spark.read.parquet(os.path.join(path, "data")).toPandas().sort_values("cluster")
-
-
-def fitted_model(estimator: Any, points: DataFrame, result: MultiLevelResult) -> AffinityPropagationModel:
-    """The model of ``result``: its exemplars with their features (``points``: ``id, x`` as given)."""
-    exemplars = (
-        result.exemplars.select("cluster", "exemplar")
-        .join(points.select(F.col("id").alias("exemplar"), F.col("x").alias("features")), "exemplar")
-        .orderBy("cluster")
-        .toPandas()[["cluster", "exemplar", "features"]]
-    )
-    model = AffinityPropagationModel(exemplars, summary=result)
-    model._set(featuresCol=estimator.getFeaturesCol(), metric=estimator.getMetric())
-    return model

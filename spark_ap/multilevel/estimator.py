@@ -14,15 +14,16 @@ from pyspark.sql import functions as F
 
 from spark_ap.estimators._params import SharedParams, spec_param
 from spark_ap.estimators.affinity import result_params
-from spark_ap.estimators.model import AffinityPropagationModel, fitted_model
+from spark_ap.estimators.model import AffinityPropagationModel
 from spark_ap.multilevel import neighbors
-from spark_ap.multilevel.levels import knn_graph, level_estimator, run_levels
-from spark_ap.multilevel.result import Graph, MultiLevelResult
+from spark_ap.multilevel.levels import LevelConfig, knn_graph, run_levels
+from spark_ap.multilevel.result import LevelGraph, MultiLevelResult
 from spark_ap.multilevel.search import search_preference
 from spark_ap.params import MULTILEVEL
 from spark_ap.prepare.builders import all_pairs, similarity, similarity_matrix
 from spark_ap.prepare.preference import preference_value, sampled_similarities, statistic
 from spark_ap.prepare.validation import refuse_zero_vectors, validate_features
+from spark_ap.run.loop import Settings
 
 log = logging.getLogger("spark_ap")
 
@@ -254,9 +255,35 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, Estimator, DefaultParamsR
     def setMaxAttempts(self, value: int) -> MultiLevelAffinityPropagation:
         return self._setChecked(maxAttempts=value)
 
-    def _check(self) -> None:
-        self._check_spec()
-        level_estimator(self, 0.0, self.getMaxIter(), None)  # checks the params it passes on
+    def _config(self) -> LevelConfig:
+        """What the levels read of the params, checked."""
+        self._check()
+        settings = Settings(
+            damping=self.getDamping(),
+            max_iter=self.getMaxIter(),
+            convergence_iter=self.getConvergenceIter(),
+            checkpoint_interval=self.getCheckpointInterval(),
+            checkpoint_kind=self.getCheckpointKind(),
+            noise=self.getNoise(),
+            seed=self.getSeed(),
+            engine=self.getEngine(),
+            exchange=self.getExchange(),
+        )
+        return LevelConfig(
+            settings=settings,
+            knn_max_iter=self.getKnnMaxIter(),
+            state_dir=self.getStateDir(),
+            metric=self.getMetric(),
+            num_neighbors=self.getNumNeighbors(),
+            num_trees=self.getNumTrees(),
+            leaf_size=self.getLeafSize(),
+            resolution=self.getResolution(),
+            max_levels=self.getMaxLevels(),
+            level_exact_below=self.getLevelExactBelow(),
+            num_clusters=self.getNumClusters(),
+            cluster_tolerance=self.getClusterTolerance(),
+            max_attempts=self.getMaxAttempts(),
+        )
 
     def _points(self, features: DataFrame) -> DataFrame:
         """(id, x), validated; for cosine, x scaled to unit length (then d2 = 2 - 2 cos)."""
@@ -274,21 +301,21 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, Estimator, DefaultParamsR
     def _dense(self, X: np.ndarray) -> np.ndarray:
         return similarity_matrix(X, self.getMetric())
 
-    def buildGraph(self, features: DataFrame) -> tuple[DataFrame, Graph]:
-        """Level 0's graph of a feature table: (points (id, x), :class:`Graph`).
+    def buildGraph(self, features: DataFrame) -> tuple[DataFrame, LevelGraph]:
+        """Level 0's graph of a feature table: (points (id, x), :class:`LevelGraph`).
 
         All pairs up to exactBelow points, else an approximate k-NN graph.
         """
         points = self._points(features)
         n = points.count()
         if n <= self.getExactBelow():
-            return points, Graph(all_pairs(points, self.getMetric()).localCheckpoint(), True, None, n)
-        near = knn_graph(self, points).localCheckpoint()
+            return points, LevelGraph(all_pairs(points, self.getMetric()).localCheckpoint(), True, None, n)
+        near = knn_graph(self._config(), points).localCheckpoint()
         recall = neighbors.recall(points, near, self.getNumNeighbors(), seed=self.getSeed())
         log.info("approximate %d-NN graph: recall %.3f on a sample", self.getNumNeighbors(), recall)
         pairs = neighbors.symmetrise(near)
         edges = pairs.select("src", "dst", self._similarity(F.col("d2")).alias("similarity")).localCheckpoint()
-        return points, Graph(edges, False, recall, n)
+        return points, LevelGraph(edges, False, recall, n)
 
     def run(self, features: DataFrame) -> MultiLevelResult:
         """Cluster the rows of ``features`` (``idCol``, ``featuresCol``)."""
@@ -301,7 +328,7 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, Estimator, DefaultParamsR
 
     def _cluster(self, features: DataFrame) -> tuple[DataFrame, MultiLevelResult]:
         """The validated points (``id, x``) and the run's result."""
-        self._check()
+        config = self._config()
         points, graph = self.buildGraph(features)
         n = graph.points
         pref, sample = self.getPreference(), min(n, self.getPreferenceSample())
@@ -316,10 +343,10 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, Estimator, DefaultParamsR
             source = f"{pref} of the {values.size} pairwise similarities of {sample} sampled points"
         if self.getNumClusters():
             values = self._sampled(points) if values is None else values
-            outcome, attempts = search_preference(self, points, graph, n, value, values)
+            outcome, attempts = search_preference(config, points, graph, value, values)
             value, source = outcome.preference, f"searched for {self.getNumClusters()} clusters"
         else:
-            outcome = run_levels(self, points, graph, n, value, "")
+            outcome = run_levels(config, points, graph, value, "")
             attempts = [(value, outcome.clusters)]
         result = outcome.result(
             preference=value,
@@ -350,3 +377,18 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, Estimator, DefaultParamsR
     def assignClusters(self, features: DataFrame) -> DataFrame:
         """Cluster and return ``id, cluster, exemplar``; see :meth:`run`."""
         return self.run(features).assignments
+
+
+def fitted_model(
+    estimator: MultiLevelAffinityPropagation, points: DataFrame, result: MultiLevelResult
+) -> AffinityPropagationModel:
+    """The model of ``result``: its exemplars with their features (``points``: ``id, x`` as given)."""
+    exemplars = (
+        result.exemplars.select("cluster", "exemplar")
+        .join(points.select(F.col("id").alias("exemplar"), F.col("x").alias("features")), "exemplar")
+        .orderBy("cluster")
+        .toPandas()[["cluster", "exemplar", "features"]]
+    )
+    model = AffinityPropagationModel(exemplars, summary=result)
+    model._set(featuresCol=estimator.getFeaturesCol(), metric=estimator.getMetric())
+    return model

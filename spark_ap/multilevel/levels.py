@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -22,12 +21,11 @@ from pyspark.sql import types as T
 
 from spark_ap.engines import assign
 from spark_ap.errors import ConvergenceWarning, user_stacklevel
-from spark_ap.estimators.affinity import AffinityPropagation
 from spark_ap.multilevel import neighbors
-from spark_ap.multilevel.result import LEVEL_COLUMNS, Graph, MultiLevelResult
-
-if TYPE_CHECKING:
-    from spark_ap.multilevel.estimator import MultiLevelAffinityPropagation
+from spark_ap.multilevel.result import LEVEL_COLUMNS, LevelGraph, MultiLevelResult
+from spark_ap.prepare.inputs import prepare_validated
+from spark_ap.run.cluster import cluster
+from spark_ap.run.loop import Settings
 
 log = logging.getLogger("spark_ap")
 
@@ -46,112 +44,134 @@ def coarse_similarity(weight, sum_dot_xk, sum_dot_xi, size_i, sq_k, sq_i):
     return weight * (2 * (sum_dot_xk - sum_dot_xi) - size_i * (sq_k - sq_i))
 
 
-def level_estimator(
-    ap: MultiLevelAffinityPropagation, preference: float, max_iter: int, state_dir: str | None
-) -> AffinityPropagation:
-    """The AffinityPropagation that clusters one level."""
-    return AffinityPropagation(
-        damping=ap.getDamping(),
-        maxIter=max_iter,
-        convergenceIter=ap.getConvergenceIter(),
-        preference=preference,
-        checkpointInterval=ap.getCheckpointInterval(),
-        checkpointKind=ap.getCheckpointKind(),
-        stateDir=state_dir,
-        engine=ap.getEngine(),
-        exchange=ap.getExchange(),
-        noise=ap.getNoise(),
-        seed=ap.getSeed(),
-    )
+@dataclass(frozen=True)
+class LevelConfig:
+    """What the levels read of :class:`~spark_ap.MultiLevelAffinityPropagation`'s params, checked."""
+
+    settings: Settings  # every level's run; ``max_iter`` for all-pairs levels
+    knn_max_iter: int
+    state_dir: str | None
+    metric: str
+    num_neighbors: int
+    num_trees: int
+    leaf_size: int
+    resolution: int
+    max_levels: int
+    level_exact_below: int
+    num_clusters: int
+    cluster_tolerance: int
+    max_attempts: int
+
+    def run_settings(self, complete: bool) -> Settings:
+        """A level's settings: ``maxIter`` on all pairs, ``knnMaxIter`` on a k-NN graph."""
+        return self.settings if complete else replace(self.settings, max_iter=self.knn_max_iter)
 
 
-def knn_graph(ap: MultiLevelAffinityPropagation, points: DataFrame) -> DataFrame:
+def level_params(settings: Settings, preference: float) -> dict:
+    """What a level's run computes, by name: the identity its saves must match."""
+    return {
+        "damping": settings.damping,
+        "maxIter": settings.max_iter,
+        "convergenceIter": settings.convergence_iter,
+        "preference": preference,
+        "noise": settings.noise,
+        "seed": settings.seed,
+    }
+
+
+def knn_graph(config: LevelConfig, points: DataFrame) -> DataFrame:
     """(src, dst, d2): about numNeighbors nearest neighbours of every point, from the trees."""
     return neighbors.knn_candidates(
-        points, ap.getNumNeighbors(), trees=ap.getNumTrees(), leaf_size=ap.getLeafSize(), seed=ap.getSeed()
+        points, config.num_neighbors, trees=config.num_trees, leaf_size=config.leaf_size, seed=config.settings.seed
     )
 
 
-def run_levels(
-    ap: MultiLevelAffinityPropagation, points: DataFrame, graph: Graph, n: int, preference: float, label: str
-) -> Levels:
+def run_levels(config: LevelConfig, points: DataFrame, graph: LevelGraph, preference: float, label: str) -> Levels:
     """Run the levels at one preference; ``label`` prefixes the levels' save folders (a search's attempt)."""
-    scale = min(1.0, ap.getResolution() / n) if ap.getResolution() else 1.0
-    factor = 1.0 if ap.getMetric() == "sqeuclidean" else 0.5
-    root = ap.getStateDir()
-    level_preference = preference
+    n = graph.points
+    scale = min(1.0, config.resolution / n) if config.resolution else 1.0
+    factor = 1.0 if config.metric == "sqeuclidean" else 0.5
+    ids, edges, count, level_preference = points.select("id"), graph.edges, n, preference
     mapping = None  # every point -> its current exemplar, from the first level on (maxLevels >= 1)
-    level_points, edges, count = points.select("id"), graph.edges, n
-    rows, histories, chosen_all = [], [], []
-    iterations, converged = 0, True
-    for level in range(ap.getMaxLevels()):
-        started = time.time()
-        state_dir = f"{root.rstrip('/')}/{label}level-{level}" if root else None
-        complete = graph.complete if level == 0 else count <= ap.getLevelExactBelow()
-        max_iter = ap.getMaxIter() if complete else ap.getKnnMaxIter()
-        with warnings.catch_warnings():
-            # A level's convergence goes into the levels table; only the last level's warns.
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            level_ap = level_estimator(ap, level_preference, max_iter, state_dir)
-            result = level_ap.run(edges, level_points, validated=True)
-        chosen = result.assignments.select("id", F.coalesce("exemplar", "id").alias("next")).localCheckpoint()
-        clusters = chosen.select("next").distinct().count()
-        iterations += result.numIterations
-        converged = result.converged
-        rows.append(
-            (
-                level,
-                count,
-                result.numEdges,
-                "all pairs" if complete else "k-NN",
-                clusters,
-                result.numIterations,
-                result.converged,
-                result.resumedFrom,
-                round(time.time() - started, 3),
-            )
-        )
-        histories.append(result.history.assign(level=level))
-        chosen_all.append(chosen.select(F.lit(level).alias("level"), "id", F.col("next").alias("exemplar")))
-        log.info(
-            "level %d: %d points -> %d clusters in %d iterations (converged=%s)",
-            level,
-            count,
-            clusters,
-            result.numIterations,
-            result.converged,
-        )
-        result.unpersist()
-        if mapping is None:  # level 0's points are the points: its choice is the mapping
-            mapping = chosen.select("id", F.col("next").alias("exemplar"))
-        else:
-            mapping = (
-                mapping.join(chosen.withColumnRenamed("id", "exemplar"), "exemplar")
-                .select("id", F.col("next").alias("exemplar"))
-                .localCheckpoint()
-            )
-        if (level == 0 and graph.complete) or clusters >= count or clusters <= 1:
+    done: list[_Level] = []
+    for level in range(config.max_levels):
+        complete = graph.complete if level == 0 else count <= config.level_exact_below
+        state_dir = f"{config.state_dir.rstrip('/')}/{label}level-{level}" if config.state_dir else None
+        this = run_level(config, level, edges, ids, count, level_preference, complete, state_dir)
+        done.append(this)
+        mapping = follow(mapping, this.chosen)
+        if (level == 0 and graph.complete) or this.clusters >= count or this.clusters <= 1:
             break
-        level_points, edges = next_level(ap, points, mapping, clusters, scale * factor)
+        ids, edges = next_level(config, points, mapping, this.clusters, scale * factor)
         # An exemplar that stays one pays the preference instead of its own
         # similarity to itself, which the shifted similarities count (cosine: 1).
-        level_preference = preference - (scale if ap.getMetric() == "cosine" else 0.0)
-        count = clusters
-    return Levels(
-        mapping=mapping,
-        clusters=clusters,
-        preference=preference,
-        levels=pd.DataFrame(rows, columns=LEVEL_COLUMNS).astype({"resumed_from": "Int64"}),
-        history=pd.concat(histories, ignore_index=True)[["level", "iteration", "exemplars", "changed"]],
-        chosen=chosen_all,
-        iterations=iterations,
-        converged=converged,
-        n=n,
+        level_preference = preference - (scale if config.metric == "cosine" else 0.0)
+        count = this.clusters
+    return Levels.of(done, mapping, preference, n)
+
+
+@dataclass
+class _Level:
+    """One level's run: each of its points' choice (``id, next``), its clusters and its table row."""
+
+    chosen: DataFrame
+    clusters: int
+    row: tuple
+    history: pd.DataFrame
+    iterations: int
+    converged: bool
+
+
+def run_level(
+    config: LevelConfig,
+    level: int,
+    edges: DataFrame,
+    ids: DataFrame,
+    count: int,
+    preference: float,
+    complete: bool,
+    state_dir: str | None,
+) -> _Level:
+    """Cluster one level's ``count`` points (``ids``) on ``edges`` at ``preference``."""
+    started = time.time()
+    settings = config.run_settings(complete)
+    with warnings.catch_warnings():
+        # A level's convergence goes into the levels table; only the last level's warns.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        prepared = prepare_validated(edges, ids, preference)
+        done = cluster(prepared, settings, state_dir=state_dir, params=level_params(settings, preference))
+    outcome = done.outcome
+    chosen = outcome.labels.select("id", F.coalesce("exemplar", "id").alias("next")).localCheckpoint()
+    clusters = chosen.select("next").distinct().count()
+    outcome.release()
+    log.info(
+        "level %d: %d points -> %d clusters in %d iterations (converged=%s)",
+        level,
+        count,
+        clusters,
+        outcome.n_iter,
+        outcome.converged,
+    )
+    graph = "all pairs" if complete else "k-NN"
+    seconds = round(time.time() - started, 3)
+    row = (level, count, done.edges, graph, clusters, outcome.n_iter, outcome.converged, outcome.resumed_from, seconds)
+    history = pd.DataFrame(outcome.history, columns=["iteration", "exemplars", "changed"]).assign(level=level)
+    return _Level(chosen, clusters, row, history, outcome.n_iter, outcome.converged)
+
+
+def follow(mapping: DataFrame | None, chosen: DataFrame) -> DataFrame:
+    """Every point -> its exemplar after a level whose points chose ``chosen`` (``id, next``)."""
+    if mapping is None:  # level 0's points are the points: its choice is the mapping
+        return chosen.select("id", F.col("next").alias("exemplar"))
+    return (
+        mapping.join(chosen.withColumnRenamed("id", "exemplar"), "exemplar")
+        .select("id", F.col("next").alias("exemplar"))
+        .localCheckpoint()
     )
 
 
 def next_level(
-    ap: MultiLevelAffinityPropagation, points: DataFrame, mapping: DataFrame, count: int, weight: float
+    config: LevelConfig, points: DataFrame, mapping: DataFrame, count: int, weight: float
 ) -> tuple[DataFrame, DataFrame]:
     """The exemplars (id) and their graph for the next level: all pairs up to levelExactBelow, else k-NN."""
     dims = F.posexplode("x").alias("pos", "v")
@@ -165,9 +185,9 @@ def next_level(
         .select(F.col("exemplar").alias("id"), F.transform("sv", lambda e: e["v"]).alias("sum"), "size")
     )
     exemplars = points.join(sums, "id").localCheckpoint()
-    if count <= ap.getLevelExactBelow():
+    if count <= config.level_exact_below:
         return exemplars.select("id"), complete_level(exemplars, weight)
-    pairs = neighbors.symmetrise(knn_graph(ap, exemplars.select("id", "x")))
+    pairs = neighbors.symmetrise(knn_graph(config, exemplars.select("id", "x")))
 
     def dot(a, b):
         return F.aggregate(F.zip_with(a, b, lambda u, v: u * v), F.lit(0.0), lambda s, v: s + v)
@@ -219,6 +239,26 @@ class Levels:
     iterations: int
     converged: bool
     n: int
+
+    @classmethod
+    def of(cls, done: list[_Level], mapping: DataFrame, preference: float, n: int) -> Levels:
+        """The levels ``done`` at ``preference``, ``mapping`` every one of the ``n`` points to its exemplar."""
+        return cls(
+            mapping=mapping,
+            clusters=done[-1].clusters,
+            preference=preference,
+            levels=pd.DataFrame([d.row for d in done], columns=LEVEL_COLUMNS).astype({"resumed_from": "Int64"}),
+            history=pd.concat([d.history for d in done], ignore_index=True)[
+                ["level", "iteration", "exemplars", "changed"]
+            ],
+            chosen=[
+                d.chosen.select(F.lit(level).alias("level"), "id", F.col("next").alias("exemplar"))
+                for level, d in enumerate(done)
+            ],
+            iterations=sum(d.iterations for d in done),
+            converged=done[-1].converged,
+            n=n,
+        )
 
     def result(self, *, preference, source, recall, attempts) -> MultiLevelResult:
         numbers = assign.cluster_numbers(self.mapping, self.clusters)

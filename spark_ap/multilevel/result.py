@@ -11,7 +11,7 @@ LEVEL_COLUMNS = ["level", "points", "edges", "graph", "clusters", "iterations", 
 
 
 @dataclass
-class Graph:
+class LevelGraph:
     """Level 0's graph: edges (src, dst, similarity), how they were made, their recall, and the points."""
 
     edges: DataFrame

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 import numpy as np
 from pyspark.sql import DataFrame
 
-from spark_ap.multilevel.levels import Levels, run_levels
-from spark_ap.multilevel.result import Graph
-
-if TYPE_CHECKING:
-    from spark_ap.multilevel.estimator import MultiLevelAffinityPropagation
+from spark_ap.multilevel.levels import LevelConfig, Levels, run_levels
+from spark_ap.multilevel.result import LevelGraph
 
 log = logging.getLogger("spark_ap")
 
 
 def search_preference(
-    ap: MultiLevelAffinityPropagation, points: DataFrame, graph: Graph, n: int, start: float, values: np.ndarray
+    config: LevelConfig, points: DataFrame, graph: LevelGraph, start: float, values: np.ndarray
 ) -> tuple[Levels, list[tuple[float, int]]]:
     """Bisection over the preference for numClusters clusters; the closest run and every attempt.
 
@@ -29,8 +25,8 @@ def search_preference(
     A run below every similarity that does not converge (the messages
     oscillate there) counts as too few clusters, whatever its labels say.
     """
-    want, tolerance = ap.getNumClusters(), ap.getClusterTolerance()
-    weight = min(n, ap.getResolution() or n)
+    want, tolerance, n = config.num_clusters, config.cluster_tolerance, graph.points
+    weight = min(n, config.resolution or n)
     hi, floor = float(values.max()), float(values.min())
     lo = floor - weight * (hi - floor)
     p = start if lo < start < hi else (lo + hi) / 2
@@ -44,8 +40,8 @@ def search_preference(
     def rank(outcome: Levels, p: float) -> tuple[bool, int]:
         return degenerate(outcome, p), abs(outcome.clusters - want)
 
-    for attempt in range(ap.getMaxAttempts()):
-        outcome = run_levels(ap, points, graph, n, p, f"attempt-{attempt}/")
+    for attempt in range(config.max_attempts):
+        outcome = run_levels(config, points, graph, p, f"attempt-{attempt}/")
         attempts.append((p, outcome.clusters))
         log.info("preference search: %g gives %d clusters (want %d)", p, outcome.clusters, want)
         if best is None or rank(outcome, p) < rank(best, best.preference):

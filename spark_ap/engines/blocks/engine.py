@@ -24,13 +24,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from pyspark import RDD, StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 
+from spark_ap.engines import Finished, RunFacts
 from spark_ap.engines.blocks import exchange as exchanges
 from spark_ap.engines.blocks import finish, pack
 from spark_ap.engines.blocks.kernel import NO_COUNTS, Top, add_counts, start_columns
 from spark_ap.engines.blocks.storage import Part, Sources, forget
 from spark_ap.engines.lineage import release
+from spark_ap.engines.rules import EDGE_STATE
 from spark_ap.errors import DuplicateEdgeError, InvalidParamError
 
 log = logging.getLogger("spark_ap")
@@ -51,55 +53,57 @@ class Blocks:
 class BlockEngine:
     """Runs iterations on :class:`Blocks`; see the module docstring."""
 
+    name = "blocks"
     sorts_edges = True  # start sorts each chunk's edges by (src, dst)
     on_driver = False
 
-    def __init__(self, spark: SparkSession, damping: float, exchange: str = "auto") -> None:
+    def __init__(self, facts: RunFacts) -> None:
         try:
-            self.sc = spark.sparkContext
+            self.sc = facts.spark.sparkContext
         except Exception as error:  # Spark Connect has no SparkContext
             raise InvalidParamError(
                 "engine='blocks' needs a classic SparkSession (it works on RDDs and broadcasts); "
                 "use engine='graphframes' with Spark Connect."
             ) from error
-        self.spark = spark
-        self.damping = damping
-        self.wanted = exchange
+        self.spark = facts.spark
+        self.damping = facts.damping
+        self.wanted = facts.exchange
+        self.graph = facts.graph  # src, dst, similarity: the chunks leave it out
+        self.vertices = facts.vertices
         self.layout: pack.Layout | None = None  # learnt at the first start, reused by later ones
         self.exchange = None
-        self.similarity: DataFrame | None = None  # src, dst, similarity: the chunks leave it out
-        self._copied: DataFrame | None = None  # the copy of it made here, if any
+        self.similarity: DataFrame | None = None  # the graph, or after a restart a copy from the save
+        self._copied: DataFrame | None = None  # that copy, if any
         self.run = ""  # names this start's files in the executors
         self.largest_task_values = 0  # the most per-source values a task held (its sources, or n)
 
-    def start(
-        self,
-        state: DataFrame,
-        graph: DataFrame | None = None,
-        *,
-        initial: bool = False,
-        vertices: DataFrame | None = None,
-    ) -> Blocks:
-        """Partitions of chunks from an edge-state DataFrame (``src, dst, similarity, s, r, a, e, run, changed``).
+    def start(self, state: DataFrame, *, initial: bool = False) -> Blocks:
+        """Partitions of chunks from an edge-state DataFrame (:data:`~spark_ap.engines.rules.EDGE_STATE`).
 
-        ``graph`` (``src, dst, similarity``, held for the run) supplies the
-        similarities when the state is turned back into rows; without it they
-        are copied from ``state`` into executor storage, since ``state`` may be
-        a save that a newer one replaces. ``initial``: ``state`` is before the
-        first iteration, so only its ``src, dst, s`` are read. ``vertices``
-        (``id, into``) saves counting the vertices and edges.
+        The run's graph supplies the similarities when the state is turned back
+        into rows. ``initial``: ``state`` is before the first iteration, so only
+        its ``src, dst, s`` are read.
 
         Raises
         ------
         DuplicateEdgeError
             A (src, dst) pair occurs more than once (found as each chunk is sorted).
         """
+        return self._start(state, self.graph, initial)
+
+    def restart(self, state: DataFrame) -> Blocks:
+        """As :meth:`start`, from a save after a failure: the graph's cached blocks may be lost with
+        the executor (its lineage holds local checkpoints), so the similarities are copied from
+        ``state`` into executor storage, since ``state`` may be a save that a newer one replaces."""
+        return self._start(state, None, False)
+
+    def _start(self, state: DataFrame, graph: DataFrame | None, initial: bool) -> Blocks:
         # Read from ``state`` every time: after a failure, what an earlier start
         # kept in executor storage may be gone.
         if self._copied is not None:
             release(self._copied)
         if self.layout is None:
-            self.layout = pack.layout(state, vertices, self.partitions())
+            self.layout = pack.layout(state, self.vertices, self.partitions())
             self.exchange = self._exchange(self.layout)
             log.info(
                 "blocks engine: %d partitions of %d chunks, %s exchange",
@@ -123,7 +127,7 @@ class BlockEngine:
             repeated.value = []
         release(state)
         if found:
-            self.release(blocks, last=True)
+            self._forget(blocks)
             reports = [found[chunk] for chunk in sorted(found)]
             raise DuplicateEdgeError(sum(r[0] for r in reports), sum(r[1] for r in reports), reports[0][2])
         return blocks
@@ -168,46 +172,50 @@ class BlockEngine:
         return new, new.stats
 
     def edges(self, blocks: Blocks) -> DataFrame:
-        """The edge state ``src, dst, similarity, s, r, a, e, run, changed`` of ``blocks``."""
+        """The edge state of ``blocks`` (:data:`~spark_ap.engines.rules.EDGE_STATE`)."""
         rows = pack.unpack(self.spark, blocks.parts, self.layout.id_type)
-        rows = rows.join(self.similarity, ["src", "dst"])
-        return rows.select("src", "dst", "similarity", "s", "r", "a", "e", "run", "changed")
+        return rows.join(self.similarity, ["src", "dst"]).select(*EDGE_STATE)
 
     def saved(self, blocks: Blocks, saved: DataFrame) -> Blocks:
         """Go on with the parts after a save: they are what the save was written from."""
         return blocks
 
-    def release(self, blocks: Blocks, last: bool = False) -> None:
+    def release(self, blocks: Blocks) -> None:
         """Free the parts once the next ones are computed from them (their files go when the
-        iteration after the next one is written); ``last``: the run is over, remove every file.
+        iteration after the next one is written).
 
         What they deliver lives on in the next parts' RDD (which refers to it until
         it is released in turn); what they were computed from is done with.
         """
-        if last:
-            # Each partition's files are where its element is: the task removing them runs there.
-            try:
-                blocks.parts.foreachPartition(_forget(self.run))
-            except Exception as error:  # an executor lost since: Spark deletes its files as it stops
-                log.warning("could not remove the chunks' files (%s); Spark removes them with its executors", error)
-            self.exchange.release(blocks.delivery)
         blocks.parts.unpersist(blocking=False)
         self.exchange.release(blocks.made_with)
 
-    def assign(self, blocks: Blocks) -> tuple[DataFrame, bool]:
-        """The labels ``id, cluster, exemplar`` of ``blocks`` and whether any vertex decided to be an
-        exemplar, computed where the chunks are (:mod:`~spark_ap.engines.blocks.finish`)."""
-        return finish.labels(self.spark, blocks.parts, self.exchange, self.layout.id_type)
+    def _forget(self, blocks: Blocks) -> None:
+        """The run is over: remove every chunk file and free the parts and what they hold."""
+        # Each partition's files are where its element is: the task removing them runs there.
+        try:
+            blocks.parts.foreachPartition(_forget(self.run))
+        except Exception as error:  # an executor lost since: Spark deletes its files as it stops
+            log.warning("could not remove the chunks' files (%s); Spark removes them with its executors", error)
+        self.exchange.release(blocks.delivery)
+        self.release(blocks)
 
-    def similarities(self) -> DataFrame:
-        """The similarities the chunks leave out (the graph, or after a recovery their copy)."""
-        return self.similarity
+    def finish(self, blocks: Blocks) -> Finished:
+        """The labels, computed where the chunks are (:mod:`~spark_ap.engines.blocks.finish`), and
+        the edge state read from the chunks whenever it is read: most runs never read it, and rows
+        take about three times the chunks' memory. The chunks stay in executor storage, and the
+        similarities they leave out in Spark's cache, until ``free()``."""
+        labels, found = finish.labels(self.spark, blocks.parts, self.exchange, self.layout.id_type)
+        if self.similarity is not self.graph:  # a restart copied them from a save
+            self.graph.unpersist()
 
-    def final(self, blocks: Blocks) -> DataFrame:
-        """The edge state after the last iteration, read from the chunks whenever it is read (they
-        stay in executor storage until :meth:`release`): most runs never read it, and rows
-        take about three times the chunks' memory."""
-        return self.edges(blocks)
+        def free() -> None:
+            self._forget(blocks)
+            self.similarity.unpersist()
+            if self._copied is not None:
+                release(self._copied)
+
+        return Finished(self.edges(blocks), labels, found, self.similarity, free)
 
 
 def _stepped(wire, damping: float) -> Callable[[tuple[Part, object]], Part]:
