@@ -4,7 +4,7 @@
     python scripts/compare_graphframes.py --base main --points 16000 --iterations 4 --rounds 3
 
 The other revision's ``spark_ap/engines/graphframes.py`` (with its
-``spark_ap/engines/lineage.py``; ``spark_ap/lib/`` before them) is loaded beside this checkout's; both start
+``spark_ap/lineage.py``; ``spark_ap/lib/`` before them) is loaded beside this checkout's; both start
 from the same initial edge state of the k-NN graph ``scripts/benchmark.py``
 builds, on one local session. A warm-up round runs both, then each round runs
 both again, alternating which runs first (the JVM keeps getting faster for
@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 # Where the engine and its lineage helpers are, in this layout and in the one before it.
 LAYOUTS = (
-    {"checkpoints": "spark_ap/engines/lineage.py", "graphframes": "spark_ap/engines/graphframes.py"},
+    {"checkpoints": "spark_ap/lineage.py", "graphframes": "spark_ap/engines/graphframes.py"},
     {"checkpoints": "spark_ap/lib/checkpoints.py", "graphframes": "spark_ap/lib/graphframes.py"},
 )
 
@@ -56,7 +56,7 @@ def engine_at(revision: str) -> type:
     for name in ("checkpoints", "graphframes"):
         source = sources[name]
         # The engine imports this revision's checkpoint helpers, registered under their own name.
-        for helpers in ("spark_ap.engines.lineage", "spark_ap.lib.checkpoints"):
+        for helpers in ("spark_ap.lineage", "spark_ap.lib.checkpoints"):
             source = source.replace(f"from {helpers} import", "from base_checkpoints import")
         module = types.ModuleType(f"base_{name}")
         sys.modules[module.__name__] = module
@@ -76,7 +76,7 @@ def build(engine_class: type, spark, graph):
 
 def run(engine_class: type, spark, state, iterations: int) -> tuple[float, np.ndarray, list[dict]]:
     """Median seconds per iteration (from the second), the final (src, dst, r, a) sorted, the counts."""
-    from spark_ap.engines.lineage import release
+    from spark_ap.lineage import release
 
     engine = build(engine_class, spark, state.select("src", "dst", "similarity"))
     current = engine.start(state, initial=True)
@@ -105,7 +105,7 @@ def main() -> None:
     from benchmark import bench_session, knn_graph, with_preferences
 
     from spark_ap.engines.graphframes import GraphFramesEngine
-    from spark_ap.engines.lineage import materialize
+    from spark_ap.lineage import materialize
     from spark_ap.run.loop import Settings, initial_state
 
     engines = {"base": engine_at(args.base), "this checkout": GraphFramesEngine}

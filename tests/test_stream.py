@@ -16,7 +16,8 @@ from sklearn.datasets import make_blobs
 
 from spark_ap import AffinityPropagationModel, MultiLevelAffinityPropagation
 from spark_ap.app.pipeline import publish_latest
-from spark_ap.app.stream import MAX_DEAD_VALUE, ModelSource, _Loaded, assign_records, parse_point
+from spark_ap.app.stream.models import ModelSource
+from spark_ap.app.stream.records import MAX_DEAD_VALUE, _Loaded, assign_records, parse_point
 from spark_ap.session import KAFKA_PACKAGE, submit_arguments
 from tests.conftest import BIN, ROOT, feature_frame
 from tests.support.kafka import KafkaBroker, _cluster_id

@@ -7,7 +7,6 @@ Installed as the ``spark-ap`` command; under ``spark-submit`` run
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import re
@@ -22,6 +21,7 @@ from pyspark.sql import types as T
 
 from spark_ap.app.config import SECTIONS, read_config
 from spark_ap.app.export import STATE, export_run, output_status, redact, redact_text
+from spark_ap.app.preflight import check_edge_columns, check_input
 from spark_ap.errors import InvalidInputError, InvalidParamError, SparkAPError, reason
 from spark_ap.estimators.affinity import OPERATIONAL_PARAMS, AffinityPropagation
 from spark_ap.multilevel import MultiLevelAffinityPropagation
@@ -130,66 +130,6 @@ def settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return merged
 
 
-def check_input(path: str, fmt: str | None = None) -> None:
-    """Refuse a local input that is missing, or a file that is neither CSV nor Parquet, before Spark starts.
-
-    Remote URIs (``hdfs://``, ``s3a://``, ...) are left to Spark to read and report.
-    """
-    if not path.strip():
-        # Path("") is the current folder, which exists: refuse it before Spark does, less clearly.
-        raise InvalidInputError("The input path (--input) is empty; give a CSV or Parquet file or folder")
-    if "://" in path:
-        return
-    p = Path(path)
-    if not p.exists():
-        raise InvalidInputError(f"The input {path} does not exist")
-    if fmt is None and p.is_file() and p.suffix not in (".csv", ".parquet"):
-        raise InvalidInputError(
-            f"The input {path} must be a .csv or .parquet file or a Parquet folder (or give --format)"
-        )
-
-
-def local_columns(path: str, fmt: str | None = None) -> list[str] | None:
-    """The column names of a local CSV file (its header) or Parquet file or folder; None when unknown."""
-    p = Path(path)
-    fmt = fmt or ("csv" if path.endswith(".csv") else "parquet")
-    try:
-        if fmt == "csv" and p.is_file():
-            with p.open(newline="") as lines:
-                return next(csv.reader(lines), [])
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            files = [p] if p.is_file() else sorted(p.rglob("*.parquet"))
-            return list(pq.read_schema(files[0]).names) if files else None
-    except (OSError, UnicodeDecodeError, ValueError):
-        pass  # unreadable here: Spark reads it and says why
-    return None
-
-
-def check_edge_columns(path: str, fmt: str | None, columns: list[str]) -> None:
-    """Before Spark starts: an edge input must have its id and similarity columns.
-
-    A table with an ``id`` column instead is a feature table given without ``--kind features``.
-    """
-    if "://" in path:
-        return
-    found = local_columns(path, fmt)
-    missing = [c for c in columns if found is not None and c not in found]
-    if not missing:
-        return
-    flags = dict(zip(columns, ("--src-col", "--dst-col", "--weight-col"), strict=True))
-    if "id" in found:
-        raise InvalidInputError(
-            f"The input {path} has columns {found} and no {missing}: this looks like a feature table: add "
-            "--kind features"
-        )
-    raise InvalidInputError(
-        f"The input {path} has no column(s) {missing} (it has {found}); name its columns with "
-        + ", ".join(flags[c] for c in missing)
-    )
-
-
 def edge_columns(conf: dict[str, dict[str, Any]]) -> dict[str, str]:
     """srcCol, dstCol, weightCol as configured for an edge input (a feature input makes src, dst, similarity)."""
     inp = conf["input"]
@@ -234,7 +174,7 @@ def check_paths(args: argparse.Namespace, params: dict[str, Any]) -> bool:
     Returns True when ``--skip-existing`` is given and the output folder holds
     this very run, finished (same params and input), so there is nothing to do.
     """
-    check_input(args.input, args.format)
+    check_input(args.input, params["kind"], args.format)
     if not args.output.strip():
         raise InvalidInputError("The output folder (--output) is empty; give the folder the run writes")
     if params["kind"] == "edges":
@@ -298,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["stream"]:
-        from spark_ap.app import stream
+        from spark_ap.app.stream import job as stream
 
         return stream.main(argv[1:])
     args = parser().parse_args(argv)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from spark_ap.app.config import read_config
 from spark_ap.errors import InvalidInputError, InvalidParamError
-from spark_ap.params import INPUT_KINDS, SPECS
+from spark_ap.params import SPECS
 from spark_ap.session import graphframes_conf, logging_conf
 
 log = logging.getLogger("spark_ap")
@@ -86,15 +86,6 @@ def render_dates(params: dict, context: dict) -> dict:
         if not rendered[name].strip():
             raise InvalidInputError(f"{name}: the template {params[name]!r} renders to an empty path")
     return rendered
-
-
-def check_input(path: str, kind: str) -> None:
-    """Fail fast on an input that is missing or of an unknown kind, before Spark starts."""
-    if kind not in INPUT_KINDS:
-        raise InvalidInputError(f"kind must be 'edges' or 'features'; got {kind!r}")
-    from spark_ap.app.job import check_input as check_path
-
-    check_path(path)
 
 
 def job_arguments(params: dict, date: datetime) -> dict:

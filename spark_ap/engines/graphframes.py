@@ -36,7 +36,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from spark_ap.engines import Finished, RunFacts, assign
-from spark_ap.engines.lineage import INF, materialize_observing, release, save_reliably
+from spark_ap.lineage import INF, materialize_observing, release, save_reliably
 from spark_ap.session import require_graphframes
 
 log = logging.getLogger("spark_ap")

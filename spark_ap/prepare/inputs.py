@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 
-from spark_ap.engines.lineage import release
 from spark_ap.errors import ColumnTypeError
+from spark_ap.lineage import release
 from spark_ap.prepare.preference import add_self_edges, vertex_table
 from spark_ap.prepare.validation import id_type, require_columns, validate_edges, validate_vertices
 

@@ -23,8 +23,8 @@ from pyspark.sql import functions as F
 
 from spark_ap.engines import Engine
 from spark_ap.engines.blocks.storage import ChunkLostError
-from spark_ap.engines.lineage import materialize, release
 from spark_ap.errors import InvalidParamError, reason
+from spark_ap.lineage import materialize, release
 from spark_ap.prepare.noise import sklearn_normals, standard_normal, with_noise
 from spark_ap.run.state import Saved, StateStore
 

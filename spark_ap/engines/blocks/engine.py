@@ -31,9 +31,9 @@ from spark_ap.engines.blocks import exchange as exchanges
 from spark_ap.engines.blocks import finish, pack
 from spark_ap.engines.blocks.kernel import NO_COUNTS, Top, add_counts, start_columns
 from spark_ap.engines.blocks.storage import Part, Sources, forget
-from spark_ap.engines.lineage import release
 from spark_ap.engines.rules import EDGE_STATE
 from spark_ap.errors import DuplicateEdgeError, InvalidParamError
+from spark_ap.lineage import release
 
 log = logging.getLogger("spark_ap")
 

@@ -1,7 +1,7 @@
-"""Lineage and storage helpers that the loop and the engines share.
+"""Lineage and storage helpers the whole library shares: cut a DataFrame's plan, free its blocks.
 
-Kept apart from :mod:`spark_ap.run.loop`, which builds the engines, so that
-the engines can use them without importing the loop.
+At the bottom of the layout (it imports only pyspark), so that the preparation,
+the engines, the loop and the estimators use one copy.
 """
 
 from __future__ import annotations
