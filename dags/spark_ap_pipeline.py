@@ -32,7 +32,6 @@ from airflow.sdk import Asset, Param, dag, task
 
 from spark_ap.app.pipeline import (
     asset_extra,
-    check_input,
     dag_settings,
     job_arguments,
     publish_latest,
@@ -41,6 +40,7 @@ from spark_ap.app.pipeline import (
     run_date,
     submit_options,
 )
+from spark_ap.app.preflight import check_input
 from spark_ap.params import INPUT_KINDS, dag_params
 
 # The spark-ap checkout or installation that holds the job script, the settings

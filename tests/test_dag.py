@@ -14,7 +14,8 @@ from sklearn.datasets import make_blobs
 
 from spark_ap import AffinityPropagation, InvalidInputError, edges_from_features
 from spark_ap.app.job import main as job_main
-from spark_ap.app.pipeline import check_input, job_arguments, run_folder
+from spark_ap.app.pipeline import job_arguments, run_folder
+from spark_ap.app.preflight import check_input
 from spark_ap.params import dag_params
 from tests.conftest import BIN, ROOT, assignment_rows, png_size, written_rows
 
