@@ -89,25 +89,8 @@ def export_run(
     staging = final / f".staging-{uuid.uuid4().hex[:8]}"
     try:
         staging.mkdir()
-        assignments = result.assignments.orderBy("id").toPandas()
-        assignments.to_parquet(staging / "assignments.parquet", index=False)
-        exemplars = result.exemplars.toPandas()
-        exemplars.to_csv(staging / "exemplars.csv", index=False)
-        result.history.to_csv(staging / "history.csv", index=False)
-        summary = {
-            "params": redact(params or {}),
-            "preference_value": result.preference,
-            "points": result.numVertices,
-            "edges": result.numEdges,
-            "clusters": int(len(exemplars)),
-            "iterations": result.numIterations,
-            "converged": result.converged,
-            "net_similarity": result.netSimilarity,
-            "resumed_from_iteration": result.resumedFrom,
-            **_levels(result, staging),
-            "timings_seconds": timings or {},
-            "versions": {"spark_ap": _version(), "pyspark": pyspark.__version__},
-        }
+        assignments, exemplars = _write_tables(result, staging)
+        summary = _summary(result, params, timings, len(exemplars), staging)
         (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if model is not None:
             model.write().save(str(staging / "model"))
@@ -116,13 +99,51 @@ def export_run(
             x, y = [c for c in points.columns if c != "id"]
             coordinates = points.rename(columns={x: "x", y: "y"})
             plot_clusters(coordinates.merge(assignments, on="id"), staging / "clusters.png", axes=(x, y))
-        # The summary goes last: its presence is what marks the run finished.
-        for name in sorted(p.name for p in staging.iterdir() if p.name != "summary.json"):
-            os.replace(staging / name, final / name)
-        os.replace(staging / "summary.json", final / "summary.json")
+        _publish(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final
+
+
+def _write_tables(result: AffinityPropagationResult | MultiLevelResult, staging: Path) -> tuple[pd.DataFrame, ...]:
+    """Write the assignments, exemplars and history to ``staging``; the first two, as written."""
+    assignments = result.assignments.orderBy("id").toPandas()
+    assignments.to_parquet(staging / "assignments.parquet", index=False)
+    exemplars = result.exemplars.toPandas()
+    exemplars.to_csv(staging / "exemplars.csv", index=False)
+    result.history.to_csv(staging / "history.csv", index=False)
+    return assignments, exemplars
+
+
+def _summary(
+    result: AffinityPropagationResult | MultiLevelResult,
+    params: dict | None,
+    timings: dict | None,
+    clusters: int,
+    staging: Path,
+) -> dict:
+    """``summary.json``'s content (a multi-level run's tables are written to ``staging`` on the way)."""
+    return {
+        "params": redact(params or {}),
+        "preference_value": result.preference,
+        "points": result.numVertices,
+        "edges": result.numEdges,
+        "clusters": int(clusters),
+        "iterations": result.numIterations,
+        "converged": result.converged,
+        "net_similarity": result.netSimilarity,
+        "resumed_from_iteration": result.resumedFrom,
+        **_levels(result, staging),
+        "timings_seconds": timings or {},
+        "versions": {"spark_ap": _version(), "pyspark": pyspark.__version__},
+    }
+
+
+def _publish(staging: Path, final: Path) -> None:
+    """Move the staged files into ``final``; the summary goes last: its presence marks the run finished."""
+    for name in sorted(p.name for p in staging.iterdir() if p.name != "summary.json"):
+        os.replace(staging / name, final / name)
+    os.replace(staging / "summary.json", final / "summary.json")
 
 
 def _levels(result: AffinityPropagationResult | MultiLevelResult, staging: Path) -> dict:

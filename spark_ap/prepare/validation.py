@@ -88,6 +88,18 @@ def validate_edges(
     DuplicateEdgeError
         A (src, dst) pair occurs more than once and ``duplicates`` is "error".
     """
+    out = _edge_columns(edges, src, dst, weight)
+    _refuse_bad_edges(out, src, dst, weight)
+    if duplicates != "error":
+        combine = F.max if duplicates == "max" else F.mean
+        return out.groupBy("src", "dst").agg(combine("similarity").alias("similarity"))
+    if find_duplicates:
+        refuse_duplicates(out, src, dst)
+    return out
+
+
+def _edge_columns(edges: DataFrame, src: str, dst: str, weight: str) -> DataFrame:
+    """``src, dst, similarity`` of the edge table, ids as long or string, similarities as double."""
     require_columns(edges, [src, dst, weight], "The edge table")
     dtype = edges.schema[weight].dataType
     if not isinstance(dtype, _NUMERIC):
@@ -96,12 +108,15 @@ def validate_edges(
             "(cast it, e.g. F.col(weightCol).cast('double'), after checking the values parse)."
         )
     kind = id_type(edges, [src, dst], "The edge table")
-    out = edges.select(
+    return edges.select(
         F.col(src).cast(kind).alias("src"),
         F.col(dst).cast(kind).alias("dst"),
         F.col(weight).cast("double").alias("similarity"),
     )
 
+
+def _refuse_bad_edges(out: DataFrame, src: str, dst: str, weight: str) -> None:
+    """Refuse an empty edge table, null ids, and null, NaN or infinite similarities (one aggregate)."""
     s = F.col("similarity")
     bad_id = F.col("src").isNull() | F.col("dst").isNull()
     bad_s = s.isNull() | F.isnan(s) | (F.abs(s) == float("inf"))
@@ -122,13 +137,6 @@ def validate_edges(
             f"{counts['bad_s']} of {counts['rows']} edges have a null, NaN or infinite similarity in "
             f"'{weight}'; for example {_example(out, bad_s)}. Drop those edges to mean 'no similarity known'."
         )
-
-    if duplicates != "error":
-        combine = F.max if duplicates == "max" else F.mean
-        return out.groupBy("src", "dst").agg(combine("similarity").alias("similarity"))
-    if find_duplicates:
-        refuse_duplicates(out, src, dst)
-    return out
 
 
 def refuse_duplicates(edges: DataFrame, src: str = "src", dst: str = "dst") -> None:
@@ -200,22 +208,33 @@ def validate_features(features: DataFrame, id_col: str, features_col: str) -> Da
         Null or repeated ids; null vectors, or vectors holding null, NaN or
         infinite values; vectors of different lengths.
     """
+    require_columns(features, [id_col, features_col], "The feature table")
+    kind = id_type(features, [id_col], "The feature table")
+    x = _feature_array(features, features_col)
+    out = features.select(F.col(id_col).cast(kind).alias("id"), x.cast("array<double>").alias("x"))
+    _refuse_bad_features(out, id_col, features_col)
+    return out
+
+
+def _feature_array(features: DataFrame, features_col: str) -> Column:
+    """The feature column as an array of numbers (an ML vector converted)."""
     from pyspark.ml.functions import vector_to_array
     from pyspark.ml.linalg import VectorUDT
 
-    require_columns(features, [id_col, features_col], "The feature table")
-    kind = id_type(features, [id_col], "The feature table")
-    col = F.col(features_col)
     dtype = features.schema[features_col].dataType
     if isinstance(dtype, VectorUDT):
-        col = vector_to_array(col)
-    elif not (isinstance(dtype, T.ArrayType) and isinstance(dtype.elementType, _NUMERIC)):
+        return vector_to_array(F.col(features_col))
+    if not (isinstance(dtype, T.ArrayType) and isinstance(dtype.elementType, _NUMERIC)):
         raise ColumnTypeError(
             f"The feature column '{features_col}' has type {dtype.simpleString()}; "
             "it must be an array of numbers or an ML vector."
         )
-    out = features.select(F.col(id_col).cast(kind).alias("id"), col.cast("array<double>").alias("x"))
+    return F.col(features_col)
 
+
+def _refuse_bad_features(out: DataFrame, id_col: str, features_col: str) -> None:
+    """Refuse fewer than 2 rows, null or repeated ids, null vectors or values, and ragged vectors
+    of the (id, x) table ``out`` (one aggregate, then a pass for an example of what is wrong)."""
     x = F.col("x")
     bad_value = F.exists(x, lambda v: v.isNull() | F.isnan(v) | (F.abs(v) == float("inf")))
     checks = out.agg(
@@ -255,7 +274,6 @@ def validate_features(features: DataFrame, id_col: str, features_col: str) -> Da
             f"{ragged} of {rows} feature rows in '{features_col}' do not have the {common} values most rows "
             f"have; for example {_example(out, F.size(x) != common)}."
         )
-    return out
 
 
 def refuse_zero_vectors(points: DataFrame) -> None:

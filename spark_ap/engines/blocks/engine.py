@@ -206,14 +206,15 @@ class BlockEngine:
         take about three times the chunks' memory. The chunks stay in executor storage, and the
         similarities they leave out in Spark's cache, until ``free()``."""
         labels, found = finish.labels(self.spark, blocks.parts, self.exchange, self.layout.id_type)
-        if self.similarity is not self.graph:  # a restart copied them from a save
+        if self._copied is not None:  # a restart copied the similarities from a save: the graph is done with
             self.graph.unpersist()
 
         def free() -> None:
             self._forget(blocks)
-            self.similarity.unpersist()
             if self._copied is not None:
                 release(self._copied)
+            else:
+                self.graph.unpersist()
 
         return Finished(self.edges(blocks), labels, found, self.similarity, free)
 
