@@ -52,9 +52,9 @@ def test_a_rerun_resumes_from_the_newest_save(blobs, uninterrupted, tmp_path):
     first = AffinityPropagation(**PARAMS, stateDir=str(tmp_path), checkpointInterval=5).run(blobs)
     assert first.resumedFrom is None
     assert outcome(first) == outcome(uninterrupted)
-    # Only the newest save is kept: the last multiple of 5.
+    # The two newest saves are kept: the last two multiples of 5.
     last = uninterrupted.numIterations // 5 * 5
-    assert saves(tmp_path) == [last] and 0 < last < uninterrupted.numIterations
+    assert saves(tmp_path) == [last - 5, last] and 0 < last < uninterrupted.numIterations
 
     again = AffinityPropagation(**PARAMS, stateDir=str(tmp_path), checkpointInterval=5).run(blobs)
     assert again.resumedFrom == last
@@ -64,7 +64,7 @@ def test_a_rerun_resumes_from_the_newest_save(blobs, uninterrupted, tmp_path):
 def test_a_save_of_the_last_iteration_resumes_to_the_same_end(blobs, uninterrupted, tmp_path):
     # Saves at 0 and at the last iteration only.
     AffinityPropagation(**PARAMS, stateDir=str(tmp_path), checkpointInterval=uninterrupted.numIterations).run(blobs)
-    assert saves(tmp_path) == [uninterrupted.numIterations]
+    assert saves(tmp_path) == [0, uninterrupted.numIterations]
     again = AffinityPropagation(**PARAMS, stateDir=str(tmp_path), checkpointInterval=3).run(blobs)
     assert again.resumedFrom == uninterrupted.numIterations
     assert outcome(again) == outcome(uninterrupted)
@@ -78,7 +78,7 @@ def test_a_save_of_another_run_is_refused(spark, blobs, tmp_path):
     changed = blobs.withColumn("similarity", blobs["similarity"] - (blobs["src"] == 7).cast("double"))
     with pytest.raises(StateMismatchError, match=r"input\.checksum"):
         AffinityPropagation(**PARAMS, stateDir=str(tmp_path), maxIter=3).run(changed)
-    assert saves(tmp_path) == [2]  # refused without touching the save
+    assert saves(tmp_path) == [0, 2]  # refused without touching the saves
 
 
 @pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")  # one iteration

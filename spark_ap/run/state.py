@@ -5,7 +5,15 @@ as Parquet plus ``_spark_ap_state.json`` with the iteration number, the history
 so far, the last iteration's convergence counts and the run's identity (its
 params and a fingerprint of its input graph). It is written under a temporary
 name and renamed when complete, so a kill at any moment leaves either the
-previous save or the new one, never half of one. Only the newest save is kept.
+previous save or the new one, never half of one. The two newest saves are kept.
+
+A save that lies is caught before it is used: the JSON file carries the
+SHA-256 of its own content and the size and SHA-256 of every Parquet part
+file (hashed by the executors, where the files are). A save whose JSON does
+not parse or match its hash, whose part files are missing, truncated, changed
+or joined by others, or whose JSON belongs to another save, is set aside
+(renamed ``damaged-iteration-...``) with a warning naming the file, and the run
+goes on from the save before it, or from the start: never from a wrong state.
 
 Everything goes through Hadoop's FileSystem API, so the directory may be local
 (for ``local[*]`` or a one-machine cluster) or on HDFS, S3 and the like (needed
@@ -14,6 +22,7 @@ when executors on several machines write the Parquet files).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -29,8 +38,15 @@ from spark_ap.errors import StateMismatchError
 log = logging.getLogger("spark_ap")
 
 META = "_spark_ap_state.json"
+KEPT = 2  # saves kept: the newest, and the one before it in case the newest is damaged
 _NESTED = re.compile(r"(level|attempt)-\d+")
 _SAVE = re.compile(r"iteration-(\d{6,})")
+_DAMAGED = "damaged-"  # a save set aside
+_PARTIAL = "partial-"  # a save being written
+
+
+class DamagedSaveError(Exception):
+    """A save whose files do not match what was written; the message names the file."""
 
 
 @dataclass
@@ -88,38 +104,77 @@ class StateStore:
         finally:
             stream.close()
 
-    def check(self) -> int | None:
-        """The iteration of the newest save, or None; raise if it belongs to another run.
+    def load(self) -> Saved | None:
+        """The newest intact save of this run, or None when there is none; damaged saves are set aside.
 
         Raises
         ------
         StateMismatchError
-            The newest save was made with other params or another input.
+            The newest intact save was made with other params or another input.
         """
-        saves = self._saves()
-        if not saves:
-            return None
-        iteration, name = saves[-1]
-        saved = self._meta(name)["identity"]
-        if saved != self.identity:
-            raise StateMismatchError(
-                f"The state in {self.path} (saved at iteration {iteration}) belongs to another run: "
-                f"{_differences(saved, self.identity)}. Delete that folder, point the run at another "
-                "one, or start fresh (spark-ap --restart)."
+        for iteration, name in reversed(self._saves()):
+            try:
+                meta = self._verified(name, iteration)
+            except DamagedSaveError as error:
+                self._set_aside(name, error)
+                continue
+            if meta["identity"] != self.identity:
+                raise StateMismatchError(
+                    f"The state in {self.path} (saved at iteration {iteration}) belongs to another run: "
+                    f"{_differences(meta['identity'], self.identity)}. Delete that folder, point the run at "
+                    "another one, or start fresh (spark-ap --restart)."
+                )
+            return Saved(
+                iteration=meta["iteration"],
+                history=[tuple(row) for row in meta["history"]],
+                last=meta["last"],
+                state=self.spark.read.parquet(self._uri(name)),
             )
-        return iteration
+        return None
 
-    def load(self) -> Saved | None:
-        """The newest save of this run, or None when there is none."""
-        if self.check() is None:
-            return None
-        _, name = self._saves()[-1]
-        meta = self._meta(name)
-        return Saved(
-            iteration=meta["iteration"],
-            history=[tuple(row) for row in meta["history"]],
-            last=meta["last"],
-            state=self.spark.read.parquet(self._uri(name)),
+    def _verified(self, name: str, iteration: int) -> dict:
+        """The save ``name``'s JSON, once it and every part file are what was written."""
+        meta_file = f"{self._uri(name)}/{META}"
+        try:
+            meta = self._meta(name)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise DamagedSaveError(f"{meta_file} is not readable JSON ({error})") from None
+        if not isinstance(meta, dict) or meta.pop("sha256", None) != _sha256_json(meta):
+            raise DamagedSaveError(f"{meta_file} does not match its checksum (changed, or written without one)")
+        if meta.get("iteration") != iteration:
+            raise DamagedSaveError(f"{meta_file} describes iteration {meta.get('iteration')}, not {iteration}")
+        written, found = meta["files"], self._digest(self._uri(name))
+        for part in sorted(set(written) | set(found)):
+            if part not in found:
+                raise DamagedSaveError(f"{self._uri(name)}/{part} is missing")
+            if part not in written:
+                raise DamagedSaveError(f"{self._uri(name)}/{part} was not part of the save")
+            if found[part] != written[part]:
+                size, saved_size = found[part][0], written[part][0]
+                how = f"{size} bytes, {saved_size} when saved" if size != saved_size else "its content changed"
+                raise DamagedSaveError(f"{self._uri(name)}/{part} is damaged: {how}")
+        return meta
+
+    def _digest(self, folder: str) -> dict[str, list]:
+        """``{part file: [size, sha256]}`` of the Parquet files in ``folder``, hashed where they are
+        (Hadoop's input formats skip the ``_`` and ``.`` files: the JSON, _SUCCESS, checksums)."""
+        try:
+            files = self.spark.sparkContext.binaryFiles(folder).map(_file_digest).collect()
+        except Exception as error:  # a folder the executors cannot read is as good as lost
+            raise DamagedSaveError(f"the part files of {folder} cannot be read ({error})") from None
+        return {path.rsplit("/", 1)[-1]: [size, sha] for path, size, sha in files}
+
+    def _set_aside(self, name: str, error: DamagedSaveError) -> None:
+        """Rename a damaged save out of the way (kept for inspection; :meth:`clear` deletes it)."""
+        aside = f"{_DAMAGED}{name}"
+        self._fs.delete(self._Path(self._uri(aside)), True)
+        self._fs.rename(self._Path(self._uri(name)), self._Path(self._uri(aside)))
+        log.warning(
+            "the saved state %s is damaged: %s; it is set aside as %s and the run goes on from the save "
+            "before it, if any, else from the start",
+            self._uri(name),
+            error,
+            aside,
         )
 
     def save(self, iteration: int, history: list, last: dict | None, state: DataFrame | pa.Table) -> DataFrame:
@@ -130,7 +185,8 @@ class StateStore:
         by Spark otherwise.
         """
         name = f"iteration-{iteration:06d}"
-        staging = self._uri(f"_tmp-{name}")
+        # Not named "_..." or ".": Hadoop's input formats (which hash the part files) skip such folders.
+        staging = self._uri(f"{_PARTIAL}{name}")
         self._fs.delete(self._Path(staging), True)  # the leftovers of a killed save
         if isinstance(state, pa.Table) and self._fs.getUri().getScheme() == "file":
             folder = Path(self._fs.makeQualified(self._Path(staging)).toUri().getPath())
@@ -139,7 +195,14 @@ class StateStore:
         else:
             frame = self.spark.createDataFrame(state) if isinstance(state, pa.Table) else state
             frame.write.parquet(staging)
-        meta = {"iteration": iteration, "history": history, "last": last, "identity": self.identity}
+        meta = {
+            "iteration": iteration,
+            "history": history,
+            "last": last,
+            "identity": self.identity,
+            "files": self._digest(staging),
+        }
+        meta["sha256"] = _sha256_json(meta)
         stream = self._fs.create(self._Path(staging, META), True)
         try:
             stream.write(bytearray(json.dumps(meta, indent=1).encode()))
@@ -147,7 +210,7 @@ class StateStore:
             stream.close()
         if not self._fs.rename(self._Path(staging), self._Path(self._uri(name))):
             raise OSError(f"Could not rename {staging} to {self._uri(name)}")
-        for _, older in self._saves()[:-1]:
+        for _, older in self._saves()[:-KEPT]:
             self._fs.delete(self._Path(self._uri(older)), True)
         log.info("saved the state of iteration %d in %s", iteration, self._uri(name))
         return self.spark.read.parquet(self._uri(name))
@@ -163,12 +226,23 @@ class StateStore:
             return
         for status in self._fs.listStatus(self._root):
             name = status.getPath().getName()
-            if _SAVE.fullmatch(name.removeprefix("_tmp-")):
+            if _SAVE.fullmatch(name.removeprefix(_PARTIAL).removeprefix(_DAMAGED)):
                 self._fs.delete(status.getPath(), True)
             elif status.isDirectory() and _NESTED.fullmatch(name):
                 StateStore(self.spark, self._uri(name), {}).clear()
         if len(self._fs.listStatus(self._root)) == 0:
             self._fs.delete(self._root, False)
+
+
+def _sha256_json(value: dict) -> str:
+    """The SHA-256 of ``value`` as canonical JSON (sorted keys), as written and as read back."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def _file_digest(item: tuple[str, bytes]) -> tuple[str, int, str]:
+    """(path, size, sha256) of one file as ``binaryFiles`` gives it; runs in an executor."""
+    path, content = item
+    return path, len(content), hashlib.sha256(content).hexdigest()
 
 
 def _differences(saved: dict, now: dict, prefix: str = "") -> str:

@@ -1,0 +1,119 @@
+"""Saves that lie are caught: a damaged save is set aside with a warning naming the file, and the run
+goes on from the save before it or from the start, to exactly the uninterrupted result."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import pytest
+from sklearn.datasets import make_blobs
+
+from spark_ap import AffinityPropagation, edges_from_matrix, similarity_matrix
+from tests.conftest import saves
+from tests.test_resume import PARAMS, outcome
+
+
+@pytest.fixture(scope="module")
+def blobs(spark):
+    X, _ = make_blobs(36, centers=3, random_state=5)
+    return edges_from_matrix(spark, similarity_matrix(X)).cache()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(blobs):
+    return AffinityPropagation(**PARAMS).run(blobs)
+
+
+def _parts(folder):
+    return sorted(p for p in folder.iterdir() if p.name.startswith("part-"))
+
+
+def truncate(save):
+    part = _parts(save)[0]
+    part.write_bytes(part.read_bytes()[:-100])
+    return part.name
+
+
+def flip_a_byte(save):
+    part = _parts(save)[0]
+    data = bytearray(part.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    part.write_bytes(bytes(data))
+    for crc in save.glob(f".{part.name}.crc"):  # Hadoop's own checksum would say it first
+        crc.unlink()
+    return part.name
+
+
+def remove_a_part(save):
+    part = _parts(save)[-1]
+    part.unlink()
+    return part.name
+
+
+def json_of_the_other_save(save):
+    # The newest save's JSON replaced by the older save's, itself intact: it names another iteration.
+    older = sorted(p for p in save.parent.glob("iteration-*") if p != save)[0]
+    shutil.copy(older / "_spark_ap_state.json", save / "_spark_ap_state.json")
+    return "_spark_ap_state.json"
+
+
+def edit_the_json(save):
+    meta = save / "_spark_ap_state.json"
+    data = json.loads(meta.read_text())
+    data["last"]["exemplars"] += 1
+    meta.write_text(json.dumps(data))
+    return "_spark_ap_state.json"
+
+
+@pytest.mark.parametrize("damage", [truncate, flip_a_byte, remove_a_part, json_of_the_other_save, edit_the_json])
+def test_a_damaged_newest_save_is_set_aside_and_the_run_resumes_from_the_one_before(
+    blobs, uninterrupted, tmp_path, caplog, damage
+):
+    # The blocks engine: Spark writes its saves, a part file per partition.
+    params = dict(**PARAMS, stateDir=str(tmp_path), checkpointInterval=5, engine="blocks")
+    AffinityPropagation(**params).run(blobs)
+    kept = saves(tmp_path)
+    last = uninterrupted.numIterations // 5 * 5
+    assert kept == [last - 5, last]  # the two newest saves
+
+    name = damage(tmp_path / f"iteration-{last:06d}")
+    with caplog.at_level(logging.WARNING, logger="spark_ap"):
+        again = AffinityPropagation(**params).run(blobs)
+
+    assert f"iteration-{last:06d}" in caplog.text and name in caplog.text and "damaged" in caplog.text
+    assert again.resumedFrom == last - 5
+    assert outcome(again) == outcome(uninterrupted)
+    assert (tmp_path / f"damaged-iteration-{last:06d}").is_dir()  # kept for inspection
+
+
+def test_with_every_save_damaged_the_run_starts_over(blobs, uninterrupted, tmp_path, caplog):
+    # The local engine: the driver writes its saves.
+    params = dict(**PARAMS, stateDir=str(tmp_path), checkpointInterval=5, engine="local")
+    AffinityPropagation(**params).run(blobs)
+    for iteration in saves(tmp_path):
+        flip_a_byte(tmp_path / f"iteration-{iteration:06d}")
+
+    with caplog.at_level(logging.WARNING, logger="spark_ap"):
+        again = AffinityPropagation(**params).run(blobs)
+
+    assert caplog.text.count("is damaged") == 2
+    assert again.resumedFrom is None
+    assert outcome(again) == outcome(uninterrupted)
+
+
+def test_a_save_from_a_version_without_checksums_is_not_trusted(blobs, uninterrupted, tmp_path, caplog):
+    params = dict(**PARAMS, stateDir=str(tmp_path), checkpointInterval=5, engine="local")
+    AffinityPropagation(**params).run(blobs)
+    for iteration in saves(tmp_path):
+        meta = tmp_path / f"iteration-{iteration:06d}" / "_spark_ap_state.json"
+        data = json.loads(meta.read_text())
+        del data["sha256"], data["files"]
+        meta.write_text(json.dumps(data))
+
+    with caplog.at_level(logging.WARNING, logger="spark_ap"):
+        again = AffinityPropagation(**params).run(blobs)
+
+    assert "does not match its checksum" in caplog.text
+    assert again.resumedFrom is None and outcome(again) == outcome(uninterrupted)
