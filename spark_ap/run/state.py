@@ -31,9 +31,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from py4j.protocol import Py4JError
 from pyspark.sql import DataFrame, SparkSession
 
-from spark_ap.errors import StateMismatchError
+from spark_ap.errors import StateMismatchError, reason
 
 log = logging.getLogger("spark_ap")
 
@@ -137,23 +138,40 @@ class StateStore:
         meta_file = f"{self._uri(name)}/{META}"
         try:
             meta = self._meta(name)
-        except (ValueError, UnicodeDecodeError) as error:
-            raise DamagedSaveError(f"{meta_file} is not readable JSON ({error})") from None
+        except (ValueError, UnicodeDecodeError, Py4JError) as error:  # Py4J: Hadoop's own checksum failed
+            raise DamagedSaveError(f"{meta_file} cannot be read ({reason(error)})") from None
         if not isinstance(meta, dict) or meta.pop("sha256", None) != _sha256_json(meta):
             raise DamagedSaveError(f"{meta_file} does not match its checksum (changed, or written without one)")
         if meta.get("iteration") != iteration:
             raise DamagedSaveError(f"{meta_file} describes iteration {meta.get('iteration')}, not {iteration}")
-        written, found = meta["files"], self._digest(self._uri(name))
+        written = meta["files"]
+        # Names and sizes first, from the listing (which names a missing or truncated file even where
+        # the file system's own checksum would fail the read), then every file's content.
+        listed = {part: [size] for part, size in self._listing(self._uri(name)).items()}
+        self._compare(name, written, listed)
+        self._compare(name, written, self._digest(self._uri(name)))
+        return meta
+
+    def _compare(self, name: str, written: dict[str, list], found: dict[str, list]) -> None:
+        """Raise :class:`DamagedSaveError` naming the first part file of ``name`` not as ``written``;
+        ``found`` holds each file's ``[size]`` or ``[size, sha256]``."""
         for part in sorted(set(written) | set(found)):
             if part not in found:
                 raise DamagedSaveError(f"{self._uri(name)}/{part} is missing")
             if part not in written:
                 raise DamagedSaveError(f"{self._uri(name)}/{part} was not part of the save")
-            if found[part] != written[part]:
+            if found[part] != written[part][: len(found[part])]:
                 size, saved_size = found[part][0], written[part][0]
                 how = f"{size} bytes, {saved_size} when saved" if size != saved_size else "its content changed"
                 raise DamagedSaveError(f"{self._uri(name)}/{part} is damaged: {how}")
-        return meta
+
+    def _listing(self, folder: str) -> dict[str, int]:
+        """``{part file: size}`` of ``folder``, without the ``_`` and ``.`` files, as Hadoop's input formats."""
+        return {
+            status.getPath().getName(): status.getLen()
+            for status in self._fs.listStatus(self._Path(folder))
+            if not status.getPath().getName().startswith(("_", "."))
+        }
 
     def _digest(self, folder: str) -> dict[str, list]:
         """``{part file: [size, sha256]}`` of the Parquet files in ``folder``, hashed where they are
@@ -161,7 +179,7 @@ class StateStore:
         try:
             files = self.spark.sparkContext.binaryFiles(folder).map(_file_digest).collect()
         except Exception as error:  # a folder the executors cannot read is as good as lost
-            raise DamagedSaveError(f"the part files of {folder} cannot be read ({error})") from None
+            raise DamagedSaveError(f"the part files of {folder} cannot be read ({reason(error)})") from None
         return {path.rsplit("/", 1)[-1]: [size, sha] for path, size, sha in files}
 
     def _set_aside(self, name: str, error: DamagedSaveError) -> None:
