@@ -104,6 +104,8 @@ def _tamper(folder, how: str) -> None:
     import shutil
 
     (part,) = (folder / "metadata").glob("part-*")
+    # As a model written without checksums (by an older spark-ap) is: the reader's own checks follow.
+    (folder / "checksums.json").unlink()
     if how == "metric":
         metadata = json.loads(part.read_text())
         metadata["paramMap"]["metric"] = "manhattan"
@@ -142,6 +144,23 @@ def test_a_damaged_model_folder_is_refused_naming_what_is_wrong(saved_model, tmp
     with pytest.raises(InvalidInputError) as refused:
         AffinityPropagationModel.load(str(tmp_path / "model"))
     assert message in str(refused.value) and str(tmp_path / "model") in str(refused.value)
+
+
+@pytest.mark.parametrize("how", ["metric", "no metadata part", "no data", "truncated metadata", "no exemplars"])
+def test_a_model_folder_that_is_not_as_written_is_refused_by_its_checksums(saved_model, tmp_path, how):
+    import json
+    import shutil
+
+    from spark_ap import InvalidInputError
+
+    shutil.copytree(saved_model, tmp_path / "model")
+    listed = (tmp_path / "model" / "checksums.json").read_text()
+    _tamper(tmp_path / "model", how)
+    (tmp_path / "model" / "checksums.json").write_text(listed)
+    with pytest.raises(InvalidInputError, match="is damaged: ") as refused:
+        AffinityPropagationModel.load(str(tmp_path / "model"))
+    named = [name for name in json.loads(listed)["files"] if name in str(refused.value)]
+    assert named, str(refused.value)  # the message names the file
 
 
 @pytest.mark.parametrize(

@@ -61,6 +61,27 @@ def test_skip_existing_refuses_a_folder_holding_another_run(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
 
 
+def test_skip_existing_reruns_a_finished_run_whose_files_are_damaged(spark, tmp_path, caplog):
+    import logging
+
+    import pandas as pd
+
+    out = tmp_path / "run"
+    args = ["--input", _edges(tmp_path), "--output", str(out), "--preference", "-2", "--skip-existing"]
+    assert main(args) == 0
+    written = pd.read_parquet(out / "assignments.parquet")
+    assert main(args) == 0  # intact: nothing to do
+    assert not list(out.glob(".damaged-*"))
+
+    (out / "assignments.parquet").write_bytes((out / "assignments.parquet").read_bytes()[:-20])
+    with caplog.at_level(logging.WARNING, logger="spark_ap"):
+        assert main(args) == 0
+    assert "assignments.parquet is damaged" in caplog.text
+    (aside,) = out.glob(".damaged-*")  # nothing lost
+    assert (aside / "summary.json").is_file() and (aside / "assignments.parquet").is_file()
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "assignments.parquet"), written)
+
+
 def test_latest_points_at_a_finished_run_and_is_replaced_atomically(tmp_path):
     from spark_ap.app.pipeline import publish_latest
 

@@ -12,12 +12,14 @@ import json
 import os
 import re
 import shutil
+import time
 import uuid
 from pathlib import Path
 
 import pandas as pd
 import pyspark
 
+from spark_ap.checksums import first_difference, local_digests
 from spark_ap.errors import InvalidInputError
 from spark_ap.estimators.affinity import AffinityPropagationResult
 from spark_ap.estimators.model import AffinityPropagationModel
@@ -91,7 +93,6 @@ def export_run(
         staging.mkdir()
         assignments, exemplars = _write_tables(result, staging)
         summary = _summary(result, params, timings, len(exemplars), staging)
-        (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if model is not None:
             model.write().save(str(staging / "model"))
         plot_convergence(result.history, staging / "convergence.png", converged=result.converged)
@@ -99,10 +100,38 @@ def export_run(
             x, y = [c for c in points.columns if c != "id"]
             coordinates = points.rename(columns={x: "x", y: "y"})
             plot_clusters(coordinates.merge(assignments, on="id"), staging / "clusters.png", axes=(x, y))
+        # What --skip-existing checks before it trusts the folder (see damaged_files).
+        summary["files"] = local_digests(staging)
+        (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         _publish(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final
+
+
+def damaged_files(path: str | os.PathLike) -> str | None:
+    """What is wrong with the files of the finished run folder ``path`` (one named), or None when
+    they are those its summary lists; a summary that lists none (an older spark-ap's) is trusted."""
+    folder = Path(path)
+    try:
+        written = json.loads((folder / "summary.json").read_text()).get("files")
+    except (OSError, ValueError) as error:
+        return f"{folder / 'summary.json'} cannot be read ({error})"
+    if written is None:
+        return None
+    return first_difference(written, local_digests(folder, leave_out=("summary.json", STATE)), str(folder))
+
+
+def set_aside(path: str | os.PathLike) -> Path:
+    """Move the files of the run folder ``path`` (its saved state stays) into a hidden folder in it,
+    which leaves an unfinished run folder; return that folder."""
+    folder = Path(path)
+    aside = folder / f".damaged-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    aside.mkdir()
+    for entry in sorted(folder.iterdir()):
+        if entry.name != STATE and not entry.name.startswith("."):
+            os.replace(entry, aside / entry.name)
+    return aside
 
 
 def _write_tables(result: AffinityPropagationResult | MultiLevelResult, staging: Path) -> tuple[pd.DataFrame, ...]:

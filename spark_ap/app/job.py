@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_ap.app.config import SECTIONS, read_config
-from spark_ap.app.export import STATE, export_run, output_status, redact, redact_text
+from spark_ap.app.export import STATE, damaged_files, export_run, output_status, redact, redact_text, set_aside
 from spark_ap.app.preflight import check_edge_columns, check_input
 from spark_ap.errors import InvalidInputError, InvalidParamError, SparkAPError, reason
 from spark_ap.estimators.affinity import OPERATIONAL_PARAMS, AffinityPropagation
@@ -185,7 +185,17 @@ def check_paths(args: argparse.Namespace, params: dict[str, Any]) -> bool:
             raise InvalidInputError(f"The output folder {args.output} already holds a finished run; choose a new one")
         done = json.loads((Path(args.output) / "summary.json").read_text()).get("params", {})
         if {k: v for k, v in done.items() if k not in OPERATIONAL_PARAMS} == redact(params):
-            return True
+            problem = damaged_files(args.output)
+            if problem is None:
+                return True
+            aside = set_aside(args.output)
+            log.warning(
+                "The finished run in %s is damaged: %s; its files are set aside in %s and it runs again",
+                args.output,
+                problem,
+                aside,
+            )
+            return False
         raise InvalidInputError(
             f"The output folder {args.output} already holds another run (other params or input); "
             "runs are never overwritten"

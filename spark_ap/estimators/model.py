@@ -9,6 +9,8 @@ on batch and streaming DataFrames alike.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -22,9 +24,12 @@ from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from spark_ap.checksums import first_difference, local_digests, sha256_json
 from spark_ap.errors import InvalidInputError, InvalidParamError
 from spark_ap.estimators._params import spec_param
 from spark_ap.params import SPECS
+
+log = logging.getLogger("spark_ap")
 
 
 class AffinityPropagationModel(Model, MLReadable, MLWritable):
@@ -186,10 +191,17 @@ class _ModelWriter(MLWriter):
             features=[list(map(float, v)) for v in self.instance.exemplars["features"]]
         )
         spark.createDataFrame(data).coalesce(1).write.parquet(os.path.join(path, "data"))
+        folder = _local(path)
+        if folder is not None:  # on the driver's disk: what load checks first
+            files = local_digests(folder)
+            (folder / CHECKSUMS).write_text(json.dumps({"files": files, "sha256": sha256_json(files)}, indent=1))
 
 
 class _ModelReader(MLReader):
     def load(self, path: str) -> AffinityPropagationModel:
+        folder = _local(path)
+        if folder is not None and folder.is_dir():
+            _check_files(folder)
         try:
             metadata, exemplars = self._read(path)
         except (OSError, ValueError, KeyError) as error:  # what a folder of other files raises
@@ -206,8 +218,8 @@ class _ModelReader(MLReader):
         return model
 
     def _read(self, path: str) -> tuple[dict, pd.DataFrame]:
-        local = Path(path.removeprefix("file://"))
-        if "://" not in str(local) and local.is_dir():
+        local = _local(path)
+        if local is not None and local.is_dir():
             # A folder on the driver's own disk is read there: a cluster's executors need not see it.
             parts = sorted((local / "metadata").glob("part-*"))
             if not parts:
@@ -217,3 +229,34 @@ class _ModelReader(MLReader):
         spark = SparkSession.active()
         metadata = DefaultParamsReader.loadMetadata(path, spark)
         return metadata, spark.read.parquet(os.path.join(path, "data")).toPandas().sort_values("cluster")
+
+
+# A model folder on the driver's disk lists its files' sizes and SHA-256 here, checked before a load.
+CHECKSUMS = "checksums.json"
+
+
+def _local(path: str) -> Path | None:
+    """``path`` as a folder of the driver's file system, or None for a URI of another (hdfs://, s3a://)."""
+    local = path.removeprefix("file://")
+    return None if "://" in local else Path(local)
+
+
+def _check_files(folder: Path) -> None:
+    """Refuse a model folder whose files are not those written (missing, truncated, changed, added)."""
+    listed = folder / CHECKSUMS
+    if not listed.is_file():
+        log.warning(
+            "The model %s has no %s (written by an older spark-ap?): its files are not checked", folder, CHECKSUMS
+        )
+        return
+    try:
+        written = json.loads(listed.read_text())
+        files = written["files"]
+        intact = written["sha256"] == sha256_json(files)
+    except (ValueError, KeyError, TypeError):
+        intact = False
+    if not intact:
+        raise InvalidInputError(f"The model {folder} is damaged: {listed} does not match its checksum")
+    problem = first_difference(files, local_digests(folder, leave_out=(CHECKSUMS,)), str(folder))
+    if problem:
+        raise InvalidInputError(f"The model {folder} is damaged: {problem}")

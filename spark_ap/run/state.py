@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from py4j.protocol import Py4JError
 from pyspark.sql import DataFrame, SparkSession
 
+from spark_ap.checksums import first_difference, sha256_json
 from spark_ap.errors import StateMismatchError, reason
 
 log = logging.getLogger("spark_ap")
@@ -140,30 +141,20 @@ class StateStore:
             meta = self._meta(name)
         except (ValueError, UnicodeDecodeError, Py4JError) as error:  # Py4J: Hadoop's own checksum failed
             raise DamagedSaveError(f"{meta_file} cannot be read ({reason(error)})") from None
-        if not isinstance(meta, dict) or meta.pop("sha256", None) != _sha256_json(meta):
+        if not isinstance(meta, dict) or meta.pop("sha256", None) != sha256_json(meta):
             raise DamagedSaveError(f"{meta_file} does not match its checksum (changed, or written without one)")
         if meta.get("iteration") != iteration:
             raise DamagedSaveError(f"{meta_file} describes iteration {meta.get('iteration')}, not {iteration}")
         written = meta["files"]
         # Names and sizes first, from the listing (which names a missing or truncated file even where
         # the file system's own checksum would fail the read), then every file's content.
-        listed = {part: [size] for part, size in self._listing(self._uri(name)).items()}
-        self._compare(name, written, listed)
-        self._compare(name, written, self._digest(self._uri(name)))
+        where = self._uri(name)
+        listed = {part: [size] for part, size in self._listing(where).items()}
+        # ``or``: the contents are hashed only once the names and sizes are right.
+        problem = first_difference(written, listed, where) or first_difference(written, self._digest(where), where)
+        if problem:
+            raise DamagedSaveError(problem)
         return meta
-
-    def _compare(self, name: str, written: dict[str, list], found: dict[str, list]) -> None:
-        """Raise :class:`DamagedSaveError` naming the first part file of ``name`` not as ``written``;
-        ``found`` holds each file's ``[size]`` or ``[size, sha256]``."""
-        for part in sorted(set(written) | set(found)):
-            if part not in found:
-                raise DamagedSaveError(f"{self._uri(name)}/{part} is missing")
-            if part not in written:
-                raise DamagedSaveError(f"{self._uri(name)}/{part} was not part of the save")
-            if found[part] != written[part][: len(found[part])]:
-                size, saved_size = found[part][0], written[part][0]
-                how = f"{size} bytes, {saved_size} when saved" if size != saved_size else "its content changed"
-                raise DamagedSaveError(f"{self._uri(name)}/{part} is damaged: {how}")
 
     def _listing(self, folder: str) -> dict[str, int]:
         """``{part file: size}`` of ``folder``, without the ``_`` and ``.`` files, as Hadoop's input formats."""
@@ -220,7 +211,7 @@ class StateStore:
             "identity": self.identity,
             "files": self._digest(staging),
         }
-        meta["sha256"] = _sha256_json(meta)
+        meta["sha256"] = sha256_json(meta)
         stream = self._fs.create(self._Path(staging, META), True)
         try:
             stream.write(bytearray(json.dumps(meta, indent=1).encode()))
@@ -250,11 +241,6 @@ class StateStore:
                 StateStore(self.spark, self._uri(name), {}).clear()
         if len(self._fs.listStatus(self._root)) == 0:
             self._fs.delete(self._root, False)
-
-
-def _sha256_json(value: dict) -> str:
-    """The SHA-256 of ``value`` as canonical JSON (sorted keys), as written and as read back."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
 def _file_digest(item: tuple[str, bytes]) -> tuple[str, int, str]:
