@@ -66,6 +66,10 @@ class StateMismatchError(SparkAPError):
     """A saved state belongs to another run (other params or another input) and cannot be resumed."""
 
 
+class FolderInUseError(SparkAPError):
+    """Another run holds the folder (an output folder, a state directory): two runs never write one at once."""
+
+
 class GraphFramesUnavailableError(SparkAPError, RuntimeError):
     """The GraphFrames JVM package could not be resolved or is not on the session's classpath."""
 

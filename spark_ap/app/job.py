@@ -24,6 +24,7 @@ from spark_ap.app.export import STATE, damaged_files, export_run, output_status,
 from spark_ap.app.preflight import check_edge_columns, check_input
 from spark_ap.errors import InvalidInputError, InvalidParamError, SparkAPError, reason
 from spark_ap.estimators.affinity import OPERATIONAL_PARAMS, AffinityPropagation
+from spark_ap.lock import lock_if_local
 from spark_ap.multilevel import MultiLevelAffinityPropagation
 from spark_ap.params import INPUT_KINDS, SPECS, cli_preference, in_section
 from spark_ap.prepare.validation import validate_edges, validate_features
@@ -282,9 +283,17 @@ def validate(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> Path:
-    """Read, build or validate the graph, cluster, and write the run folder; return its path."""
+    """Read, build or validate the graph, cluster, and write the run folder; return its path.
+
+    The output folder is locked for the whole run: a second job on it is refused (see :mod:`spark_ap.lock`).
+    """
     conf = settings(args)
     params = run_params(conf, args)
+    with lock_if_local(args.output.strip() and args.output, f"spark-ap --output {args.output}"):
+        return _run(args, conf, params)
+
+
+def _run(args: argparse.Namespace, conf: dict[str, dict[str, Any]], params: dict[str, Any]) -> Path:
     if check_paths(args, params):
         log.info("%s already holds this run, finished; nothing to do", args.output)
         return Path(args.output)

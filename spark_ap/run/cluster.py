@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 from spark_ap.engines import RunFacts, engine_class, engine_for, make_engine
 from spark_ap.engines.assign import label
 from spark_ap.errors import ConvergenceWarning, DuplicateEdgeError, user_stacklevel
+from spark_ap.lock import lock_if_local
 from spark_ap.prepare.inputs import Prepared
 from spark_ap.prepare.validation import refuse_duplicates
 from spark_ap.run.loop import Outcome, Settings, initial_state, iterate
@@ -117,7 +118,8 @@ def cluster(
                 name, RunFacts(graph.sparkSession, settings.damping, graph, prepared.vertices, settings.exchange)
             )
             try:
-                outcome = iterate(engine, graph, settings, store)
+                with lock_if_local(state_dir, "affinity propagation's saves"):
+                    outcome = iterate(engine, graph, settings, store)
             except DuplicateEdgeError as error:
                 raise error.named(*pair_columns) if pair_columns else error from None
             _warn_if_not_converged(outcome)
