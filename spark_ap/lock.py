@@ -3,9 +3,10 @@
 The lock is a file (``.spark-ap.lock``) created atomically (``O_CREAT | O_EXCL``) holding its owner
 (host, process id, what it runs) and refreshed by a heartbeat thread every :data:`HEARTBEAT` seconds.
 A second run finding it is refused with :class:`~spark_ap.FolderInUseError`, naming the owner,
-unless the owner is gone: a process of this host that no longer runs, or a heartbeat older than
-:data:`STALE` seconds (an owner on another machine that died). A dead owner therefore holds a folder
-for at most a minute, and a killed run's rerun (a DAG retry) takes it over at once on the same host.
+unless the owner is gone: a heartbeat older than :data:`STALE` seconds (an owner on another machine
+that died, or a process id reused), or a process of this host that no longer runs. A dead owner
+therefore holds a folder for at most a minute, and a killed run's rerun (a DAG retry) takes it over
+at once on the same host.
 
 It works on file systems the driver sees as local folders (a disk, a shared mount); a folder given
 as a URI (``hdfs://``, ``s3a://``) is not locked.
@@ -104,20 +105,31 @@ def _read(path: Path) -> dict:
 
 
 def _dead(held: dict, path: Path) -> bool:
-    """Whether the owner of the lock ``path`` is gone."""
+    """Whether the owner of the lock ``path`` is gone: no heartbeat for :data:`STALE` seconds, or (on
+    this host) its process no longer runs."""
     try:
         age = time.time() - path.stat().st_mtime
     except FileNotFoundError:
         return True
-    if held.get("host") == socket.gethostname() and isinstance(held.get("pid"), int):
-        try:
-            os.kill(held["pid"], 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
+    if age > STALE:
+        return True
+    pid = held.get("pid")
+    return held.get("host") == socket.gethostname() and isinstance(pid, int) and not _running(pid)
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, killed but not yet reaped by its parent, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return False
-    return age > STALE
+    except PermissionError:
+        return True
+    try:
+        # /proc/<pid>/stat: "pid (name) state ...", the name may hold spaces and parentheses.
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): the signal said it exists
 
 
 def _who(held: dict) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -62,6 +63,22 @@ def test_a_lock_of_another_machine_is_refused_while_it_beats_and_taken_over_afte
     with FolderLock(folder, "second"):
         assert json.loads(lock.read_text())["what"] == "second"
     assert not lock.exists()
+
+
+def test_a_lock_of_a_killed_process_not_yet_reaped_is_taken_over(tmp_path):
+    # A killed driver whose parent has not reaped it is a zombie: its pid still answers signals.
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.time() + 30
+    while open(f"/proc/{child.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z" and time.time() < deadline:
+        time.sleep(0.05)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / NAME).write_text(json.dumps({"host": socket.gethostname(), "pid": child.pid, "what": "killed"}))
+    try:
+        with FolderLock(folder, "next"):
+            assert json.loads((folder / NAME).read_text())["what"] == "next"
+    finally:
+        child.wait()
 
 
 @pytest.mark.slow
