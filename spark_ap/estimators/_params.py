@@ -8,6 +8,7 @@ from pyspark.ml.param import Param, Params, TypeConverters
 
 from spark_ap.errors import InvalidParamError
 from spark_ap.params import SPECS, check, defaults, noise_param
+from spark_ap.run.loop import Settings
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -80,6 +81,21 @@ class SharedParams(SpecParams):
         self._check_spec()
         if self.getStateDir() and self.getCheckpointInterval() == -1:
             raise InvalidParamError("stateDir needs checkpointInterval >= 1: the state is saved that often")
+
+    def _settings(self) -> Settings:
+        """The params every AP run reads (the loop's), checked."""
+        self._check()
+        return Settings(
+            damping=self.getDamping(),
+            max_iter=self.getMaxIter(),
+            convergence_iter=self.getConvergenceIter(),
+            checkpoint_interval=self.getCheckpointInterval(),
+            checkpoint_kind=self.getCheckpointKind(),
+            noise=self.getNoise(),
+            seed=self.getSeed(),
+            engine=self.getEngine(),
+            exchange=self.getExchange(),
+        )
 
     def getDamping(self) -> float:
         return self.getOrDefault(self.damping)

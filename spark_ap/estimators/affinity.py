@@ -20,7 +20,7 @@ from spark_ap.estimators._params import SharedParams, spec_param
 from spark_ap.params import AP, SPECS
 from spark_ap.prepare.inputs import Columns, prepare, prepare_validated
 from spark_ap.run.cluster import Clustered, cluster
-from spark_ap.run.loop import Outcome, Settings
+from spark_ap.run.loop import Outcome
 from spark_ap.session import require_graphframes
 
 # Params that change how a run works, not what it computes: a resumed or
@@ -301,20 +301,6 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
 
     def setDuplicates(self, value: str) -> AffinityPropagation:
         return self._setChecked(duplicates=value)
-
-    def _settings(self) -> Settings:
-        self._check()
-        return Settings(
-            damping=self.getDamping(),
-            max_iter=self.getMaxIter(),
-            convergence_iter=self.getConvergenceIter(),
-            checkpoint_interval=self.getCheckpointInterval(),
-            checkpoint_kind=self.getCheckpointKind(),
-            noise=self.getNoise(),
-            seed=self.getSeed(),
-            engine=self.getEngine(),
-            exchange=self.getExchange(),
-        )
 
     def run(
         self, edges: DataFrame | GraphFrame, vertices: DataFrame | None = None, *, validated: bool = False

@@ -23,7 +23,6 @@ from spark_ap.params import MULTILEVEL
 from spark_ap.prepare.builders import all_pairs, similarity, similarity_matrix
 from spark_ap.prepare.preference import preference_value, sampled_similarities, statistic
 from spark_ap.prepare.validation import refuse_zero_vectors, validate_features
-from spark_ap.run.loop import Settings
 
 log = logging.getLogger("spark_ap")
 
@@ -257,18 +256,7 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, Estimator, DefaultParamsR
 
     def _config(self) -> LevelConfig:
         """What the levels read of the params, checked."""
-        self._check()
-        settings = Settings(
-            damping=self.getDamping(),
-            max_iter=self.getMaxIter(),
-            convergence_iter=self.getConvergenceIter(),
-            checkpoint_interval=self.getCheckpointInterval(),
-            checkpoint_kind=self.getCheckpointKind(),
-            noise=self.getNoise(),
-            seed=self.getSeed(),
-            engine=self.getEngine(),
-            exchange=self.getExchange(),
-        )
+        settings = self._settings()
         return LevelConfig(
             settings=settings,
             knn_max_iter=self.getKnnMaxIter(),
