@@ -256,3 +256,45 @@ def test_the_coarse_graph_is_what_the_members_gain(spark):
         assert rows and (pairs is None or len(rows) == pairs)
         for r in rows:
             assert r.src != r.dst and r.similarity == pytest.approx(0.5 * gain(r.src, r.dst), rel=1e-9)
+
+
+@pytest.mark.slow
+def test_a_job_killed_in_the_middle_of_a_level_resumes_to_the_uninterrupted_result(spark, tmp_path):
+    import os
+    import signal
+
+    from tests.conftest import ROOT, saves, wait_for_save, written_rows
+
+    X, _ = make_blobs(400, n_features=4, centers=3, center_box=(-25, 25), random_state=9)
+    table = tmp_path / "points.csv"
+    pd.DataFrame(X, columns=["a", "b", "c", "d"]).rename_axis("id").reset_index().to_csv(table, index=False)
+    # Level 0 on a k-NN graph (20 iterations), then all-pairs levels of 200 iterations that cannot
+    # converge: long enough to be killed in the middle of level 1.
+    args = ["--input", str(table), "--kind", "features", "--num-neighbors", "5", "--exact-below", "100"]
+    args += ["--knn-max-iter", "20", "--max-iter", "200", "--convergence-iter", "1000", "--checkpoint-interval", "5"]
+    assert main([*args, "--output", str(tmp_path / "uninterrupted")]) == 0
+
+    out = tmp_path / "run"
+    job = subprocess.Popen(
+        [str(BIN / "spark-submit"), "--master", "local[2]", str(ROOT / "scripts" / "spark_ap_job.py"), *args,
+         "--output", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_for_save(out / "state" / "level-1", 10, job)
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait(timeout=60)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    killed_at = saves(out / "state" / "level-1")[-1]
+    assert 10 <= killed_at < 200 and not (out / "summary.json").exists()
+
+    assert main([*args, "--output", str(out)]) == 0  # the rerun, on the suite's session
+    resumed, whole = (json.loads((folder / "summary.json").read_text()) for folder in (out, tmp_path / "uninterrupted"))
+    levels = pd.DataFrame(resumed["levels"])
+    assert levels["resumed_from"].iloc[0] == 20 and levels["resumed_from"].iloc[1] >= killed_at
+    assert written_rows(out) == written_rows(tmp_path / "uninterrupted")
+    assert [(r["clusters"], r["iterations"]) for r in resumed["levels"]] == [
+        (r["clusters"], r["iterations"]) for r in whole["levels"]
+    ]
