@@ -72,8 +72,7 @@ class BlockEngine:
         self.vertices = facts.vertices
         self.layout: pack.Layout | None = None  # learnt at the first start, reused by later ones
         self.exchange = None
-        self.similarity: DataFrame | None = None  # the graph, or after a restart a copy from the save
-        self._copied: DataFrame | None = None  # that copy, if any
+        self._copied: DataFrame | None = None  # after a restart, the similarities copied from the save
         self.run = ""  # names this start's files in the executors
         self.largest_task_values = 0  # the most per-source values a task held (its sources, or n)
 
@@ -89,15 +88,20 @@ class BlockEngine:
         DuplicateEdgeError
             A (src, dst) pair occurs more than once (found as each chunk is sorted).
         """
-        return self._start(state, self.graph, initial)
+        return self._start(state, initial=initial, copy=False)
 
     def restart(self, state: DataFrame) -> Blocks:
         """As :meth:`start`, from a save after a failure: the graph's cached blocks may be lost with
         the executor (its lineage holds local checkpoints), so the similarities are copied from
         ``state`` into executor storage, since ``state`` may be a save that a newer one replaces."""
-        return self._start(state, None, False)
+        return self._start(state, initial=False, copy=True)
 
-    def _start(self, state: DataFrame, graph: DataFrame | None, initial: bool) -> Blocks:
+    @property
+    def similarity(self) -> DataFrame:
+        """``src, dst, similarity``, which the chunks leave out: the graph, or after a restart its copy."""
+        return self.graph if self._copied is None else self._copied
+
+    def _start(self, state: DataFrame, *, initial: bool, copy: bool) -> Blocks:
         # Read from ``state`` every time: after a failure, what an earlier start
         # kept in executor storage may be gone.
         if self._copied is not None:
@@ -111,10 +115,7 @@ class BlockEngine:
                 self.layout.chunks,
                 self.exchange.name,
             )
-        self._copied = None
-        if graph is None:
-            graph = self._copied = state.select("src", "dst", "similarity").localCheckpoint()
-        self.similarity = graph
+        self._copied = state.select("src", "dst", "similarity").localCheckpoint() if copy else None
         self.run = uuid.uuid4().hex
         repeated = self.sc.accumulator([], pack.Repeated())
         reports = self.sc.accumulator([], exchanges.Reports())
