@@ -128,9 +128,10 @@ class AffinityPropagationResult:
 
     def unpersist(self) -> None:
         """Release what the run keeps in executor storage: the assignments and the messages."""
-        self.assignments.unpersist()
-        if self._outcome is not None:
-            self._outcome.release()
+        if self._outcome is None:  # a result put together by hand
+            self.assignments.unpersist()
+        else:
+            self._outcome.release()  # its labels are the assignments
 
 
 class _AffinityPropagationParams(SharedParams):
