@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from spark_ap.errors import FolderInUseError, InvalidInputError
+from spark_ap.paths import local_path
 
 log = logging.getLogger("spark_ap")
 
@@ -92,9 +93,8 @@ def lock_if_local(folder: str | None, what: str):
     """A :class:`FolderLock` on ``folder`` when it is a local path, else a lock that does nothing."""
     from contextlib import nullcontext
 
-    if not folder or ("://" in folder and not folder.startswith("file://")):
-        return nullcontext()
-    return FolderLock(folder.removeprefix("file://"), what)
+    local = local_path(folder) if folder else None
+    return nullcontext() if local is None else FolderLock(local, what)
 
 
 def _read(path: Path) -> dict:

@@ -18,7 +18,14 @@ ROOT = Path(__file__).resolve().parent.parent / "spark_ap"
 # Lower layers first. A module may import its own layer's modules and those of the layers below,
 # never above. The package's root (spark_ap/__init__.py) is the public facade and imports lazily.
 LAYERS = [
-    ["spark_ap.errors", "spark_ap.params", "spark_ap.checksums", "spark_ap._workers", "spark_ap.testing"],
+    [
+        "spark_ap.errors",
+        "spark_ap.params",
+        "spark_ap.checksums",
+        "spark_ap.paths",
+        "spark_ap._workers",
+        "spark_ap.testing",
+    ],
     ["spark_ap.session", "spark_ap.lineage", "spark_ap.lock"],
     ["spark_ap.prepare"],
     ["spark_ap.engines"],

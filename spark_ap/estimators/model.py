@@ -28,6 +28,7 @@ from spark_ap.checksums import first_difference, local_digests, sha256_json
 from spark_ap.errors import InvalidInputError, InvalidParamError
 from spark_ap.estimators._params import spec_param
 from spark_ap.params import SPECS
+from spark_ap.paths import local_path
 
 log = logging.getLogger("spark_ap")
 
@@ -237,8 +238,8 @@ CHECKSUMS = "checksums.json"
 
 def _local(path: str) -> Path | None:
     """``path`` as a folder of the driver's file system, or None for a URI of another (hdfs://, s3a://)."""
-    local = path.removeprefix("file://")
-    return None if "://" in local else Path(local)
+    local = local_path(path)
+    return None if local is None else Path(local)
 
 
 def _check_files(folder: Path) -> None:

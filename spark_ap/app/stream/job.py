@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 from spark_ap.app.stream.models import ModelSource, resolve_model
 from spark_ap.app.stream.records import RECORDS_SCHEMA, _Loaded, assign_records
 from spark_ap.errors import InvalidInputError, SparkAPError
+from spark_ap.paths import local_path
 from spark_ap.session import KAFKA_PACKAGE, REPOSITORIES_ENV, spark_session
 
 log = logging.getLogger("spark_ap.stream")
@@ -162,13 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("py4j").setLevel(logging.WARNING)
     try:
         for flag, path in (("--model", args.model), ("--checkpoint-location", args.checkpoint_location)):
-            if "://" in path and not path.startswith("file://"):
+            if local_path(path) is None:
                 # The latest link and the model pins are read and written as files by the driver.
                 where = "a path of the driver's file system (a local disk or a mount), not a URL"
                 raise InvalidInputError(f"{flag} {path}: must be {where}")
-        args.model, args.checkpoint_location = (
-            p.removeprefix("file://") for p in (args.model, args.checkpoint_location)
-        )
+        args.model, args.checkpoint_location = local_path(args.model), local_path(args.checkpoint_location)
         seconds, offsets = args.trigger_seconds, args.max_offsets_per_trigger
         if not 0 < seconds < float("inf"):  # nan too
             raise InvalidInputError(f"--trigger-seconds must be a positive number of seconds; got {seconds:g}")
