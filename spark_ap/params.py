@@ -116,7 +116,7 @@ class Spec:
             if self.type in (int, float):
                 raise InvalidParamError(f"{self.name} must be a number; got {value!r}")
             return
-        if self.type is int and not float(value).is_integer():
+        if self.type is int and isinstance(value, float) and not value.is_integer():  # float(10**400) overflows
             raise InvalidParamError(f"{self.name} must be a whole number; got {value!r}")
         if self.low is not None and self.high is not None and not self.low <= value < self.high:
             raise InvalidParamError(f"{self.name} must be in [{self.low:g}, {self.high:g}); got {value}")

@@ -34,14 +34,15 @@ def read_config(config: str | Path) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         raise InvalidParamError(f"The config file {path} does not exist")
     try:
-        loaded = yaml.safe_load(path.read_text()) or {}  # plain data only: no tags that build objects
-    except yaml.YAMLError as error:
-        raise InvalidParamError(f"{path} is not a plain YAML settings file: {error}") from error
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}  # plain data only: no tags that build objects
+    # ValueError: a date that does not exist (2001-02-30); RecursionError: lists nested thousands deep.
+    except (yaml.YAMLError, OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise InvalidParamError(f"{path} is not a plain YAML settings file: {yaml_problem(error)}") from error
     if not isinstance(loaded, dict):
         raise InvalidParamError(f"{path} must hold sections ap, input and spark; it holds {type(loaded).__name__}")
     unknown = set(loaded) - set(SECTIONS)
-    if unknown:
-        raise InvalidParamError(f"{path}: unknown section(s) {sorted(unknown)}; expected {sorted(SECTIONS)}")
+    if unknown:  # sorted as text: YAML keys may be numbers, booleans or null too
+        raise InvalidParamError(f"{path}: unknown section(s) {sorted(unknown, key=str)}; expected {sorted(SECTIONS)}")
     malformed = [name for name, values in loaded.items() if values is not None and not isinstance(values, dict)]
     if malformed:
         name = malformed[0]
@@ -52,7 +53,7 @@ def read_config(config: str | Path) -> dict[str, dict[str, Any]]:
     sections = {section: dict(values or {}) for section, values in loaded.items()}
     for section, extra in EXTRA_KEYS.items():
         known = {spec.name for spec in in_section(section)} | extra
-        unknown_keys = sorted(set(sections.get(section, {})) - known)
+        unknown_keys = sorted(set(sections.get(section, {})) - known, key=str)
         if unknown_keys:
             elsewhere = [f"{name} belongs in {SPECS[name].section}" for name in unknown_keys if name in SPECS]
             hint = f" ({'; '.join(elsewhere)})" if elsewhere else ""
@@ -61,6 +62,18 @@ def read_config(config: str | Path) -> dict[str, dict[str, Any]]:
             )
     check_values(path, sections)
     return sections
+
+
+def yaml_problem(error: Exception) -> str:
+    """One line of what a YAML parser (or the file's reading) said: its problem and where.
+
+    PyYAML's own message spans lines (it quotes the line under the problem), and a
+    scheduler's log shows a task's first line only.
+    """
+    mark, problem = getattr(error, "problem_mark", None), getattr(error, "problem", None)
+    if mark is not None and problem:
+        return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(error).split())
 
 
 # The settings of EXTRA_KEYS: the values each takes (a type, or the allowed values).
