@@ -136,6 +136,9 @@ def parse_point(
         return None, "no id"
     if isinstance(point_id, bool) or not isinstance(point_id, (int, str)):
         return None, f"id must be a string or an integer, not {json.dumps(point_id)}"
+    if isinstance(point_id, str) and not _encodes(point_id):
+        # JSON's \ud800 escapes decode to lone surrogates, which no UTF-8 key or answer can hold.
+        return None, f"id {json.dumps(point_id)[:80]} is not valid Unicode (a lone surrogate)"
     features = point.get(features_field)
     if features is None:
         return None, f"no {features_field}"
@@ -149,3 +152,12 @@ def parse_point(
     if metric == "cosine" and not any(features):
         return None, f"{features_field} are all 0: the cosine with an exemplar is undefined"
     return (point_id, [float(v) for v in features]), None
+
+
+def _encodes(text: str) -> bool:
+    """``text`` has a UTF-8 encoding (no lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
