@@ -112,6 +112,9 @@ class Spec:
             raise InvalidParamError(f"{self.name} must be one of {self.choices}; got {value!r}")
         if self.type is str and not isinstance(value, str):
             raise InvalidParamError(f"{self.name} must be a string; got {value!r}")
+        if self.type is str and not value.strip():
+            # A column named "" or a state folder "" (the current folder) is a setting left blank.
+            raise InvalidParamError(f"{self.name} must not be empty; got {value!r}")
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             if self.type in (int, float):
                 raise InvalidParamError(f"{self.name} must be a number; got {value!r}")

@@ -61,6 +61,21 @@ def test_setters_chain_and_getters_read_back():
         ({"noise": "gauss"}, "noise must be one of"),
         ({"engine": "spark"}, "engine must be one of"),
         ({"engine": "dataframe"}, "replaced by engine='graphframes'"),
+        # NaN, infinities, wrong types and blanks: spark-ap's error naming the param, never pyspark's TypeError.
+        ({"damping": float("nan")}, "damping must be in \\[0.5, 1\\); got nan"),
+        ({"damping": "0.7"}, "damping must be a number; got '0.7'"),
+        ({"damping": True}, "damping must be a number; got True"),
+        ({"maxIter": float("inf")}, "maxIter must be a whole number; got inf"),
+        ({"maxIter": 2.5}, "maxIter must be a whole number; got 2.5"),
+        ({"maxIter": True}, "maxIter must be a number; got True"),
+        ({"seed": float("nan")}, "seed must be a whole number; got nan"),
+        ({"preference": float("inf")}, "preference must be finite; got inf"),
+        ({"preference": ""}, "preference must be a number, 'median', 'min', or a quantile"),
+        ({"srcCol": ""}, "srcCol must not be empty; got ''"),
+        ({"weightCol": " "}, "weightCol must not be empty; got ' '"),
+        ({"weightCol": 5}, "weightCol must be a string; got 5"),
+        ({"stateDir": ""}, "stateDir must not be empty; got ''"),
+        ({"engine": ""}, "engine must be one of"),
     ],
 )
 def test_out_of_range_params_fail_fast(params, message):
@@ -69,6 +84,33 @@ def test_out_of_range_params_fail_fast(params, message):
     name, value = next(iter(params.items()))
     with pytest.raises(InvalidParamError, match=message):
         getattr(AffinityPropagation(), "set" + name[0].upper() + name[1:])(value)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"numNeighbors": float("nan")}, "numNeighbors must be a whole number; got nan"),
+        ({"numNeighbors": "3"}, "numNeighbors must be a number; got '3'"),
+        ({"resolution": -1}, "resolution must be >= 0; got -1"),
+        ({"numClusters": 1.5}, "numClusters must be a whole number; got 1.5"),
+        ({"idCol": ""}, "idCol must not be empty; got ''"),
+        ({"featuresCol": ""}, "featuresCol must not be empty; got ''"),
+        ({"metric": ""}, "metric must be one of \\('sqeuclidean', 'cosine'\\); got ''"),
+        ({"damping": float("nan")}, "damping must be in \\[0.5, 1\\); got nan"),
+    ],
+)
+def test_multilevel_params_out_of_range_fail_fast(params, message):
+    with pytest.raises(InvalidParamError, match=message):
+        MultiLevelAffinityPropagation(**params)
+    name, value = next(iter(params.items()))
+    with pytest.raises(InvalidParamError, match=message):
+        getattr(MultiLevelAffinityPropagation(), "set" + name[0].upper() + name[1:])(value)
+
+
+def test_whole_numbers_written_as_floats_are_taken():
+    # YAML and JSON write 50.0 for 50: an int param takes an integral float (and the run sees an int).
+    assert AffinityPropagation(maxIter=50.0).getMaxIter() == 50
+    assert isinstance(AffinityPropagation(maxIter=50.0).getMaxIter(), int)
 
 
 def test_save_and_load(tmp_path, spark):
@@ -173,6 +215,16 @@ def test_command_line_flags_are_the_spec():
         ("features:\n  numNeighbors: 0\n", "features.numNeighbors must be >= 1; got 0"),
         ("airflow:\n  catchup: maybe\n", "airflow.catchup must be true or false; got 'maybe'"),
         ("airflow:\n  schedule: 5\n", "airflow.schedule must be a string; got 5"),
+        # NaN, infinities, blanks and numbers written as text, named as the file spells them.
+        ("ap:\n  damping: .nan\n", "ap.damping must be in [0.5, 1); got nan"),
+        ("ap:\n  maxIter: .inf\n", "ap.maxIter must be a whole number; got inf"),
+        ("ap:\n  preference: .nan\n", "ap.preference must be finite; got nan"),
+        ("ap:\n  preference: ''\n", "ap.preference must be a number, 'median', 'min', or a quantile"),
+        ("ap:\n  stateDir: ''\n", "ap.stateDir must not be empty; got ''"),
+        ("input:\n  weightCol: ''\n", "input.weightCol must not be empty; got ''"),
+        ("features:\n  numNeighbors: '3'\n", "features.numNeighbors must be a number; got '3'"),
+        ("airflow:\n  input: ''\n", "airflow.input must be a path, not empty; got ''"),
+        ("airflow:\n  output_root: ' '\n", "airflow.output_root must be a path, not empty; got ' '"),
     ],
 )
 def test_a_bad_settings_file_ends_the_job_with_one_line_naming_the_setting(tmp_path, capsys, text, message):

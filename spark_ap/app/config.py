@@ -85,6 +85,8 @@ EXTRA_VALUES: dict[str, type | tuple] = {
     "input": str,
     "output_root": str,
 }
+# The EXTRA_VALUES that are paths, which cannot be blank (an empty schedule means none).
+PATHS = {"input", "output_root"}
 
 
 def check_values(path: Path, sections: dict[str, dict[str, Any]]) -> None:
@@ -94,7 +96,7 @@ def check_values(path: Path, sections: dict[str, dict[str, Any]]) -> None:
         for name, value in values.items():
             if section == "spark" or value is None:
                 continue
-            if name in SPECS and SPECS[name].section == section:
+            if name in SPECS:  # a param of the section's, or the job's own (stateDir)
                 try:
                     SPECS[name].check(value)
                 except InvalidParamError as error:
@@ -108,3 +110,6 @@ def check_values(path: Path, sections: dict[str, dict[str, Any]]) -> None:
                     f"{path}: {section}.{name} must be {'true or false' if allowed is bool else 'a string'}; "
                     f"got {value!r}"
                 )
+            if name in PATHS and not value.strip():
+                # Relative paths are relative to the checkout: a blank one would be the checkout itself.
+                raise InvalidParamError(f"{path}: {section}.{name} must be a path, not empty; got {value!r}")

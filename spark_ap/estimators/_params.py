@@ -45,6 +45,9 @@ class SpecParams(Params):
     def _setChecked(self, **kwargs):
         """Set the params given by keyword and check them all; on an error, put the old values back."""
         before = {name: self.getOrDefault(name) for name in kwargs if self.isSet(name)}
+        # The values as given, before pyspark's converters turn a wrong type into a TypeError
+        # ("Could not convert nan to int") that names no rule.
+        check(self._estimator, {k: noise_param(v) if k == "noise" else v for k, v in kwargs.items()})
         self._set(**kwargs)
         try:
             self._check()
