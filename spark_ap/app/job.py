@@ -205,9 +205,15 @@ def check_paths(args: argparse.Namespace, params: dict[str, Any]) -> bool:
 
 
 def read_table(spark: SparkSession, path: str, fmt: str | None) -> DataFrame:
-    """A Parquet or CSV table; CSV with a header row and inferred column types."""
+    """A Parquet or CSV table; CSV with a header row and inferred column types.
+
+    A quote inside a quoted CSV field is doubled (``"say ""hi"" now"``), as RFC 4180, pandas,
+    Python's csv module and spreadsheets write it; Spark's default escape is a backslash,
+    which would keep those quotes in the value.
+    """
     fmt = fmt or ("csv" if path.endswith(".csv") else "parquet")
-    reader = spark.read.option("header", True).option("inferSchema", True) if fmt == "csv" else spark.read
+    csv = spark.read.option("header", True).option("inferSchema", True).option("escape", '"')
+    reader = csv if fmt == "csv" else spark.read
     # Hadoop reads {, }, [, ], * and ? in a path as a glob; an existing local
     # path means itself, so those characters are escaped.
     literal = re.sub(r"([\\{}\[\]*?])", r"\\\1", path) if "://" not in path and Path(path).exists() else path
