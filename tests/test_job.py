@@ -118,3 +118,112 @@ def test_bad_paths_fail_with_a_clear_message(spark, tmp_path, capsys, make_input
     err = capsys.readouterr().err
     assert err.startswith("spark-ap: error: ") and message in err, err
     assert (sorted(p.name for p in out.iterdir()) if out.exists() else None) == before
+
+
+def _write(tmp_path: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+
+
+EDGES = "src,dst,similarity\n0,1,-1.0\n1,0,-1.0\n"
+
+
+@pytest.mark.parametrize(
+    "files, links, argv, message",
+    [
+        # Flags: NaN, infinities, wrong types, blanks (argparse's own refusals in one line too).
+        ({"e.csv": EDGES}, {}, ["--input", "e.csv", "--damping", "nan"], "--damping must be in [0.5, 1); got nan"),
+        (
+            {"e.csv": EDGES},
+            {},
+            ["--input", "e.csv", "--damping", "abc"],
+            "argument --damping: invalid float value: 'abc'",
+        ),
+        ({"e.csv": EDGES}, {}, ["--input", "e.csv", "--max-iter", ""], "argument --max-iter: invalid int value: ''"),
+        (
+            {"e.csv": EDGES},
+            {},
+            ["--input", "e.csv", "--max-iter", "2.5"],
+            "argument --max-iter: invalid int value: '2.5'",
+        ),
+        ({"e.csv": EDGES}, {}, ["--input", "e.csv", "--preference", "inf"], "--preference must be finite; got inf"),
+        ({"e.csv": EDGES}, {}, ["--input", "e.csv", "--preference", ""], "--preference must be a number, 'median'"),
+        ({"e.csv": EDGES}, {}, ["--input", "e.csv", "--src-col", ""], "--src-col must not be empty; got ''"),
+        ({"e.csv": EDGES}, {}, ["--input", "e.csv", "--seed", "-1"], "--seed must be >= 0; got -1"),
+        ({"e.csv": EDGES}, {}, ["--input", "e.csv", "--engine", ""], "argument --engine: invalid choice: ''"),
+        # Paths: a file where a folder is meant, links to nothing, folders of mixed files.
+        ({"notes.txt": "hi"}, {}, ["--input", "notes.txt"], "notes.txt must be a .csv or .parquet file"),
+        (
+            {},
+            {"gone.csv": "nowhere.csv"},
+            ["--input", "gone.csv"],
+            "gone.csv is a link to nowhere.csv, which does not exist",
+        ),
+        (
+            {"in/a.csv": EDGES, "in/b.parquet": "", "in/README.txt": "about"},
+            {},
+            ["--input", "in"],
+            "The input folder in holds 2 file(s) that are not .parquet, for example 'README.txt'",
+        ),
+        (
+            {"in/a.csv": EDGES, "in/part-1.csv": EDGES, "in/README.txt": "about"},
+            {},
+            ["--input", "in", "--format", "csv"],
+            "The input folder in holds 1 file(s) that are not .csv, for example 'README.txt'",
+        ),
+        (
+            {"in/a.csv": EDGES},
+            {},
+            ["--input", "in"],
+            "holds 1 file(s) that are not .parquet, for example 'a.csv'; keep one table's files in its folder (a "
+            "folder is read as Parquet unless --format csv)",
+        ),
+        ({"in/_SUCCESS": ""}, {}, ["--input", "in"], "The input folder in holds no .parquet files"),
+        ({"e.csv": EDGES, "run": "a file"}, {}, ["--input", "e.csv"], "The output run is a file, not a folder"),
+        ({"e.csv": EDGES}, {"run": "elsewhere"}, ["--input", "e.csv"], "The output run is a link to elsewhere, which"),
+    ],
+)
+def test_the_command_refuses_in_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch, files, links, argv, message):
+    # In-process: every row is refused before Spark starts (the session would be this suite's).
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path, files)
+    for name, target in links.items():
+        (tmp_path / name).symlink_to(target)
+    before = sorted((str(p), p.is_symlink()) for p in tmp_path.rglob("*"))
+    try:
+        code = main([*argv, "--output", "run"] if "--output" not in argv else argv)
+    except SystemExit as exit:  # argparse's refusals
+        code = exit.code
+    err = capsys.readouterr().err
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert line.startswith("spark-ap: error: ") and message in line, line
+    assert sorted((str(p), p.is_symlink()) for p in tmp_path.rglob("*")) == before  # nothing written
+    assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "nowhere.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "csv, message",
+    [
+        # Ids beyond the 64-bit range are read as decimals: refused, never wrapped around.
+        (
+            f"src,dst,similarity\n{2**63},1,-1.0\n1,{2**63},-1.0\n",
+            f"column 'src' has type decimal(19,0), whole numbers beyond the 64-bit range (-2**63 to 2**63-1) of "
+            f"integer ids; for example {{'src': Decimal('{2**63}')}}. Read the ids as strings.",
+        ),
+        ("src,dst,similarity\n1.0,2.5,-1.0\n2.5,1.0,-1.0\n", "column 'src' has type double; ids must be integers"),
+        (
+            "src,dst,similarity\n0,1,-1e308\n1,0,-1.0\n",
+            "1 of 2 edges have a similarity in 'similarity' beyond ±",
+        ),
+        ("src,dst,similarity\n0,1,-1.0\n1,0,NaN\n", "1 of 2 edges have a null, NaN or infinite similarity"),
+    ],
+)
+def test_the_command_refuses_bad_data_in_one_line_and_writes_nothing(spark, tmp_path, capsys, csv, message):
+    (tmp_path / "edges.csv").write_text(csv)
+    out = tmp_path / "run"
+    assert main(["--input", str(tmp_path / "edges.csv"), "--output", str(out)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("spark-ap: error: ") and message in line, line
+    assert not out.exists()

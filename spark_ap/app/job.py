@@ -21,7 +21,7 @@ from pyspark.sql import types as T
 
 from spark_ap.app.config import SECTIONS, read_config
 from spark_ap.app.export import STATE, damaged_files, export_run, output_status, redact, redact_text, set_aside
-from spark_ap.app.preflight import check_edge_columns, check_input
+from spark_ap.app.preflight import OneLineParser, check_edge_columns, check_input, check_output, input_format
 from spark_ap.errors import InvalidInputError, InvalidParamError, SparkAPError, reason
 from spark_ap.estimators.affinity import OPERATIONAL_PARAMS, AffinityPropagation
 from spark_ap.lock import lock_if_local
@@ -42,7 +42,7 @@ GROUPS = {
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="spark-ap",
         description="Affinity Propagation clustering on Spark: read a similarity graph or a feature table, "
         "cluster it, and write a run folder (assignments, exemplars, summary, history, plots). Options win over "
@@ -176,8 +176,7 @@ def check_paths(args: argparse.Namespace, params: dict[str, Any]) -> bool:
     this very run, finished (same params and input), so there is nothing to do.
     """
     check_input(args.input, params["kind"], args.format)
-    if not args.output.strip():
-        raise InvalidInputError("The output folder (--output) is empty; give the folder the run writes")
+    check_output(args.output)
     if params["kind"] == "edges":
         check_edge_columns(args.input, args.format, [params["srcCol"], params["dstCol"], params["weightCol"]])
     status = output_status(args.output)
@@ -211,7 +210,7 @@ def read_table(spark: SparkSession, path: str, fmt: str | None) -> DataFrame:
     Python's csv module and spreadsheets write it; Spark's default escape is a backslash,
     which would keep those quotes in the value.
     """
-    fmt = fmt or ("csv" if path.endswith(".csv") else "parquet")
+    fmt = fmt or input_format(path)
     csv = spark.read.option("header", True).option("inferSchema", True).option("escape", '"')
     reader = csv if fmt == "csv" else spark.read
     # Hadoop reads {, }, [, ], * and ? in a path as a glob; an existing local
@@ -295,7 +294,8 @@ def run(args: argparse.Namespace) -> Path:
     """
     conf = settings(args)
     params = run_params(conf, args)
-    with lock_if_local(args.output.strip() and args.output, f"spark-ap --output {args.output}"):
+    check_output(args.output)  # before the lock makes the folder
+    with lock_if_local(args.output, f"spark-ap --output {args.output}"):
         return _run(args, conf, params)
 
 

@@ -11,6 +11,7 @@ from pyspark.errors import AnalysisException, StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from spark_ap.app.preflight import OneLineParser
 from spark_ap.app.stream.models import ModelSource, resolve_model
 from spark_ap.app.stream.records import RECORDS_SCHEMA, _Loaded, assign_records
 from spark_ap.errors import InvalidInputError, SparkAPError
@@ -21,7 +22,7 @@ log = logging.getLogger("spark_ap.stream")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="spark-ap stream",
         description="Read points (JSON: id, features) from a Kafka topic, assign each to the nearest exemplar of "
         "the newest model and write id, cluster, exemplar, distance and model_version to an output topic; records "
