@@ -1,8 +1,11 @@
 """Bad input is refused with an error that names the column, the count and an example."""
 
 from collections import Counter
+from decimal import Decimal
 
+import numpy as np
 import pytest
+from sklearn.cluster import AffinityPropagation as SklearnAP
 
 from spark_ap import (
     AffinityPropagation,
@@ -12,7 +15,9 @@ from spark_ap import (
     InvalidInputError,
     InvalidValueError,
     MissingColumnError,
+    MultiLevelAffinityPropagation,
     edges_from_features,
+    similarity_matrix,
 )
 from spark_ap.engines.blocks import pack
 
@@ -93,6 +98,93 @@ def test_duplicate_pairs_can_be_combined(spark, how, combine):
     assert sorted(tuple(r) for r in result.messages.collect()) == sorted(tuple(r) for r in expected.messages.collect())
 
 
+@pytest.mark.parametrize(
+    "rows, schema, error, message",
+    [
+        # Float ids are refused, naming the column and its type: 2.5 has no id it could be.
+        (
+            [(1.0, 2.5, -1.0), (2.5, 1.0, -1.0)],
+            "src double, dst double, similarity double",
+            ColumnTypeError,
+            "The edge table column 'src' has type double; ids must be integers or strings.",
+        ),
+        ([(1, 2.0, -1.0)], "src long, dst float, similarity double", ColumnTypeError, "'dst' has type float"),
+        # Whole numbers beyond the long range (a CSV's inferred decimal) are refused with one, never wrapped.
+        (
+            [(Decimal(2**63), Decimal(1), -1.0), (Decimal(1), Decimal(2**63), -1.0)],
+            "src decimal(20,0), dst decimal(20,0), similarity double",
+            ColumnTypeError,
+            "'src' has type decimal(20,0), whole numbers beyond the 64-bit range (-2**63 to 2**63-1) of integer ids; "
+            "for example {'src': Decimal('9223372036854775808')}. Read the ids as strings.",
+        ),
+        (
+            [(Decimal(1), Decimal(2), -1.0)],
+            "src decimal(20,0), dst decimal(20,0), similarity double",
+            ColumnTypeError,
+            "'src' has type decimal(20,0); ids must be integers or strings (its values fit a long",
+        ),
+        # Similarities whose message sums overflow to inf: refused naming the column, a count and an example.
+        (
+            [(0, 1, -1e308), (1, 0, -1e308), (1, 2, -1.0), (2, 1, -1.0)],
+            SCHEMA,
+            InvalidValueError,
+            "2 of 4 edges have a similarity in 'similarity' beyond ±",
+        ),
+        (
+            [(0, 1, 1e308), (1, 0, -1.0)],
+            SCHEMA,
+            InvalidValueError,
+            "for example {'src': 0, 'dst': 1, 'similarity': 1e+308}",
+        ),
+    ],
+)
+def test_bad_edge_tables(spark, rows, schema, error, message):
+    with pytest.raises(error) as refused:
+        run(spark, rows, schema)
+    assert message in str(refused.value)
+
+
+def _blobs6():
+    """Six points in two tight, far apart groups, and their similarities."""
+    X = np.array([[0.0, 0.0], [0.3, 0.1], [0.1, 0.4], [10.0, 10.0], [10.2, 9.9], [9.8, 10.3]])
+    return X, similarity_matrix(X)
+
+
+@pytest.mark.parametrize(
+    "ids, engine",
+    [
+        (["α", "β", "γ", "δ", "ε", "ζ"], "auto"),  # ascending, as Spark orders strings (UTF-8 bytes)
+        (["日本-" + "x" * 10_000 + str(i) for i in range(6)], "blocks"),  # 10,000-character ids, in executors
+        ([-(2**63), -(2**63) + 1, -1, 0, 2**63 - 2, 2**63 - 1], "local"),  # the ends of the long range
+    ],
+)
+def test_any_ids_cluster_as_scikit_learn(spark, ids, engine):
+    # Ids are names: unicode, very long or at the ends of the long range, they cluster as indices do.
+    _, S = _blobs6()
+    pref = float(np.median(S[~np.eye(6, dtype=bool)]))
+    sk = SklearnAP(affinity="precomputed", preference=pref, random_state=0).fit(S)
+    rows = [(ids[i], ids[j], float(S[i, j])) for i in range(6) for j in range(6) if i != j]
+    kind = "long" if isinstance(ids[0], int) else "string"
+    schema = f"src {kind}, dst {kind}, similarity double"
+    result = AffinityPropagation(noise="sklearn", engine=engine).run(spark.createDataFrame(rows, schema))
+    got = {row.id: row.exemplar for row in result.assignments.collect()}
+    assert got == {ids[i]: ids[sk.cluster_centers_indices_[sk.labels_[i]]] for i in range(6)}
+    assert result.numIterations == sk.n_iter_
+
+
+def test_unicode_ids_of_a_feature_table_cluster_as_scikit_learn(spark):
+    X, S = _blobs6()
+    ids = ["ä", "ö", "ü", "中", "文", "🙂"]  # ascending code points
+    sk = SklearnAP(affinity="precomputed", preference=float(np.median(S[~np.eye(6, dtype=bool)])), random_state=0)
+    sk.fit(S)
+    features = spark.createDataFrame(
+        [(i, [float(v) for v in x]) for i, x in zip(ids, X, strict=True)], "id string, features array<double>"
+    )
+    result = MultiLevelAffinityPropagation(noise="sklearn").run(features)
+    got = {row.id: row.exemplar for row in result.assignments.collect()}
+    assert got == {ids[i]: ids[sk.cluster_centers_indices_[sk.labels_[i]]] for i in range(6)}
+
+
 def test_empty_edges(spark):
     with pytest.raises(EmptyInputError, match="no rows"):
         run(spark, [])
@@ -169,6 +261,20 @@ FEATURES = "id long, features array<double>"
         ([(0, [1.0]), (0, [2.0])], FEATURES, InvalidValueError, r"1 ids occur on more than one feature row"),
         ([(0, ["a"]), (1, ["b"])], "id long, features array<string>", ColumnTypeError, "must be an array of numbers"),
         ([(None, [1.0]), (1, [2.0])], FEATURES, InvalidValueError, r"1 of 2 feature rows have a null id"),
+        (
+            [(1.0, [1.0]), (2.5, [2.0])],
+            "id double, features array<double>",
+            ColumnTypeError,
+            r"The feature table column 'id' has type double; ids must be integers or strings",
+        ),
+        # Squared distances between these overflow to inf: refused, not one cluster of -inf similarities.
+        (
+            [(0, [1e200, 0.0]), (1, [-1e200, 0.0]), (2, [0.0, 0.0])],
+            FEATURES,
+            InvalidValueError,
+            r"2 of 3 feature rows hold a value in 'features' beyond ±.*, where squared distances between rows "
+            r"overflow; for example \{'id': 0",
+        ),
     ],
 )
 def test_bad_feature_tables(spark, rows, schema, error, message):

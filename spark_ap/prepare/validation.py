@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -17,6 +19,11 @@ from spark_ap.errors import (
 
 _INTEGRAL = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
 _NUMERIC = (*_INTEGRAL, T.FloatType, T.DoubleType, T.DecimalType)
+_LONG_MAX = 2**63 - 1
+# The largest finite double. A message adds up to one similarity per vertex (an availability sums a
+# column's responsibilities), so similarities must stay below it divided by the count: else sums
+# overflow to inf and the run ends in NaN labels.
+_DOUBLE_MAX = sys.float_info.max
 
 
 def _example(df: DataFrame, condition: Column) -> dict:
@@ -54,6 +61,18 @@ def id_type(df: DataFrame, columns: list[str], what: str) -> T.DataType:
             kinds[c] = "integer"
         elif isinstance(dtype, T.StringType):
             kinds[c] = "string"
+        elif isinstance(dtype, T.DecimalType) and dtype.scale == 0:
+            # What a CSV's inferred schema gives whole numbers beyond the long range: never wrapped.
+            example = _example(df.select(c), (F.col(c) > _LONG_MAX) | (F.col(c) < -_LONG_MAX - 1))
+            if example:
+                raise ColumnTypeError(
+                    f"{what} column '{c}' has type {dtype.simpleString()}, whole numbers beyond the 64-bit range "
+                    f"(-2**63 to 2**63-1) of integer ids; for example {example}. Read the ids as strings."
+                )
+            raise ColumnTypeError(
+                f"{what} column '{c}' has type {dtype.simpleString()}; ids must be integers or strings "
+                f"(its values fit a long: cast it, F.col('{c}').cast('long'))."
+            )
         else:
             raise ColumnTypeError(
                 f"{what} column '{c}' has type {dtype.simpleString()}; ids must be integers or strings."
@@ -124,6 +143,7 @@ def _refuse_bad_edges(out: DataFrame, src: str, dst: str, weight: str) -> None:
         F.count(F.lit(1)).alias("rows"),
         F.sum(bad_id.cast("long")).alias("bad_id"),
         F.sum(bad_s.cast("long")).alias("bad_s"),
+        F.max(F.when(~bad_s, F.abs(s))).alias("largest"),
     ).first()
     if counts["rows"] == 0:
         raise EmptyInputError("The edge table has no rows; there is nothing to cluster.")
@@ -137,6 +157,20 @@ def _refuse_bad_edges(out: DataFrame, src: str, dst: str, weight: str) -> None:
             f"{counts['bad_s']} of {counts['rows']} edges have a null, NaN or infinite similarity in "
             f"'{weight}'; for example {_example(out, bad_s)}. Drop those edges to mean 'no similarity known'."
         )
+    limit = largest_similarity(counts["rows"])
+    if counts["largest"] > limit:
+        huge = F.abs(s) > limit
+        raise InvalidValueError(
+            f"{out.filter(huge).count()} of {counts['rows']} edges have a similarity in '{weight}' beyond "
+            f"±{limit:.3g}, where the sums of AP's messages overflow; for example {_example(out, huge)}. "
+            "Scale the similarities down (AP's clusters do not change when all similarities are scaled)."
+        )
+
+
+def largest_similarity(edges: int) -> float:
+    """The largest similarity magnitude whose messages cannot overflow on a graph of ``edges`` edges: a
+    message sums at most one similarity-sized value per vertex (up to ``edges + 1`` of them), twice over."""
+    return _DOUBLE_MAX / (4 * (edges + 2))
 
 
 def refuse_duplicates(edges: DataFrame, src: str = "src", dst: str = "dst") -> None:
@@ -245,6 +279,9 @@ def _refuse_bad_features(out: DataFrame, id_col: str, features_col: str) -> None
         F.sum(F.coalesce(bad_value, F.lit(False)).cast("long")).alias("bad_value"),
         F.min(F.size(x)).alias("min_size"),
         F.max(F.size(x)).alias("max_size"),
+        F.max(
+            F.array_max(F.transform(x, lambda v: F.when(~(F.isnan(v) | (F.abs(v) == float("inf"))), F.abs(v))))
+        ).alias("largest"),
     ).first()
     rows = checks["rows"]
     if rows < 2:
@@ -273,6 +310,16 @@ def _refuse_bad_features(out: DataFrame, id_col: str, features_col: str) -> None
         raise InvalidValueError(
             f"{ragged} of {rows} feature rows in '{features_col}' do not have the {common} values most rows "
             f"have; for example {_example(out, F.size(x) != common)}."
+        )
+    # A squared distance sums (2 * value)**2 over the dimensions and becomes a similarity: it must stay
+    # below the edges' limit (rows * rows edges at most, the complete graph), else it overflows to -inf.
+    limit = (largest_similarity(rows * rows) / (4 * max(checks["max_size"], 1))) ** 0.5
+    if (checks["largest"] or 0) > limit:
+        huge = F.exists(x, lambda v: F.abs(v) > limit)
+        raise InvalidValueError(
+            f"{out.filter(huge).count()} of {rows} feature rows hold a value in '{features_col}' beyond "
+            f"±{limit:.3g}, where squared distances between rows overflow; for example {_example(out, huge)}. "
+            "Scale the features down."
         )
 
 
