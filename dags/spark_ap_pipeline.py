@@ -30,17 +30,8 @@ import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset, Param, dag, task
 
-from spark_ap.app.pipeline import (
-    asset_extra,
-    dag_settings,
-    job_arguments,
-    publish_latest,
-    read_summary,
-    render_dates,
-    run_date,
-    submit_options,
-)
-from spark_ap.app.preflight import check_input
+from spark_ap.app.pipeline import asset_extra, dag_settings, publish_latest, read_summary, submit_options
+from spark_ap.app.pipeline import ingest as pipeline_ingest
 from spark_ap.params import INPUT_KINDS, dag_params
 
 # The spark-ap checkout or installation that holds the job script, the settings
@@ -86,11 +77,9 @@ SPARK_JOB = {
 def spark_ap_pipeline():
     @task(multiple_outputs=True)
     def ingest(params: dict, **context) -> dict:
-        """Render the run's dated paths, check that the input is there, and decide the run folder and the job's
+        """Render the run's dated paths, check the input, the params and the run folder, and give the job's
         arguments."""
-        dated = render_dates(params, context)
-        check_input(dated["input"], dated["kind"])
-        return job_arguments(dated, run_date(context))
+        return pipeline_ingest(params, context)
 
     @task(outlets=[RESULTS])
     def report(output: str, date: str, *, outlet_events) -> dict:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from sklearn.datasets import make_blobs
 
-from spark_ap import AffinityPropagation, InvalidInputError, edges_from_features
+from spark_ap import AffinityPropagation, InvalidInputError, InvalidParamError, edges_from_features
 from spark_ap.app.job import main as job_main
 from spark_ap.app.pipeline import job_arguments, run_folder
 from spark_ap.app.preflight import check_input
@@ -151,13 +151,93 @@ def test_input_and_output_root_render_airflow_date_macros_and_nothing_else(dag):
 
 @pytest.mark.parametrize(
     "conf, message",
-    [({"damping": 1.5}, "damping"), ({"max_iter": 0}, "max_iter"), ({"kind": "graph"}, "kind")],
+    [
+        ({"damping": 1.5}, "damping"),
+        ({"max_iter": 0}, "max_iter"),
+        ({"kind": "graph"}, "kind"),
+        # Wrong types, blanks, fractions: the Params' JSON schema refuses them, naming the param.
+        ({"damping": "0.7"}, "'0.7' is not of type 'number'"),
+        ({"max_iter": 2.5}, "2.5 is not of type 'integer'"),
+        ({"seed": True}, "True is not of type 'integer'"),
+        ({"max_iter": float("inf")}, "inf is not of type 'integer'"),
+        ({"input": ""}, "'' should be non-empty"),
+        ({"preference": ""}, "'' does not match"),
+        ({"engine": ""}, "'' is not one of"),
+    ],
 )
 def test_bad_params_are_refused_before_any_task_runs(dag, conf, message):
     from airflow.sdk.exceptions import ParamValidationError
 
     with pytest.raises(ParamValidationError, match=message):
         dag.test(run_conf=conf)
+
+
+@pytest.mark.parametrize(
+    "conf, files, links, error, message",
+    [
+        # NaN and infinities pass the JSON schema's bounds (every comparison with NaN is false): the params'
+        # own checks refuse them at ingest, before the job is submitted.
+        (
+            {"damping": float("nan")},
+            {},
+            {},
+            InvalidParamError,
+            "DAG param damping: damping must be in [0.5, 1); got nan",
+        ),
+        ({"preference": float("nan")}, {}, {}, InvalidParamError, "DAG param preference: preference must be finite"),
+        ({"preference": float("-inf")}, {}, {}, InvalidParamError, "preference must be finite; got -inf"),
+        ({"input": "  "}, {}, {}, InvalidInputError, "input: the template '  ' renders to an empty path"),
+        ({"input": "{root}/gone.csv"}, {}, {"gone.csv": "nowhere.csv"}, InvalidInputError, "gone.csv is a link to"),
+        (
+            {"input": "{root}/in"},
+            {"in/a.parquet": "", "in/b.csv": "id,x\n", "in/README.txt": "about"},
+            {},
+            InvalidInputError,
+            "The input folder {root}/in holds 2 file(s) that are not .parquet, for example 'README.txt'",
+        ),
+        ({"input": "{root}"}, {}, {}, InvalidInputError, "for example 'points.csv'"),
+        (
+            {"output_root": "{root}/runs"},
+            {"runs": "a file"},
+            {},
+            InvalidInputError,
+            "{root}/runs (in {root}/runs/2026-12-01) is a file",
+        ),
+        ({"output_root": "{root}/points.csv/runs"}, {}, {}, InvalidInputError, "points.csv (in {root}/points.csv/runs"),
+    ],
+)
+def test_bad_params_and_paths_fail_at_ingest_and_write_nothing(dag, tmp_path, conf, files, links, error, message):
+    from types import SimpleNamespace
+
+    from spark_ap.app.pipeline import ingest
+
+    for name, text in {"points.csv": "id,x,y\n0,1.0,2.0\n1,2.0,1.0\n", **files}.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    for name, target in links.items():
+        (tmp_path / name).symlink_to(target)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    values = {"input": str(tmp_path / "points.csv"), "output_root": str(tmp_path / "out"), **conf}
+    params = {
+        **dag.params.dump(),
+        **{k: v.format(root=tmp_path) if isinstance(v, str) else v for k, v in values.items()},
+    }
+    day = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    with pytest.raises(error) as refused:
+        ingest(params, {"dag": dag, "logical_date": day, "dag_run": SimpleNamespace(run_after=day)})
+    assert message.format(root=tmp_path) in str(refused.value)
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+def test_whole_numbers_from_json_reach_the_job_as_integers(tmp_path):
+    # The schema takes 50.0 as the integer 50 (JSON has one number type); the job's --max-iter takes "50".
+    from spark_ap.app.job import parser, settings
+
+    values = {**{name: schema["default"] for name, schema in dag_params().items()}, "max_iter": 50.0, "seed": 3.0}
+    values.update({"input": "in.csv", "output_root": str(tmp_path), "kind": "edges"})
+    args = job_arguments(values, datetime(2026, 12, 1, tzinfo=timezone.utc))["args"]
+    assert args[args.index("--max-iter") + 1] == "50"
+    assert settings(parser().parse_args(args))["ap"]["maxIter"] == 50
 
 
 def test_missing_input_fails_at_ingest(dag, tmp_path):

@@ -16,6 +16,7 @@ from datetime import time as dt_time
 from pathlib import Path
 
 from spark_ap.app.config import read_config
+from spark_ap.app.preflight import check_input, check_output
 from spark_ap.errors import InvalidInputError, InvalidParamError
 from spark_ap.params import SPECS
 from spark_ap.session import graphframes_conf, logging_conf
@@ -88,14 +89,38 @@ def render_dates(params: dict, context: dict) -> dict:
     return rendered
 
 
+def ingest(params: dict, context: dict) -> dict:
+    """The DAG's ingest task: render the run's dated paths, check the input and the run folder,
+    and give the job's arguments (:func:`job_arguments`); a bad one fails here, before Spark."""
+    dated = render_dates(params, context)
+    check_input(dated["input"], dated["kind"])
+    job = job_arguments(dated, run_date(context))
+    check_output(job["output"])
+    return job
+
+
 def job_arguments(params: dict, date: datetime) -> dict:
     """The spark-ap job's command lines for the run of ``date`` (validate, cluster), the run
-    folder it writes and the date, as ISO text."""
+    folder it writes and the date, as ISO text.
+
+    Raises
+    ------
+    InvalidParamError
+        A param its spec refuses, named as the DAG spells it: the Params' JSON schema lets
+        NaN through its bounds.
+    """
     output = run_folder(params["output_root"], date)
     args = ["--input", params["input"], "--output", str(output), "--kind", params["kind"]]
     for spec in SPECS.values():
         if spec.dag and (spec.section != "features" or params["kind"] == "features"):
-            args += [spec.flag, str(params[spec.snake])]
+            value = params[spec.snake]
+            try:
+                spec.check(value)
+            except InvalidParamError as error:
+                raise InvalidParamError(f"DAG param {spec.snake}: {error}") from None
+            # JSON's 50.0 is the schema's integer 50, which the job's int option takes written as 50.
+            value = int(value) if spec.type is int else value
+            args += [spec.flag, str(value)]
     # A retried task finds the folder of a finished attempt and stops there,
     # or the state an interrupted attempt saved and resumes from it.
     args.append("--skip-existing")
