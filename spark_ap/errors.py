@@ -84,6 +84,12 @@ def reason(error: BaseException) -> str:
         lines = [line.strip() for line in traceback.splitlines() if line.strip()]
         if len(lines) > 1:
             return lines[-1][:300]
+    if text.startswith(("org.apache.spark.SparkException: Job aborted due to stage failure", "Job aborted")):
+        # The first line only says which task failed; the task's own error is a cause further down
+        # (a Parquet file without a footer: [FAILED_READ_FILE.CANNOT_READ_FILE_FOOTER] ...).
+        causes = [line.split("Caused by: ", 1)[1] for line in text.splitlines() if line.startswith("Caused by: ")]
+        if causes:
+            return causes[-1][:300]
     return text.splitlines()[0][:300]
 
 

@@ -283,8 +283,8 @@ FILES: list[Any] = [
         marks=pytest.mark.xfail(strict=True, reason="a non-UTF-8 byte in a CSV id is read as U+FFFD, silently"),
     ),
     ("latin1_header.csv", b"src,dst,simil\xe9rity\n1,2,-1.0\n", "edges", (SparkAPError, ["similarity"])),
-    ("zero.parquet", b"", "edges", (SparkAPError, ["zero.parquet"])),
-    ("garbage.parquet", b"PAR1 not really", "edges", (SparkAPError, ["garbage.parquet"])),
+    ("zero.parquet", b"", "edges", (SparkAPError, ["zero.parquet", "not a Parquet file"])),
+    ("garbage.parquet", b"PAR1 not really", "edges", (SparkAPError, ["garbage.parquet", "not a Parquet file"])),
     (
         "schema.parquet",
         _parquet(pd.DataFrame({"a": [1, 2], "b": [2, 1], "c": [-1.0, -1.0]})),
