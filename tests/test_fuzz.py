@@ -243,8 +243,11 @@ VALID_EDGES = "3 edges between 3 vertices, valid"
 FILES: list[Any] = [
     ("plain.csv", EDGES.encode(), "edges", VALID_EDGES),
     ("empty.csv", b"", "edges", (SparkAPError, ["empty.csv", "similarity"])),
+    # No rows: Spark infers every column as a string, so the refusal names the similarity's type, not the
+    # emptiness (validation checks the types first).
     ("header.csv", b"src,dst,similarity\n", "edges", (SparkAPError, ["similarity"])),
-    # The preflight reads the header without removing a BOM: refused, naming the column (see the report).
+    # Spark reads this file right, but the preflight's header read (preflight.local_columns) keeps the BOM in
+    # "\ufeffsrc" and refuses it: a clear refusal, if a needless one.
     ("bom.csv", b"\xef\xbb\xbf" + EDGES.encode(), "edges", (SparkAPError, ["bom.csv", "src"])),
     ("crlf.csv", EDGES.replace("\n", "\r\n").encode(), "edges", VALID_EDGES),
     (
@@ -274,7 +277,8 @@ FILES: list[Any] = [
         (SparkAPError, ["similarity"]),
     ),
     # Latin-1, not UTF-8: Spark reads both é and è as U+FFFD, so caf\xe9 and caf\xe8 become one vertex
-    # (2, not 3) and validation passes. Not fixed yet (see the fuzz report): it must be refused.
+    # (2, not 3) and validation passes. Spark's CSV reader has no strict decoding; until a check refuses
+    # U+FFFD in the id columns, this row documents the silent merge.
     pytest.param(
         "latin1.csv",
         b"src,dst,similarity\ncaf\xe9,b,-1.0\nb,caf\xe8,-2.0\ncaf\xe8,caf\xe9,-0.5\n",
