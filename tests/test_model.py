@@ -172,6 +172,8 @@ def test_a_model_folder_that_is_not_as_written_is_refused_by_its_checksums(saved
         ([(0, [1.0, float("inf")])], "sqeuclidean", "1 row(s)"),
         ([(0, [1.0, None])], "sqeuclidean", "e.g. [1.0, None]"),
         ([(0, [0.0, 0.0]), (1, [1.0, 0.0])], "cosine", "or all 0 (cosine)), e.g. [0.0, 0.0]"),
+        # Its squared distance to every exemplar overflows: it went to cluster 0, not to the nearer [5, 5].
+        ([(0, [1e308, 1e308])], "sqeuclidean", "values whose squares overflow), e.g. [1e+308, 1e+308]"),
     ],
 )
 def test_transform_refuses_rows_it_cannot_assign_with_a_count_and_an_example(spark, rows, metric, message):
@@ -201,3 +203,92 @@ def test_transform_refuses_a_table_without_features_or_with_its_output_columns(s
     row = (0, [1.0, 1.0], 5) if columns.count(",") == 2 else (0, [1.0, 1.0])
     with pytest.raises(InvalidInputError, match=message):
         model.transform(spark.createDataFrame([row], columns))
+
+
+@pytest.mark.parametrize(
+    "schema, row, message",
+    [
+        ("id long, features array<string>", (0, ["1", "2"]), "'features' has type array<string>; it must be an array"),
+        ("id long, features double", (0, 1.0), "'features' has type double; it must be an array of numbers"),
+        ("id long, features string", (0, "1,1"), "'features' has type string"),
+    ],
+)
+def test_transform_refuses_features_of_another_type_naming_it(spark, schema, row, message):
+    from spark_ap import ColumnTypeError
+
+    model = AffinityPropagationModel(pd.DataFrame({"cluster": [0], "exemplar": [3], "features": [[1.0, 1.0]]}))
+    with pytest.raises(ColumnTypeError) as refused:  # Spark's cast error or AnalysisException before
+        model.transform(spark.createDataFrame([row], schema))
+    assert str(refused.value).startswith("transform: ") and message in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda tmp: "", "The model path is empty"),
+        (lambda tmp: " ", "The model path is empty"),
+        (
+            lambda tmp: (tmp / "model.txt").write_text("x") and str(tmp / "model.txt"),
+            "model.txt is a file, not a model",
+        ),
+        (lambda tmp: (tmp / "gone").symlink_to(tmp / "run") or str(tmp / "gone"), "gone is a link to"),
+        (lambda tmp: str(tmp / "run" / "model"), "model is a folder that does not exist"),
+    ],
+)
+def test_load_refuses_a_path_without_a_model_folder_naming_it(tmp_path, make, message):
+    from spark_ap import InvalidInputError
+
+    with pytest.raises(InvalidInputError) as refused:  # Spark's PATH_NOT_FOUND before, naming metadata/
+        AffinityPropagationModel.load(make(tmp_path))
+    assert message in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "rows, schema, error, message",
+    [
+        (
+            [(1.0, [1.0]), (2.5, [2.0])],
+            "id double, features array<double>",
+            "ColumnTypeError",
+            "column 'id' has type double",
+        ),
+        (
+            [(0, ["a"]), (1, ["b"])],
+            "id long, features array<string>",
+            "ColumnTypeError",
+            "'features' has type array<string>",
+        ),
+        (
+            [(0, [1e200, 0.0]), (1, [-1e200, 0.0]), (2, [0.0, 0.0])],
+            "id long, features array<double>",
+            "InvalidValueError",
+            "2 of 3 feature rows hold a value in 'features' beyond",
+        ),
+        ([(0, [1.0]), (1, [float("nan")])], "id long, features array<double>", "InvalidValueError", "NaN or infinite"),
+    ],
+)
+def test_fit_refuses_a_bad_feature_table_naming_the_column(spark, rows, schema, error, message):
+    import spark_ap
+
+    with pytest.raises(getattr(spark_ap, error)) as refused:
+        MultiLevelAffinityPropagation().fit(spark.createDataFrame(rows, schema))
+    assert message in str(refused.value)
+
+
+def test_a_model_of_unicode_ids_assigns_new_points_as_scikit_learn(spark, tmp_path):
+    X = np.array([[0.0, 0.0], [0.3, 0.1], [0.1, 0.4], [10.0, 10.0], [10.2, 9.9], [9.8, 10.3]])
+    ids = ["ä", "ö", "ü", "中", "文", "🙂" * 2000]  # ascending code points; one 2,000-character id
+    features = spark.createDataFrame(
+        [(i, [float(v) for v in x]) for i, x in zip(ids, X, strict=True)], "id string, features array<double>"
+    )
+    model = MultiLevelAffinityPropagation(noise="sklearn").fit(features)
+    model.write().save(str(tmp_path / "model"))
+    loaded = AffinityPropagationModel.load(str(tmp_path / "model"))
+    S = similarity_matrix(X)
+    sk = SklearnAP(affinity="precomputed", preference=float(np.median(S[~np.eye(6, dtype=bool)])), random_state=0)
+    sk.fit(S)
+    new = np.array([[0.2, 0.2], [9.9, 10.1]])
+    nearest = [sk.cluster_centers_indices_[np.argmin(((X[sk.cluster_centers_indices_] - p) ** 2).sum(1))] for p in new]
+    table = spark.createDataFrame([("neu", [0.2, 0.2]), ("新", [9.9, 10.1])], "id string, features array<double>")
+    assigned = {row.id: row.exemplar for row in loaded.transform(table).collect()}
+    assert assigned == {"neu": ids[nearest[0]], "新": ids[nearest[1]]}

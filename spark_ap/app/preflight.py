@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 from pathlib import Path
 from typing import NoReturn
 
 from spark_ap.errors import InvalidInputError
 from spark_ap.params import INPUT_KINDS
-from spark_ap.paths import local_path
+from spark_ap.paths import dangling_link, local_path
 
 
 def check_input(path: str, kind: str = "edges", fmt: str | None = None) -> None:
@@ -28,8 +27,8 @@ def check_input(path: str, kind: str = "edges", fmt: str | None = None) -> None:
     if "://" in path:
         return
     p = Path(path)
-    if p.is_symlink() and not p.exists():
-        raise InvalidInputError(f"The input {path} is a link to {os.readlink(p)}, which does not exist")
+    if dangling_link(p):
+        raise InvalidInputError(f"The input {path} is {dangling_link(p)}")
     if not p.exists():
         raise InvalidInputError(f"The input {path} does not exist")
     if fmt is None and p.is_file() and p.suffix not in (".csv", ".parquet"):
@@ -74,8 +73,8 @@ def check_output(path: str) -> None:
     if local is None:
         return
     p = Path(local)
-    if p.is_symlink() and not p.exists():
-        raise InvalidInputError(f"The output {path} is a link to {os.readlink(p)}, which does not exist")
+    if dangling_link(p):
+        raise InvalidInputError(f"The output {path} is {dangling_link(p)}")
     parent = next((q for q in (p, *p.parents) if q.exists()), p)
     if parent.exists() and not parent.is_dir():
         inside = "" if parent == p else f" (in {path})"

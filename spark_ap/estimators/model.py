@@ -23,12 +23,13 @@ from pyspark.ml.linalg import VectorUDT
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from spark_ap.checksums import first_difference, local_digests, sha256_json
-from spark_ap.errors import InvalidInputError, InvalidParamError
+from spark_ap.errors import ColumnTypeError, InvalidInputError, InvalidParamError
 from spark_ap.estimators._params import spec_param
 from spark_ap.params import SPECS
-from spark_ap.paths import local_path
+from spark_ap.paths import dangling_link, local_path
 
 log = logging.getLogger("spark_ap")
 
@@ -110,15 +111,23 @@ class AffinityPropagationModel(Model, MLReadable, MLWritable):
             raise InvalidInputError(
                 f"transform: the table already has a column {taken[0]!r}, which transform adds; drop or rename it"
             )
-        column = dataset[name]
-        if isinstance(dataset.schema[name].dataType, VectorUDT):
+        column, dtype = dataset[name], dataset.schema[name].dataType
+        if isinstance(dtype, VectorUDT):
             column = vector_to_array(column)
+        elif not (isinstance(dtype, T.ArrayType) and isinstance(dtype.elementType, T.NumericType)):
+            raise ColumnTypeError(
+                f"transform: the features column {name!r} has type {dtype.simpleString()}; it must be an array "
+                "of numbers or an ML vector"
+            )
         if dataset.isStreaming:
             return column
         bad = column.isNull() | (F.size(column) != dimensions)
         bad = bad | F.exists(column, lambda v: v.isNull() | F.isnan(v) | (F.abs(v) == float("inf")))
         if self.getMetric() == "cosine":
             bad = bad | F.forall(column, lambda v: v == 0)
+        else:
+            # |x|^2 overflows: so do the squared distances to every exemplar, and the nearest is undefined.
+            bad = bad | (F.aggregate(column, F.lit(0.0), lambda acc, v: acc + v * v) == float("inf"))
         rows = dataset.where(bad)
         count = rows.count()
         if count:
@@ -126,7 +135,7 @@ class AffinityPropagationModel(Model, MLReadable, MLWritable):
             zero = " or all 0 (cosine)" if self.getMetric() == "cosine" else ""
             raise InvalidInputError(
                 f"transform: {count} row(s) of {name!r} cannot be assigned (null, a null or NaN or infinite value, "
-                f"not {dimensions} values{zero}), e.g. {example!r:.80}"
+                f"not {dimensions} values{zero or ', values whose squares overflow'}), e.g. {example!r:.80}"
             )
         return column
 
@@ -200,8 +209,16 @@ class _ModelWriter(MLWriter):
 
 class _ModelReader(MLReader):
     def load(self, path: str) -> AffinityPropagationModel:
+        if not path.strip():
+            raise InvalidInputError("The model path is empty; give the model folder (a run's model/)")
         folder = _local(path)
-        if folder is not None and folder.is_dir():
+        if folder is not None and not folder.is_dir():
+            # Spark's reader would say its metadata path is not found, naming no model.
+            what = dangling_link(folder) or (
+                "a file, not a model folder" if folder.exists() else "a folder that does not exist"
+            )
+            raise InvalidInputError(f"The model {path} is {what}")
+        if folder is not None:
             _check_files(folder)
         try:
             metadata, exemplars = self._read(path)
