@@ -273,6 +273,54 @@ def test_the_job_refuses_what_it_cannot_use_before_spark_starts(tmp_path, flag, 
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        # Blank names would reach Kafka's client, which fails mid-start with a stack trace.
+        ("--bootstrap-servers", "", "--bootstrap-servers is empty"),
+        ("--input-topic", "", "--input-topic is empty"),
+        ("--output-topic", " ", "--output-topic is empty"),
+        ("--dead-letter-topic", "", "--dead-letter-topic is empty"),
+        ("--features-field", "", "--features-field is empty"),
+        ("--model", "", "--model is empty"),
+        ("--checkpoint-location", "", "--checkpoint-location is empty"),
+        # Wrong types and values, in one line (argparse printed the usage of every option first).
+        ("--trigger-seconds", "abc", "argument --trigger-seconds: invalid float value: 'abc'"),
+        ("--trigger-seconds", "inf", "--trigger-seconds must be a positive number of seconds; got inf"),
+        ("--max-offsets-per-trigger", "1.5", "argument --max-offsets-per-trigger: invalid int value: '1.5'"),
+        ("--starting-offsets", "", "argument --starting-offsets: invalid choice: ''"),
+        # The checkpoint folder: a file, a link to nothing, inside a file.
+        ("--checkpoint-location", "{tmp}/notes.txt", "--checkpoint-location {tmp}/notes.txt is a file, not a folder"),
+        ("--checkpoint-location", "{tmp}/gone", "--checkpoint-location {tmp}/gone is a link to {tmp}/nowhere, which"),
+        ("--checkpoint-location", "{tmp}/notes.txt/cp", "{tmp}/notes.txt (in {tmp}/notes.txt/cp) is a file"),
+        ("--model", "{tmp}/gone", "--model {tmp}/gone holds no model"),
+        ("--model", "{tmp}/notes.txt", "--model {tmp}/notes.txt holds no model"),
+    ],
+)
+def test_the_job_refuses_bad_options_in_one_line_and_writes_nothing(
+    tmp_path, capsys, monkeypatch, flag, value, message
+):
+    # In-process (the subprocess table above runs the command): a row that reached Spark would fail here.
+    from spark_ap.app.stream import job as stream_job
+
+    monkeypatch.setattr(stream_job, "spark_session", lambda **_: pytest.fail("Spark started"))
+    (tmp_path / "run" / "model" / "metadata").mkdir(parents=True)
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    args = {"--bootstrap-servers": "127.0.0.1:9", "--input-topic": "in", "--output-topic": "out"}
+    args |= {"--dead-letter-topic": "dead", "--model": str(tmp_path / "run")}
+    args |= {"--checkpoint-location": str(tmp_path / "checkpoint"), flag: value.format(tmp=tmp_path)}
+    try:
+        code = stream_job.main([x for pair in args.items() for x in pair])
+    except SystemExit as exit:  # argparse's refusals
+        code = exit.code
+    assert code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("spark-ap stream: error: ") and message.format(tmp=tmp_path) in line, line
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
 def _loaded(exemplars: pd.DataFrame, metric: str = "sqeuclidean") -> _Loaded:
     model = AffinityPropagationModel(exemplars)
     model._set(metric=metric)

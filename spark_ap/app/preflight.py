@@ -64,21 +64,22 @@ def _check_folder(folder: Path, fmt: str) -> None:
         raise InvalidInputError(f"The input folder {folder} holds no .{fmt} files{hint}")
 
 
-def check_output(path: str) -> None:
-    """Refuse an output folder path that is empty, a file, a link to nothing, or inside a file, before
-    anything is written (the folder's contents are :func:`spark_ap.app.export.output_status`'s)."""
+def check_output(path: str, flag: str = "--output") -> None:
+    """Refuse a folder path to write (``flag``'s) that is empty, a file, a link to nothing, or inside a file,
+    before anything is written (an output folder's contents are :func:`spark_ap.app.export.output_status`'s)."""
+    what = "The output" if flag == "--output" else flag
     if not path.strip():
-        raise InvalidInputError("The output folder (--output) is empty; give the folder the run writes")
+        raise InvalidInputError(f"{what} folder ({flag}) is empty; give the folder the run writes")
     local = local_path(path)
     if local is None:
         return
     p = Path(local)
     if dangling_link(p):
-        raise InvalidInputError(f"The output {path} is {dangling_link(p)}")
+        raise InvalidInputError(f"{what} {path} is {dangling_link(p)}")
     parent = next((q for q in (p, *p.parents) if q.exists()), p)
     if parent.exists() and not parent.is_dir():
         inside = "" if parent == p else f" (in {path})"
-        raise InvalidInputError(f"The output {parent}{inside} is a file, not a folder")
+        raise InvalidInputError(f"{what} {parent}{inside} is a file, not a folder")
 
 
 def local_columns(path: str, fmt: str | None = None) -> list[str] | None:

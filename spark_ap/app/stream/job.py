@@ -11,7 +11,7 @@ from pyspark.errors import AnalysisException, StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from spark_ap.app.preflight import OneLineParser
+from spark_ap.app.preflight import OneLineParser, check_output
 from spark_ap.app.stream.models import ModelSource, resolve_model
 from spark_ap.app.stream.records import RECORDS_SCHEMA, _Loaded, assign_records
 from spark_ap.errors import InvalidInputError, SparkAPError
@@ -19,6 +19,8 @@ from spark_ap.paths import local_path
 from spark_ap.session import KAFKA_PACKAGE, REPOSITORIES_ENV, spark_session
 
 log = logging.getLogger("spark_ap.stream")
+# The options that name something (brokers, topics, a JSON field): none may be blank.
+TEXT_FLAGS = ("--bootstrap-servers", "--input-topic", "--output-topic", "--dead-letter-topic", "--features-field")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -163,12 +165,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)
     try:
+        for flag in (*TEXT_FLAGS, "--model", "--checkpoint-location"):
+            if not getattr(args, flag[2:].replace("-", "_")).strip():
+                # A blank topic or server reaches Kafka's client, which fails mid-start with a stack trace.
+                raise InvalidInputError(f"{flag} is empty")
         for flag, path in (("--model", args.model), ("--checkpoint-location", args.checkpoint_location)):
             if local_path(path) is None:
                 # The latest link and the model pins are read and written as files by the driver.
                 where = "a path of the driver's file system (a local disk or a mount), not a URL"
                 raise InvalidInputError(f"{flag} {path}: must be {where}")
         args.model, args.checkpoint_location = local_path(args.model), local_path(args.checkpoint_location)
+        check_output(args.checkpoint_location, "--checkpoint-location")
         seconds, offsets = args.trigger_seconds, args.max_offsets_per_trigger
         if not 0 < seconds < float("inf"):  # nan too
             raise InvalidInputError(f"--trigger-seconds must be a positive number of seconds; got {seconds:g}")
