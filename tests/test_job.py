@@ -227,3 +227,26 @@ def test_the_command_refuses_bad_data_in_one_line_and_writes_nothing(spark, tmp_
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("spark-ap: error: ") and message in line, line
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        ["α", "β", "γ", "δ", "ε", "ζ" + "x" * 10_000],  # unicode, and a 10,000-character id (ascending)
+        [-(2**63), -(2**63) + 1, -1, 0, 2**63 - 2, 2**63 - 1],  # the ends of the long range, read as longs
+    ],
+)
+def test_the_command_clusters_ids_of_any_alphabet_and_size_as_scikit_learn(spark, tmp_path, ids):
+    from sklearn.cluster import AffinityPropagation as SklearnAP
+
+    X = np.array([[0.0, 0.0], [0.3, 0.1], [0.1, 0.4], [10.0, 10.0], [10.2, 9.9], [9.8, 10.3]])
+    S = similarity_matrix(X)
+    edges = [(ids[i], ids[j], S[i, j]) for i in range(6) for j in range(6) if i != j]
+    csv = tmp_path / "edges.csv"
+    pd.DataFrame(edges, columns=["src", "dst", "similarity"]).to_csv(csv, index=False)
+    out = tmp_path / "run"
+    assert main(["--input", str(csv), "--output", str(out), "--noise", "sklearn"]) == 0
+    sk = SklearnAP(affinity="precomputed", preference=float(np.median(S[~np.eye(6, dtype=bool)])), random_state=0)
+    sk.fit(S)
+    written = {row[0]: row[2] for row in written_rows(out)}
+    assert written == {ids[i]: ids[sk.cluster_centers_indices_[sk.labels_[i]]] for i in range(6)}
