@@ -97,7 +97,11 @@ class Spec:
         return re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), self.name)
 
     def check(self, value: object) -> None:
-        """Raise :class:`InvalidParamError` naming the param unless ``value`` is allowed."""
+        """Raise :class:`InvalidParamError` naming the param unless ``value`` is allowed.
+
+        An ``int`` param takes a whole-number float (``50.0``, as YAML or JSON may write 50);
+        NaN and infinities are never whole, and no bound holds for NaN, so both are refused.
+        """
         if value is None and self.default is None:
             return
         if self.name == "preference":
