@@ -100,7 +100,7 @@ class Spec:
         """Raise :class:`InvalidParamError` naming the param unless ``value`` is allowed.
 
         An ``int`` param takes a whole-number float (``50.0``, as YAML or JSON may write 50);
-        NaN and infinities are never whole, and no bound holds for NaN, so both are refused.
+        NaN and infinities are refused whatever the bounds (no comparison holds for NaN).
         """
         if value is None and self.default is None:
             return
@@ -130,6 +130,8 @@ class Spec:
         if self.low is not None and value < self.low:
             also = "".join(f", or {v}" for v in self.also)
             raise InvalidParamError(f"{self.name} must be >= {self.low:g}{also}; got {value}")
+        if value != value or value in (float("inf"), float("-inf")):  # a float param with no bound, or one only
+            raise InvalidParamError(f"{self.name} must be a finite number; got {value}")
 
 
 SPECS: dict[str, Spec] = {

@@ -313,3 +313,11 @@ def test_readme_params_table_lists_the_spec():
     table = readme[readme.index("### Parameters") : readme.index("### Output")]
     for spec in params.specs(params.AP):
         assert f"`{spec.name}`" in table, spec.name
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_number_param_with_one_bound_or_none_refuses_nan_and_infinities(value):
+    # damping's two bounds refuse NaN by chance (no comparison holds); a param with one bound must too.
+    for spec in (params.Spec("x", float, 1.0, "doc", low=0.0), params.Spec("y", float, 1.0, "doc")):
+        with pytest.raises(InvalidParamError, match=f"{spec.name} must be .*; got {value}$"):
+            spec.check(value)
