@@ -335,3 +335,23 @@ def test_auto_iterates_on_the_driver_up_to_a_number_of_edges(spark, monkeypatch,
             AffinityPropagation(maxIter=2, convergenceIter=3).run(edges)
         chosen[limit] = re.search(r"iterating with the (\w+) engine", caplog.text).group(1)
     assert chosen == {25: "local", 24: "blocks"}
+
+
+def test_the_local_engines_top_by_runs_is_the_scattered_top():
+    # Top.of_sorted (reduceat over each source's run of edges) against Top.over (scatters, in any
+    # order) on random sparse graphs with ties, sources with only their self-edge, and a NaN.
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n = int(rng.integers(1, 12))
+        present = rng.random((n, n)) < 0.5
+        np.fill_diagonal(present, True)
+        i, j = np.nonzero(present)
+        chunk = Chunk.from_arrays({"i": i, "j": j, "s": rng.integers(-3, 1, size=i.size).astype(float)})
+        chunk.a = rng.integers(-2, 1, size=i.size).astype(float)
+        if trial % 7 == 0:
+            chunk.a[rng.integers(0, i.size)] = np.nan
+        with np.errstate(invalid="ignore"):
+            scattered, runs = Top.over(n, lambda c=chunk: [c]), Top.of_sorted(chunk)
+        for expected, got in zip(scattered.values(), runs.values(), strict=True):
+            np.testing.assert_array_equal(got, expected)
+            assert got.dtype == expected.dtype

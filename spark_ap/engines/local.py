@@ -57,19 +57,11 @@ class LocalEngine:
         table = state.select(*start_columns(initial), "similarity").toArrow()
         src = table.column("src").to_numpy(zero_copy_only=False)
         dst = table.column("dst").to_numpy(zero_copy_only=False)
-        # Every vertex has a self-edge, so the sources are all of them (rules: ids).
-        self.ids = np.unique(src)
-        i, j = numbers(self.ids, src), numbers(self.ids, dst)
-        order = by_pair(i, j)
-        columns = {"i": i[order], "j": j[order]}
-        found = repeated_pairs(columns["i"], columns["j"])
-        if found is not None:
-            pairs, edges, (i, j, count) = found
-            raise DuplicateEdgeError(pairs, edges, (*self.ids[[i, j]].tolist(), count))
+        self.ids, i, j, order = number_edges(src, dst)
         self.similarity = table.column("similarity").to_numpy()[order]
         read = start_columns(initial)[2:]
-        columns.update({name: table.column(name).to_numpy(zero_copy_only=False)[order] for name in read})
-        return Chunk.from_arrays(columns)
+        columns = {name: table.column(name).to_numpy(zero_copy_only=False)[order] for name in read}
+        return Chunk.from_arrays({"i": i, "j": j, **columns})
 
     def restart(self, state: DataFrame) -> Chunk:
         """As :meth:`start`: the state lives on the driver, nothing the run keeps in executors is read."""
@@ -77,8 +69,7 @@ class LocalEngine:
 
     def step(self, chunk: Chunk, reliable: bool = False) -> tuple[Chunk, dict]:
         """One iteration. ``reliable`` is moot: the state lives on the driver, not in executors."""
-        chunk.step(Top.over(self.ids.size, lambda: [chunk]), self.damping)
-        return chunk, chunk.counts()
+        return chunk, step(chunk, self.damping)
 
     def edges(self, chunk: Chunk) -> pa.Table:
         """The edge state of ``chunk`` (:data:`~spark_ap.engines.rules.EDGE_STATE`), as an Arrow
@@ -97,7 +88,7 @@ class LocalEngine:
         """The edge state, copied into executor storage once, and the labels, assigned on the driver
         (:func:`~spark_ap.engines.assign.label_on_driver`); the graph is no longer read."""
         self.graph.unpersist()
-        exemplar = assign.label_on_driver(chunk.i, chunk.vertices[chunk.jl], chunk.s, chunk.decided())
+        exemplar = exemplars(chunk)
         labels = assign.labels_frame(self.spark, self.ids, self.schema["src"].dataType, exemplar)
         state = self.spark.createDataFrame(self.edges(chunk), schema=self.schema).localCheckpoint(eager=True)
         return Finished(state, labels, exemplar is not None, state, free=lambda: None)
@@ -108,3 +99,36 @@ def _arrow_schema(id_type: DataType) -> pa.Schema:
     ids = arrow_id_type(id_type)
     messages = [(name, pa.from_numpy_dtype(kind)) for name, kind in Chunk.KINDS.items()]
     return pa.schema([("src", ids), ("dst", ids), ("similarity", pa.float64()), ("s", pa.float64()), *messages])
+
+
+def number_edges(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The vertex ids in number order, and each edge's source and target numbers in (source,
+    target) order, with that order (``[order]`` puts any other column of the edges in it).
+
+    Raises
+    ------
+    DuplicateEdgeError
+        A (src, dst) pair occurs more than once.
+    """
+    # Every vertex has a self-edge, so the sources are all of them (rules: ids).
+    ids = np.unique(src)
+    i, j = numbers(ids, src), numbers(ids, dst)
+    order = by_pair(i, j)
+    i, j = i[order], j[order]
+    found = repeated_pairs(i, j)
+    if found is not None:
+        pairs, edges, (a, b, count) = found
+        raise DuplicateEdgeError(pairs, edges, (*ids[[a, b]].tolist(), count))
+    return ids, i, j, order
+
+
+def step(chunk: Chunk, damping: float) -> dict:
+    """One iteration on the chunk of every edge (all sources in it, sorted); its decision counts."""
+    chunk.step(Top.of_sorted(chunk), damping)
+    return chunk.counts()
+
+
+def exemplars(chunk: Chunk) -> np.ndarray | None:
+    """Each vertex's exemplar number in the chunk of every edge's state (None: no exemplar),
+    as :func:`~spark_ap.engines.assign.label_vertices` decides it."""
+    return assign.label_on_driver(chunk.i, chunk.vertices[chunk.jl], chunk.s, chunk.decided())

@@ -78,6 +78,19 @@ class Top:
             np.maximum.at(top.second, chunk.i, others)
         return top
 
+    @classmethod
+    def of_sorted(cls, chunk: Chunk) -> Top:
+        """:meth:`over` the one chunk of every edge, whose sources are 0..n-1 in order (the local
+        engine's): the same values, by ``reduceat`` over each source's run of edges (three times
+        as fast as the scatters of ``ufunc.at``)."""
+        starts, largest, first = _largest_per_source(chunk.i, chunk.a + chunk.s)
+        arg = chunk.vertices[chunk.jl[first]]
+        # As over(): the largest of the source's other targets, -inf for a source with one edge.
+        others = np.where(
+            chunk.vertices[chunk.jl] == np.repeat(arg, np.diff(np.r_[starts, chunk.i.size])), -np.inf, chunk.a + chunk.s
+        )
+        return cls(largest, arg.astype(np.int32), np.maximum.reduceat(others, starts))
+
 
 class Chunk:
     """The edges into a range of target vertices, sorted by (src, dst), as numpy arrays.
