@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from py4j.protocol import Py4JError
 from pyspark.errors import AnalysisException, PySparkException
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_ap.engines import Engine
@@ -78,6 +78,13 @@ class Progress:
     def done(self, settings: Settings) -> bool:
         return self.converged(settings) or self.t >= settings.max_iter
 
+    def record(self, t: int, stats: dict) -> tuple[int, int, int]:
+        """Iteration ``t`` done with the decision counts ``stats``; its history row."""
+        row = (t, stats["exemplars"], stats["changed"])
+        self.t, self.stats = t, stats
+        self.history.append(row)
+        return row
+
 
 @dataclass
 class Outcome:
@@ -101,14 +108,20 @@ class Outcome:
         self.free()
 
 
+def normals(graph: DataFrame, settings: Settings) -> tuple[DataFrame, Column | None]:
+    """``graph`` (with scikit-learn's normals joined where they are drawn) and the standard normal
+    each edge's degeneracy noise is scaled from; None without noise (``noise="none"``)."""
+    if settings.noise == "edge":
+        return graph, standard_normal(settings.seed, F.col("src"), F.col("dst"))
+    if settings.noise == "sklearn":
+        return graph.join(sklearn_normals(graph, settings.seed), ["src", "dst"]), F.col("z")
+    return graph, None
+
+
 def initial_state(graph: DataFrame, settings: Settings) -> DataFrame:
     """Edge state before the first iteration: r = a = 0, no exemplar decided."""
-    s = F.col("similarity")
-    if settings.noise == "edge":
-        s = with_noise(s, standard_normal(settings.seed, F.col("src"), F.col("dst")))
-    elif settings.noise == "sklearn":
-        graph = graph.join(sklearn_normals(graph, settings.seed), ["src", "dst"])
-        s = with_noise(s, F.col("z"))
+    graph, z = normals(graph, settings)
+    s = F.col("similarity") if z is None else with_noise(F.col("similarity"), z)
     return graph.select(
         "src",
         "dst",
@@ -162,8 +175,8 @@ def iterate(engine: Engine, graph: DataFrame, settings: Settings, store: StateSt
             due = settings.checkpoint_interval > 0 and t % settings.checkpoint_interval == 0
             try:
                 new, stats = engine.step(current, reliable=durable and due)
-                row = (t, stats["exemplars"], stats["changed"])
                 if store is not None and due:
+                    row = (t, stats["exemplars"], stats["changed"])
                     new = engine.saved(new, store.save(t, [*progress.history, row], stats, engine.edges(new)))
             except AnalysisException:
                 raise  # a wrong plan fails the same way every time
@@ -177,8 +190,7 @@ def iterate(engine: Engine, graph: DataFrame, settings: Settings, store: StateSt
                 continue
             engine.release(current)
             current = new
-            progress.t, progress.stats = t, stats
-            progress.history.append(row)
+            row = progress.record(t, stats)
             log.info("iteration %d/%d: %d exemplars, %d changed", t, settings.max_iter, *row[1:])
     finally:
         sc.setJobDescription(None)
