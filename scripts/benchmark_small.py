@@ -2,7 +2,7 @@
 
     python scripts/benchmark_small.py
 
-Three measurements, each the best of ``--repeats``:
+Each measurement is the best of ``--repeats``:
 
 * the README's notebook example on ``--points`` blobs (a GraphFrame read from
   Parquet, ``AffinityPropagation().run(graph)``, the assignments and exemplars
@@ -11,7 +11,10 @@ Three measurements, each the best of ``--repeats``:
   ``AffinityPropagation(affinity="precomputed")`` on the same matrix, and the
   clusters compared;
 * ``MultiLevelAffinityPropagation().fit`` on the bundled 400-point example,
-  after the session exists;
+  after the session exists, and ``fit(numClusters=6)`` with its search on the
+  driver and through Spark (a run per attempt);
+* the graphframes engine on 60 points under Spark's 200 shuffle partitions,
+  ``spark_session()``'s choice and ``conf/spark-ap.yaml``'s 8;
 * the ``spark-ap`` command on the bundled example, wall time from the shell
   (JVM start-up included), with Spark's default settings and with
   ``conf/spark-ap.yaml``.
@@ -100,6 +103,34 @@ def main() -> None:
         vectors = VectorAssembler(inputCols=["x", "y"], outputCol="features").transform(table)
         _, fit_time = best_of(args.repeats, lambda: MultiLevelAffinityPropagation().fit(vectors))
         rows.append(("MultiLevelAffinityPropagation.fit, the 400-point example", fit_time, None, None))
+        # The search for 6 clusters: on the driver (engine auto, no stateDir), and through Spark's
+        # levels, a run per attempt (engine blocks), which compute the same attempts.
+        for engine, where in (("auto", "on the driver"), ("blocks", "a Spark run per attempt")):
+            fitted, seconds = best_of(
+                args.repeats, lambda e=engine: MultiLevelAffinityPropagation(numClusters=6, engine=e).fit(vectors)
+            )
+            attempts = len(fitted.summary.attempts)
+            rows.append(
+                (f"fit(numClusters=6), the 400-point example, {where}, {attempts} attempts", seconds, None, None)
+            )
+
+        # A notebook's session on a small graph with the graphframes engine: Spark's 200 shuffle
+        # partitions, spark_session()'s own choice (two per core), and conf/spark-ap.yaml's 8.
+        chosen = spark.conf.get("spark.sql.shuffle.partitions")
+        small = GraphFrame(spark.range(60), edges_from_matrix(spark, similarity_matrix(X[:60])))
+        for partitions, label in (
+            ("200", "Spark's default"),
+            (chosen, "spark_session()'s"),
+            ("8", "conf/spark-ap.yaml's"),
+        ):
+            spark.conf.set("spark.sql.shuffle.partitions", partitions)
+            _, seconds = best_of(
+                args.repeats, lambda: AffinityPropagation(engine="graphframes").run(small).exemplars.count()
+            )
+            rows.append(
+                (f"graphframes engine, 60 points, {partitions} shuffle partitions ({label})", seconds, None, None)
+            )
+        spark.conf.set("spark.sql.shuffle.partitions", chosen)
         spark.stop()
 
         for label, config in (

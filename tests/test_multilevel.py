@@ -4,13 +4,13 @@ import json
 import logging
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.cluster import AffinityPropagation as SkAffinityPropagation
 from sklearn.datasets import make_blobs
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import adjusted_rand_score
 from sklearn.neighbors import NearestNeighbors
 
@@ -18,6 +18,7 @@ from spark_ap import MultiLevelAffinityPropagation, similarity_matrix
 from spark_ap.app.job import main
 from spark_ap.multilevel import neighbors
 from spark_ap.multilevel.levels import next_level
+from spark_ap.multilevel.search import _between, search_preference
 from spark_ap.prepare.preference import sampled_similarities, statistic
 from tests.conftest import BIN
 
@@ -148,18 +149,73 @@ def test_search_for_a_number_of_clusters(spark):
     assert len(sk.cluster_centers_indices_) == 3
 
 
-def test_search_goes_up_from_a_preference_too_low_to_converge(spark):
-    # Far below the similarities AP oscillates and labels every point an exemplar (scikit-learn too):
+@dataclass
+class Scripted:
+    """A run the search reads: a made-up cluster count per preference range."""
+
+    preference: float
+    clusters: int
+    converged: bool
+
+
+def scripted(ranges):
+    """run(p, attempt) from ``ranges``: (lowest preference, clusters, converged), highest range first."""
+
+    def run(p, attempt):
+        low, clusters, converged = next(r for r in ranges if p >= r[0])
+        return Scripted(p, clusters, converged)
+
+    return run
+
+
+SIMILARITIES = np.array([-10.0, -5.0, -0.1])  # floor -10, largest -0.1
+
+
+def test_search_goes_up_from_a_preference_too_low_to_converge():
+    # Below every similarity AP oscillates and may label every point an exemplar (scikit-learn too):
     # that many clusters must not send the search lower still.
-    X, _ = make_blobs(150, n_features=2, centers=5, center_box=(-10, 10), random_state=2)
-    result = MultiLevelAffinityPropagation(numClusters=5, maxAttempts=12).run(feature_table(spark, X))
-    attempts = result.attempts
-    too_low = attempts[attempts["clusters"] == len(X)]
-    assert len(too_low) > 0 and result.exemplars.count() == 5
-    assert result.preference > too_low["preference"].max()
-    sk = SkAffinityPropagation(affinity="precomputed", preference=too_low["preference"].min(), random_state=0)
-    with pytest.warns(ConvergenceWarning):
-        assert len(sk.fit(similarity_matrix(X)).cluster_centers_indices_) == len(X)
+    run = scripted([(-1, 20, True), (-3, 5, True), (-10, 2, True), (-np.inf, 100, False)])
+    best, attempts = search_preference(run, 5, 0, 20, SIMILARITIES, start=-50.0, weight=100)
+    assert attempts[0] == (-50.0, 100) and best.clusters == 5 and -3 <= best.preference < -1
+    assert all(p > -50.0 for p, _ in attempts[1:])
+
+
+def test_search_treats_more_clusters_below_a_converged_run_as_oscillation():
+    # Above the floor, a run that does not converge and finds more clusters than a converged run
+    # at a higher preference is the oscillation, not the data: the search must go up from it.
+    run = scripted([(-1.5, 8, True), (-4, 4, True), (-np.inf, 60, False)])
+    best, attempts = search_preference(run, 4, 0, 20, SIMILARITIES, start=-1.0, weight=100)
+    assert best.clusters == 4 and -4 <= best.preference < -1.5, attempts
+
+
+def test_search_halves_a_wide_bracket_on_a_log_scale():
+    # From the median down to a floor thousands of times further from the largest similarity,
+    # the next attempt is the geometric mean of the two distances, not the midpoint.
+    assert _between(-10_000.0, -1.0, 0.0) == pytest.approx(-100.0)
+    assert _between(-3.0, -1.0, 0.0) == pytest.approx(-2.0)
+    assert _between(-3.0, 0.0, 0.0) == pytest.approx(-1.5)  # hi at the top: no log scale
+
+
+def test_a_complete_graph_searches_on_the_driver_as_spark_would(spark, tmp_path, caplog):
+    # The driver's attempts (no stateDir) against the same search through Spark's levels (a
+    # stateDir keeps the runs there): the same preferences, counts and assignments, bit for bit.
+    X, _ = make_blobs(120, n_features=2, centers=5, center_box=(-10, 10), random_state=2)
+    table = feature_table(spark, X)
+    with caplog.at_level(logging.INFO, logger="spark_ap"):
+        driver = MultiLevelAffinityPropagation(numClusters=5).run(table)
+    assert "on the driver" in caplog.text
+    spark_run = MultiLevelAffinityPropagation(numClusters=5, stateDir=str(tmp_path)).run(table)
+    assert (tmp_path / "attempt-0" / "level-0").is_dir()
+    pd.testing.assert_frame_equal(driver.attempts, spark_run.attempts)
+    assert driver.preference == spark_run.preference and driver.exemplars.count() == 5
+    pd.testing.assert_frame_equal(
+        driver.assignments.toPandas().sort_values("id", ignore_index=True),
+        spark_run.assignments.toPandas().sort_values("id", ignore_index=True),
+    )
+    assert driver.netSimilarity == pytest.approx(spark_run.netSimilarity, rel=1e-12)  # summed in another order
+    # and scikit-learn at the preference found (without noise: the clusters, not the bits).
+    sk = SkAffinityPropagation(affinity="precomputed", preference=driver.preference, random_state=0)
+    assert len(sk.fit(similarity_matrix(X)).cluster_centers_indices_) == 5
 
 
 def test_search_keeps_the_closest_run_when_none_is_exact(spark):
@@ -298,3 +354,18 @@ def test_a_job_killed_in_the_middle_of_a_level_resumes_to_the_uninterrupted_resu
     assert [(r["clusters"], r["iterations"]) for r in resumed["levels"]] == [
         (r["clusters"], r["iterations"]) for r in whole["levels"]
     ]
+
+
+def test_the_driver_runs_scikit_learns_iterations_under_its_noise(spark):
+    # Integer points: Spark's similarities are scikit-learn's to the bit, and many of them tie, so
+    # the noise decides; with noise="sklearn" the driver's run is scikit-learn's, iteration for iteration.
+    X = np.random.default_rng(0).integers(0, 4, size=(30, 2)).astype(float)  # a 4 x 4 grid
+    X = np.unique(X, axis=0)
+    S = similarity_matrix(X)
+    preference = float(np.median(S[~np.eye(len(X), dtype=bool)]))
+    ap = MultiLevelAffinityPropagation(noise="sklearn", seed=3, preference=preference, damping=0.6)
+    result = ap.run(feature_table(spark, X))
+    sk = SkAffinityPropagation(affinity="precomputed", preference=preference, damping=0.6, random_state=3).fit(S)
+    _, exemplars = labels(result, len(X))
+    assert result.levels["iterations"].iloc[0] == sk.n_iter_
+    np.testing.assert_array_equal(exemplars, sk.cluster_centers_indices_[sk.labels_])

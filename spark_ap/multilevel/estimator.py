@@ -16,6 +16,7 @@ from spark_ap.estimators._params import SharedParams, spec_param
 from spark_ap.estimators.affinity import result_params
 from spark_ap.estimators.model import AffinityPropagationModel
 from spark_ap.multilevel import neighbors
+from spark_ap.multilevel.driver import DriverGraph
 from spark_ap.multilevel.levels import LevelConfig, knn_graph, run_levels
 from spark_ap.multilevel.result import LevelGraph, MultiLevelResult
 from spark_ap.multilevel.search import search_preference
@@ -295,15 +296,17 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, Estimator, DefaultParamsR
         All pairs up to exactBelow points, else an approximate k-NN graph.
         """
         points = self._points(features)
-        n = points.count()
+        return points, self._graph(points, points.count())
+
+    def _graph(self, points: DataFrame, n: int) -> LevelGraph:
         if n <= self.getExactBelow():
-            return points, LevelGraph(all_pairs(points, self.getMetric()).localCheckpoint(), True, None, n)
+            return LevelGraph(all_pairs(points, self.getMetric()).localCheckpoint(), True, None, n)
         near = knn_graph(self._config(), points).localCheckpoint()
         recall = neighbors.recall(points, near, self.getNumNeighbors(), seed=self.getSeed())
         log.info("approximate %d-NN graph: recall %.3f on a sample", self.getNumNeighbors(), recall)
         pairs = neighbors.symmetrise(near)
         edges = pairs.select("src", "dst", self._similarity(F.col("d2")).alias("similarity")).localCheckpoint()
-        return points, LevelGraph(edges, False, recall, n)
+        return LevelGraph(edges, False, recall, n)
 
     def run(self, features: DataFrame) -> MultiLevelResult:
         """Cluster the rows of ``features`` (``idCol``, ``featuresCol``)."""
@@ -315,35 +318,67 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, Estimator, DefaultParamsR
         return fitted_model(self, points, result)
 
     def _cluster(self, features: DataFrame) -> tuple[DataFrame, MultiLevelResult]:
-        """The validated points (``id, x``) and the run's result."""
+        """The validated points (``id, x``) and the run's result.
+
+        A complete graph that the local engine runs without saves is clustered on the driver
+        (:class:`~spark_ap.multilevel.driver.DriverGraph`): the same result, without a Spark job
+        per attempt of the search.
+        """
         config = self._config()
-        points, graph = self.buildGraph(features)
-        n = graph.points
-        pref, sample = self.getPreference(), min(n, self.getPreferenceSample())
-        values = None
-        if not isinstance(pref, str):
-            value, source = float(pref), "given"
-        elif graph.complete:
-            value, source = preference_value(graph.edges, pref), f"{pref} of all pairwise similarities"
-        else:
-            values = self._sampled(points)
-            value = statistic(values, pref)
-            source = f"{pref} of the {values.size} pairwise similarities of {sample} sampled points"
+        points = self._points(features)
+        n = points.count()
+        driver = None
+        if DriverGraph.applies(config, n, n <= self.getExactBelow()):
+            driver = DriverGraph.read(config, points, all_pairs(points, self.getMetric()))
+        graph = LevelGraph(None, True, None, n) if driver is not None else self._graph(points, n)
+        value, source, values = self._preference(points, graph, driver)
         if self.getNumClusters():
             values = self._sampled(points) if values is None else values
-            outcome, attempts = search_preference(config, points, graph, value, values)
-            value, source = outcome.preference, f"searched for {self.getNumClusters()} clusters"
+
+            def attempt(preference: float, k: int):
+                if driver is not None:
+                    return driver.run(preference, k)
+                return run_levels(config, points, graph, preference, f"attempt-{k}/")
+
+            weight = min(n, config.resolution or n)
+            best, attempts = search_preference(
+                attempt, config.num_clusters, config.cluster_tolerance, config.max_attempts, values, value, weight
+            )
+            value, source = best.preference, f"searched for {self.getNumClusters()} clusters"
         else:
-            outcome = run_levels(config, points, graph, value, "")
-            attempts = [(value, outcome.clusters)]
+            best = driver.run(value) if driver is not None else run_levels(config, points, graph, value, "")
+            attempts = [(value, best.clusters)]
+        outcome = driver.levels(best) if driver is not None else best
         result = outcome.result(
             preference=value,
             source=source,
             recall=graph.recall,
             attempts=pd.DataFrame(attempts, columns=["preference", "clusters"]),
         )
-        result.netSimilarity = self._net_similarity(points, result.assignments, value)
+        if driver is not None:
+            result.netSimilarity = driver.net_similarity(best)
+        else:
+            result.netSimilarity = self._net_similarity(points, result.assignments, value)
         return points, result
+
+    def _preference(
+        self, points: DataFrame, graph: LevelGraph, driver: DriverGraph | None
+    ) -> tuple[float, str, np.ndarray | None]:
+        """The preference asked for, as a number; where it comes from; the sampled similarities
+        when they were drawn for it (a k-NN graph's statistic), else None."""
+        pref = self.getPreference()
+        if not isinstance(pref, str):
+            return float(pref), "given", None
+        if graph.complete:
+            value = driver.preference_value(pref) if driver is not None else preference_value(graph.edges, pref)
+            return value, f"{pref} of all pairwise similarities", None
+        values = self._sampled(points)
+        sample = min(graph.points, self.getPreferenceSample())
+        return (
+            statistic(values, pref),
+            f"{pref} of the {values.size} pairwise similarities of {sample} sampled points",
+            values,
+        )
 
     def _net_similarity(self, points: DataFrame, assignments: DataFrame, preference: float) -> float:
         """Frey and Dueck's objective of the final clusters: s(i, exemplar(i)) summed over the other

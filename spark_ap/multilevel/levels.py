@@ -93,7 +93,7 @@ def run_levels(config: LevelConfig, points: DataFrame, graph: LevelGraph, prefer
     factor = 1.0 if config.metric == "sqeuclidean" else 0.5
     ids, edges, count, level_preference = points.select("id"), graph.edges, n, preference
     mapping = None  # every point -> its current exemplar, from the first level on (maxLevels >= 1)
-    done: list[_Level] = []
+    done: list[Level] = []
     for level in range(config.max_levels):
         complete = graph.complete if level == 0 else count <= config.level_exact_below
         state_dir = f"{config.state_dir.rstrip('/')}/{label}level-{level}" if config.state_dir else None
@@ -111,7 +111,7 @@ def run_levels(config: LevelConfig, points: DataFrame, graph: LevelGraph, prefer
 
 
 @dataclass
-class _Level:
+class Level:
     """One level's run: each of its points' choice (``id, next``), its clusters and its table row."""
 
     chosen: DataFrame
@@ -131,7 +131,7 @@ def run_level(
     preference: float,
     complete: bool,
     state_dir: str | None,
-) -> _Level:
+) -> Level:
     """Cluster one level's ``count`` points (``ids``) on ``edges`` at ``preference``."""
     started = time.time()
     settings = config.run_settings(complete)
@@ -156,7 +156,7 @@ def run_level(
     seconds = round(time.time() - started, 3)
     row = (level, count, done.edges, graph, clusters, outcome.n_iter, outcome.converged, outcome.resumed_from, seconds)
     history = pd.DataFrame(outcome.history, columns=["iteration", "exemplars", "changed"]).assign(level=level)
-    return _Level(chosen, clusters, row, history, outcome.n_iter, outcome.converged)
+    return Level(chosen, clusters, row, history, outcome.n_iter, outcome.converged)
 
 
 def follow(mapping: DataFrame | None, chosen: DataFrame) -> DataFrame:
@@ -241,7 +241,7 @@ class Levels:
     n: int
 
     @classmethod
-    def of(cls, done: list[_Level], mapping: DataFrame, preference: float, n: int) -> Levels:
+    def of(cls, done: list[Level], mapping: DataFrame, preference: float, n: int) -> Levels:
         """The levels ``done`` at ``preference``, ``mapping`` every one of the ``n`` points to its exemplar."""
         return cls(
             mapping=mapping,

@@ -14,7 +14,7 @@ LEVEL_COLUMNS = ["level", "points", "edges", "graph", "clusters", "iterations", 
 class LevelGraph:
     """Level 0's graph: edges (src, dst, similarity), how they were made, their recall, and the points."""
 
-    edges: DataFrame
+    edges: DataFrame | None  # None: all pairs, which the driver holds (multilevel.driver)
     complete: bool
     recall: float | None
     points: int

@@ -55,9 +55,29 @@ def exact_quantile(
         return frame.agg(F.percentile(c, q)).first()[0]
     values = frame.select(c.alias("v")).filter(F.col("v").isNotNull())
     at = _ranks(values, [lower, higher], low, high, buckets, collect_below)
-    if higher == lower or at[lower] == at[higher]:
-        return at[lower]
-    return (higher - position) * at[lower] + (position - lower) * at[higher]
+    return _interpolate(position, at[lower], at[higher])
+
+
+def _interpolate(position: float, lower: float, higher: float) -> float:
+    """Spark's percentile at ``position`` between the values of its ranks floor and ceil."""
+    below, above = math.floor(position), math.ceil(position)
+    if above == below or lower == higher:
+        return lower
+    return (above - position) * lower + (position - below) * higher
+
+
+def preference_of(similarities: np.ndarray, preference: float | str) -> float:
+    """:func:`preference_value` of a graph whose off-diagonal ``similarities`` the driver holds:
+    the same number, bit for bit."""
+    if not isinstance(preference, str):
+        return float(preference)
+    if similarities.size == 0:
+        return 0.0
+    if preference == "min":
+        return float(similarities.min())
+    values = np.sort(similarities)
+    position = (values.size - 1) * quantile(preference)
+    return float(_interpolate(position, values[math.floor(position)], values[math.ceil(position)]))
 
 
 def _ranks(
