@@ -276,15 +276,13 @@ FILES: list[Any] = [
         "edges",
         (SparkAPError, ["similarity"]),
     ),
-    # Latin-1, not UTF-8: Spark reads both é and è as U+FFFD, so caf\xe9 and caf\xe8 become one vertex
-    # (2, not 3) and validation passes. Spark's CSV reader has no strict decoding; until a check refuses
-    # U+FFFD in the id columns, this row documents the silent merge.
+    # Latin-1, not UTF-8: Spark reads both é and è as U+FFFD, so caf\xe9 and caf\xe8 would become one
+    # vertex (Spark's CSV reader has no strict decoding): validation refuses ids holding U+FFFD.
     pytest.param(
         "latin1.csv",
         b"src,dst,similarity\ncaf\xe9,b,-1.0\nb,caf\xe8,-2.0\ncaf\xe8,caf\xe9,-0.5\n",
         "edges",
-        (SparkAPError, ["latin1.csv", "UTF-8"]),
-        marks=pytest.mark.xfail(strict=True, reason="a non-UTF-8 byte in a CSV id is read as U+FFFD, silently"),
+        (SparkAPError, ["U+FFFD", "UTF-8", "src"]),
     ),
     ("latin1_header.csv", b"src,dst,simil\xe9rity\n1,2,-1.0\n", "edges", (SparkAPError, ["similarity"])),
     ("zero.parquet", b"", "edges", (SparkAPError, ["zero.parquet", "not a Parquet file"])),

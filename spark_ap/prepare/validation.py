@@ -23,6 +23,8 @@ _LONG_MAX = 2**63 - 1
 # The largest finite double. A message adds up to one similarity per vertex (an availability sums a
 # column's responsibilities), so similarities must stay below it divided by the count: else sums
 # overflow to inf and the run ends in NaN labels.
+# The replacement character, which decoders put in place of bytes that are not text.
+REPLACEMENT = "\ufffd"
 _DOUBLE_MAX = sys.float_info.max
 
 
@@ -139,10 +141,15 @@ def _refuse_bad_edges(out: DataFrame, src: str, dst: str, weight: str) -> None:
     s = F.col("similarity")
     bad_id = F.col("src").isNull() | F.col("dst").isNull()
     bad_s = s.isNull() | F.isnan(s) | (F.abs(s) == float("inf"))
+    # A reader puts U+FFFD where a file's bytes are not UTF-8 (Spark's CSV reader does, silently):
+    # two different ids would become one.
+    strings = isinstance(out.schema["src"].dataType, T.StringType)
+    undecoded = (F.instr("src", REPLACEMENT) > 0) | (F.instr("dst", REPLACEMENT) > 0) if strings else F.lit(False)
     counts = out.agg(
         F.count(F.lit(1)).alias("rows"),
         F.sum(bad_id.cast("long")).alias("bad_id"),
         F.sum(bad_s.cast("long")).alias("bad_s"),
+        F.sum(undecoded.cast("long")).alias("undecoded"),
         F.max(F.when(~bad_s, F.abs(s))).alias("largest"),
     ).first()
     if counts["rows"] == 0:
@@ -151,6 +158,12 @@ def _refuse_bad_edges(out: DataFrame, src: str, dst: str, weight: str) -> None:
         raise InvalidValueError(
             f"{counts['bad_id']} of {counts['rows']} edges have a null id in '{src}' or '{dst}'; "
             f"for example {_example(out, bad_id)}."
+        )
+    if counts["undecoded"]:
+        raise InvalidValueError(
+            f"{counts['undecoded']} of {counts['rows']} edges have an id in '{src}' or '{dst}' holding U+FFFD, "
+            f"the character a reader puts where the input's bytes are not UTF-8; for example "
+            f"{_example(out, undecoded)}. Save the input as UTF-8, or read it with its own encoding."
         )
     if counts["bad_s"]:
         raise InvalidValueError(
