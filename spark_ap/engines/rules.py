@@ -29,6 +29,14 @@ because they all keep these rules; each place that implements one names it
     sorted messages in Spark). Maxima are exact in any order, so partial
     tops merge wherever they meet.
 
+**capacity**
+    With ``maxClusterSize`` L, a target keeps the L - 1 largest positive
+    r(i',k) of the other points, ties going to the smaller source (so every
+    engine keeps the same terms), and the others' terms are 0 in its total,
+    which is still added in source order; with L >= n nothing is dropped and
+    every message is plain AP's. The update and its derivation:
+    :func:`~spark_ap.engines.blocks.kernel.capacitated`, docs/CAPACITY.md.
+
 **decision**
     Vertex k is an exemplar when r(k,k) + a(k,k) > 0 (with the NaN rule
     above); ``run`` counts the iterations in a row its decision has held,

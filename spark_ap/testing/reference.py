@@ -42,6 +42,7 @@ def affinity_propagation_dense(
     convergence_iter: int = 15,
     random_state: np.random.RandomState | None = None,
     stop_early: bool = True,
+    capacity: int | None = None,
 ) -> DenseResult:
     """Run Affinity Propagation on a dense similarity matrix.
 
@@ -59,6 +60,10 @@ def affinity_propagation_dense(
     stop_early : bool
         False runs exactly ``max_iter`` iterations whatever the convergence test
         says, for comparing messages after a fixed number of iterations.
+    capacity : int or None
+        Capacitated AP's availabilities (:func:`capacitated_availabilities`):
+        at most ``capacity`` points per cluster. The final assignment here
+        stays the nearest exemplar's.
     """
     S = np.array(S, dtype=float)
     n = S.shape[0]
@@ -89,12 +94,15 @@ def affinity_propagation_dense(
 
         # Availabilities: a(i,k) = min(0, r(k,k) + sum_{i' not in {i,k}} max(0, r(i',k)))
         #                 a(k,k) = sum_{i' != k} max(0, r(i',k))
-        Rp = np.maximum(R, 0)
-        Rp.flat[:: n + 1] = R.flat[:: n + 1]
-        Anew = np.sum(Rp, axis=0) - Rp
-        dA = np.diag(Anew).copy()
-        Anew = np.minimum(Anew, 0)
-        Anew.flat[:: n + 1] = dA
+        if capacity is None:
+            Rp = np.maximum(R, 0)
+            Rp.flat[:: n + 1] = R.flat[:: n + 1]
+            Anew = np.sum(Rp, axis=0) - Rp
+            dA = np.diag(Anew).copy()
+            Anew = np.minimum(Anew, 0)
+            Anew.flat[:: n + 1] = dA
+        else:
+            Anew = capacitated_availabilities(R, capacity)
         A = damping * A + (1 - damping) * Anew
 
         E = (np.diag(A) + np.diag(R)) > 0
@@ -109,6 +117,47 @@ def affinity_propagation_dense(
 
     exemplars, labels = assign_dense(S, np.flatnonzero(E))
     return DenseResult(exemplars, labels, it + 1, converged, R, A, S, history)
+
+
+def capacitated_availabilities(R: np.ndarray, capacity: int) -> np.ndarray:
+    """Capacitated AP's availabilities before damping, column by column from a dense R.
+
+    For column k, with v_1 >= v_2 >= ... the positive r(i',k), i' != k (ties: the
+    smaller i' first), the capacity L keeps v_1 .. v_{L-1}; for i != k
+
+        a(i,k) = min(r(k,k) + sum of the L-2 largest v other than i's,
+                     -(the (L-1)-th largest v other than i's))
+
+    (0 for a missing v; the sum over the kept terms is a column sum in row
+    order, as plain AP's, with the terms left out set to 0), and a(k,k) is the
+    sum of the L-1 largest v. See docs/CAPACITY.md for the derivation.
+    """
+    n = R.shape[0]
+    if capacity == 1:  # nobody may join another
+        Anew = np.full((n, n), -np.inf)
+        Anew.flat[:: n + 1] = 0.0
+        return Anew
+    diagonal = np.eye(n, dtype=bool)
+    Rp = np.maximum(R, 0)
+    Rp.flat[:: n + 1] = R.flat[:: n + 1]
+    kept = np.zeros((n, n), dtype=bool)
+    last = np.zeros(n)  # v_{L-1} per column, 0 when there are fewer
+    beyond = np.zeros(n)  # v_L per column
+    has_last = np.zeros(n, dtype=bool)
+    for k in range(n):
+        ranked = sorted((i for i in range(n) if i != k and R[i, k] > 0), key=lambda i: (-R[i, k], i))
+        kept[ranked[: capacity - 1], k] = True
+        if len(ranked) >= capacity - 1 and capacity >= 2:
+            last[k], has_last[k] = R[ranked[capacity - 2], k], True
+        if len(ranked) >= capacity:
+            beyond[k] = R[ranked[capacity - 1], k]
+    dropped = (R > 0) & ~diagonal & ~kept
+    W = np.sum(np.where(dropped, 0.0, Rp), axis=0)
+    others = np.where(kept | diagonal | ~has_last[None, :], Rp, last[None, :])
+    bound = np.where(kept, beyond[None, :], last[None, :])
+    Anew = np.where(bound > 0, np.minimum(W - others, -bound), np.minimum(W - others, 0))
+    Anew.flat[:: n + 1] = (W - Rp).flat[:: n + 1]
+    return Anew
 
 
 def assign_dense(S: np.ndarray, exemplars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -169,8 +169,9 @@ class Chunk:
         score = np.bincount(self.jl[same], weights=self.s[same], minlength=self.vertices.size)
         return score, np.bincount(self.jl[same], minlength=self.vertices.size)
 
-    def step(self, top: Top, damping: float) -> None:
-        """One iteration on this chunk's edges, given every source's :class:`Top` of the last one."""
+    def step(self, top: Top, damping: float, capacity: int | None = None) -> None:
+        """One iteration on this chunk's edges, given every source's :class:`Top` of the last one;
+        ``capacity``: at most that many points per cluster (:func:`capacitated`)."""
         # r(i,k) = s(i,k) - max_{k' != k} (a(i,k') + s(i,k'))
         i = self.i
         best = np.where(top.arg[i] == self.vertices[self.jl], top.second[i], top.largest[i])
@@ -179,10 +180,13 @@ class Chunk:
         d = self.diagonal
         own = np.maximum(self.r, 0)
         own[d] = self.r[d]
-        # inf - inf = NaN for a vertex whose only edge is its self-edge, as in the dense computation.
-        with np.errstate(invalid="ignore"):
-            rest = np.bincount(self.jl, weights=own, minlength=self.vertices.size)[self.jl] - own
-        computed = np.minimum(rest, 0)
+        if capacity is None:
+            # inf - inf = NaN for a vertex whose only edge is its self-edge, as in the dense computation.
+            with np.errstate(invalid="ignore"):
+                rest = np.bincount(self.jl, weights=own, minlength=self.vertices.size)[self.jl] - own
+            computed = np.minimum(rest, 0)
+        else:
+            computed, rest = capacitated(self.i, self.jl, own, d, self.vertices.size, capacity)
         computed[d] = rest[d]
         self.a = damping * self.a + (1 - damping) * computed
         # "not <= 0" rather than "> 0": a vertex whose only edge is its self-edge has r = inf
@@ -205,6 +209,47 @@ class Chunk:
         e[d], run[d], changed[d] = self.e, self.run, self.changed
         j = self.vertices[self.jl]
         return {"i": self.i, "j": j, "s": self.s, "r": self.r, "a": self.a, "e": e, "run": run, "changed": changed}
+
+
+def capacitated(
+    i: np.ndarray, jl: np.ndarray, own: np.ndarray, diagonal: np.ndarray, targets: int, capacity: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Capacitated AP's availabilities before damping, and the sums they come from (rules: capacity).
+
+    ``own`` is max(0, r) per edge and r(k,k) on the self-edges (``diagonal``), ``jl`` each
+    edge's target among ``targets`` and ``i`` its source (ties between equal responsibilities go to
+    the smaller). With L = ``capacity``, let v_1 >= v_2 >= ... be the positive r(i',k), i' != k,
+    and W = r(k,k) + v_1 + ... + v_{L-1}. Then a(k,k) = W - r(k,k), and for i != k
+
+        a(i,k) = min(r(k,k) + (the L-2 largest v but i's), -(the (L-1)-th largest v but i's))
+
+    = min(W - v_i, -v_L) when i is among the L-1 largest, else min(W - v_{L-1}, -v_{L-1}); a
+    missing v is 0, and a zero bound is plain AP's min(., 0). W adds its terms in source order
+    as plain AP's sum does, so with L >= n every value is plain AP's, bit for bit.
+    """
+    size = own.size
+    if capacity == 1:  # nobody may join another: c(i,k) = 1 has no valid column
+        return np.full(size, -np.inf), np.zeros(size)
+    loop = np.zeros(size, dtype=bool)
+    loop[diagonal] = True
+    positive = (own > 0) & ~loop
+    at = np.flatnonzero(positive)
+    at = at[np.lexsort((i[at], -own[at], jl[at]))]  # per target, the largest first
+    target = jl[at]
+    rank = np.arange(at.size) - np.searchsorted(target, target)
+    kept = np.zeros(size, dtype=bool)
+    kept[at[rank < capacity - 1]] = True
+    last, beyond = np.zeros(targets), np.zeros(targets)  # v_{L-1} and v_L per target
+    has_last = np.zeros(targets, dtype=bool)
+    last[target[rank == capacity - 2]] = own[at[rank == capacity - 2]]
+    has_last[target[rank == capacity - 2]] = True
+    beyond[target[rank == capacity - 1]] = own[at[rank == capacity - 1]]
+    # Only the positive terms the capacity leaves out are dropped: with none dropped, W is plain AP's sum.
+    with np.errstate(invalid="ignore"):  # inf - inf, as plain AP's (see Chunk.step)
+        total = np.bincount(jl, weights=np.where(positive & ~kept, 0.0, own), minlength=targets)[jl]
+        rest = total - np.where(kept | loop | ~has_last[jl], own, last[jl])
+    bound = np.where(kept, beyond[jl], last[jl])
+    return np.where(bound > 0, np.minimum(rest, -bound), np.minimum(rest, 0)), rest
 
 
 def start_columns(initial: bool) -> list[str]:
