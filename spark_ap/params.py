@@ -151,6 +151,9 @@ SPECS: dict[str, Spec] = {
              "draws for random_state=seed, up to 20,000 vertices) or none", choices=NOISES),
         Spec("seed", int, 0, "seed of the degeneracy noise (and of a feature table's neighbour search)", low=0,
              dag=True),
+        Spec("maxClusterSize", int, 0,
+             "capacitated AP (Givoni and Frey): at most this many points per cluster, its exemplar included; "
+             "0: no bound", low=0, dag=True),
         Spec("engine", str, "auto",
              "how iterations run, with the same results: local (numpy on the driver), blocks (numpy on chunks of "
              "edges in executors), graphframes (GraphFrame.aggregateMessages rounds); auto: local up to 5 million "

@@ -58,6 +58,7 @@ class RunFacts:
     graph: DataFrame
     vertices: DataFrame | None = None
     exchange: str = "auto"
+    capacity: int | None = None  # at most this many points per cluster (rules: capacity)
 
 
 @dataclass

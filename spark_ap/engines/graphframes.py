@@ -82,7 +82,60 @@ def _ordered_sum(messages: Column) -> Column:
     return F.aggregate(F.array_sort(F.collect_list(messages)), F.lit(0.0), lambda acc, m: acc + m["x"])
 
 
-def _iteration(damping: float, id_type: str) -> SimpleNamespace:
+def _capacitated(capacity: int) -> SimpleNamespace:
+    """The availability round of capacitated AP (rules: capacity; :func:`~spark_ap.engines.blocks.
+    kernel.capacitated` states the update): each target collects its (i, x, loop) messages, and
+    from them its total W of r(k,k) and the largest L - 1 positive r(i',k) (ties: the smaller i'),
+    in source order, the (L-1)-th largest (``last``, with its source) and the L-th (``beyond``)."""
+    edge, src, dst = Messages.edge, F.col("src"), F.col("dst")
+    own = _own(src, dst, F.col("r"))
+    loop = src == dst
+    to_dst = F.struct(
+        edge["src"].alias("i"),
+        _own(edge["src"], edge["dst"], edge["r"]).alias("x"),
+        (edge["src"] == edge["dst"]).alias("loop"),
+    )
+    inboxes = F.array_sort(F.collect_list(Messages.msg)).alias("inbox")
+    if capacity == 1:  # nobody may join another: c(i,k) = 1 has no valid column
+        computed = F.when(loop, F.lit(0.0)).otherwise(F.lit(float("-inf")))
+        return SimpleNamespace(to_dst=to_dst, total=inboxes, per_target=[], computed=computed)
+    inbox = F.col("inbox")  # sorted by source
+    # The positive responsibilities of the others, the largest first: (-x, i) in ascending order.
+    ranked = F.array_sort(
+        F.transform(
+            F.filter(inbox, lambda m: (m["x"] > 0) & ~m["loop"]),
+            lambda m: F.struct((-m["x"]).alias("nx"), m["i"].alias("i")),
+        )
+    )
+    last = F.get(ranked, capacity - 2)
+
+    def dropped(x: Column, i: Column, is_loop: Column, last: Column) -> Column:
+        """A positive term of another point beyond the capacity: after ``last`` in the ranking."""
+        return (x > 0) & ~is_loop & last.isNotNull() & (F.struct((-x).alias("nx"), i.alias("i")) > last)
+
+    total = F.aggregate(
+        inbox,
+        F.lit(0.0),
+        lambda acc, m: acc + F.when(dropped(m["x"], m["i"], m["loop"], last), 0.0).otherwise(m["x"]),
+    )
+    per_target = [
+        total.alias("total"),
+        last.alias("last"),
+        F.coalesce(-last["nx"], F.lit(0.0)).alias("last_x"),
+        F.coalesce(-F.get(ranked, capacity - 1)["nx"], F.lit(0.0)).alias("beyond_x"),
+    ]
+    # The edge's own term is among the kept ones unless it is dropped as its target's total drops it.
+    kept = (own > 0) & ~loop & ~dropped(own, src, loop, F.col("last"))
+    has_last = F.col("last").isNotNull()
+    rest = F.col("total") - F.when(kept | loop | ~has_last, own).otherwise(F.col("last_x"))
+    bound = F.when(kept, F.col("beyond_x")).otherwise(F.col("last_x"))
+    off = F.when(bound > 0, F.least(rest, -bound)).otherwise(F.least(F.lit(0.0), rest))
+    return SimpleNamespace(
+        to_dst=to_dst, total=inboxes, per_target=per_target, computed=F.when(loop, rest).otherwise(off)
+    )
+
+
+def _iteration(damping: float, id_type: str, capacity: int | None = None) -> SimpleNamespace:
     """The columns of an iteration, for vertex ids of type ``id_type``; built once per run, as
     building a Column takes Py4J calls."""
     d = damping
@@ -92,14 +145,21 @@ def _iteration(damping: float, id_type: str) -> SimpleNamespace:
     # a(i,k) = min(0, r(k,k) + sum_{i' not in {i,k}} max(0, r(i',k))), a(k,k) = sum_{i' != k} max(0, r(i',k)):
     # each target's total of r(k,k) and the positive r(i',k), less the edge's own term.
     rest = F.col("total") - _own(src, dst, F.col("r"))
-    computed = F.when(src == dst, rest).otherwise(F.least(F.lit(0.0), rest))
+    plain = SimpleNamespace(
+        to_dst=F.struct(edge["src"].alias("i"), _own(edge["src"], edge["dst"], edge["r"]).alias("x")),
+        total=_ordered_sum(Messages.msg).alias("total"),
+        per_target=[F.col("total")],
+        computed=F.when(src == dst, rest).otherwise(F.least(F.lit(0.0), rest)),
+    )
+    availability = plain if capacity is None else _capacitated(capacity)
     return SimpleNamespace(
         to_src=F.struct((edge["a"] + edge["s"]).alias("v"), edge["dst"].alias("k")),
         top_two=_top_two(Messages.msg, id_type).alias("top"),
         r=d * F.col("r") + (1 - d) * (F.col("s") - best),
-        to_dst=F.struct(edge["src"].alias("i"), _own(edge["src"], edge["dst"], edge["r"]).alias("x")),
-        total=_ordered_sum(Messages.msg).alias("total"),
-        a=d * F.col("a") + (1 - d) * computed,
+        to_dst=availability.to_dst,
+        total=availability.total,
+        per_target=availability.per_target,
+        a=d * F.col("a") + (1 - d) * availability.computed,
         decisions=_decisions(),
         # What the convergence test reads, over the vertices (self-edges), once decided.
         counts=[
@@ -132,6 +192,7 @@ class GraphFramesEngine:
         require_graphframes(facts.spark)
         self.spark = facts.spark
         self.damping = facts.damping
+        self.capacity = facts.capacity
         self.graph = facts.graph  # not read: the state holds every similarity
         self.vertices: DataFrame | None = None
         self._kept: DataFrame | None = None
@@ -149,7 +210,7 @@ class GraphFramesEngine:
         self.count = self._kept.count()
         self.broadcast = self.count <= BROADCAST_VERTICES
         self.vertices = self._small(self._kept)
-        self.columns = _iteration(self.damping, state.schema["dst"].dataType.simpleString())
+        self.columns = _iteration(self.damping, state.schema["dst"].dataType.simpleString(), self.capacity)
         return state
 
     def restart(self, state: DataFrame) -> DataFrame:
@@ -180,7 +241,8 @@ class GraphFramesEngine:
             [m.total], sendToDst=[m.to_dst], intermediate_storage_level=STORAGE_LEVEL
         )
         clock.append(time.perf_counter())
-        with_a = with_r.join(self._small(totals.withColumnRenamed("id", "dst")), "dst").withColumn("a", m.a)
+        per_target = totals.select(F.col("id").alias("dst"), *m.per_target)
+        with_a = with_r.join(self._small(per_target), "dst").withColumn("a", m.a)
         new, counts = materialize_observing(with_a.withColumns(m.decisions).select(*state.columns), m.counts)
         tops.unpersist()  # aggregateMessages leaves its results persisted
         totals.unpersist()

@@ -37,6 +37,7 @@ class LocalEngine:
     def __init__(self, facts: RunFacts) -> None:
         self.spark: SparkSession = facts.spark
         self.damping = facts.damping
+        self.capacity = facts.capacity
         self.graph = facts.graph  # not read: the chunk holds every similarity
         self.ids: np.ndarray | None = None  # vertex number -> id (rules: ids)
         self.similarity: np.ndarray | None = None  # per edge, in the chunk's order
@@ -69,7 +70,7 @@ class LocalEngine:
 
     def step(self, chunk: Chunk, reliable: bool = False) -> tuple[Chunk, dict]:
         """One iteration. ``reliable`` is moot: the state lives on the driver, not in executors."""
-        return chunk, step(chunk, self.damping)
+        return chunk, step(chunk, self.damping, self.capacity)
 
     def edges(self, chunk: Chunk) -> pa.Table:
         """The edge state of ``chunk`` (:data:`~spark_ap.engines.rules.EDGE_STATE`), as an Arrow
@@ -122,9 +123,9 @@ def number_edges(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return ids, i, j, order
 
 
-def step(chunk: Chunk, damping: float) -> dict:
+def step(chunk: Chunk, damping: float, capacity: int | None = None) -> dict:
     """One iteration on the chunk of every edge (all sources in it, sorted); its decision counts."""
-    chunk.step(Top.of_sorted(chunk), damping)
+    chunk.step(Top.of_sorted(chunk), damping, capacity)
     return chunk.counts()
 
 

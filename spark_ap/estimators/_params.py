@@ -78,6 +78,7 @@ class SharedParams(SpecParams):
     exchange = spec_param("exchange")
     noise = spec_param("noise")
     seed = spec_param("seed")
+    maxClusterSize = spec_param("maxClusterSize")
 
     def _check(self) -> None:
         """Raise :class:`~spark_ap.InvalidParamError` for any param out of range, alone or together."""
@@ -98,6 +99,7 @@ class SharedParams(SpecParams):
             seed=self.getSeed(),
             engine=self.getEngine(),
             exchange=self.getExchange(),
+            capacity=self.getMaxClusterSize() or None,
         )
 
     def getDamping(self) -> float:
@@ -136,6 +138,9 @@ class SharedParams(SpecParams):
     def getSeed(self) -> int:
         return self.getOrDefault(self.seed)
 
+    def getMaxClusterSize(self) -> int:
+        return self.getOrDefault(self.maxClusterSize)
+
     def setDamping(self, value: float) -> Self:
         return self._setChecked(damping=value)
 
@@ -165,6 +170,9 @@ class SharedParams(SpecParams):
 
     def setExchange(self, value: str) -> Self:
         return self._setChecked(exchange=value)
+
+    def setMaxClusterSize(self, value: int) -> Self:
+        return self._setChecked(maxClusterSize=value)
 
     def setNoise(self, value: str | bool) -> Self:
         return self._setChecked(noise=value)

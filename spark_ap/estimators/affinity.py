@@ -231,6 +231,13 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         ``random_state=seed``; drawn on the driver, for graphs up to 20,000
         vertices. True and False mean "edge" and "none".
     seed : int, default 0
+    maxClusterSize : int, default 0
+        Capacitated AP: every cluster holds at most this many points, its
+        exemplar included (Givoni and Frey's binary model, docs/CAPACITY.md);
+        the availabilities count only the largest responsibilities the
+        capacity admits, and the final assignment fills no cluster beyond it.
+        0: no bound (plain AP); a bound of n points or more is plain AP, bit
+        for bit.
 
     Examples
     --------
@@ -259,6 +266,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         exchange: str = "auto",
         noise: str | bool = "edge",
         seed: int = 0,
+        maxClusterSize: int = 0,
     ) -> None:
         super().__init__()
         self.setParams(**self._input_kwargs)
@@ -284,6 +292,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         exchange: str = "auto",
         noise: str | bool = "edge",
         seed: int = 0,
+        maxClusterSize: int = 0,
     ) -> AffinityPropagation:
         """Set the params given by keyword."""
         return self._setChecked(**self._input_kwargs)

@@ -33,6 +33,7 @@ from spark_ap.engines.blocks.kernel import Chunk
 from spark_ap.multilevel.levels import Level, LevelConfig, Levels, follow
 from spark_ap.prepare.noise import with_noise
 from spark_ap.prepare.preference import preference_of
+from spark_ap.run.capacity import place, warn_unplaced
 from spark_ap.run.loop import Progress, Settings, normals
 
 log = logging.getLogger("spark_ap")
@@ -113,8 +114,10 @@ class DriverGraph:
         chunk = Chunk.from_arrays({"i": self.i, "j": self.j, "s": s})
         progress = Progress()
         while not progress.done(self.settings):
-            progress.record(progress.t + 1, local.step(chunk, self.settings.damping))
+            progress.record(progress.t + 1, local.step(chunk, self.settings.damping, self.settings.capacity))
         exemplar = local.exemplars(chunk)
+        if exemplar is not None and self.settings.capacity:
+            exemplar = self._placed(chunk, exemplar)
         clusters = self.ids.size if exemplar is None else np.unique(exemplar).size
         seconds = round(time.time() - started, 3)
         log.info(
@@ -127,6 +130,18 @@ class DriverGraph:
         )
         converged = progress.converged(self.settings)
         return DriverAttempt(preference, exemplar, clusters, progress.t, converged, progress.history, seconds)
+
+    def _placed(self, chunk: Chunk, exemplar: np.ndarray) -> np.ndarray:
+        """``exemplar`` placed under the capacity, as :func:`~spark_ap.run.capacity.placed_labels`
+        places a Spark run's labels; a point left out is its own cluster, as a level counts it."""
+        capacity = self.settings.capacity
+        if np.bincount(exemplar).max() <= capacity:
+            return exemplar
+        centres = np.unique(exemplar)
+        into = np.isin(self.j, centres) & ~self.loop
+        chosen = place(self.i[into], self.j[into], chunk.s[into], centres, self.ids.size, capacity)
+        warn_unplaced(chosen, capacity)
+        return np.where(chosen >= 0, chosen, np.arange(chosen.size))
 
     def levels(self, attempt: DriverAttempt) -> Levels:
         """``attempt`` as the one level of :func:`~spark_ap.multilevel.levels.run_levels`, in Spark."""

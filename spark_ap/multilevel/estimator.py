@@ -12,6 +12,7 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from spark_ap.errors import InvalidParamError
 from spark_ap.estimators._params import SharedParams, spec_param
 from spark_ap.estimators.affinity import result_params
 from spark_ap.estimators.model import AffinityPropagationModel
@@ -136,6 +137,9 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, Estimator, DefaultParamsR
     clusterTolerance, maxAttempts : int, default 0, 20
     damping, maxIter, convergenceIter, checkpointInterval, checkpointKind, engine, exchange, noise, seed
         Passed to :class:`~spark_ap.AffinityPropagation` at every level.
+    maxClusterSize : int, default 0
+        Capacitated AP at every level: no cluster above this many points
+        (0: no bound).
     stateDir : str, optional
         Each level saves its state in a folder under this one.
 
@@ -175,6 +179,7 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, Estimator, DefaultParamsR
         exchange: str = "auto",
         noise: str | bool = "edge",
         seed: int = 0,
+        maxClusterSize: int = 0,
     ) -> None:
         super().__init__()
         self.setParams(**self._input_kwargs)
@@ -209,6 +214,7 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, Estimator, DefaultParamsR
         exchange: str = "auto",
         noise: str | bool = "edge",
         seed: int = 0,
+        maxClusterSize: int = 0,
     ) -> MultiLevelAffinityPropagation:
         """Set the params given by keyword."""
         return self._setChecked(**self._input_kwargs)
@@ -327,6 +333,14 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, Estimator, DefaultParamsR
         config = self._config()
         points = self._points(features)
         n = points.count()
+        if self.getMaxClusterSize() and n > self.getExactBelow():
+            # A level above the first clusters exemplars that stand for whole clusters: its bound
+            # would be on their members, which the capacitated messages do not count.
+            raise InvalidParamError(
+                f"maxClusterSize={self.getMaxClusterSize()} is kept on one complete graph, up to exactBelow="
+                f"{self.getExactBelow()} points; this table has {n}. Raise exactBelow to {n} (all pairs), or "
+                "cluster without the bound."
+            )
         driver = None
         if DriverGraph.applies(config, n, n <= self.getExactBelow()):
             driver = DriverGraph.read(config, points, all_pairs(points, self.getMetric()))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pyspark.sql import Column, DataFrame, Row
 from pyspark.sql import functions as F
@@ -22,6 +22,7 @@ from spark_ap.errors import ConvergenceWarning, DuplicateEdgeError, user_stackle
 from spark_ap.lock import lock_if_local
 from spark_ap.prepare.inputs import Prepared
 from spark_ap.prepare.validation import refuse_duplicates
+from spark_ap.run.capacity import placed_labels
 from spark_ap.run.loop import Outcome, Settings, initial_state, iterate
 from spark_ap.run.state import StateStore
 
@@ -115,7 +116,15 @@ def cluster(
         else:
             store = _store(graph, facts, prepared.preference, state_dir, params)
             engine = make_engine(
-                name, RunFacts(graph.sparkSession, settings.damping, graph, prepared.vertices, settings.exchange)
+                name,
+                RunFacts(
+                    graph.sparkSession,
+                    settings.damping,
+                    graph,
+                    prepared.vertices,
+                    settings.exchange,
+                    settings.capacity,
+                ),
             )
             try:
                 with lock_if_local(state_dir, "affinity propagation's saves"):
@@ -123,12 +132,22 @@ def cluster(
             except DuplicateEdgeError as error:
                 raise error.named(*pair_columns) if pair_columns else error from None
             _warn_if_not_converged(outcome)
+        if settings.capacity:
+            outcome = _within(outcome, settings.capacity)
     except BaseException:
         graph.unpersist()
         raise
     finally:
         prepared.release()
     return Clustered(outcome, vertices, edges)
+
+
+def _within(outcome: Outcome, capacity: int) -> Outcome:
+    """``outcome`` with its points placed so that no cluster holds more than ``capacity`` of them."""
+    labels = placed_labels(outcome.state, outcome.labels, capacity)
+    if labels is not outcome.labels:
+        outcome.labels.unpersist()
+    return replace(outcome, labels=labels)
 
 
 def _nothing_to_propagate(facts: Row) -> bool:

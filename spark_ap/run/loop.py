@@ -51,6 +51,7 @@ class Settings:
     seed: int = 0
     engine: str = "blocks"
     exchange: str = "auto"
+    capacity: int | None = None  # maxClusterSize; None: plain AP
 
 
 @dataclass

@@ -67,6 +67,7 @@ class BlockEngine:
             ) from error
         self.spark = facts.spark
         self.damping = facts.damping
+        self.capacity = facts.capacity
         self.wanted = facts.exchange
         self.graph = facts.graph  # src, dst, similarity: the chunks leave it out
         self.vertices = facts.vertices
@@ -166,7 +167,7 @@ class BlockEngine:
         """One iteration; ``reliable`` also writes the new parts, arrays and all, to the checkpoint directory."""
         reports = self.sc.accumulator([], exchanges.Reports())
         wire = self.exchange.wire(blocks.delivery)
-        stepped = self.exchange.inputs(blocks.parts, blocks.delivery).map(_stepped(wire, self.damping))
+        stepped = self.exchange.inputs(blocks.parts, blocks.delivery).map(_stepped(wire, self.damping, self.capacity))
         new = self._run(
             stepped.mapPartitionsWithIndex(_sent(wire, reports, reliable)), reports, blocks.delivery, reliable
         )
@@ -220,7 +221,7 @@ class BlockEngine:
         return Finished(self.edges(blocks), labels, found, self.similarity, free)
 
 
-def _stepped(wire, damping: float) -> Callable[[tuple[Part, object]], Part]:
+def _stepped(wire, damping: float, capacity: int | None) -> Callable[[tuple[Part, object]], Part]:
     """The function that steps a partition's chunks, given what the exchange delivered to it."""
 
     def run(element: tuple[Part, object]) -> Part:
@@ -232,7 +233,7 @@ def _stepped(wire, damping: float) -> Callable[[tuple[Part, object]], Part]:
             new.keep_sources(sources)
         for k in range(part.chunks):
             chunk = part.load(k)
-            chunk.step(top, damping)
+            chunk.step(top, damping, capacity)
             new.keep(k, chunk)
             if part.payload is not None:
                 new.keep_indices(k, chunk.i)

@@ -1,0 +1,210 @@
+"""Capacitated AP: at most L points per cluster, from Givoni and Frey's binary model."""
+
+import itertools
+from collections import Counter
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_blobs
+
+from spark_ap import (
+    AffinityPropagation,
+    InvalidParamError,
+    MultiLevelAffinityPropagation,
+    edges_from_matrix,
+    similarity_matrix,
+)
+from spark_ap.engines.blocks.kernel import Chunk, Top
+from spark_ap.run.capacity import CapacityWarning, place, warn_unplaced
+from spark_ap.testing.reference import affinity_propagation_dense, capacitated_availabilities
+from tests.conftest import assignment_rows, dense_messages
+
+
+def brute_force_availability(R: np.ndarray, i: int, k: int, capacity: int) -> float:
+    """The max-sum message from column k's constraint to c(i,k), by enumerating the column.
+
+    A column is valid when nobody chooses k, or k chooses itself and at most ``capacity``
+    points (k included) choose k. The message is the best total of the other points'
+    responsibilities with c(i,k) = 1 less the best with c(i,k) = 0.
+    """
+    n = R.shape[0]
+    others = [j for j in range(n) if j != i]
+
+    def best(ik: int) -> float:
+        values = []
+        for chosen in itertools.product((0, 1), repeat=len(others)):
+            column = dict(zip(others, chosen, strict=True))
+            column[i] = ik
+            size = sum(column.values())
+            if size and (not column[k] or size > capacity):
+                continue
+            values.append(sum(R[j, k] for j in others if column[j]))
+        return max(values, default=-np.inf)  # no valid column: c(i,k) = 1 is impossible
+
+    return best(1) - best(0)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_availability_is_the_max_sum_message_of_the_capacity_constraint(seed):
+    # Up to 7 points: every column configuration is enumerated. The closed form adds the same
+    # terms in another order, so the two agree up to float rounding (relative 1e-12).
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 8))
+    R = rng.normal(size=(n, n)) * rng.choice([0.1, 1, 10])
+    if seed % 3 == 0:
+        R[rng.random((n, n)) < 0.3] = 1.0  # equal responsibilities: ties at the capacity's edge
+    for capacity in range(1, n + 2):
+        A = capacitated_availabilities(R, capacity)
+        for i, k in itertools.product(range(n), repeat=2):
+            assert A[i, k] == pytest.approx(brute_force_availability(R, i, k, capacity), rel=1e-12, abs=1e-12)
+
+
+def chunk_of(S: np.ndarray) -> Chunk:
+    n = S.shape[0]
+    i, j = np.nonzero(np.ones((n, n), dtype=bool))
+    return Chunk.from_arrays({"i": i, "j": j, "s": S[i, j].copy()})
+
+
+@pytest.mark.parametrize("capacity", [2, 3, 5, 40])
+def test_the_kernel_computes_the_references_capacitated_messages_bit_for_bit(capacity):
+    rng = np.random.default_rng(capacity)
+    X = rng.normal(size=(40, 2))
+    S = -((X[:, None, :] - X[None, :, :]) ** 2).sum(-1)
+    preference = float(np.median(S))
+    np.fill_diagonal(S, preference)
+    chunk = chunk_of(S)
+    for iterations in range(1, 30):
+        chunk.step(Top.over(40, lambda: [chunk]), 0.7, capacity)
+        ref = affinity_propagation_dense(
+            S, preference, damping=0.7, max_iter=iterations, stop_early=False, capacity=capacity
+        )
+        np.testing.assert_array_equal(chunk.r, ref.R.ravel())
+        np.testing.assert_array_equal(chunk.a, ref.A.ravel())
+
+
+def test_a_capacity_of_n_or_more_is_plain_ap_bit_for_bit():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(30, 3))
+    S = -((X[:, None, :] - X[None, :, :]) ** 2).sum(-1)
+    plain = affinity_propagation_dense(S, np.median(S), damping=0.6, max_iter=60, stop_early=False)
+    for capacity in (30, 31, 1000):
+        capped = affinity_propagation_dense(
+            S, np.median(S), damping=0.6, max_iter=60, stop_early=False, capacity=capacity
+        )
+        np.testing.assert_array_equal(capped.R, plain.R)
+        np.testing.assert_array_equal(capped.A, plain.A)
+    # and one below n changes them: the test can tell.
+    capped = affinity_propagation_dense(S, np.median(S), damping=0.6, max_iter=60, stop_early=False, capacity=8)
+    assert not np.array_equal(capped.A, plain.A)
+
+
+def brute_force_placement(S: np.ndarray, centres: list[int], capacity: int) -> float:
+    """The best total similarity of the other points to the exemplars ``centres``, no cluster above
+    ``capacity`` (exemplars included), every point placed; by trying every assignment."""
+    others = [i for i in range(S.shape[0]) if i not in centres]
+    best = -np.inf
+    for choice in itertools.product(centres, repeat=len(others)):
+        sizes = Counter(choice)
+        if all(sizes[c] + 1 <= capacity for c in centres):
+            best = max(best, sum(S[i, c] for i, c in zip(others, choice, strict=True)))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_placement_is_the_best_assignment_within_the_capacity(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(4, 9))
+    S = -rng.random((n, n)) * 10
+    centres = sorted(rng.choice(n, size=int(rng.integers(2, 4)), replace=False).tolist())
+    capacity = int(np.ceil(n / len(centres))) + int(rng.integers(0, 2))
+    i, j = np.nonzero(~np.eye(n, dtype=bool) & np.isin(np.arange(n), centres)[None, :])
+    chosen = place(i, j, S[i, j], np.array(centres), n, capacity)
+    assert np.all(np.bincount(chosen, minlength=n) <= capacity) and np.all(chosen[centres] == centres)
+    total = sum(S[p, chosen[p]] for p in range(n) if p not in centres)
+    assert total == pytest.approx(brute_force_placement(S, centres, capacity), rel=1e-12)
+
+
+def test_points_beyond_the_places_there_are_are_reported():
+    # 2 exemplars of capacity 3 hold 6 of 8 points: 2 are left out, never a cluster over-filled.
+    S = -np.abs(np.subtract.outer(np.arange(8.0), np.arange(8.0)))
+    i, j = np.nonzero(~np.eye(8, dtype=bool) & np.isin(np.arange(8), [1, 6])[None, :])
+    chosen = place(i, j, S[i, j], np.array([1, 6]), 8, 3)
+    assert (chosen < 0).sum() == 2 and np.bincount(chosen[chosen >= 0]).max() == 3
+    with pytest.warns(CapacityWarning, match="2 of 8 points"):
+        warn_unplaced(chosen, 3)
+
+
+def blobs_with_one_large(n_large=60, n_small=12, seed=0):
+    X, _ = make_blobs([n_large, n_small, n_small], centers=[[0, 0], [12, 0], [0, 12]], random_state=seed)
+    return X
+
+
+@pytest.mark.parametrize(
+    "engine",
+    ["local", pytest.param("blocks", marks=pytest.mark.slow), pytest.param("graphframes", marks=pytest.mark.slow)],
+)
+def test_a_capacitated_run_is_the_references_messages_and_respects_the_bound(spark, engine):
+    X = blobs_with_one_large()
+    n, capacity = len(X), 30
+    S = similarity_matrix(X)
+    result = AffinityPropagation(engine=engine, maxClusterSize=capacity, noise="none", preference=-60.0).run(
+        edges_from_matrix(spark, S)
+    )
+    ref = affinity_propagation_dense(S, -60.0, max_iter=result.numIterations, stop_early=False, capacity=capacity)
+    R, A = dense_messages(result, n)
+    np.testing.assert_array_equal(R, ref.R)
+    np.testing.assert_array_equal(A, ref.A)
+    sizes = result.exemplars.toPandas()["size"]
+    assert sizes.max() <= capacity and sizes.sum() == n
+    # Plain AP at the same preference puts the large blob in one cluster above the bound.
+    plain = AffinityPropagation(engine=engine, noise="none", preference=-60.0).run(edges_from_matrix(spark, S))
+    assert plain.exemplars.toPandas()["size"].max() > capacity
+
+
+def test_a_bound_of_n_points_is_plain_ap_bit_for_bit(spark):
+    X = blobs_with_one_large(30, 6)
+    S = similarity_matrix(X)
+    graph = edges_from_matrix(spark, S)
+    plain = AffinityPropagation(seed=2).run(graph)
+    bounded = AffinityPropagation(seed=2, maxClusterSize=len(X)).run(graph)
+    np.testing.assert_array_equal(dense_messages(bounded, len(X))[1], dense_messages(plain, len(X))[1])
+    assert assignment_rows(bounded) == assignment_rows(plain)
+
+
+@pytest.mark.parametrize(
+    "engine",
+    ["local", pytest.param("blocks", marks=pytest.mark.slow), pytest.param("graphframes", marks=pytest.mark.slow)],
+)
+@pytest.mark.parametrize("capacity", [1, 3, 16])
+def test_ties_at_the_capacity_go_to_the_smaller_source_on_every_engine(spark, engine, capacity):
+    # A 4 x 4 grid: equal responsibilities everywhere, so which ones the capacity keeps decides the
+    # sums; every engine keeps the smaller sources' and matches the reference bit for bit (16: plain AP).
+    X = np.array([(x, y) for x in range(4) for y in range(4)], dtype=float)
+    S = similarity_matrix(X)
+    ap = AffinityPropagation(engine=engine, maxClusterSize=capacity, noise="none", preference=-3.0)
+    result = ap.setMaxIter(20).setConvergenceIter(21).run(edges_from_matrix(spark, S))
+    ref = affinity_propagation_dense(S, -3.0, max_iter=20, stop_early=False, capacity=capacity)
+    R, A = dense_messages(result, len(X))
+    np.testing.assert_array_equal(R, ref.R)
+    np.testing.assert_array_equal(A, ref.A)
+    assert (result.exemplars.toPandas()["size"] <= capacity).all()
+
+
+def test_a_feature_table_is_bounded_on_the_driver_as_through_spark(spark, tmp_path):
+    # MultiLevelAffinityPropagation on a complete graph: the driver's run (no stateDir) places the
+    # points as a Spark run does (a stateDir keeps it there), and no cluster exceeds the bound.
+    X = blobs_with_one_large()
+    table = spark.createDataFrame([(i, [float(v) for v in x]) for i, x in enumerate(X)], ["id", "features"])
+    ap = MultiLevelAffinityPropagation(maxClusterSize=30, preference=-60.0)
+    driver = ap.run(table)
+    through_spark = ap.copy({ap.stateDir: str(tmp_path)}).run(table)
+    assert assignment_rows(driver) == assignment_rows(through_spark)
+    sizes = driver.exemplars.toPandas()["size"]
+    assert sizes.max() <= 30 and sizes.sum() == len(X)
+
+
+def test_levels_refuse_a_bound_they_would_not_keep(spark):
+    X = blobs_with_one_large()
+    table = spark.createDataFrame([(i, [float(v) for v in x]) for i, x in enumerate(X)], ["id", "features"])
+    with pytest.raises(InvalidParamError, match="exactBelow=50 points; this table has 84"):
+        MultiLevelAffinityPropagation(maxClusterSize=30, exactBelow=50).run(table)
