@@ -1,9 +1,11 @@
 """Capacitated AP: at most L points per cluster, from Givoni and Frey's binary model."""
 
 import itertools
+import json
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.datasets import make_blobs
 
@@ -14,6 +16,7 @@ from spark_ap import (
     edges_from_matrix,
     similarity_matrix,
 )
+from spark_ap.app.job import main
 from spark_ap.engines.blocks.kernel import Chunk, Top
 from spark_ap.run.capacity import CapacityWarning, place, warn_unplaced
 from spark_ap.testing.reference import affinity_propagation_dense, capacitated_availabilities
@@ -208,3 +211,15 @@ def test_levels_refuse_a_bound_they_would_not_keep(spark):
     table = spark.createDataFrame([(i, [float(v) for v in x]) for i, x in enumerate(X)], ["id", "features"])
     with pytest.raises(InvalidParamError, match="exactBelow=50 points; this table has 84"):
         MultiLevelAffinityPropagation(maxClusterSize=30, exactBelow=50).run(table)
+
+
+def test_the_command_bounds_the_clusters_and_says_so(spark, tmp_path):
+    X = blobs_with_one_large()
+    csv = tmp_path / "points.csv"
+    pd.DataFrame({"id": range(len(X)), "x": X[:, 0], "y": X[:, 1]}).to_csv(csv, index=False)
+    out = tmp_path / "run"
+    args = ["--input", str(csv), "--kind", "features", "--output", str(out), "--preference", "-60"]
+    assert main([*args, "--max-cluster-size", "30"]) == 0
+    sizes = pd.read_csv(out / "exemplars.csv")["size"]
+    assert sizes.max() <= 30 and sizes.sum() == len(X)
+    assert json.loads((out / "summary.json").read_text())["params"]["maxClusterSize"] == 30
