@@ -11,14 +11,13 @@ from sklearn.datasets import make_blobs
 
 from spark_ap import (
     AffinityPropagation,
-    InvalidParamError,
     MultiLevelAffinityPropagation,
     edges_from_matrix,
     similarity_matrix,
 )
 from spark_ap.app.job import main
 from spark_ap.engines.blocks.kernel import Chunk, Top
-from spark_ap.run.capacity import CapacityWarning, place, warn_unplaced
+from spark_ap.run.capacity import CapacityWarning, merge_within, place, warn_unplaced
 from spark_ap.testing.reference import affinity_propagation_dense, capacitated_availabilities
 from tests.conftest import assignment_rows, dense_messages
 
@@ -206,11 +205,28 @@ def test_a_feature_table_is_bounded_on_the_driver_as_through_spark(spark, tmp_pa
     assert sizes.max() <= 30 and sizes.sum() == len(X)
 
 
-def test_levels_refuse_a_bound_they_would_not_keep(spark):
-    X = blobs_with_one_large()
+def test_a_merge_that_would_overfill_a_cluster_is_undone():
+    # Level points standing for 30, 30, 30, 10 and 10 points; AP merged the first three (90 > 70).
+    # By hand: 0 keeps itself (30), 1 joins it (60), 2 no longer fits and stays alone, 4 joins 3.
+    chosen = np.array([0, 0, 0, 3, 3])
+    size = np.array([30.0, 30.0, 30.0, 10.0, 10.0])
+    members, exemplars, s = np.array([1, 2, 4, 0]), np.array([0, 0, 3, 3]), np.array([-1.0, -2.0, -1.0, -5.0])
+    np.testing.assert_array_equal(merge_within(members, exemplars, s, size, chosen, 70), [0, 0, 2, 3, 3])
+    assert merge_within(members, exemplars, s, size, chosen, 90) is chosen  # within the bound: unchanged
+
+
+@pytest.mark.slow
+def test_levels_keep_the_bound_across_merges(spark):
+    # Above exactBelow the points go through levels: level 0 is capacitated AP on the k-NN graph,
+    # later levels merge whole clusters, and no merged cluster may exceed the bound.
+    X, _ = make_blobs(300, centers=[[0, 0], [8, 0], [0, 8]], cluster_std=1.0, random_state=3)
     table = spark.createDataFrame([(i, [float(v) for v in x]) for i, x in enumerate(X)], ["id", "features"])
-    with pytest.raises(InvalidParamError, match="exactBelow=50 points; this table has 84"):
-        MultiLevelAffinityPropagation(maxClusterSize=30, exactBelow=50).run(table)
+    params = {"exactBelow": 100, "levelExactBelow": 200, "seed": 1}
+    plain = MultiLevelAffinityPropagation(**params).run(table)
+    assert len(plain.levels) >= 2 and plain.exemplars.toPandas()["size"].max() > 60  # the test can tell
+    bounded = MultiLevelAffinityPropagation(maxClusterSize=60, **params).run(table)
+    sizes = bounded.exemplars.toPandas()["size"]
+    assert len(bounded.levels) >= 2 and sizes.max() <= 60 and sizes.sum() == len(X)
 
 
 def test_the_command_bounds_the_clusters_and_says_so(spark, tmp_path):

@@ -12,7 +12,6 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from spark_ap.errors import InvalidParamError
 from spark_ap.estimators._params import SharedParams, spec_param
 from spark_ap.estimators.affinity import result_params
 from spark_ap.estimators.model import AffinityPropagationModel
@@ -333,14 +332,6 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, Estimator, DefaultParamsR
         config = self._config()
         points = self._points(features)
         n = points.count()
-        if self.getMaxClusterSize() and n > self.getExactBelow():
-            # A level above the first clusters exemplars that stand for whole clusters: its bound
-            # would be on their members, which the capacitated messages do not count.
-            raise InvalidParamError(
-                f"maxClusterSize={self.getMaxClusterSize()} is kept on one complete graph, up to exactBelow="
-                f"{self.getExactBelow()} points; this table has {n}. Raise exactBelow to {n} (all pairs), or "
-                "cluster without the bound."
-            )
         driver = None
         if DriverGraph.applies(config, n, n <= self.getExactBelow()):
             driver = DriverGraph.read(config, points, all_pairs(points, self.getMetric()))

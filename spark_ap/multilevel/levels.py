@@ -24,6 +24,7 @@ from spark_ap.errors import ConvergenceWarning, user_stacklevel
 from spark_ap.multilevel import neighbors
 from spark_ap.multilevel.result import LEVEL_COLUMNS, LevelGraph, MultiLevelResult
 from spark_ap.prepare.inputs import prepare_validated
+from spark_ap.run.capacity import merge_within
 from spark_ap.run.cluster import cluster
 from spark_ap.run.loop import Settings
 
@@ -62,9 +63,12 @@ class LevelConfig:
     cluster_tolerance: int
     max_attempts: int
 
-    def run_settings(self, complete: bool) -> Settings:
-        """A level's settings: ``maxIter`` on all pairs, ``knnMaxIter`` on a k-NN graph."""
-        return self.settings if complete else replace(self.settings, max_iter=self.knn_max_iter)
+    def run_settings(self, complete: bool, level: int = 0) -> Settings:
+        """A level's settings: ``maxIter`` on all pairs, ``knnMaxIter`` on a k-NN graph; above level
+        0 no capacity in the messages, whose points then stand for whole clusters (the bound is on
+        their members: :func:`bounded_merges` keeps it)."""
+        settings = self.settings if complete else replace(self.settings, max_iter=self.knn_max_iter)
+        return replace(settings, capacity=None) if level else settings
 
 
 def level_params(settings: Settings, preference: float) -> dict:
@@ -76,6 +80,7 @@ def level_params(settings: Settings, preference: float) -> dict:
         "preference": preference,
         "noise": settings.noise,
         "seed": settings.seed,
+        "maxClusterSize": settings.capacity or 0,
     }
 
 
@@ -98,6 +103,8 @@ def run_levels(config: LevelConfig, points: DataFrame, graph: LevelGraph, prefer
         complete = graph.complete if level == 0 else count <= config.level_exact_below
         state_dir = f"{config.state_dir.rstrip('/')}/{label}level-{level}" if config.state_dir else None
         this = run_level(config, level, edges, ids, count, level_preference, complete, state_dir)
+        if level and config.settings.capacity:
+            this = this.bounded(bounded_merges(this.chosen, edges, mapping, config.settings.capacity))
         done.append(this)
         mapping = follow(mapping, this.chosen)
         if (level == 0 and graph.complete) or this.clusters >= count or this.clusters <= 1:
@@ -121,6 +128,13 @@ class Level:
     iterations: int
     converged: bool
 
+    def bounded(self, chosen: DataFrame) -> Level:
+        """This level with the choice ``chosen`` (merges undone to keep the capacity), recounted."""
+        if chosen is self.chosen:
+            return self
+        clusters = chosen.select("next").distinct().count()
+        return replace(self, chosen=chosen, clusters=clusters, row=(*self.row[:4], clusters, *self.row[5:]))
+
 
 def run_level(
     config: LevelConfig,
@@ -134,7 +148,7 @@ def run_level(
 ) -> Level:
     """Cluster one level's ``count`` points (``ids``) on ``edges`` at ``preference``."""
     started = time.time()
-    settings = config.run_settings(complete)
+    settings = config.run_settings(complete, level)
     with warnings.catch_warnings():
         # A level's convergence goes into the levels table; only the last level's warns.
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -157,6 +171,35 @@ def run_level(
     row = (level, count, done.edges, graph, clusters, outcome.n_iter, outcome.converged, outcome.resumed_from, seconds)
     history = pd.DataFrame(outcome.history, columns=["iteration", "exemplars", "changed"]).assign(level=level)
     return Level(chosen, clusters, row, history, outcome.n_iter, outcome.converged)
+
+
+def bounded_merges(chosen: DataFrame, edges: DataFrame, mapping: DataFrame, capacity: int) -> DataFrame:
+    """A level's choice (``id, next``) with the merges that would put more than ``capacity`` points
+    in a cluster undone (:func:`~spark_ap.run.capacity.merge_within`), on the driver: a level's
+    points are the exemplars left, ``mapping`` (every point -> its exemplar) gives their sizes."""
+    sizes = mapping.groupBy(F.col("exemplar").alias("id")).agg(F.count(F.lit(1)).alias("size"))
+    table = chosen.join(sizes, "id").select("id", "next", "size").toArrow()
+    ids = table.column("id").to_numpy(zero_copy_only=False)
+    order = np.argsort(ids, kind="stable")
+    ids = ids[order]
+    next_ = np.searchsorted(ids, table.column("next").to_numpy(zero_copy_only=False)[order])
+    size = table.column("size").to_numpy()[order].astype(float)
+    centres = chosen.filter(F.col("id") == F.col("next")).select(F.col("id").alias("dst"))
+    pairs = edges.join(F.broadcast(centres), "dst").filter(F.col("src") != F.col("dst"))
+    into = pairs.select("src", "dst", "similarity").toArrow()
+    merged = merge_within(
+        np.searchsorted(ids, into.column("src").to_numpy(zero_copy_only=False)),
+        np.searchsorted(ids, into.column("dst").to_numpy(zero_copy_only=False)),
+        into.column("similarity").to_numpy(),
+        size,
+        next_,
+        capacity,
+    )
+    if merged is next_:
+        return chosen
+    kind = pa.string() if isinstance(chosen.schema["id"].dataType, T.StringType) else pa.int64()
+    frame = pa.table({"id": pa.array(ids, kind), "next": pa.array(ids[merged], kind)})
+    return chosen.sparkSession.createDataFrame(frame, chosen.schema).localCheckpoint()
 
 
 def follow(mapping: DataFrame | None, chosen: DataFrame) -> DataFrame:

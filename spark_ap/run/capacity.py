@@ -67,6 +67,34 @@ def place(
     return chosen
 
 
+def merge_within(
+    members: np.ndarray, exemplars: np.ndarray, s: np.ndarray, size: np.ndarray, chosen: np.ndarray, capacity: int
+) -> np.ndarray:
+    """A level's merges, undone where they would exceed ``capacity`` points: each level point's
+    exemplar (its number), a point standing for ``size`` points.
+
+    ``chosen`` is each level point's exemplar as AP chose it; ``members, exemplars, s`` are the
+    level's edges into those exemplars. A cluster over the bound is rebuilt greedily: its exemplar
+    keeps itself, then the most similar pairs first (ties: the smaller point, then the smaller
+    exemplar) join an exemplar while its total stays within the bound; a point that fits nowhere
+    stays an exemplar itself (its own cluster, already within the bound).
+    """
+    load = np.bincount(chosen, weights=size, minlength=chosen.size)
+    if load.max() <= capacity:
+        return chosen
+    centres = np.flatnonzero(chosen == np.arange(chosen.size))
+    placed = np.full(chosen.size, -1, dtype=np.int64)
+    placed[centres] = centres
+    load = np.zeros(chosen.size)
+    load[centres] = size[centres]
+    order = np.lexsort((exemplars, members, -s))
+    for point, centre in zip(members[order].tolist(), exemplars[order].tolist(), strict=True):
+        if placed[point] < 0 and placed[centre] == centre and load[centre] + size[point] <= capacity:
+            placed[point] = centre
+            load[centre] += size[point]
+    return np.where(placed >= 0, placed, np.arange(chosen.size))
+
+
 def warn_unplaced(chosen: np.ndarray, capacity: int) -> None:
     """Warn, counting them, of the points ``place`` could not place."""
     unplaced = int((chosen < 0).sum())
