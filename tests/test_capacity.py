@@ -7,6 +7,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.cluster import AffinityPropagation as SklearnAP
 from sklearn.datasets import make_blobs
 
 from spark_ap import (
@@ -19,7 +20,8 @@ from spark_ap.app.job import main
 from spark_ap.engines.blocks.kernel import Chunk, Top
 from spark_ap.run.capacity import CapacityWarning, merge_within, place, warn_unplaced
 from spark_ap.testing.reference import affinity_propagation_dense, capacitated_availabilities
-from tests.conftest import assignment_rows, dense_messages
+from tests.conftest import assignment_rows, dense_messages, exemplars_of
+from tests.test_sklearn_parity import blobs, random_asymmetric, wine
 
 
 def brute_force_availability(R: np.ndarray, i: int, k: int, capacity: int) -> float:
@@ -239,3 +241,16 @@ def test_the_command_bounds_the_clusters_and_says_so(spark, tmp_path):
     sizes = pd.read_csv(out / "exemplars.csv")["size"]
     assert sizes.max() <= 30 and sizes.sum() == len(X)
     assert json.loads((out / "summary.json").read_text())["params"]["maxClusterSize"] == 30
+
+
+@pytest.mark.parametrize("make", [blobs, wine, random_asymmetric])
+def test_a_bound_of_n_gives_scikit_learns_results_on_the_parity_cases(spark, make):
+    # tests/test_sklearn_parity.py's complete graphs with maxClusterSize = n: scikit-learn's
+    # iterations and exemplars exactly, as plain AP gives them.
+    S = make()
+    n = len(S)
+    pref = float(np.median(S[~np.eye(n, dtype=bool)]))
+    sk = SklearnAP(affinity="precomputed", preference=pref, max_iter=200, random_state=0).fit(S)
+    result = AffinityPropagation(noise="sklearn", maxClusterSize=n).run(edges_from_matrix(spark, S))
+    assert result.numIterations == sk.n_iter_
+    assert exemplars_of(result) == sorted(sk.cluster_centers_indices_)
