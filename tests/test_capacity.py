@@ -254,3 +254,22 @@ def test_a_bound_of_n_gives_scikit_learns_results_on_the_parity_cases(spark, mak
     result = AffinityPropagation(noise="sklearn", maxClusterSize=n).run(edges_from_matrix(spark, S))
     assert result.numIterations == sk.n_iter_
     assert exemplars_of(result) == sorted(sk.cluster_centers_indices_)
+
+
+def test_points_left_out_are_counted_in_the_summary_and_in_no_cluster(spark, tmp_path):
+    X = blobs_with_one_large(30, 6)
+    S = similarity_matrix(X)
+    rows = [(i, j, S[i, j]) for i in range(len(X)) for j in range(len(X)) if i != j]
+    csv = tmp_path / "edges.csv"
+    pd.DataFrame(rows, columns=["src", "dst", "similarity"]).to_csv(csv, index=False)
+    out = tmp_path / "run"
+    # A preference this low leaves a few exemplars: fewer places than points under a bound of 5.
+    args = ["--input", str(csv), "--output", str(out), "--preference", "-2000", "--damping", "0.9"]
+    with pytest.warns(CapacityWarning):
+        assert main([*args, "--max-cluster-size", "5"]) == 0
+    assignments = pd.read_parquet(out / "assignments.parquet")
+    summary = json.loads((out / "summary.json").read_text())
+    left_out = int((assignments["cluster"] < 0).sum())
+    assert left_out > 0 and summary["unassigned_points"] == left_out
+    assert assignments.loc[assignments["cluster"] >= 0].groupby("cluster").size().max() <= 5
+    assert summary["clusters"] == assignments.loc[assignments["cluster"] >= 0, "cluster"].nunique()

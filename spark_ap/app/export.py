@@ -92,7 +92,8 @@ def export_run(
     try:
         staging.mkdir()
         assignments, exemplars = _write_tables(result, staging)
-        summary = _summary(result, params, timings, len(exemplars), staging)
+        clusters, unassigned = int((exemplars["cluster"] >= 0).sum()), int((assignments["cluster"] < 0).sum())
+        summary = _summary(result, params, timings, clusters, unassigned, staging)
         if model is not None:
             model.write().save(str(staging / "model"))
         plot_convergence(result.history, staging / "convergence.png", converged=result.converged)
@@ -149,6 +150,7 @@ def _summary(
     params: dict | None,
     timings: dict | None,
     clusters: int,
+    unassigned: int,
     staging: Path,
 ) -> dict:
     """``summary.json``'s content (a multi-level run's tables are written to ``staging`` on the way)."""
@@ -157,7 +159,9 @@ def _summary(
         "preference_value": result.preference,
         "points": result.numVertices,
         "edges": result.numEdges,
-        "clusters": int(clusters),
+        "clusters": clusters,
+        # Points in no cluster (cluster -1): none found, or left out by maxClusterSize's placement.
+        "unassigned_points": unassigned,
         "iterations": result.numIterations,
         "converged": result.converged,
         "net_similarity": result.netSimilarity,
