@@ -74,10 +74,11 @@ def merge_within(
     exemplar (its number), a point standing for ``size`` points.
 
     ``chosen`` is each level point's exemplar as AP chose it; ``members, exemplars, s`` are the
-    level's edges into those exemplars. A cluster over the bound is rebuilt greedily: its exemplar
-    keeps itself, then the most similar pairs first (ties: the smaller point, then the smaller
-    exemplar) join an exemplar while its total stays within the bound; a point that fits nowhere
-    stays an exemplar itself (its own cluster, already within the bound).
+    level's edges into those exemplars. Unchanged when every merged cluster is within the bound;
+    else the level's points are placed again, greedily: each exemplar keeps itself, then the most
+    similar pairs first (ties: the smaller point, then the smaller exemplar) join an exemplar while
+    its total stays within the bound; a point that fits nowhere stays an exemplar itself (its own
+    cluster, already within the bound).
     """
     load = np.bincount(chosen, weights=size, minlength=chosen.size)
     if load.max() <= capacity:
