@@ -220,13 +220,15 @@ def arrow_id_type(id_type: T.DataType) -> pa.DataType:
 
 
 def labels_frame(spark: SparkSession, ids: np.ndarray, id_type: T.DataType, exemplar: np.ndarray | None) -> DataFrame:
-    """``id, cluster, exemplar`` from the vertex ids in number order and each vertex's exemplar number
-    (None: no exemplars, cluster -1 and a null exemplar, as :func:`unassigned`), one row per vertex."""
+    """``id, cluster, exemplar`` from the vertex ids in number order and each vertex's exemplar number,
+    one row per vertex; -1 (or ``exemplar`` None: no exemplars at all) is no cluster: cluster -1 and a
+    null exemplar, as :func:`unassigned`."""
     if exemplar is None:
-        cluster = np.full(ids.size, -1, dtype=np.int32)
-        exemplar_ids = pa.nulls(ids.size, arrow_id_type(id_type))
-    else:
-        cluster, exemplar_ids = cluster_of(exemplar), ids[exemplar]
+        exemplar = np.full(ids.size, -1)
+    none = exemplar < 0
+    cluster = np.full(ids.size, -1, dtype=np.int32)
+    cluster[~none] = cluster_of(exemplar[~none])
+    exemplar_ids = pa.array(ids[np.where(none, 0, exemplar)], arrow_id_type(id_type), mask=none)
     schema = T.StructType(
         [
             T.StructField("id", id_type, False),

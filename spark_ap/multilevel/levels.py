@@ -17,7 +17,6 @@ import pandas as pd
 import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from spark_ap.engines import assign
 from spark_ap.errors import ConvergenceWarning, user_stacklevel
@@ -104,7 +103,7 @@ def run_levels(config: LevelConfig, points: DataFrame, graph: LevelGraph, prefer
         state_dir = f"{config.state_dir.rstrip('/')}/{label}level-{level}" if config.state_dir else None
         this = run_level(config, level, edges, ids, count, level_preference, complete, state_dir)
         if level and config.settings.capacity:
-            this = this.bounded(bounded_merges(this.chosen, edges, mapping, config.settings.capacity))
+            this = bounded_merges(this, edges, mapping, config.settings.capacity)
         done.append(this)
         mapping = follow(mapping, this.chosen)
         if (level == 0 and graph.complete) or this.clusters >= count or this.clusters <= 1:
@@ -127,13 +126,6 @@ class Level:
     history: pd.DataFrame
     iterations: int
     converged: bool
-
-    def bounded(self, chosen: DataFrame) -> Level:
-        """This level with the choice ``chosen`` (merges undone to keep the capacity), recounted."""
-        if chosen is self.chosen:
-            return self
-        clusters = chosen.select("next").distinct().count()
-        return replace(self, chosen=chosen, clusters=clusters, row=(*self.row[:4], clusters, *self.row[5:]))
 
 
 def run_level(
@@ -173,10 +165,11 @@ def run_level(
     return Level(chosen, clusters, row, history, outcome.n_iter, outcome.converged)
 
 
-def bounded_merges(chosen: DataFrame, edges: DataFrame, mapping: DataFrame, capacity: int) -> DataFrame:
-    """A level's choice (``id, next``) with the merges that would put more than ``capacity`` points
-    in a cluster undone (:func:`~spark_ap.run.capacity.merge_within`), on the driver: a level's
-    points are the exemplars left, ``mapping`` (every point -> its exemplar) gives their sizes."""
+def bounded_merges(this: Level, edges: DataFrame, mapping: DataFrame, capacity: int) -> Level:
+    """The level ``this`` with the merges that would put more than ``capacity`` points in a cluster
+    undone (:func:`~spark_ap.run.capacity.merge_within`), on the driver, its clusters recounted: a
+    level's points are the exemplars left, ``mapping`` (every point -> its exemplar) gives their sizes."""
+    chosen = this.chosen
     sizes = mapping.groupBy(F.col("exemplar").alias("id")).agg(F.count(F.lit(1)).alias("size"))
     table = chosen.join(sizes, "id").select("id", "next", "size").toArrow()
     ids = table.column("id").to_numpy(zero_copy_only=False)
@@ -196,10 +189,16 @@ def bounded_merges(chosen: DataFrame, edges: DataFrame, mapping: DataFrame, capa
         capacity,
     )
     if merged is next_:
-        return chosen
-    kind = pa.string() if isinstance(chosen.schema["id"].dataType, T.StringType) else pa.int64()
+        return this
+    kind = assign.arrow_id_type(chosen.schema["id"].dataType)
     frame = pa.table({"id": pa.array(ids, kind), "next": pa.array(ids[merged], kind)})
-    return chosen.sparkSession.createDataFrame(frame, chosen.schema).localCheckpoint()
+    clusters = int(np.unique(merged).size)
+    return replace(
+        this,
+        chosen=chosen.sparkSession.createDataFrame(frame, chosen.schema).localCheckpoint(),
+        clusters=clusters,
+        row=(*this.row[:4], clusters, *this.row[5:]),
+    )
 
 
 def follow(mapping: DataFrame | None, chosen: DataFrame) -> DataFrame:
@@ -248,7 +247,7 @@ def next_level(
 def complete_level(exemplars: DataFrame, weight: float) -> DataFrame:
     """All pairs of at most ``levelExactBelow`` exemplars: small enough to compute on the driver with numpy."""
     rows = exemplars.select("id", "x", "sum", "size").collect()
-    kind = pa.string() if isinstance(exemplars.schema["id"].dataType, T.StringType) else pa.int64()
+    kind = assign.arrow_id_type(exemplars.schema["id"].dataType)
     ids = np.array([row.id for row in rows], dtype=object if kind == pa.string() else np.int64)
     X = np.array([row.x for row in rows], dtype=float)
     sums = np.array([row.sum for row in rows], dtype=float)

@@ -20,11 +20,11 @@ from spark_ap.errors import (
 _INTEGRAL = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
 _NUMERIC = (*_INTEGRAL, T.FloatType, T.DoubleType, T.DecimalType)
 _LONG_MAX = 2**63 - 1
+# The replacement character, which decoders put in place of bytes that are not text.
+REPLACEMENT = "\ufffd"
 # The largest finite double. A message adds up to one similarity per vertex (an availability sums a
 # column's responsibilities), so similarities must stay below it divided by the count: else sums
 # overflow to inf and the run ends in NaN labels.
-# The replacement character, which decoders put in place of bytes that are not text.
-REPLACEMENT = "\ufffd"
 _DOUBLE_MAX = sys.float_info.max
 
 

@@ -19,13 +19,11 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 from scipy.optimize import linear_sum_assignment
 
-from spark_ap.engines.assign import arrow_id_type, cluster_of
+from spark_ap.engines.assign import labels_frame
 from spark_ap.errors import user_stacklevel
 
 # Points x free places at most for the exact assignment (a dense matrix of doubles: 32 MB).
@@ -155,27 +153,5 @@ def placed_labels(state: DataFrame, labels: DataFrame, capacity: int) -> DataFra
         ids.size,
         capacity,
     )
-    return labels_of(labels.sparkSession, ids, labels.schema["id"].dataType, chosen, capacity)
-
-
-def labels_of(
-    spark: SparkSession, ids: np.ndarray, id_type: T.DataType, chosen: np.ndarray, capacity: int
-) -> DataFrame:
-    """``id, cluster, exemplar`` of ``chosen`` (per point its exemplar's number, -1: not placed, cluster
-    -1 and a null exemplar), warning of the points not placed."""
-    unplaced = chosen < 0
     warn_unplaced(chosen, capacity)
-    cluster = np.full(ids.size, -1, dtype=np.int32)
-    cluster[~unplaced] = cluster_of(chosen[~unplaced])
-    kind = arrow_id_type(id_type)
-    exemplar = pa.array(ids[np.where(unplaced, 0, chosen)], kind, mask=unplaced)
-    schema = T.StructType(
-        [
-            T.StructField("id", id_type, False),
-            T.StructField("cluster", T.IntegerType(), False),
-            T.StructField("exemplar", id_type, True),
-        ]
-    )
-    return spark.createDataFrame(
-        pa.table({"id": pa.array(ids, kind), "cluster": cluster, "exemplar": exemplar}), schema
-    )
+    return labels_frame(labels.sparkSession, ids, labels.schema["id"].dataType, chosen)
