@@ -119,16 +119,15 @@ class DriverGraph:
         if exemplar is not None and self.settings.capacity:
             exemplar = self._placed(chunk, exemplar)
         clusters = self.ids.size if exemplar is None else np.unique(exemplar).size
-        seconds = round(time.time() - started, 3)
+        converged, seconds = progress.converged(self.settings), round(time.time() - started, 3)
         log.info(
             "attempt %d on the driver: %d points -> %d clusters in %d iterations (converged=%s)",
             attempt,
             self.ids.size,
             clusters,
             progress.t,
-            progress.converged(self.settings),
+            converged,
         )
-        converged = progress.converged(self.settings)
         return DriverAttempt(preference, exemplar, clusters, progress.t, converged, progress.history, seconds)
 
     def _placed(self, chunk: Chunk, exemplar: np.ndarray) -> np.ndarray:
