@@ -26,7 +26,7 @@ LAYERS = [
         "spark_ap._workers",
         "spark_ap.testing",
     ],
-    ["spark_ap.session", "spark_ap.lineage", "spark_ap.lock"],
+    ["spark_ap.session", "spark_ap.lineage", "spark_ap.files", "spark_ap.lock"],
     ["spark_ap.prepare"],
     ["spark_ap.engines"],
     ["spark_ap.run"],

@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 from spark_ap.engines import RunFacts, engine_class, engine_for, make_engine
 from spark_ap.engines.assign import label
 from spark_ap.errors import ConvergenceWarning, DuplicateEdgeError, user_stacklevel
-from spark_ap.lock import lock_if_local
+from spark_ap.lock import folder_lock
 from spark_ap.prepare.inputs import Prepared
 from spark_ap.prepare.validation import refuse_duplicates
 from spark_ap.run.capacity import placed_labels
@@ -127,7 +127,7 @@ def cluster(
                 ),
             )
             try:
-                with lock_if_local(state_dir, "affinity propagation's saves"):
+                with folder_lock(state_dir, "affinity propagation's saves", graph.sparkSession):
                     outcome = iterate(engine, graph, settings, store)
             except DuplicateEdgeError as error:
                 raise error.named(*pair_columns) if pair_columns else error from None
