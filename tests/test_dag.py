@@ -282,7 +282,11 @@ def test_end_to_end_on_a_dated_partition(dag, spark, tmp_path, capfd):
     assert spark_info == [] and len(lines) < 250, f"{len(lines)} lines, e.g. {(spark_info or lines)[:5]}"
 
     folder = run_folder(str(root), day)
-    assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == ["2026-11-30", "latest"]
+    assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == [
+        "2026-11-30",
+        "latest",
+        "latest.json",
+    ]
     features = spark.createDataFrame([(i, [float(v) for v in x]) for i, x in enumerate(X)], ["id", "features"])
     expected = AffinityPropagation(damping=0.7).run(edges_from_features(features))
     assert written_rows(folder) == assignment_rows(expected)

@@ -1,6 +1,7 @@
 """Run folders hold what the run computed, written all at once."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,7 @@ def test_run_folder(spark, tmp_path):
     X, _ = make_blobs(40, centers=3, random_state=4)
     result = AffinityPropagation(preference="min").run(edges_from_matrix(spark, similarity_matrix(X)))
     points = pd.DataFrame({"id": np.arange(40), "x": X[:, 0], "y": X[:, 1]})
-    out = export_run(result, tmp_path / "run", params={"preference": "min"}, points=points)
+    out = Path(export_run(result, tmp_path / "run", params={"preference": "min"}, points=points))
 
     assert sorted(p.name for p in out.iterdir()) == [
         "assignments.parquet",
@@ -46,7 +47,7 @@ def test_summary_holds_no_credentials(spark, tmp_path):
         edges_from_matrix(spark, -np.abs(np.subtract.outer(np.arange(3.0), np.arange(3))))
     )
     params = {"input": "s3a://AKIAEXAMPLE:wJalrXUtnFEMI%2FK7MDENG@bucket/edges.parquet", "spark.password": "hunter2"}
-    out = export_run(result, tmp_path / "run", params=params)
+    out = Path(export_run(result, tmp_path / "run", params=params))
     text = (out / "summary.json").read_text()
     assert "wJalrXUtnFEMI" not in text and "AKIAEXAMPLE" not in text and "hunter2" not in text
     assert json.loads(text)["params"]["input"] == "s3a://***@bucket/edges.parquet"

@@ -130,7 +130,11 @@ def test_every_run_succeeds_in_the_folder_of_its_logical_date(scheduled):
     kinds = sorted(run["run_type"] for run in runs)
     assert kinds.count("backfill") == 3 and kinds.count("manual") == 1 and kinds.count("scheduled") >= 1
     days = sorted(_day(run["logical_date"]) for run in runs)
-    assert sorted(p.name for p in scheduled["root"].iterdir() if not p.name.startswith(".")) == [*days, "latest"]
+    assert sorted(p.name for p in scheduled["root"].iterdir() if not p.name.startswith(".")) == [
+        *days,
+        "latest",
+        "latest.json",
+    ]
     for day in days:
         summary = json.loads((scheduled["root"] / day / "summary.json").read_text())
         # Each run read its own partition: the input rendered from the template with its date.

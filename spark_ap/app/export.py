@@ -1,52 +1,68 @@
-"""Write a finished run to a folder: tables, a summary and plots.
+"""Write a finished run to a folder: tables, a summary and plots, on any file system.
 
-The files are assembled in a hidden staging folder and moved into place at the
-end, ``summary.json`` last: a run folder is finished exactly when it has a
-summary. Before that it may hold the run's saved state (``state/``), from which
-a rerun resumes.
+The run folder may be local or a URI (``hdfs://``, ``s3a://``, ...; :mod:`spark_ap.files`). The
+assignments, one row per point, are written by the executors (``assignments.parquet``, a folder of
+Parquet part files): nothing per point passes through the driver. The rest is small (a row per
+cluster or per iteration, a sample of the points for the plot) and the driver writes it.
+
+The files are assembled in a hidden staging folder and moved into place at the end, ``summary.json``
+last: a run folder is finished exactly when it has a summary, and every reader (``--skip-existing``,
+the DAG's report and ``latest``, a model's load) checks for it. On a local disk and on HDFS each
+move is a rename and the summary appears whole in one rename; on an object store each move is a
+copy and the summary one object written whole, so there too a summary means the rest is in place.
+Before the summary the folder may hold the run's saved state (``state/``), from which a rerun
+resumes, and the leftovers of an export that was killed, which the rerun's export replaces.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
-import shutil
 import time
 import uuid
-from pathlib import Path
 
 import pandas as pd
 import pyspark
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
-from spark_ap.checksums import first_difference, local_digests
+from spark_ap.app.folders import RUN_FILES, STATE, SUMMARY
+from spark_ap.checksums import first_difference
 from spark_ap.errors import InvalidInputError
 from spark_ap.estimators.affinity import AffinityPropagationResult
 from spark_ap.estimators.model import AffinityPropagationModel
+from spark_ap.files import Files, files_for, join
 from spark_ap.multilevel import MultiLevelResult
 
-STATE = "state"
+# clusters.png draws at most this many points (a sample, said on the plot), so that a run of any size
+# brings a bounded number of rows to the driver.
+PLOT_POINTS = 5000
 
 
-def output_status(path: str | os.PathLike) -> str:
+def output_status(path: str | os.PathLike, files: Files | None = None) -> str:
     """What the run folder ``path`` holds: ``"absent"``, ``"finished"`` or ``"unfinished"``.
 
     Unfinished means it exists without a summary and holds nothing but a
-    saved state and hidden staging folders, i.e. an interrupted run.
+    saved state, hidden staging folders and the files of an export that was
+    killed, i.e. an interrupted run. ``files`` reads ``path`` (see :func:`spark_ap.files.files_for`).
 
     Raises
     ------
     InvalidInputError
         The folder holds files that no spark-ap run wrote.
     """
-    folder = Path(path)
-    if not folder.exists():
+    folder = str(path)
+    files = files or files_for(folder)
+    kind = files.kind(folder)
+    if kind is None:
         return "absent"
-    if not folder.is_dir():
+    if kind == "file":
         raise InvalidInputError(f"The output {folder} is a file, not a run folder.")
-    if (folder / "summary.json").is_file():
+    if files.kind(join(folder, SUMMARY)) == "file":
         return "finished"
-    foreign = sorted(p.name for p in folder.iterdir() if p.name != STATE and not p.name.startswith("."))
+    foreign = [n for n in files.names(folder) if n != STATE and not n.startswith(".") and n not in RUN_FILES]
     if foreign:
         raise InvalidInputError(
             f"The output folder {folder} holds {len(foreign)} file(s) that are not from a spark-ap run, "
@@ -60,19 +76,21 @@ def export_run(
     path: str | os.PathLike,
     *,
     params: dict | None = None,
-    points: pd.DataFrame | None = None,
+    points: DataFrame | pd.DataFrame | None = None,
     timings: dict | None = None,
     model: AffinityPropagationModel | None = None,
-) -> Path:
-    """Write ``result`` to the local folder ``path`` and return it.
+) -> str:
+    """Write ``result`` to the run folder ``path`` (a local path or a file system URI) and return it.
 
     ``path`` must not exist yet, or hold only an unfinished run (see
     :func:`output_status`).
 
-    Writes ``assignments.parquet`` (id, cluster, exemplar), ``exemplars.csv``
-    (cluster, exemplar, size), ``history.csv``, ``summary.json``,
-    ``convergence.png`` and, when ``points`` holds 2-D coordinates
-    (``id`` and two columns, whose names label the axes), ``clusters.png``. A multi-level result adds
+    Writes ``assignments.parquet`` (id, cluster, exemplar; a folder of Parquet
+    part files, written by the executors), ``exemplars.csv`` (cluster,
+    exemplar, size), ``history.csv``, ``summary.json``, ``convergence.png``
+    and, when ``points`` holds 2-D coordinates (``id`` and two columns, whose
+    names label the axes; a Spark or pandas DataFrame), ``clusters.png``, which
+    draws at most :data:`PLOT_POINTS` of them. A multi-level result adds
     ``levels.csv`` (one row per level) and, after a search for a number of
     clusters, ``attempts.csv``; its summary says how the preference was chosen
     and how many true neighbours the approximate graph holds. A ``model``
@@ -84,65 +102,84 @@ def export_run(
     InvalidInputError
         ``path`` holds a finished run or other files: runs are never overwritten.
     """
-    final = Path(path)
-    if output_status(final) == "finished":
+    spark = result.assignments.sparkSession
+    final = str(path)
+    files = files_for(final, spark)
+    if output_status(final, files) == "finished":
         raise InvalidInputError(f"The output folder {final} already holds a finished run; choose a new one.")
-    final.mkdir(parents=True, exist_ok=True)
-    staging = final / f".staging-{uuid.uuid4().hex[:8]}"
+    files.mkdirs(final)
+    staging = join(final, f".staging-{uuid.uuid4().hex[:8]}")
     try:
-        staging.mkdir()
-        assignments, exemplars = _write_tables(result, staging)
-        clusters, unassigned = int((exemplars["cluster"] >= 0).sum()), int((assignments["cluster"] < 0).sum())
-        summary = _summary(result, params, timings, clusters, unassigned, staging)
+        files.mkdirs(staging)
+        exemplars = _write_tables(result, staging, files)
+        clusters = int((exemplars["cluster"] >= 0).sum())
+        unassigned = result.assignments.filter(F.col("cluster") < 0).count()
+        summary = _summary(result, params, timings, clusters, unassigned, staging, files)
         if model is not None:
-            model.write().save(str(staging / "model"))
-        plot_convergence(result.history, staging / "convergence.png", converged=result.converged)
+            model.write().save(join(staging, "model"))
+        files.write(join(staging, "convergence.png"), convergence_png(result.history, converged=result.converged))
         if points is not None:
+            points = spark.createDataFrame(points) if isinstance(points, pd.DataFrame) else points
             x, y = [c for c in points.columns if c != "id"]
-            coordinates = points.rename(columns={x: "x", y: "y"})
-            plot_clusters(coordinates.merge(assignments, on="id"), staging / "clusters.png", axes=(x, y))
+            drawn, centers = plot_sample(points.select("id", F.col(x).alias("x"), F.col(y).alias("y")), result)
+            files.write(join(staging, "clusters.png"), clusters_png(drawn, centers, result.numVertices, axes=(x, y)))
         # What --skip-existing checks before it trusts the folder (see damaged_files).
-        summary["files"] = local_digests(staging)
-        (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        _publish(staging, final)
+        summary["files"] = files.digests(staging)
+        _publish(files, staging, final, summary)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        files.delete(staging)
     return final
 
 
-def damaged_files(path: str | os.PathLike) -> str | None:
+def damaged_files(path: str | os.PathLike, files: Files | None = None) -> str | None:
     """What is wrong with the files of the finished run folder ``path`` (one named), or None when
     they are those its summary lists; a summary that lists none (an older spark-ap's) is trusted."""
-    folder = Path(path)
+    folder = str(path)
+    files = files or files_for(folder)
     try:
-        written = json.loads((folder / "summary.json").read_text()).get("files")
+        written = read_json(files, join(folder, SUMMARY)).get("files")
     except (OSError, ValueError) as error:
-        return f"{folder / 'summary.json'} cannot be read ({error})"
+        return f"{join(folder, SUMMARY)} cannot be read ({error})"
     if written is None:
         return None
-    return first_difference(written, local_digests(folder, leave_out=("summary.json", STATE)), str(folder))
+    return first_difference(written, files.digests(folder, leave_out=(SUMMARY, STATE)), folder)
 
 
-def set_aside(path: str | os.PathLike) -> Path:
+def read_json(files: Files, path: str) -> dict:
+    """The JSON object in the file ``path``.
+
+    Raises
+    ------
+    ValueError
+        The file is not JSON, or its JSON is not an object.
+    """
+    value = json.loads(files.read(path))
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} holds {type(value).__name__} JSON, not an object")
+    return value
+
+
+def set_aside(path: str | os.PathLike, files: Files | None = None) -> str:
     """Move the files of the run folder ``path`` (its saved state stays) into a hidden folder in it,
     which leaves an unfinished run folder; return that folder."""
-    folder = Path(path)
-    aside = folder / f".damaged-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    aside.mkdir()
-    for entry in sorted(folder.iterdir()):
-        if entry.name != STATE and not entry.name.startswith("."):
-            os.replace(entry, aside / entry.name)
+    folder = str(path)
+    files = files or files_for(folder)
+    aside = join(folder, f".damaged-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}")
+    files.mkdirs(aside)
+    for name in files.names(folder):
+        if name != STATE and not name.startswith("."):
+            files.rename(join(folder, name), join(aside, name))
     return aside
 
 
-def _write_tables(result: AffinityPropagationResult | MultiLevelResult, staging: Path) -> tuple[pd.DataFrame, ...]:
-    """Write the assignments, exemplars and history to ``staging``; the first two, as written."""
-    assignments = result.assignments.orderBy("id").toPandas()
-    assignments.to_parquet(staging / "assignments.parquet", index=False)
+def _write_tables(result: AffinityPropagationResult | MultiLevelResult, staging: str, files: Files) -> pd.DataFrame:
+    """Write the assignments (by the executors), the exemplars and the history to ``staging``; return
+    the exemplars, as written."""
+    result.assignments.orderBy("id").write.parquet(join(staging, "assignments.parquet"))
     exemplars = result.exemplars.toPandas()
-    exemplars.to_csv(staging / "exemplars.csv", index=False)
-    result.history.to_csv(staging / "history.csv", index=False)
-    return assignments, exemplars
+    files.write(join(staging, "exemplars.csv"), exemplars.to_csv(index=False).encode())
+    files.write(join(staging, "history.csv"), result.history.to_csv(index=False).encode())
+    return exemplars
 
 
 def _summary(
@@ -151,7 +188,8 @@ def _summary(
     timings: dict | None,
     clusters: int,
     unassigned: int,
-    staging: Path,
+    staging: str,
+    files: Files,
 ) -> dict:
     """``summary.json``'s content (a multi-level run's tables are written to ``staging`` on the way)."""
     return {
@@ -166,26 +204,28 @@ def _summary(
         "converged": result.converged,
         "net_similarity": result.netSimilarity,
         "resumed_from_iteration": result.resumedFrom,
-        **_levels(result, staging),
+        **_levels(result, staging, files),
         "timings_seconds": timings or {},
         "versions": {"spark_ap": _version(), "pyspark": pyspark.__version__},
     }
 
 
-def _publish(staging: Path, final: Path) -> None:
-    """Move the staged files into ``final``; the summary goes last: its presence marks the run finished."""
-    for name in sorted(p.name for p in staging.iterdir() if p.name != "summary.json"):
-        os.replace(staging / name, final / name)
-    os.replace(staging / "summary.json", final / "summary.json")
+def _publish(files: Files, staging: str, final: str, summary: dict) -> None:
+    """Move the staged files into ``final`` (over what a killed export left there), then write the
+    summary: its presence marks the run finished."""
+    for name in files.names(staging):
+        files.delete(join(final, name))
+        files.rename(join(staging, name), join(final, name))
+    files.write(join(final, SUMMARY), (json.dumps(summary, indent=2) + "\n").encode())
 
 
-def _levels(result: AffinityPropagationResult | MultiLevelResult, staging: Path) -> dict:
+def _levels(result: AffinityPropagationResult | MultiLevelResult, staging: str, files: Files) -> dict:
     """The summary's account of a multi-level run, with its tables written to ``staging``."""
     if not isinstance(result, MultiLevelResult):
         return {}
-    result.levels.to_csv(staging / "levels.csv", index=False)
+    files.write(join(staging, "levels.csv"), result.levels.to_csv(index=False).encode())
     if len(result.attempts) > 1:
-        result.attempts.to_csv(staging / "attempts.csv", index=False)
+        files.write(join(staging, "attempts.csv"), result.attempts.to_csv(index=False).encode())
     return {
         "preference_source": result.preferenceSource,
         "graph_recall": result.recall,
@@ -232,16 +272,18 @@ def _figure(width: float, height: float):
     return plt.subplots(figsize=(width, height), dpi=100)
 
 
-def _save(fig, path: Path) -> None:
+def _png(fig) -> bytes:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(path)
+    out = io.BytesIO()
+    fig.savefig(out, format="png")
     plt.close(fig)
+    return out.getvalue()
 
 
-def plot_convergence(history: pd.DataFrame, path: Path, converged: bool = False) -> None:
-    """Exemplars and changed decisions per iteration; levels one after the other, when there are levels.
+def convergence_png(history: pd.DataFrame, converged: bool = False) -> bytes:
+    """Exemplars and changed decisions per iteration, as a PNG; levels one after the other, when there are levels.
 
     The y axis is logarithmic past 1 (all points change at the first iteration,
     a handful later on), and a converged run marks the iteration after which no
@@ -266,20 +308,37 @@ def plot_convergence(history: pd.DataFrame, path: Path, converged: bool = False)
     ax.set_ylabel("points")
     ax.set_title("Affinity propagation: convergence")
     ax.legend()
-    _save(fig, path)
+    return _png(fig)
 
 
-def plot_clusters(points: pd.DataFrame, path: Path, axes: tuple[str, str] = ("x", "y")) -> None:
-    """Points coloured by cluster, exemplars marked; ``points`` has id, x, y, cluster, exemplar.
+def plot_sample(
+    points: DataFrame, result: AffinityPropagationResult | MultiLevelResult
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What ``clusters.png`` draws of ``points`` (id, x, y): at most :data:`PLOT_POINTS` of them with
+    their clusters (a seeded sample, when there are more), and every exemplar with its coordinates."""
+    labelled = points.join(result.assignments, "id")
+    fraction = PLOT_POINTS / max(result.numVertices, 1)
+    if fraction < 1:
+        # A little above the fraction, so that the limit, not chance, usually sets the count.
+        labelled = labelled.sample(fraction=min(1.0, 1.2 * fraction), seed=0)
+    drawn = labelled.limit(PLOT_POINTS).toPandas()
+    exemplar_ids = result.exemplars.select(F.col("exemplar").alias("id"))
+    centers = points.join(F.broadcast(exemplar_ids), "id").toPandas()
+    return drawn, centers
 
-    ``axes`` names the coordinates (the input's column names).
-    """
+
+def clusters_png(drawn: pd.DataFrame, centers: pd.DataFrame, total: int, axes: tuple[str, str] = ("x", "y")) -> bytes:
+    """Points coloured by cluster, exemplars marked, as a PNG. ``drawn`` has id, x, y, cluster, exemplar
+    (all the points or a sample of the ``total``), ``centers`` the exemplars' id, x, y; ``axes`` names
+    the coordinates (the input's column names)."""
     fig, ax = _figure(7, 7)
     ax.set_xlabel(axes[0])
     ax.set_ylabel(axes[1])
-    ax.scatter(points["x"], points["y"], c=points["cluster"], cmap="tab20", s=12)
-    exemplars = points[points["id"] == points["exemplar"]]
-    ax.scatter(exemplars["x"], exemplars["y"], marker="*", s=250, c="black", label="exemplars")
-    ax.set_title(f"Affinity propagation: {len(exemplars)} clusters")
+    ax.scatter(drawn["x"], drawn["y"], c=drawn["cluster"], cmap="tab20", s=12)
+    ax.scatter(centers["x"], centers["y"], marker="*", s=250, c="black", label="exemplars")
+    title = f"Affinity propagation: {len(centers)} clusters"
+    if len(drawn) < total:
+        title += f"\n(a sample of {len(drawn):,} of the {total:,} points is drawn)"
+    ax.set_title(title)
     ax.legend(loc="best")
-    _save(fig, path)
+    return _png(fig)

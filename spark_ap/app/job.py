@@ -7,7 +7,6 @@ Installed as the ``spark-ap`` command; under ``spark-submit`` run
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import re
 import sys
@@ -20,11 +19,21 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_ap.app.config import SECTIONS, read_config
-from spark_ap.app.export import STATE, damaged_files, export_run, output_status, redact, redact_text, set_aside
+from spark_ap.app.export import (
+    damaged_files,
+    export_run,
+    output_status,
+    read_json,
+    redact,
+    redact_text,
+    set_aside,
+)
+from spark_ap.app.folders import STATE, SUMMARY
 from spark_ap.app.preflight import OneLineParser, check_edge_columns, check_input, check_output, input_format
 from spark_ap.errors import InvalidInputError, InvalidParamError, SparkAPError, reason
 from spark_ap.estimators.affinity import OPERATIONAL_PARAMS, AffinityPropagation
-from spark_ap.lock import lock_if_local
+from spark_ap.files import files_for, is_uri, join
+from spark_ap.lock import FolderLock
 from spark_ap.multilevel import MultiLevelAffinityPropagation
 from spark_ap.params import INPUT_KINDS, SPECS, cli_preference, in_section
 from spark_ap.prepare.validation import validate_edges, validate_features
@@ -169,37 +178,46 @@ def run_params(conf: dict[str, dict[str, Any]], args: argparse.Namespace) -> dic
     return {**params, "input": args.input, "kind": inp["kind"], "metric": inp["metric"]}
 
 
-def check_paths(args: argparse.Namespace, params: dict[str, Any]) -> bool:
-    """Refuse a bad input, or an output folder that holds another run, before starting Spark.
+def check_paths(args: argparse.Namespace, params: dict[str, Any], spark: SparkSession | None = None) -> bool:
+    """Refuse a bad input, or an output folder that holds another run, before the run starts.
 
-    Returns True when ``--skip-existing`` is given and the output folder holds
-    this very run, finished (same params and input), so there is nothing to do.
+    Local paths are checked before Spark starts; an input or output given as a URI is read
+    through ``spark`` (see :mod:`spark_ap.files`). Returns True when ``--skip-existing`` is given
+    and the output folder holds this very run, finished (same params and input), so there is
+    nothing to do. A finished run whose files or summary are damaged is set aside and runs again.
     """
     check_input(args.input, params["kind"], args.format)
     check_output(args.output)
+    if is_uri(args.input) and files_for(args.input, spark).kind(args.input) is None:
+        raise InvalidInputError(f"The input {args.input} does not exist")
     if params["kind"] == "edges":
         check_edge_columns(args.input, args.format, [params["srcCol"], params["dstCol"], params["weightCol"]])
-    status = output_status(args.output)
-    if status == "finished":
-        if not args.skip_existing:
-            raise InvalidInputError(f"The output folder {args.output} already holds a finished run; choose a new one")
-        done = json.loads((Path(args.output) / "summary.json").read_text()).get("params", {})
-        if {k: v for k, v in done.items() if k not in OPERATIONAL_PARAMS} == redact(params):
-            problem = damaged_files(args.output)
-            if problem is None:
-                return True
-            aside = set_aside(args.output)
-            log.warning(
-                "The finished run in %s is damaged: %s; its files are set aside in %s and it runs again",
-                args.output,
-                problem,
-                aside,
+    files = files_for(args.output, spark)
+    status = output_status(args.output, files)
+    if status != "finished":
+        return False
+    if not args.skip_existing:
+        raise InvalidInputError(f"The output folder {args.output} already holds a finished run; choose a new one")
+    try:
+        done = read_json(files, join(args.output, SUMMARY)).get("params", {})
+    except (OSError, ValueError) as error:
+        problem = f"{join(args.output, SUMMARY)} cannot be read ({error})"
+    else:
+        if {k: v for k, v in done.items() if k not in OPERATIONAL_PARAMS} != redact(params):
+            raise InvalidInputError(
+                f"The output folder {args.output} already holds another run (other params or input); "
+                "runs are never overwritten"
             )
-            return False
-        raise InvalidInputError(
-            f"The output folder {args.output} already holds another run (other params or input); "
-            "runs are never overwritten"
-        )
+        problem = damaged_files(args.output, files)
+        if problem is None:
+            return True
+    aside = set_aside(args.output, files)
+    log.warning(
+        "The finished run in %s is damaged: %s; its files are set aside in %s and it runs again",
+        args.output,
+        problem,
+        aside,
+    )
     return False
 
 
@@ -263,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("py4j").setLevel(logging.WARNING)
     try:
         print(validate(args) if args.validate_only else run(args))
-    except SparkAPError as error:
+    # OSError: a file system's refusal (permission denied, a folder gone), already one line naming the path.
+    except (SparkAPError, OSError) as error:
         print(f"spark-ap: error: {redact_text(str(error))}", file=sys.stderr)
         return 2
     return 0
@@ -272,8 +291,9 @@ def main(argv: list[str] | None = None) -> int:
 def validate(args: argparse.Namespace) -> str:
     """Check the input and the output folder as a run would, without clustering; describe the input."""
     conf = settings(args)
-    check_paths(args, run_params(conf, args))
-    spark = session(args, conf)
+    spark = session(args, conf) if _remote(args) else None
+    check_paths(args, run_params(conf, args), spark)
+    spark = spark or session(args, conf)
     table = read_table(spark, args.input, args.format)
     inp = conf["input"]
     if inp["kind"] == "features":
@@ -287,7 +307,17 @@ def validate(args: argparse.Namespace) -> str:
     return f"{args.input}: {n_edges} edges between {n_vertices} vertices, valid"
 
 
-def run(args: argparse.Namespace) -> Path:
+def _remote(args: argparse.Namespace) -> bool:
+    """Whether the input or the output is a file system URI, read through Spark from the start."""
+    return is_uri(args.input) or is_uri(args.output)
+
+
+def default_state_dir(output: str) -> str:
+    """The run's saves when no ``--state-dir`` is given: ``state/`` in the run folder, on its file system."""
+    return join(output, STATE) if is_uri(output) else (Path(output).resolve() / STATE).as_uri()
+
+
+def run(args: argparse.Namespace) -> str:
     """Read, build or validate the graph, cluster, and write the run folder; return its path.
 
     The output folder is locked for the whole run: a second job on it is refused (see :mod:`spark_ap.lock`).
@@ -295,20 +325,22 @@ def run(args: argparse.Namespace) -> Path:
     conf = settings(args)
     params = run_params(conf, args)
     check_output(args.output)  # before the lock makes the folder
-    with lock_if_local(args.output, f"spark-ap --output {args.output}"):
-        return _run(args, conf, params)
+    # A URI's files are read through Spark's JVM: then the session starts before the checks.
+    spark = session(args, conf) if _remote(args) else None
+    with FolderLock(args.output, f"spark-ap --output {args.output}", spark):
+        return _run(args, conf, params, spark)
 
 
-def _run(args: argparse.Namespace, conf: dict[str, dict[str, Any]], params: dict[str, Any]) -> Path:
-    if check_paths(args, params):
+def _run(
+    args: argparse.Namespace, conf: dict[str, dict[str, Any]], params: dict[str, Any], spark: SparkSession | None
+) -> str:
+    if check_paths(args, params, spark):
         log.info("%s already holds this run, finished; nothing to do", args.output)
-        return Path(args.output)
-    spark = session(args, conf)
+        return args.output
+    spark = spark or session(args, conf)
     if args.checkpoint_dir:
         spark.sparkContext.setCheckpointDir(args.checkpoint_dir)
-    # The default sits in the run folder on the driver's local disk, which
-    # executors on other machines cannot see: clusters pass --state-dir.
-    state_dir = args.state_dir or conf["ap"].pop("stateDir", None) or (Path(args.output).resolve() / STATE).as_uri()
+    state_dir = args.state_dir or conf["ap"].pop("stateDir", None) or default_state_dir(args.output)
     store = StateStore(spark, state_dir, identity={})
     if args.restart:
         store.clear()
@@ -321,8 +353,8 @@ def _run(args: argparse.Namespace, conf: dict[str, dict[str, Any]], params: dict
     if inp["kind"] == "features":
         id_col = inp.get("idCol", "id")
         data, columns = feature_table(table, id_col)
-        if len(columns) == 2:
-            points = table.select(F.col(id_col).alias("id"), *columns).toPandas()
+        if len(columns) == 2:  # clusters.png draws a bounded sample of them
+            points = table.select(F.col(id_col).alias("id"), *columns)
     else:
         data = table
     # A feature table's run is a fit: its model assigns new points (spark_ap.estimators.model).

@@ -7,17 +7,20 @@ or pandas; the tasks import them when they run.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
+import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from datetime import time as dt_time
 from pathlib import Path
 
 from spark_ap.app.config import read_config
+from spark_ap.app.folders import LATEST, SUMMARY
 from spark_ap.app.preflight import check_input, check_output
-from spark_ap.errors import InvalidInputError, InvalidParamError
+from spark_ap.errors import FolderInUseError, InvalidInputError, InvalidParamError
+from spark_ap.files import Files, basename, files_for, is_uri, join, parent
 from spark_ap.params import SPECS
 from spark_ap.session import graphframes_conf, logging_conf
 
@@ -25,6 +28,7 @@ log = logging.getLogger("spark_ap")
 
 
 TEMPLATED = ("input", "output_root")
+
 PRESETS = {"@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"}
 
 
@@ -195,19 +199,20 @@ def submit_options(config: str | Path) -> dict:
 
 
 def read_summary(output: str) -> dict:
-    """The run's summary.json, with the paths of its files."""
-    folder = Path(output)
-    summary = json.loads((folder / "summary.json").read_text())
-    files = sorted(str(p) for p in folder.iterdir())
+    """The run's summary.json, with the paths of its files; ``output`` may be a URI (read through the
+    active SparkSession, see :mod:`spark_ap.files`)."""
+    files = files_for(output)
+    summary = json.loads(files.read(join(output, SUMMARY)))
     log.info(
         "spark-ap run %s: %d clusters, %d iterations, converged=%s",
-        folder,
+        output,
         summary["clusters"],
         summary["iterations"],
         summary["converged"],
     )
-    model = {"model": str(folder / "model")} if (folder / "model").is_dir() else {}
-    return {**summary, "folder": str(folder), **model, "files": files}
+    names = files.names(output)
+    model = {"model": join(output, "model")} if "model" in names else {}
+    return {**summary, "folder": output, **model, "files": [join(output, name) for name in names]}
 
 
 def asset_extra(summary: dict, date: str) -> dict:
@@ -217,31 +222,76 @@ def asset_extra(summary: dict, date: str) -> dict:
     return {"logical_date": date, **{key: summary[key] for key in keys if key in summary}}
 
 
-def publish_latest(folder: str | Path) -> Path:
-    """Point ``<output_root>/latest`` at the finished run ``folder`` unless it points at a
-    newer date, atomically, and return the pointer.
+def publish_latest(folder: str | os.PathLike) -> str:
+    """Point ``<output_root>/latest.json`` (and, on a local disk, the ``latest`` link beside it) at the
+    finished run ``folder`` unless it points at a newer date, and return the pointer.
 
-    Run folders named by :func:`folder_name` are ordered by their dates: a backfill of
-    last month, or an older run that finishes after a newer one, leaves ``latest`` where it
-    is. Any other name (a folder of the user's) is newer than everything before it. The
-    pointer is a relative symbolic link replaced in one rename, under a lock on
-    ``<output_root>/.latest.lock`` so that two runs finishing together cannot both win: a
-    reader sees the previous run or this one, never a half-written run (a run folder is
-    complete once it holds summary.json, which the job writes last).
+    ``latest.json`` names the run folder (``folder``, its name; ``uri``) and its ``date``; it is
+    written whole in one step on any file system (:mod:`spark_ap.files`), so a reader sees the
+    previous run or this one. On a local disk the ``latest`` link is replaced in one rename too, for
+    people and tools that follow links; the pointer returned is then the link, else ``latest.json``.
+
+    Run folders named by :func:`folder_name` are ordered by their dates: a backfill of last month, or
+    an older run that finishes after a newer one, leaves ``latest`` where it is. Any other name (a
+    folder of the user's) is newer than everything before it. Two runs finishing together take
+    turns through ``<output_root>/.latest.lock``, created exclusively.
     """
-    folder = Path(folder)
-    if not (folder / "summary.json").is_file():
-        raise InvalidInputError(f"{folder} holds no finished run (no summary.json); latest is left as it is")
-    latest = folder.parent / "latest"
-    with open(folder.parent / ".latest.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        current = folder_date(os.readlink(latest)) if latest.is_symlink() else None
-        date = folder_date(folder.name)
-        if current is not None and date is not None and current > date:
-            log.info("latest stays on %s, newer than %s", os.readlink(latest), folder.name)
-            return latest
-        staged = folder.parent / f".latest-{os.getpid()}-{folder.name}"
-        staged.unlink(missing_ok=True)
-        os.symlink(folder.name, staged)
-        os.replace(staged, latest)
-    return latest
+    folder = str(folder).rstrip("/")
+    files = files_for(folder)
+    if files.kind(join(folder, SUMMARY)) != "file":
+        raise InvalidInputError(f"{folder} holds no finished run (no {SUMMARY}); latest is left as it is")
+    root, name = parent(folder), basename(folder)
+    pointer = join(root, LATEST) if is_uri(root) else join(root, "latest")
+    with _turn(files, join(root, ".latest.lock")):
+        current = latest_folder(root, files)
+        date, newest = folder_date(name), folder_date(current or "")
+        if newest is not None and date is not None and newest > date:
+            log.info("latest stays on %s, newer than %s", current, name)
+            return pointer
+        record = {"folder": name, "uri": folder, "date": date.isoformat() if date else None}
+        files.write(join(root, LATEST), (json.dumps(record) + "\n").encode())
+        if not is_uri(root):
+            link, staged = Path(pointer), Path(root) / f".latest-{os.getpid()}-{name}"
+            staged.unlink(missing_ok=True)
+            os.symlink(name, staged)
+            os.replace(staged, link)
+    return pointer
+
+
+def latest_folder(root: str, files: Files | None = None) -> str | None:
+    """The name of the run folder ``<root>/latest.json`` points at (or, written by an older spark-ap,
+    the ``latest`` link), or None when there is none."""
+    files = files or files_for(root)
+    try:
+        return json.loads(files.read(join(root, LATEST)))["folder"]
+    except FileNotFoundError:
+        link = None if is_uri(root) else Path(root) / "latest"
+        return os.readlink(link) if link is not None and link.is_symlink() else None
+
+
+# A lock on latest.json older than this is a dead run's: it is held for a read and a write.
+_TURN_STALE = 30.0
+
+
+@contextmanager
+def _turn(files: Files, lock: str, wait: float = 120.0):
+    """Hold the file ``lock`` (created exclusively) for the ``with`` block, waiting for another holder."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            files.write(lock, str(os.getpid()).encode(), exclusive=True)
+            break
+        except FileExistsError:
+            try:
+                if time.time() - files.modified(lock) > _TURN_STALE:
+                    files.delete(lock)  # its holder died between its read and its write
+                    continue
+            except FileNotFoundError:
+                continue
+            if time.monotonic() > deadline:
+                raise FolderInUseError(f"{lock} has been held for over {wait:.0f} s; latest is left as it is") from None
+            time.sleep(0.1)
+    try:
+        yield
+    finally:
+        files.delete(lock)
