@@ -49,6 +49,10 @@ def spark(tmp_path_factory):
                 "spark.ui.retainedStages": "50",
                 "spark.ui.retainedTasks": "1000",
                 "spark.sql.session.timeZone": "UTC",
+                # The tests' HDFS (tests.support.hdfs) has its DataNode on 127.0.0.1: an executor on
+                # the same address reads its blocks node-local. On the machine's host name instead,
+                # a stage over a cached HDFS scan waited forever for a node-local slot.
+                "spark.driver.host": "127.0.0.1",
             },
         )
     session.sparkContext.setLogLevel("ERROR")
