@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 # Seconds to wait for a namenode or an object store's endpoint to accept a connection.
 CONNECT_TIMEOUT = 10.0
+# The option of Hadoop's createFile() builder for an atomic create-if-absent on an object store.
+CONDITIONAL_CREATE = "fs.option.create.conditional.overwrite"
 # File systems that copy on rename and write one object in one step.
 OBJECT_STORES = frozenset({"s3", "s3a", "s3n", "gs", "oss", "cos", "cosn", "obs", "wasb", "wasbs"})
 # Who serves a scheme that Spark's own jars do not ({hadoop}: the running Hadoop client's version).
@@ -59,8 +61,10 @@ def _java(path: str):
         name = error.java_exception.getClass().getName()
         text = reason(error).split(": ", 1)[-1]
         kind = _ERRORS.get(name)
-        if kind is None and "already exists" in text:
-            kind = FileExistsError  # HDFS's create says so through a RemoteException of another class
+        if kind is None and ("already exists" in text or "PreconditionFailed" in text):
+            # HDFS's create says so through a RemoteException of another class, S3's conditional
+            # create with a 412 (Precondition Failed) when the second writer closes.
+            kind = FileExistsError
         raise (kind or OSError)(f"{path}: {text}") from None
 
 
@@ -110,7 +114,12 @@ class HadoopFiles:
 
     def _write(self, path: str, data: bytes, overwrite: bool) -> None:
         with _java(path):
-            stream = self._fs.create(self._Path(path), overwrite)
+            target = self._Path(path)
+            if not overwrite and self._fs.hasPathCapability(target, CONDITIONAL_CREATE):
+                # An object store's create-if-absent (S3's If-None-Match): the second writer's close fails.
+                stream = self._fs.createFile(target).overwrite(False).must(CONDITIONAL_CREATE, True).build()
+            else:
+                stream = self._fs.create(target, overwrite)
             try:
                 stream.write(bytearray(data))
             finally:
@@ -119,7 +128,8 @@ class HadoopFiles:
     def write(self, path: str, data: bytes, *, exclusive: bool = False) -> None:
         if exclusive or not self.renames_atomically:
             # One object written in one step; without overwrite, a second create fails (HDFS's
-            # namenode decides; an object store may only check first, see the README's table).
+            # namenode decides; an object store's conditional create where it has one, else it
+            # only looks first: see the README's table).
             self._write(path, data, overwrite=not exclusive)
             return
         folder, name = path.rstrip("/").rsplit("/", 1)
