@@ -115,7 +115,9 @@ class AffinityPropagationResult:
     def netSimilarity(self) -> float | None:
         # Not computed with the result: it is a join over the edges that many runs never read.
         outcome = self._outcome
-        return assign.net_similarity(outcome.similarities, self.assignments) if outcome.found else None
+        if outcome is None or not outcome.found:  # put together by hand, or no exemplars
+            return None
+        return assign.net_similarity(outcome.similarities, self.assignments)
 
     @property
     def graph(self) -> GraphFrame:
