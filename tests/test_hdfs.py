@@ -117,7 +117,7 @@ def test_a_second_writer_on_an_hdfs_output_folder_is_refused(spark, hdfs, blobs,
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert f"{out} is in use by process {os.getpid()}" in err and "(the first writer)" in err
-    assert hdfs.ls("/runs") and not hdfs.exists("/runs/locked")  # let go; made only for the lock, removed
+    assert not hdfs.exists("/runs/locked")  # let go; made only for the lock, removed
 
 
 def test_a_killed_job_resumes_from_its_saves_on_hdfs(spark, hdfs, blobs):
@@ -162,3 +162,22 @@ def _saves(hdfs: HdfsCluster, folder: str) -> list[int]:
     names = hdfs.ls(folder)
     done = [n for n in names if n.startswith("iteration-") and hdfs.exists(f"{folder}/{n}/_spark_ap_state.json")]
     return sorted(int(n.split("-")[1]) for n in done)
+
+
+def test_refusals_on_hdfs_are_one_line(spark, hdfs, blobs, capsys):
+    uri_input = _put(hdfs, "/data/edges-refused.csv", blobs)
+    hdfs.mkdirs("/readonly", mode=0o555)
+    assert main(["--input", uri_input, "--output", hdfs.url("/readonly/x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Permission denied" in err and "/readonly/x" in err, err
+
+    done = hdfs.url("/runs/done")
+    assert main(["--input", uri_input, "--output", done, *PARAMS]) == 0
+    capsys.readouterr()
+    assert main(["--input", uri_input, "--output", done, *PARAMS]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"spark-ap: error: The output folder {done} already holds a finished run; choose a new one"
+
+    assert main(["--input", hdfs.url("/data/missing.csv"), "--output", hdfs.url("/runs/none")]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"The input {hdfs.url('/data/missing.csv')} does not exist")
+    assert not hdfs.exists("/runs/none")
