@@ -109,15 +109,77 @@ def graphframes_conf(conf: dict[str, str] | None = None, repositories: str | Non
     return out
 
 
-def submit_arguments(conf: dict[str, str] | None = None, repositories: str | None = None) -> list[str]:
-    """``spark-submit`` options that give the job GraphFrames: ``--packages`` and ``--repositories``."""
-    settings = graphframes_conf(conf, repositories)
+def submit_arguments(
+    conf: dict[str, str] | None = None,
+    repositories: str | None = None,
+    *,
+    code: str | os.PathLike | None = None,
+    jars: str | os.PathLike | None = None,
+) -> list[str]:
+    """``spark-submit`` options that give a job spark-ap's code and GraphFrames.
+
+    Parameters
+    ----------
+    conf, repositories
+        As :func:`graphframes_conf`: ``--packages`` and ``--repositories``, which Spark resolves
+        from Maven as the job starts.
+    code : path, optional
+        A folder: spark-ap's code is zipped into it (:func:`package_zip`) and shipped with
+        ``--py-files``, so the executors need not have spark-ap installed (their Python needs
+        numpy, pandas and pyarrow, as pyspark's own pandas functions do).
+    jars : path, optional
+        A folder holding GraphFrames' two jars (``graphframes-spark4_2.13`` and
+        ``graphframes-graphx-spark4_2.13``): shipped with ``--jars`` instead of resolving
+        the package, for a cluster without access to a Maven repository.
+    """
     args = []
+    if jars is not None:
+        found = sorted(str(p) for p in Path(jars).glob("*graphframes*.jar"))
+        if not found:
+            raise GraphFramesUnavailableError(f"{jars} holds no graphframes jars (graphframes-*.jar)")
+        conf = {**(conf or {}), "spark.jars": _merge(_split((conf or {}).get("spark.jars")), found)}
+        args += ["--jars", conf["spark.jars"]]
+    settings = graphframes_conf(conf, repositories)
     if "spark.jars.packages" in settings:
         args += ["--packages", settings["spark.jars.packages"]]
-    if "spark.jars.repositories" in settings:
+    if "spark.jars.repositories" in settings and "spark.jars.packages" in settings:
         args += ["--repositories", settings["spark.jars.repositories"]]
+    if code is not None:
+        args += ["--py-files", str(package_zip(code))]
     return args
+
+
+def job_script() -> str:
+    """The spark-submit application file of the spark-ap job, in the installed package."""
+    return str(Path(__file__).resolve().parent / "app" / "entry.py")
+
+
+def package_zip(folder: str | os.PathLike) -> Path:
+    """Zip spark-ap's code (the installed ``spark_ap`` package, its data files too) into
+    ``folder/spark_ap-<version>.zip`` for ``--py-files``, and return its path.
+
+    The zip is the same bytes for the same code (sorted entries, fixed times), so a rebuild that
+    changed nothing leaves the file as it was and a cluster's cache of it stays valid.
+    """
+    import zipfile
+
+    from spark_ap import __version__
+
+    package = Path(__file__).resolve().parent
+    target = Path(folder) / f"spark_ap-{__version__}.zip"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = target.with_name(f".{target.name}.{os.getpid()}")
+    with zipfile.ZipFile(staged, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(package.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                entry = zipfile.ZipInfo(str(path.relative_to(package.parent)), date_time=(1980, 1, 1, 0, 0, 0))
+                entry.compress_type = zipfile.ZIP_DEFLATED
+                archive.writestr(entry, path.read_bytes())
+    if target.exists() and target.read_bytes() == staged.read_bytes():
+        staged.unlink()
+    else:
+        os.replace(staged, target)
+    return target
 
 
 def unavailable_message(settings: dict[str, str], problem: str, remedy: str = "") -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -38,7 +39,7 @@ from spark_ap.multilevel import MultiLevelAffinityPropagation
 from spark_ap.params import INPUT_KINDS, SPECS, cli_preference, in_section
 from spark_ap.prepare.validation import validate_edges, validate_features
 from spark_ap.run.state import StateStore
-from spark_ap.session import REPOSITORIES_ENV, spark_session
+from spark_ap.session import REPOSITORIES_ENV, job_script, spark_session, submit_arguments
 
 log = logging.getLogger("spark_ap")
 
@@ -275,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         from spark_ap.app.stream import job as stream
 
         return stream.main(argv[1:])
+    if argv[:1] == ["package"]:
+        return package(argv[1:])
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # py4j says "Closing down clientserver connection" at exit, at INFO.
@@ -285,6 +288,22 @@ def main(argv: list[str] | None = None) -> int:
     except (SparkAPError, OSError) as error:
         print(f"spark-ap: error: {redact_text(str(error))}", file=sys.stderr)
         return 2
+    return 0
+
+
+def package(argv: list[str]) -> int:
+    """``spark-ap package``: zip spark-ap's code for ``--py-files`` and print the spark-submit command
+    that ships it, so that a cluster's executors need not have spark-ap installed."""
+    p = OneLineParser(prog="spark-ap package", description=package.__doc__)
+    p.add_argument("--to", default="dist", help="folder to write spark_ap-<version>.zip to (default dist)")
+    p.add_argument("--jars", help="a folder holding GraphFrames' jars, shipped with --jars instead of --packages")
+    args = p.parse_args(argv)
+    try:
+        options = submit_arguments(code=args.to, jars=args.jars)
+    except SparkAPError as error:
+        print(f"spark-ap: error: {error}", file=sys.stderr)
+        return 2
+    print(" ".join(["spark-submit", *map(shlex.quote, options), job_script(), "--input ... --output ..."]))
     return 0
 
 
