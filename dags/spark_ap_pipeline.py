@@ -1,8 +1,11 @@
 """spark-ap pipeline: check the input, validate it on Spark, cluster it, report the run.
 
-Validation and clustering are the spark-ap job (``scripts/spark_ap_job.py``)
-submitted through the ``spark_default`` connection: point that connection at a
-standalone, YARN or Kubernetes master and the same DAG runs on a cluster.
+Validation and clustering are the spark-ap job (the installed package's
+``spark_ap/app/entry.py``) submitted through the ``spark_default`` connection: point
+that connection at a standalone, YARN or Kubernetes master and the same DAG runs on a
+cluster. How it is submitted (connection, deploy mode, memory and cores, executors,
+spark-ap's code for executors that lack it, ``--conf``) is the settings file's
+``airflow`` and ``spark`` sections, which the job also reads (``--config``).
 
 The schedule is configuration: ``SPARK_AP_SCHEDULE`` (a cron expression, a
 preset such as ``@daily``, or ``asset:<name>`` to run when that asset gets an
@@ -30,24 +33,28 @@ import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset, Param, dag, task
 
-from spark_ap.app.pipeline import asset_extra, dag_settings, publish_latest, read_summary, submit_options
+from spark_ap.app.pipeline import (
+    asset_extra,
+    config_argument,
+    dag_settings,
+    publish_latest,
+    read_summary,
+    submit_options,
+)
 from spark_ap.app.pipeline import ingest as pipeline_ingest
 from spark_ap.params import INPUT_KINDS, dag_params
 
-# The spark-ap checkout or installation that holds the job script, the settings
-# file and the bundled example; SPARK_AP_HOME points elsewhere.
+# The spark-ap checkout that holds the settings file and the bundled example (relative
+# paths in the settings are relative to it); SPARK_AP_HOME points elsewhere. The job's
+# file is the installed package's.
 ROOT = Path(os.environ.get("SPARK_AP_HOME") or Path(__file__).resolve().parent.parent)
 CONFIG = Path(os.environ.get("SPARK_AP_CONFIG") or ROOT / "conf" / "spark-ap.yaml")
 SETTINGS = dag_settings(CONFIG, ROOT)
 RESULTS = Asset("spark_ap_results")
-SPARK_JOB = {
-    "conn_id": "spark_default",
-    "application": str(ROOT / "scripts" / "spark_ap_job.py"),
-    # --packages and --repositories: GraphFrames, from Maven Central or the
-    # repositories of the settings file and SPARK_AP_REPOSITORIES; --conf: a
-    # quiet Spark log.
-    **submit_options(CONFIG),
-}
+# The connection, deploy mode, resources, code and --conf of the settings file's airflow and
+# spark sections; GraphFrames from --packages (or the spark section's jars).
+SPARK_JOB = submit_options(CONFIG, ROOT)
+CONFIG_ARGS = config_argument(CONFIG, SPARK_JOB)
 
 
 @dag(
@@ -79,7 +86,7 @@ def spark_ap_pipeline():
     def ingest(params: dict, **context) -> dict:
         """Render the run's dated paths, check the input, the params and the run folder, and give the job's
         arguments."""
-        return pipeline_ingest(params, context)
+        return pipeline_ingest(params, context, CONFIG_ARGS)
 
     @task(outlets=[RESULTS])
     def report(output: str, date: str, *, outlet_events) -> dict:

@@ -6,17 +6,19 @@ import re
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.datasets import make_blobs
 
-from spark_ap import AffinityPropagation, InvalidInputError, InvalidParamError, edges_from_features
+from spark_ap import AffinityPropagation, InvalidInputError, InvalidParamError, __version__, edges_from_features
 from spark_ap.app.job import main as job_main
-from spark_ap.app.pipeline import job_arguments, run_folder
+from spark_ap.app.pipeline import config_argument, job_arguments, run_folder, submit_options
 from spark_ap.app.preflight import check_input
 from spark_ap.params import dag_params
+from spark_ap.session import job_script, logging_conf
 from tests.conftest import BIN, ROOT, assignment_rows, png_size, written_rows
 
 
@@ -281,7 +283,7 @@ def test_end_to_end_on_a_dated_partition(dag, spark, tmp_path, capfd):
     spark_info = [line for line in lines if re.search(r" INFO (Executor|TaskSetManager|DAGScheduler):", line)]
     assert spark_info == [] and len(lines) < 250, f"{len(lines)} lines, e.g. {(spark_info or lines)[:5]}"
 
-    folder = run_folder(str(root), day)
+    folder = Path(run_folder(str(root), day))
     assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == [
         "2026-11-30",
         "latest",
@@ -316,3 +318,52 @@ def test_end_to_end_on_a_dated_partition(dag, spark, tmp_path, capfd):
     params = {**dag.params.dump(), **conf, "input": str(csv)}
     assert job_main(job_arguments(params, day)["args"]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
+
+
+JARS = "/opt/jars/graphframes-spark4_2.13-0.11.0.jar,/opt/jars/graphframes-graphx-spark4_2.13-0.11.0.jar"
+
+
+def test_the_settings_file_says_how_the_job_is_submitted(tmp_path):
+    config = tmp_path / "cluster.yaml"
+    config.write_text(
+        "ap:\n  damping: 0.8\n"
+        "spark:\n  spark.sql.shuffle.partitions: 64\n"
+        f"  spark.jars: {JARS}\n"
+        "airflow:\n  conn_id: spark_yarn\n  deploy_mode: cluster\n  driver_memory: 4g\n  executor_memory: 8g\n"
+        "  executor_cores: 4\n  num_executors: 10\n  ship_code: dist\n  py_files: hdfs:///libs/extra.zip\n"
+        "  env_vars: {PYSPARK_PYTHON: ./env/bin/python}\n  archives: hdfs:///envs/env.tar.gz#env\n"
+    )
+    options = submit_options(config, root=tmp_path)
+    shipped = tmp_path / "dist" / f"spark_ap-{__version__}.zip"
+    assert shipped.is_file()
+    assert options == {
+        "conn_id": "spark_yarn",
+        "deploy_mode": "cluster",
+        "driver_memory": "4g",
+        "executor_memory": "8g",
+        "executor_cores": 4,
+        "num_executors": 10,
+        "archives": "hdfs:///envs/env.tar.gz#env",
+        "env_vars": {"PYSPARK_PYTHON": "./env/bin/python"},
+        "application": job_script(),
+        # The spark section's GraphFrames jars: nothing to resolve from Maven.
+        "jars": JARS,
+        "py_files": f"{shipped},hdfs:///libs/extra.zip",
+        "files": str(config),  # the driver runs on the cluster: the settings go with it
+        "conf": {"spark.ui.showConsoleProgress": "false", "spark.sql.shuffle.partitions": "64", **logging_conf()},
+    }
+    # The job reads the settings file it was sent with; the DAG's params, given after it, win.
+    config_args = config_argument(config, options)
+    assert config_args == ["--config", "cluster.yaml"]
+    params = {**{name: schema["default"] for name, schema in dag_params().items()}, "input": "x.csv", "kind": "edges"}
+    args = job_arguments({**params, "output_root": "runs"}, datetime(2026, 11, 3), config_args)["args"]
+    assert args[:2] == ["--config", "cluster.yaml"] and "--damping" in args
+
+
+def test_the_dag_submits_the_installed_job_with_its_settings_file(dag):
+    import runpy
+
+    module = runpy.run_path(str(ROOT / "dags" / "spark_ap_pipeline.py"))
+    assert module["CONFIG_ARGS"] == ["--config", str(ROOT / "conf" / "spark-ap.yaml")]
+    cluster = dag.get_task("cluster")
+    assert cluster.application == job_script() and Path(job_script()).is_file()

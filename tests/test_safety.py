@@ -20,7 +20,7 @@ from spark_ap.app.pipeline import folder_date, run_folder
     ],
 )
 def test_a_dag_run_folder_is_named_by_its_date_in_utc_and_read_back(tmp_path, date, name):
-    folder = run_folder(str(tmp_path / "runs"), date)
+    folder = Path(run_folder(str(tmp_path / "runs"), date))
     assert folder == tmp_path / "runs" / name and ":" not in name  # Hadoop reads a colon as a scheme
     assert folder_date(name) == date
     assert folder_date("run-1") is None and folder_date("latest") is None
@@ -114,7 +114,7 @@ def test_latest_never_moves_back_to_an_older_date(tmp_path, order):
     from spark_ap.app.pipeline import publish_latest
 
     dates = [datetime(2026, 11, day, tzinfo=timezone.utc) for day in (3, 1, 2)] + [datetime(2026, 11, 2, 6, 0)]
-    folders = [run_folder(str(tmp_path), date.replace(tzinfo=timezone.utc)) for date in dates]
+    folders = [Path(run_folder(str(tmp_path), date.replace(tzinfo=timezone.utc))) for date in dates]
     for folder in folders:
         folder.mkdir(exist_ok=True)
         (folder / "summary.json").write_text("{}")

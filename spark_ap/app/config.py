@@ -24,7 +24,24 @@ EXTRA_KEYS = {
     "ap": {"stateDir"},
     "features": set(),
     "input": {"kind"},
-    "airflow": {"schedule", "catchup", "input", "kind", "output_root"},
+    "airflow": {
+        "schedule",
+        "catchup",
+        "input",
+        "kind",
+        "output_root",
+        # How the DAG submits the job (spark_ap.app.pipeline.submit_options).
+        "conn_id",
+        "deploy_mode",
+        "driver_memory",
+        "executor_memory",
+        "executor_cores",
+        "num_executors",
+        "py_files",
+        "archives",
+        "env_vars",
+        "ship_code",
+    },
 }
 
 
@@ -84,9 +101,20 @@ EXTRA_VALUES: dict[str, type | tuple] = {
     "catchup": bool,
     "input": str,
     "output_root": str,
+    "conn_id": str,
+    "deploy_mode": ("client", "cluster"),
+    "driver_memory": str,
+    "executor_memory": str,
+    "executor_cores": int,
+    "num_executors": int,
+    "py_files": str,
+    "archives": str,
+    "env_vars": dict,
+    "ship_code": str,
 }
-# The EXTRA_VALUES that are paths, which cannot be blank (an empty schedule means none).
-PATHS = {"input", "output_root"}
+# The EXTRA_VALUES that are paths or names, which cannot be blank (an empty schedule means none).
+PATHS = {"input", "output_root", "conn_id", "ship_code"}
+_KINDS = {bool: "true or false", str: "a string", int: "a whole number", dict: "a mapping of names to values"}
 
 
 def check_values(path: Path, sections: dict[str, dict[str, Any]]) -> None:
@@ -105,11 +133,11 @@ def check_values(path: Path, sections: dict[str, dict[str, Any]]) -> None:
             allowed = EXTRA_VALUES[name]
             if isinstance(allowed, tuple) and value not in allowed:
                 raise InvalidParamError(f"{path}: {section}.{name} must be one of {allowed}; got {value!r}")
-            if isinstance(allowed, type) and not isinstance(value, allowed):
-                raise InvalidParamError(
-                    f"{path}: {section}.{name} must be {'true or false' if allowed is bool else 'a string'}; "
-                    f"got {value!r}"
-                )
+            # bool is an int to Python, not to a settings file: true is no number of executors.
+            if isinstance(allowed, type) and (
+                not isinstance(value, allowed) or allowed is int and isinstance(value, bool)
+            ):
+                raise InvalidParamError(f"{path}: {section}.{name} must be {_KINDS[allowed]}; got {value!r}")
             if name in PATHS and not value.strip():
                 # Relative paths are relative to the checkout: a blank one would be the checkout itself.
                 raise InvalidParamError(f"{path}: {section}.{name} must be a path, not empty; got {value!r}")

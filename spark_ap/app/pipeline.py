@@ -57,10 +57,10 @@ def folder_date(name: str) -> datetime | None:
     return None
 
 
-def run_folder(output_root: str, date: datetime) -> Path:
+def run_folder(output_root: str, date: datetime) -> str:
     """``output_root/<date>``: one folder per data interval, whichever DAG run (a retry, a
-    cleared task, a backfill) computes it."""
-    return Path(output_root) / folder_name(date)
+    cleared task, a backfill) computes it; a URI for an ``output_root`` that is one."""
+    return join(output_root, folder_name(date))
 
 
 def render_dates(params: dict, context: dict) -> dict:
@@ -93,19 +93,21 @@ def render_dates(params: dict, context: dict) -> dict:
     return rendered
 
 
-def ingest(params: dict, context: dict) -> dict:
+def ingest(params: dict, context: dict, config: list[str] = ()) -> dict:
     """The DAG's ingest task: render the run's dated paths, check the input and the run folder,
-    and give the job's arguments (:func:`job_arguments`); a bad one fails here, before Spark."""
+    and give the job's arguments (:func:`job_arguments`, after ``config``'s); a bad one fails
+    here, before Spark."""
     dated = render_dates(params, context)
     check_input(dated["input"], dated["kind"])
-    job = job_arguments(dated, run_date(context))
+    job = job_arguments(dated, run_date(context), config)
     check_output(job["output"])
     return job
 
 
-def job_arguments(params: dict, date: datetime) -> dict:
+def job_arguments(params: dict, date: datetime, config: list[str] = ()) -> dict:
     """The spark-ap job's command lines for the run of ``date`` (validate, cluster), the run
-    folder it writes and the date, as ISO text.
+    folder it writes and the date, as ISO text. ``config`` (:func:`config_argument`) comes
+    first: the DAG's params, given as options, win over the settings file.
 
     Raises
     ------
@@ -114,7 +116,7 @@ def job_arguments(params: dict, date: datetime) -> dict:
         NaN through its bounds.
     """
     output = run_folder(params["output_root"], date)
-    args = ["--input", params["input"], "--output", str(output), "--kind", params["kind"]]
+    args = [*config, "--input", params["input"], "--output", str(output), "--kind", params["kind"]]
     for spec in SPECS.values():
         if spec.dag and (spec.section != "features" or params["kind"] == "features"):
             value = params[spec.snake]
@@ -179,23 +181,67 @@ def parse_schedule(text: str | None):
     )
 
 
-def submit_options(config: str | Path) -> dict:
-    """``packages``, ``repositories`` and ``conf`` for the DAG's SparkSubmitOperator.
+# The airflow settings that are SparkSubmitOperator's arguments of the same name.
+SUBMIT_SETTINGS = (
+    "conn_id",
+    "deploy_mode",
+    "driver_memory",
+    "executor_memory",
+    "executor_cores",
+    "num_executors",
+    "archives",
+    "env_vars",
+)
 
-    GraphFrames' coordinates, with the packages and repositories of the YAML
-    settings file's ``spark`` section and of ``SPARK_AP_REPOSITORIES`` (none
-    when the file's ``spark.jars`` already ships GraphFrames' jars), and the
-    settings that keep the job's log to spark-ap's lines and Spark's warnings.
+
+def submit_options(config: str | Path, root: Path | None = None) -> dict:
+    """The DAG's SparkSubmitOperator arguments, from the settings file ``config``.
+
+    The application is the job's file in the installed package (:func:`spark_ap.session.job_script`).
+    The ``airflow`` section's ``conn_id`` (default ``spark_default``), ``deploy_mode``, memories,
+    cores, executors, ``archives`` and ``env_vars`` are the operator's; ``ship_code`` names a
+    folder (relative to ``root``) where spark-ap's code is zipped for ``--py-files`` (executors
+    without spark-ap installed), before the section's ``py_files``. The ``spark`` section is the
+    job's ``--conf``; GraphFrames comes from ``--packages`` and ``--repositories`` (with those of
+    ``SPARK_AP_REPOSITORIES``), or from the section's ``spark.jars`` when it lists GraphFrames'
+    jars. In cluster deploy mode the settings file itself goes with the job (``--files``), for
+    its ``--config``. Spark's log is kept to spark-ap's lines and Spark's warnings.
     """
-    spark = read_config(config).get("spark", {}) if Path(config).is_file() else {}
-    spark = {key: str(value) for key, value in spark.items()}
+    from spark_ap.session import job_script, package_zip
+
+    settings = read_config(config) if Path(config).is_file() else {}
+    airflow = settings.get("airflow", {})
+    spark = {key: str(value) for key, value in settings.get("spark", {}).items()}
     packages = graphframes_conf(spark)
+    py_files = [item.strip() for item in str(airflow.get("py_files", "")).split(",") if item.strip()]
+    if airflow.get("ship_code"):
+        folder = Path(airflow["ship_code"])
+        py_files.insert(0, str(package_zip(folder if folder.is_absolute() or root is None else root / folder)))
+    resolved = {"spark.jars.packages", "spark.jars.repositories", "spark.jars"}
     options = {
+        "conn_id": "spark_default",
+        **{key: airflow[key] for key in SUBMIT_SETTINGS if airflow.get(key) is not None},
+        "application": job_script(),
         "packages": packages.get("spark.jars.packages"),
-        "repositories": packages.get("spark.jars.repositories"),
-        "conf": {"spark.ui.showConsoleProgress": "false", **logging_conf(spark)},
+        "repositories": packages.get("spark.jars.repositories") if "spark.jars.packages" in packages else None,
+        "jars": spark.get("spark.jars"),
+        "py_files": ",".join(py_files),
+        "files": str(config) if airflow.get("deploy_mode") == "cluster" and Path(config).is_file() else None,
+        "conf": {
+            "spark.ui.showConsoleProgress": "false",
+            **{key: value for key, value in spark.items() if key not in resolved},
+            **logging_conf(spark),
+        },
     }
     return {key: value for key, value in options.items() if value}
+
+
+def config_argument(config: str | Path, options: dict) -> list[str]:
+    """``--config`` for the job: the settings file's path, or its name where ``--files`` ships it
+    to a driver on the cluster (``options`` are :func:`submit_options`'); none without a file."""
+    if not Path(config).is_file():
+        return []
+    return ["--config", Path(config).name if options.get("files") else str(config)]
 
 
 def read_summary(output: str) -> dict:
