@@ -181,3 +181,52 @@ def test_refusals_on_hdfs_are_one_line(spark, hdfs, blobs, capsys):
     assert main(["--input", hdfs.url("/data/missing.csv"), "--output", hdfs.url("/runs/none")]) == 2
     assert capsys.readouterr().err.strip().endswith(f"The input {hdfs.url('/data/missing.csv')} does not exist")
     assert not hdfs.exists("/runs/none")
+
+
+def test_the_stream_reads_its_model_from_hdfs_and_swaps_to_a_newer_one_published_there(spark, hdfs, tmp_path):
+    from spark_ap import MultiLevelAffinityPropagation
+    from spark_ap.app.pipeline import publish_latest
+    from tests.conftest import feature_frame
+    from tests.support.kafka import KafkaBroker
+    from tests.test_stream import _expected, _good, _produce, _read
+
+    def publish(name: str, X):
+        model = MultiLevelAffinityPropagation().fit(feature_frame(spark, X))
+        model.save(hdfs.url(f"/published/{name}/model"))
+        hdfs.write(f"/published/{name}/summary.json", b"{}")
+        publish_latest(hdfs.url(f"/published/{name}"))
+        return model
+
+    X1, _ = make_blobs(60, n_features=2, centers=3, random_state=1)
+    X2, _ = make_blobs(60, n_features=2, centers=5, random_state=2)
+    new, _ = make_blobs(40, n_features=2, centers=5, random_state=3)
+    model1 = publish("run-1", X1)
+    assert json.loads(hdfs.read("/published/latest.json"))["folder"] == "run-1"
+    with KafkaBroker(tmp_path / "kafka") as broker:
+        broker.create_topics("points", "points-assigned", "points-dead")
+        # The output root on HDFS: its latest.json names the model's run folder; the checkpoint is there too.
+        command = [str(BIN / "spark-ap"), "stream", "--bootstrap-servers", broker.bootstrap_servers]
+        command += ["--input-topic", "points", "--output-topic", "points-assigned", "--dead-letter-topic"]
+        command += ["points-dead", "--model", hdfs.url("/published"), "--checkpoint-location"]
+        command += [hdfs.url("/checkpoints/points"), "--master", "local[2]", "--available-now"]
+        env = {**os.environ, "SPARK_LOCAL_HOSTNAME": "127.0.0.1", "SPARK_LOCAL_IP": "127.0.0.1"}
+
+        _produce(broker, "points", _good(range(0, 20), new[0:20]))
+        assert subprocess.run(command, env=env, timeout=600).returncode == 0
+        first = _read(broker, "points-assigned", lambda r: len(r) >= 20)
+        assert {value["model_version"] for _, value, _ in first} == {"run-1"}
+        assert {v["id"]: (v["cluster"], v["exemplar"]) for _, v, _ in first} == _expected(
+            model1, spark, new[0:20], range(0, 20)
+        )
+
+        model2 = publish("run-2", X2)
+        _produce(broker, "points", _good(range(20, 40), new[20:40]))
+        assert subprocess.run(command, env=env, timeout=600).returncode == 0
+        second = _read(broker, "points-assigned", lambda r: len(r) >= 40)[20:]
+        assert {value["model_version"] for _, value, _ in second} == {"run-2"}
+        assert {v["id"]: (v["cluster"], v["exemplar"]) for _, v, _ in second} == _expected(
+            model2, spark, new[20:40], range(20, 40)
+        )
+    # Each micro-batch's model is pinned in the checkpoint on HDFS.
+    assert hdfs.ls("/checkpoints/points/models")
+    _no_folder_named_after_a_scheme(Path.cwd(), tmp_path)

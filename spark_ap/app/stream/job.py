@@ -15,6 +15,7 @@ from spark_ap.app.preflight import OneLineParser, check_output
 from spark_ap.app.stream.models import ModelSource, resolve_model
 from spark_ap.app.stream.records import RECORDS_SCHEMA, _Loaded, assign_records
 from spark_ap.errors import InvalidInputError, SparkAPError
+from spark_ap.files import files_for, is_uri, join
 from spark_ap.paths import local_path
 from spark_ap.session import KAFKA_PACKAGE, REPOSITORIES_ENV, spark_session
 
@@ -120,8 +121,10 @@ def start(spark: SparkSession, args: argparse.Namespace, kafka: dict[str, str], 
             f"Spark has no Kafka source: give it the package {KAFKA_PACKAGE} (spark-submit --packages; "
             f"spark-ap stream adds it itself). Spark said: {str(error).splitlines()[0]}"
         ) from error
-    # As a file URI: a bare path would go to the cluster's default file system, away from the model pins.
-    checkpoint = Path(args.checkpoint_location).resolve().as_uri()
+    # A local path as a file URI: a bare path would go to the cluster's default file system, away from the
+    # model pins.
+    where = args.checkpoint_location
+    checkpoint = where if is_uri(where) else Path(local_path(where)).resolve().as_uri()
     writer = points.writeStream.foreachBatch(write).option("checkpointLocation", checkpoint)
     if args.available_now:
         writer = writer.trigger(availableNow=True)
@@ -141,7 +144,7 @@ def run(spark: SparkSession, args: argparse.Namespace, kafka: dict[str, str]) ->
             query.awaitTermination()
             return
         except StreamingQueryException as error:
-            if attempt == 2 or not _progress_bug(error, Path(args.checkpoint_location)):
+            if attempt == 2 or not _progress_bug(error, args.checkpoint_location):
                 raise
             # Spark's Kafka source 4.1.1 fails to report the progress of the first micro-batch after a
             # restart when that batch re-runs one the stopped job left unfinished (SPARK-55271). The
@@ -149,13 +152,17 @@ def run(spark: SparkSession, args: argparse.Namespace, kafka: dict[str, str]) ->
             log.warning("Spark's Kafka source failed after re-running an unfinished batch (SPARK-55271); restarting")
 
 
-def _progress_bug(error: Exception, checkpoint: Path) -> bool:
+def _progress_bug(error: Exception, checkpoint: str) -> bool:
     """``error`` is SPARK-55271's, raised after the batch it reported on was committed."""
     text = f"{error} {getattr(error, '_stackTrace', '')}"
     if "KafkaMicroBatchStream" not in text or '"scala.Option.get()" is null' not in text:
         return False
-    batches = [(checkpoint / d).iterdir() for d in ("offsets", "commits")]
-    offsets, commits = ({int(p.name) for p in files if p.name.isdigit()} for files in batches)
+    files = files_for(checkpoint)
+    try:
+        batches = [files.names(join(checkpoint, d)) for d in ("offsets", "commits")]
+    except FileNotFoundError:  # no batch committed yet: not the bug, and its own error says why
+        return False
+    offsets, commits = ({int(name) for name in names if name.isdigit()} for names in batches)
     return bool(offsets) and max(offsets) in commits
 
 
@@ -169,25 +176,24 @@ def main(argv: list[str] | None = None) -> int:
             if not getattr(args, flag[2:].replace("-", "_")).strip():
                 # A blank topic or server reaches Kafka's client, which fails mid-start with a stack trace.
                 raise InvalidInputError(f"{flag} is empty")
-        for flag, path in (("--model", args.model), ("--checkpoint-location", args.checkpoint_location)):
-            if local_path(path) is None:
-                # The latest link and the model pins are read and written as files by the driver.
-                where = "a path of the driver's file system (a local disk or a mount), not a URL"
-                raise InvalidInputError(f"{flag} {path}: must be {where}")
-        args.model, args.checkpoint_location = local_path(args.model), local_path(args.checkpoint_location)
         check_output(args.checkpoint_location, "--checkpoint-location")
         seconds, offsets = args.trigger_seconds, args.max_offsets_per_trigger
         if not 0 < seconds < float("inf"):  # nan too
             raise InvalidInputError(f"--trigger-seconds must be a positive number of seconds; got {seconds:g}")
         if offsets is not None and offsets < 1:
             raise InvalidInputError(f"--max-offsets-per-trigger must be at least 1; got {offsets}")
-        resolve_model(args.model)
+        # A model and a checkpoint given as URIs are read through Spark: they are checked once it runs.
+        remote = is_uri(args.model) or is_uri(args.checkpoint_location)
+        if not remote:
+            resolve_model(args.model)
         kafka = kafka_options(args)
         # Micro-batches shuffle nothing, and Spark warns that AQE does not apply to streams.
         conf = {"spark.jars.packages": KAFKA_PACKAGE, "spark.sql.adaptive.enabled": "false"}
         spark = spark_session(master=args.master, repositories=args.repositories, **conf)
+        if remote:
+            resolve_model(args.model)
         run(spark, args, kafka)
-    except SparkAPError as error:
+    except (SparkAPError, OSError) as error:  # OSError: a file system's refusal, one line naming the path
         print(f"spark-ap stream: error: {error}", file=sys.stderr)
         return 2
     return 0

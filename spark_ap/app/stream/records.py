@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +24,7 @@ MAX_DEAD_VALUE = 65536
 class _Loaded:
     """A model as the micro-batches use it: plain arrays, so the Python workers get them by value."""
 
-    def __init__(self, model: AffinityPropagationModel, version: str, folder: Path):
+    def __init__(self, model: AffinityPropagationModel, version: str, folder: str):
         self.version = version
         self.folder = folder
         self.metric = model.getMetric()
