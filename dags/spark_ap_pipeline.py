@@ -39,6 +39,7 @@ from spark_ap.app.pipeline import (
     dag_settings,
     publish_latest,
     read_summary,
+    storage_conf,
     submit_options,
 )
 from spark_ap.app.pipeline import ingest as pipeline_ingest
@@ -55,6 +56,8 @@ RESULTS = Asset("spark_ap_results")
 # spark sections; GraphFrames from --packages (or the spark section's jars).
 SPARK_JOB = submit_options(CONFIG, ROOT)
 CONFIG_ARGS = config_argument(CONFIG, SPARK_JOB)
+# What the report task needs to read a run folder on a cluster's file system (hdfs://, s3a://).
+STORAGE = storage_conf(CONFIG)
 
 
 @dag(
@@ -92,8 +95,8 @@ def spark_ap_pipeline():
     def report(output: str, date: str, *, outlet_events) -> dict:
         """Read back the run's summary, point output_root/latest at it unless a newer date is there, and tell the
         asset's consumers which date the results are for."""
-        summary = read_summary(output)
-        publish_latest(output)
+        summary = read_summary(output, STORAGE)
+        publish_latest(output, STORAGE)
         outlet_events[RESULTS].extra = asset_extra(summary, date)
         return summary
 

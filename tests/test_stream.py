@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -253,7 +254,6 @@ def test_a_cosine_model_refuses_a_zero_vector():
     ("flag", "value", "message"),
     [
         ("--model", "/nonexistent/latest", "--model /nonexistent/latest holds no model"),
-        ("--checkpoint-location", "hdfs://nn/checkpoints", "must be a path of the driver's file system"),
         ("--kafka-option", "security.protocol", "expected KEY=VALUE"),
         ("--trigger-seconds", "0", "--trigger-seconds must be a positive number of seconds; got 0"),
         ("--trigger-seconds", "-2.5", "--trigger-seconds must be a positive number of seconds; got -2.5"),
@@ -271,6 +271,24 @@ def test_the_job_refuses_what_it_cannot_use_before_spark_starts(tmp_path, flag, 
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_model_on_a_namenode_that_does_not_answer_is_refused_in_one_line(tmp_path):
+    # A URI is read through Spark (spark_ap.files): the session starts, and the namenode is asked once.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens there once the socket is closed
+    topics = ["--input-topic", "in", "--output-topic", "out", "--dead-letter-topic", "dead"]
+    paths = ["--model", f"hdfs://127.0.0.1:{port}/runs", "--checkpoint-location", str(tmp_path / "checkpoint")]
+    command = [str(BIN / "spark-ap"), "stream", "--bootstrap-servers", "127.0.0.1:9", *topics, *paths]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("spark-ap stream: error:")]
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert errors == [
+        f"spark-ap stream: error: hdfs://127.0.0.1:{port}/runs: cannot reach the namenode 127.0.0.1:{port} "
+        "within 10 s (Connection refused)"
+    ]
+    assert not (tmp_path / "checkpoint").exists()
 
 
 @pytest.mark.parametrize(

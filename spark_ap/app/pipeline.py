@@ -244,10 +244,36 @@ def config_argument(config: str | Path, options: dict) -> list[str]:
     return ["--config", Path(config).name if options.get("files") else str(config)]
 
 
-def read_summary(output: str) -> dict:
-    """The run's summary.json, with the paths of its files; ``output`` may be a URI (read through the
-    active SparkSession, see :mod:`spark_ap.files`)."""
-    files = files_for(output)
+# The settings of a spark section that reach a file system: its Hadoop settings (endpoints,
+# credentials) and the jars that serve its scheme (hadoop-aws, ...).
+STORAGE_SETTINGS = ("spark.hadoop.", "spark.jars")
+
+
+def storage_conf(config: str | Path) -> dict[str, str]:
+    """The settings file's Spark settings that :func:`files_of` needs to reach a cluster's file system."""
+    spark = read_config(config).get("spark", {}) if Path(config).is_file() else {}
+    return {key: str(value) for key, value in spark.items() if key.startswith(STORAGE_SETTINGS)}
+
+
+def files_of(path: str, conf: dict[str, str] | None = None) -> Files:
+    """The files of ``path`` for a DAG task (:func:`spark_ap.files.files_for`): a URI is read through a
+    SparkSession of the task's own process, one local JVM started here when none runs, with ``conf``
+    (:func:`storage_conf`); a local path needs none."""
+    if is_uri(path):
+        from pyspark.sql import SparkSession
+
+        if SparkSession.getActiveSession() is None:
+            builder = SparkSession.builder.master("local[1]").appName("spark-ap report")
+            for key, value in {"spark.ui.enabled": "false", **(conf or {})}.items():
+                builder = builder.config(key, value)
+            builder.getOrCreate()
+    return files_for(path)
+
+
+def read_summary(output: str, conf: dict[str, str] | None = None) -> dict:
+    """The run's summary.json, with the paths of its files; ``output`` may be a URI (read through Hadoop's
+    FileSystem API, :func:`files_of` with the Spark settings ``conf``)."""
+    files = files_of(output, conf)
     summary = json.loads(files.read(join(output, SUMMARY)))
     log.info(
         "spark-ap run %s: %d clusters, %d iterations, converged=%s",
@@ -268,7 +294,7 @@ def asset_extra(summary: dict, date: str) -> dict:
     return {"logical_date": date, **{key: summary[key] for key in keys if key in summary}}
 
 
-def publish_latest(folder: str | os.PathLike) -> str:
+def publish_latest(folder: str | os.PathLike, conf: dict[str, str] | None = None) -> str:
     """Point ``<output_root>/latest.json`` (and, on a local disk, the ``latest`` link beside it) at the
     finished run ``folder`` unless it points at a newer date, and return the pointer.
 
@@ -280,10 +306,11 @@ def publish_latest(folder: str | os.PathLike) -> str:
     Run folders named by :func:`folder_name` are ordered by their dates: a backfill of last month, or
     an older run that finishes after a newer one, leaves ``latest`` where it is. Any other name (a
     folder of the user's) is newer than everything before it. Two runs finishing together take
-    turns through ``<output_root>/.latest.lock``, created exclusively.
+    turns through ``<output_root>/.latest.lock``, created exclusively. A URI is read with the Spark
+    settings ``conf`` (:func:`files_of`).
     """
     folder = str(folder).rstrip("/")
-    files = files_for(folder)
+    files = files_of(folder, conf)
     if files.kind(join(folder, SUMMARY)) != "file":
         raise InvalidInputError(f"{folder} holds no finished run (no {SUMMARY}); latest is left as it is")
     root, name = parent(folder), basename(folder)
