@@ -133,6 +133,10 @@ def kill_job_after_save(root: Path, iteration: int, done, killed: list, pattern:
     ``iteration``; ``killed`` gets their pids. For a thread: it returns after the kill or once ``done`` is set."""
     import psutil
 
+    from spark_ap.session import job_script
+
+    # The job runs from the checkout's scripts/spark_ap_job.py or the installed package's file.
+    job_files = ("spark_ap_job.py", job_script())
     while not done.is_set():
         for folder in root.glob(pattern):
             # A feature table's run saves each level's state in state/level-N.
@@ -140,7 +144,7 @@ def kill_job_after_save(root: Path, iteration: int, done, killed: list, pattern:
             if any(i >= iteration for state in states for i in saves(state)):
                 for process in psutil.process_iter(["cmdline"]):
                     command = " ".join(process.info["cmdline"] or [])
-                    if "spark_ap_job.py" in command and str(folder) in command:
+                    if any(name in command for name in job_files) and str(folder) in command:
                         process.kill()
                         killed.append(process.pid)
                 return
