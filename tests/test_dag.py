@@ -350,7 +350,8 @@ def test_the_settings_file_says_how_the_job_is_submitted(tmp_path):
         "jars": JARS,
         "py_files": f"{shipped},hdfs:///libs/extra.zip",
         "files": str(config),  # the driver runs on the cluster: the settings go with it
-        "conf": {"spark.ui.showConsoleProgress": "false", "spark.sql.shuffle.partitions": "64", **logging_conf()},
+        # No logging file: its path is on Airflow's machine, not on the driver's.
+        "conf": {"spark.ui.showConsoleProgress": "false", "spark.sql.shuffle.partitions": "64"},
     }
     # The job reads the settings file it was sent with; the DAG's params, given after it, win.
     config_args = config_argument(config, options)
@@ -367,3 +368,5 @@ def test_the_dag_submits_the_installed_job_with_its_settings_file(dag):
     assert module["CONFIG_ARGS"] == ["--config", str(ROOT / "conf" / "spark-ap.yaml")]
     cluster = dag.get_task("cluster")
     assert cluster.application == job_script() and Path(job_script()).is_file()
+    # In client mode the driver is on this machine: it logs through spark-ap's logging file.
+    assert cluster.conf.items() >= logging_conf().items()

@@ -205,7 +205,8 @@ def submit_options(config: str | Path, root: Path | None = None) -> dict:
     job's ``--conf``; GraphFrames comes from ``--packages`` and ``--repositories`` (with those of
     ``SPARK_AP_REPOSITORIES``), or from the section's ``spark.jars`` when it lists GraphFrames'
     jars. In cluster deploy mode the settings file itself goes with the job (``--files``), for
-    its ``--config``. Spark's log is kept to spark-ap's lines and Spark's warnings.
+    its ``--config``. Spark's log is kept to spark-ap's lines and Spark's warnings, except in
+    cluster deploy mode: the logging file is a path on this machine, not on the driver's.
     """
     from spark_ap.session import job_script, package_zip
 
@@ -218,6 +219,7 @@ def submit_options(config: str | Path, root: Path | None = None) -> dict:
         folder = Path(airflow["ship_code"])
         py_files.insert(0, str(package_zip(folder if folder.is_absolute() or root is None else root / folder)))
     resolved = {"spark.jars.packages", "spark.jars.repositories", "spark.jars"}
+    on_cluster = airflow.get("deploy_mode") == "cluster"
     options = {
         "conn_id": "spark_default",
         **{key: airflow[key] for key in SUBMIT_SETTINGS if airflow.get(key) is not None},
@@ -226,11 +228,11 @@ def submit_options(config: str | Path, root: Path | None = None) -> dict:
         "repositories": packages.get("spark.jars.repositories") if "spark.jars.packages" in packages else None,
         "jars": spark.get("spark.jars"),
         "py_files": ",".join(py_files),
-        "files": str(config) if airflow.get("deploy_mode") == "cluster" and Path(config).is_file() else None,
+        "files": str(config) if on_cluster and Path(config).is_file() else None,
         "conf": {
             "spark.ui.showConsoleProgress": "false",
             **{key: value for key, value in spark.items() if key not in resolved},
-            **logging_conf(spark),
+            **({} if on_cluster else logging_conf(spark)),
         },
     }
     return {key: value for key, value in options.items() if value}
