@@ -83,7 +83,6 @@ import os
 import pwd
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -96,6 +95,8 @@ from types import TracebackType
 from typing import Any
 
 import pyspark
+
+from tests.support.processes import kill_group
 
 __all__ = ["HDFS_JAVA_SOURCE", "HdfsCluster", "HdfsClusterError", "hadoop_version", "minicluster_classpath"]
 
@@ -440,7 +441,7 @@ class HdfsCluster:
 
         Raises
         ------
-        HdfsClusterError
+        ProcessGroupError
             If members of the process group still run 30 s after SIGKILL.
         """
         process, self._process = self._process, None
@@ -459,7 +460,7 @@ class HdfsCluster:
                 process.stdin.close()
             except OSError:
                 pass
-        _kill_group(process)
+        kill_group(process)
 
     def logs(self, chars: int = 4000) -> str:
         """The last ``chars`` characters of the JVM's log, for error messages."""
@@ -572,41 +573,3 @@ def _running(address: str | None) -> str:
     if address is None:
         raise HdfsClusterError("the HDFS cluster is not running")
     return address
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether process group ``pgid`` has a member that is not a zombie."""
-    proc_dir = Path("/proc")
-    if not proc_dir.is_dir():  # not Linux: zombies count as members
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
-    for stat in proc_dir.glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # the process went away while we looked
-        # After the command name: state, ppid, pgrp, ...
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
-
-
-def _kill_group(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    """SIGKILL the process group led by ``process`` and wait until none of it runs."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    process.wait(timeout=timeout)
-    deadline = time.monotonic() + timeout
-    while _group_alive(process.pid):
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        if time.monotonic() > deadline:
-            raise HdfsClusterError(f"process group {process.pid} still has live members after SIGKILL")
-        time.sleep(0.05)

@@ -66,7 +66,6 @@ import http.client
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -77,6 +76,8 @@ from types import TracebackType
 from urllib.parse import quote
 
 import pyspark
+
+from tests.support.processes import stop_group
 
 __all__ = [
     "AWS_SDK_VERSION",
@@ -426,19 +427,7 @@ class S3Server:
         atexit.unregister(self.stop)
         if process is None:
             return
-        _signal_group(process, signal.SIGTERM if grace > 0 else signal.SIGKILL)
-        try:
-            process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
-        _signal_group(process, signal.SIGKILL)
-        process.wait(timeout=30)
-        deadline = time.monotonic() + 30
-        while _group_alive(process.pid):
-            _signal_group(process, signal.SIGKILL)
-            if time.monotonic() > deadline:
-                raise S3ServerError(f"process group {process.pid} still has live members after SIGKILL")
-            time.sleep(0.05)
+        stop_group(process, grace)
 
     def logs(self, chars: int = 3000) -> str:
         """The last ``chars`` characters of the server's log."""
@@ -600,30 +589,3 @@ def _error_code(body: bytes) -> str | None:
         return ET.fromstring(body).findtext("Code")
     except ET.ParseError:
         return None
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    """Send ``sig`` to the process group led by ``proc``, if it still has members."""
-    try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether process group ``pgid`` has a member that is not a zombie."""
-    proc_dir = Path("/proc")
-    if not proc_dir.is_dir():  # not Linux: zombies count as members
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
-    for stat in proc_dir.glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # the process went away while we looked
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False

@@ -79,6 +79,8 @@ from typing import Any
 
 import pyspark
 
+from tests.support.processes import ProcessGroupError, kill_group, signal_group
+
 __all__ = ["SPARK_HOME", "StandaloneCluster", "StandaloneClusterError"]
 
 #: The installed ``pyspark`` package; it has ``bin/spark-class`` and ``jars/``.
@@ -285,7 +287,7 @@ class StandaloneCluster:
         """
         procs = [p for p in [*self._workers, self._master] if p is not None]
         for proc in procs:
-            _signal_group(proc, signal.SIGTERM if grace > 0 else signal.SIGKILL)
+            signal_group(proc, signal.SIGTERM if grace > 0 else signal.SIGKILL)
         deadline = time.monotonic() + grace
         for proc in procs:
             try:
@@ -295,8 +297,8 @@ class StandaloneCluster:
         errors = []
         for proc in procs:
             try:
-                _kill_group(proc)
-            except (StandaloneClusterError, subprocess.TimeoutExpired) as error:
+                kill_group(proc)
+            except (ProcessGroupError, subprocess.TimeoutExpired) as error:
                 errors.append(str(error))
         self._workers = [None] * len(self._workers)
         self._master = None
@@ -325,7 +327,7 @@ class StandaloneCluster:
         proc = self._workers[i] if 0 <= i < len(self._workers) else None
         if proc is None:
             raise StandaloneClusterError(f"worker {i} is not running")
-        _kill_group(proc)
+        kill_group(proc)
         self._workers[i] = None
 
     # ------------------------------------------------------------------ state
@@ -457,50 +459,3 @@ def _running(address: str | None) -> str:
     if address is None:
         raise StandaloneClusterError("the cluster is not running")
     return address
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    """Send ``sig`` to the process group led by ``proc``, if it still has members."""
-    try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether process group ``pgid`` has a member that is not a zombie."""
-    proc_dir = Path("/proc")
-    if not proc_dir.is_dir():  # not Linux: zombies count as members
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
-    for stat in proc_dir.glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # the process went away while we looked
-        # After the command name: state, ppid, pgrp, ...
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
-
-
-def _kill_group(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    """SIGKILL the process group led by ``proc`` and wait until none of it runs.
-
-    Raises
-    ------
-    StandaloneClusterError
-        If members of the group still run after ``timeout`` seconds.
-    """
-    _signal_group(proc, signal.SIGKILL)
-    proc.wait(timeout=timeout)
-    deadline = time.monotonic() + timeout
-    while _group_alive(proc.pid):
-        # Children the leader forked just before it died may have missed the first kill.
-        _signal_group(proc, signal.SIGKILL)
-        if time.monotonic() > deadline:
-            raise StandaloneClusterError(f"process group {proc.pid} still has live members after SIGKILL")
-        time.sleep(0.05)
