@@ -18,6 +18,18 @@ from spark_ap.errors import InvalidParamError
 from spark_ap.params import INPUT_KINDS, SPECS, in_section
 
 SECTIONS = ("ap", "features", "input", "spark", "airflow")
+# The airflow settings that are SparkSubmitOperator's arguments of the same name
+# (spark_ap.app.pipeline.submit_options; py_files and ship_code it combines).
+SUBMIT_SETTINGS = (
+    "conn_id",
+    "deploy_mode",
+    "driver_memory",
+    "executor_memory",
+    "executor_cores",
+    "num_executors",
+    "archives",
+    "env_vars",
+)
 # Keys of a section besides its params: the job's own state folder, the input's kind, and
 # the DAG's schedule and default params (spark_ap.app.pipeline.dag_settings).
 EXTRA_KEYS = {
@@ -30,16 +42,9 @@ EXTRA_KEYS = {
         "input",
         "kind",
         "output_root",
-        # How the DAG submits the job (spark_ap.app.pipeline.submit_options).
-        "conn_id",
-        "deploy_mode",
-        "driver_memory",
-        "executor_memory",
-        "executor_cores",
-        "num_executors",
+        # How the DAG submits the job.
+        *SUBMIT_SETTINGS,
         "py_files",
-        "archives",
-        "env_vars",
         "ship_code",
     },
 }

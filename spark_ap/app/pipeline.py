@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from datetime import time as dt_time
 from pathlib import Path
 
-from spark_ap.app.config import read_config
+from spark_ap.app.config import SUBMIT_SETTINGS, read_config
 from spark_ap.app.folders import LATEST, SUMMARY
 from spark_ap.app.preflight import check_input, check_output
 from spark_ap.errors import FolderInUseError, InvalidInputError, InvalidParamError
@@ -179,19 +179,6 @@ def parse_schedule(text: str | None):
         f"SPARK_AP_SCHEDULE / airflow.schedule: {text!r} is not a cron expression (5 fields), "
         f"a preset ({', '.join(sorted(PRESETS))}) or asset:<name>"
     )
-
-
-# The airflow settings that are SparkSubmitOperator's arguments of the same name.
-SUBMIT_SETTINGS = (
-    "conn_id",
-    "deploy_mode",
-    "driver_memory",
-    "executor_memory",
-    "executor_cores",
-    "num_executors",
-    "archives",
-    "env_vars",
-)
 
 
 def submit_options(config: str | Path, root: Path | None = None) -> dict:
