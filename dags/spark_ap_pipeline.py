@@ -10,12 +10,12 @@ spark-ap's code for executors that lack it, ``--conf``) is the settings file's
 The schedule is configuration: ``SPARK_AP_SCHEDULE`` (a cron expression, a
 preset such as ``@daily``, or ``asset:<name>`` to run when that asset gets an
 event), else the ``airflow`` section of the settings file (``SPARK_AP_CONFIG``,
-by default ``conf/spark-ap.yaml``), which also sets ``catchup`` and the default
+by default the installed package's ``spark_ap/app/spark-ap.yaml``), which also sets ``catchup`` and the default
 input. ``input`` and ``output_root`` may hold Airflow's date macros
 (``/data/similarities/dt={{ ds }}/``): each run reads its own partition and
 writes the folder of its logical date, ``output_root/2026-12-01``, whichever
 DAG run computes it (a retry, a cleared task, a backfill). The report task
-points ``output_root/latest`` at the newest date that finished and publishes
+points ``output_root/latest.json`` at the newest date that finished and publishes
 the results, with their date, as an asset downstream DAGs can schedule on.
 
 Bad data fails the validate task with the job's one-line reason in its log and
@@ -33,6 +33,7 @@ import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset, Param, dag, task
 
+from spark_ap.app.config import DEFAULT_CONFIG
 from spark_ap.app.pipeline import (
     asset_extra,
     config_argument,
@@ -45,11 +46,11 @@ from spark_ap.app.pipeline import (
 from spark_ap.app.pipeline import ingest as pipeline_ingest
 from spark_ap.params import INPUT_KINDS, dag_params
 
-# The spark-ap checkout that holds the settings file and the bundled example (relative
-# paths in the settings are relative to it); SPARK_AP_HOME points elsewhere. The job's
-# file is the installed package's.
+# Relative paths in the settings (the bundled example, the output root) are taken under
+# SPARK_AP_HOME, by default the checkout above this file. The job's file and the default
+# settings are the installed package's.
 ROOT = Path(os.environ.get("SPARK_AP_HOME") or Path(__file__).resolve().parent.parent)
-CONFIG = Path(os.environ.get("SPARK_AP_CONFIG") or ROOT / "conf" / "spark-ap.yaml")
+CONFIG = Path(os.environ.get("SPARK_AP_CONFIG") or DEFAULT_CONFIG)
 SETTINGS = dag_settings(CONFIG, ROOT)
 RESULTS = Asset("spark_ap_results")
 # The connection, deploy mode, resources, code and --conf of the settings file's airflow and

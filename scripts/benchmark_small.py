@@ -14,10 +14,10 @@ Each measurement is the best of ``--repeats``:
   after the session exists, and ``fit(numClusters=6)`` with its search on the
   driver and through Spark (a run per attempt);
 * the graphframes engine on 60 points under Spark's 200 shuffle partitions,
-  ``spark_session()``'s choice and ``conf/spark-ap.yaml``'s 8;
+  ``spark_session()``'s choice and ``spark_ap/app/spark-ap.yaml``'s 8;
 * the ``spark-ap`` command on the bundled example, wall time from the shell
   (JVM start-up included), with Spark's default settings and with
-  ``conf/spark-ap.yaml``.
+  ``spark_ap/app/spark-ap.yaml``.
 """
 
 from __future__ import annotations
@@ -115,13 +115,13 @@ def main() -> None:
             )
 
         # A notebook's session on a small graph with the graphframes engine: Spark's 200 shuffle
-        # partitions, spark_session()'s own choice (two per core), and conf/spark-ap.yaml's 8.
+        # partitions, spark_session()'s own choice (two per core), and spark_ap/app/spark-ap.yaml's 8.
         chosen = spark.conf.get("spark.sql.shuffle.partitions")
         small = GraphFrame(spark.range(60), edges_from_matrix(spark, similarity_matrix(X[:60])))
         for partitions, label in (
             ("200", "Spark's default"),
             (chosen, "spark_session()'s"),
-            ("8", "conf/spark-ap.yaml's"),
+            ("8", "spark_ap/app/spark-ap.yaml's"),
         ):
             spark.conf.set("spark.sql.shuffle.partitions", partitions)
             _, seconds = best_of(
@@ -135,7 +135,7 @@ def main() -> None:
 
         for label, config in (
             ("Spark's default settings", []),
-            ("conf/spark-ap.yaml", ["--config", "conf/spark-ap.yaml"]),
+            ("spark_ap/app/spark-ap.yaml", ["--config", "spark_ap/app/spark-ap.yaml"]),
         ):
             runs = [command(config, folder / f"run-{len(rows)}-{k}") for k in range(args.repeats)]
             rows.append((f"spark-ap on the 400-point example, {label}, wall", min(runs), None, None))

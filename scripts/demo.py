@@ -27,6 +27,8 @@ from pathlib import Path
 
 import yaml
 
+from spark_ap.app.config import DEFAULT_CONFIG
+
 ROOT = Path(__file__).resolve().parent.parent
 # What a session resolved GraphFrames to: spark.jars after spark_session() (local files in Ivy's cache).
 RESOLVE = (
@@ -35,17 +37,18 @@ RESOLVE = (
 
 
 def demo_settings() -> Path:
-    """conf/spark-ap.yaml with GraphFrames' jars in its spark section, resolved once here (its output kept
+    """spark_ap/app/spark-ap.yaml with GraphFrames' jars in its spark section, resolved once here (its output kept
     unless it fails), in a settings file of the demo's own that the DAG then reads."""
     done = subprocess.run([sys.executable, "-c", RESOLVE], capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         print(done.stdout[-3000:], done.stderr[-5000:], file=sys.stderr)
         raise SystemExit("Could not resolve GraphFrames' JVM package (see above; README: GraphFrames and Maven)")
     jars = done.stdout.strip().splitlines()[-1]
-    settings = yaml.safe_load((ROOT / "conf" / "spark-ap.yaml").read_text())
+    settings = yaml.safe_load(DEFAULT_CONFIG.read_text())
     settings["spark"]["spark.jars"] = jars
     path = Path(os.environ.get("AIRFLOW_HOME", ROOT / ".airflow")) / "spark-ap-demo.yaml"
-    path.write_text("# conf/spark-ap.yaml with GraphFrames' jars, written by scripts/demo.py\n" + json.dumps(settings))
+    note = f"# {DEFAULT_CONFIG.name} with GraphFrames' jars, written by scripts/demo.py\n"
+    path.write_text(note + json.dumps(settings))
     return path
 
 

@@ -3,7 +3,7 @@
 Each surface is derived from :data:`SPECS`: the estimators' ``Param`` objects,
 defaults and checks (:mod:`spark_ap.estimators.affinity`, :mod:`spark_ap.multilevel`),
 the command line's flags and the YAML file's keys (:mod:`spark_ap.app.job`,
-``conf/spark-ap.yaml``), and the Airflow DAG's ``Param`` objects
+``spark_ap/app/spark-ap.yaml``), and the Airflow DAG's ``Param`` objects
 (:func:`dag_params`). ``tests/test_params.py`` checks that every surface agrees.
 
 Names are the estimators' (camelCase); the command line spells them in

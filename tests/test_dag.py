@@ -14,6 +14,7 @@ import pytest
 from sklearn.datasets import make_blobs
 
 from spark_ap import AffinityPropagation, InvalidInputError, InvalidParamError, __version__, edges_from_features
+from spark_ap.app.config import DEFAULT_CONFIG
 from spark_ap.app.job import main as job_main
 from spark_ap.app.pipeline import config_argument, job_arguments, run_folder, submit_options
 from spark_ap.app.preflight import check_input
@@ -365,7 +366,7 @@ def test_the_dag_submits_the_installed_job_with_its_settings_file(dag):
     import runpy
 
     module = runpy.run_path(str(ROOT / "dags" / "spark_ap_pipeline.py"))
-    assert module["CONFIG_ARGS"] == ["--config", str(ROOT / "conf" / "spark-ap.yaml")]
+    assert module["CONFIG_ARGS"] == ["--config", str(DEFAULT_CONFIG)]
     cluster = dag.get_task("cluster")
     assert cluster.application == job_script() and Path(job_script()).is_file()
     # In client mode the driver is on this machine: it logs through spark-ap's logging file.

@@ -16,6 +16,7 @@ from spark_ap import (
     edges_from_matrix,
     similarity_matrix,
 )
+from spark_ap.app.config import DEFAULT_CONFIG
 from spark_ap.app.job import main, parser, settings
 from tests.conftest import assignment_rows, written_rows
 
@@ -50,7 +51,7 @@ def test_the_command_on_a_feature_csv_with_the_settings_file(spark, tmp_path):
     csv = tmp_path / "points.csv"
     pd.DataFrame({"id": np.arange(40), "x": X[:, 0], "y": X[:, 1]}).to_csv(csv, index=False)
     out = tmp_path / "run"
-    config = ROOT / "conf" / "spark-ap.yaml"
+    config = DEFAULT_CONFIG
     assert main(["--input", str(csv), "--output", str(out), "--kind", "features", "--config", str(config)]) == 0
     features = spark.createDataFrame([(i, [float(v) for v in x]) for i, x in enumerate(X)], ["id", "features"])
     expected = AffinityPropagation().run(edges_from_features(features))

@@ -250,7 +250,7 @@ def test_an_empty_path_is_refused_before_spark_starts(tmp_path, capsys, flag):
 
 
 def test_yaml_file_holds_the_defaults():
-    conf = config.read_config(ROOT / "conf" / "spark-ap.yaml")
+    conf = config.read_config(config.DEFAULT_CONFIG)
     for section in ("ap", "features", "input"):
         for name, value in conf[section].items():
             if name != "kind":

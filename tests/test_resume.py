@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 from sklearn.datasets import make_blobs
 
 from spark_ap import AffinityPropagation, InvalidParamError, StateMismatchError, edges_from_matrix, similarity_matrix
+from spark_ap.app.config import DEFAULT_CONFIG
 from spark_ap.app.job import main
 from spark_ap.engines.blocks.storage import Part
 from spark_ap.run.cluster import graph_facts
@@ -200,7 +201,7 @@ def test_a_killed_spark_submit_job_resumes_to_the_uninterrupted_result(spark, bl
     args += ["--seed", "4", "--preference", "median", "--engine", "blocks"]
     # With the settings file, whose spark section the job's own session applies under
     # spark-submit (the command line wins over its ap section).
-    args += ["--config", str(ROOT / "conf" / "spark-ap.yaml")]
+    args += ["--config", str(DEFAULT_CONFIG)]
     # A job of its own, in a process group of its own: SIGKILL takes the JVM and
     # the Python driver at once, as a lost machine would.
     job = subprocess.Popen(

@@ -1,4 +1,4 @@
-"""The YAML settings file of the job and the DAG (see ``conf/spark-ap.yaml``).
+"""The YAML settings file of the job and the DAG (see ``spark_ap/app/spark-ap.yaml``).
 
 Its sections ``ap``, ``features`` and ``input`` hold the params of
 :data:`spark_ap.params.SPECS` with that section (and ``input.kind``, the
@@ -18,6 +18,8 @@ from spark_ap.errors import InvalidParamError
 from spark_ap.params import INPUT_KINDS, SPECS, in_section
 
 SECTIONS = ("ap", "features", "input", "spark", "airflow")
+# The default settings, in the installed package: the job's and the DAG's when no file is named.
+DEFAULT_CONFIG = Path(__file__).resolve().with_name("spark-ap.yaml")
 # The airflow settings that are SparkSubmitOperator's arguments of the same name
 # (spark_ap.app.pipeline.submit_options; py_files and ship_code it combines).
 SUBMIT_SETTINGS = (

@@ -67,7 +67,7 @@ def parser() -> argparse.ArgumentParser:
         "which is then resumed",
     )
     p.add_argument("--format", choices=("parquet", "csv"), help="input format (default: from the file suffix)")
-    p.add_argument("--config", help="YAML settings file (see conf/spark-ap.yaml); options given here win")
+    p.add_argument("--config", help="YAML settings file (see spark_ap/app/spark-ap.yaml); options given here win")
     p.add_argument("--kind", choices=INPUT_KINDS, help="the input holds edges or feature vectors (default edges)")
     groups = {section: p.add_argument_group(title) for section, title in GROUPS.items()}
     for section, group in groups.items():
