@@ -7,6 +7,9 @@ so the test needs neither Spark nor the modules' dependencies.
 from __future__ import annotations
 
 import ast
+import re
+import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -121,3 +124,48 @@ def test_the_engine_registry_names_every_engine_users_choose():
 
 def test_the_test_launchers_are_not_in_the_package():
     assert not [m for m in MODULES if m.endswith(("kafka", "standalone", "airflow_stack"))]
+
+
+def _distribution(requirement: str) -> str:
+    """The normalized distribution name a requirement string starts with."""
+    return re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9._-]+", requirement).group()).lower()
+
+
+def _third_party_imports() -> dict[str, set[str]]:
+    """The top-level modules beyond the standard library that spark_ap imports, and which of its modules do."""
+    found: dict[str, set[str]] = {}
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for top in {name.split(".")[0] for name in names} - set(sys.stdlib_module_names) - {"spark_ap"}:
+                found.setdefault(top, set()).add(module)
+    return found
+
+
+def test_every_module_spark_ap_imports_is_a_declared_dependency():
+    # A fresh `pip install .` must be able to import the library: what it imports comes from
+    # a dependency in pyproject.toml (or from one of theirs, as py4j from pyspark); the
+    # application's optional parts (the DAG's tasks) may come from an extra instead.
+    requirements = metadata.requires("spark-ap")
+    base = {_distribution(r) for r in requirements if "extra ==" not in r}
+    extras = {_distribution(r) for r in requirements if "extra ==" in r}
+
+    def with_theirs(names: set[str]) -> set[str]:
+        return names | {
+            _distribution(r) for name in names for r in metadata.requires(name) or [] if "extra ==" not in r
+        }
+
+    providers = metadata.packages_distributions()
+    missing = []
+    for top, importers in sorted(_third_party_imports().items()):
+        allowed = with_theirs(base) | (
+            with_theirs(extras) if all(m.startswith("spark_ap.app") for m in importers) else set()
+        )
+        if not {_distribution(d) for d in providers.get(top, [])} & allowed:
+            missing.append(f"{top} (imported by {sorted(importers)[0]})")
+    assert not missing, f"imported but not declared in pyproject.toml's dependencies: {missing}"
