@@ -18,7 +18,8 @@ from spark_ap.errors import InvalidParamError
 from spark_ap.params import INPUT_KINDS, SPECS, in_section
 
 SECTIONS = ("ap", "features", "input", "spark", "airflow")
-# The default settings, in the installed package: the job's and the DAG's when no file is named.
+# The default settings, in the installed package: the DAG's when SPARK_AP_CONFIG names no other file
+# (the job reads a settings file only when --config names one).
 DEFAULT_CONFIG = Path(__file__).resolve().with_name("spark-ap.yaml")
 # The airflow settings that are SparkSubmitOperator's arguments of the same name
 # (spark_ap.app.pipeline.submit_options; py_files and ship_code it combines).
