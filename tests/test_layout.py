@@ -47,8 +47,8 @@ def _name(path: Path) -> str:
 MODULES = {_name(path): path for path in sorted(ROOT.rglob("*.py"))}
 
 
-def _imports(module: str) -> set[str]:
-    """The spark_ap modules ``module`` imports: ``from a import b`` counts as ``a.b`` when that is a module."""
+def _imported_names(module: str) -> set[str]:
+    """Every absolute name ``module`` imports: ``from a import b`` counts as ``a.b`` when that is a module."""
     found = set()
     for node in ast.walk(ast.parse(MODULES[module].read_text())):
         if isinstance(node, ast.Import):
@@ -57,7 +57,12 @@ def _imports(module: str) -> set[str]:
             for alias in node.names:
                 sub = f"{node.module}.{alias.name}"
                 found.add(sub if sub in MODULES else node.module)
-    return {name for name in found if name in MODULES and name != module}
+    return found
+
+
+def _imports(module: str) -> set[str]:
+    """The spark_ap modules ``module`` imports."""
+    return {name for name in _imported_names(module) if name in MODULES and name != module}
 
 
 def _layer(module: str) -> int:
@@ -123,7 +128,8 @@ def test_the_engine_registry_names_every_engine_users_choose():
 
 
 def test_the_test_launchers_are_not_in_the_package():
-    assert not [m for m in MODULES if m.endswith(("kafka", "standalone", "airflow_stack"))]
+    launchers = ("kafka", "standalone", "airflow_stack", "hdfs", "s3", "processes")
+    assert not [m for m in MODULES if m.endswith(launchers)]
 
 
 def _distribution(requirement: str) -> str:
@@ -134,16 +140,10 @@ def _distribution(requirement: str) -> str:
 def _third_party_imports() -> dict[str, set[str]]:
     """The top-level modules beyond the standard library that spark_ap imports, and which of its modules do."""
     found: dict[str, set[str]] = {}
-    for module, path in MODULES.items():
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [node.module]
-            else:
-                continue
-            for top in {name.split(".")[0] for name in names} - set(sys.stdlib_module_names) - {"spark_ap"}:
-                found.setdefault(top, set()).add(module)
+    for module in MODULES:
+        tops = {name.split(".")[0] for name in _imported_names(module)}
+        for top in tops - set(sys.stdlib_module_names) - {"spark_ap"}:
+            found.setdefault(top, set()).add(module)
     return found
 
 
@@ -160,12 +160,11 @@ def test_every_module_spark_ap_imports_is_a_declared_dependency():
             _distribution(r) for name in names for r in metadata.requires(name) or [] if "extra ==" not in r
         }
 
+    library, application = with_theirs(base), with_theirs(base | extras)
     providers = metadata.packages_distributions()
     missing = []
     for top, importers in sorted(_third_party_imports().items()):
-        allowed = with_theirs(base) | (
-            with_theirs(extras) if all(m.startswith("spark_ap.app") for m in importers) else set()
-        )
+        allowed = application if all(m.startswith("spark_ap.app") for m in importers) else library
         if not {_distribution(d) for d in providers.get(top, [])} & allowed:
             missing.append(f"{top} (imported by {sorted(importers)[0]})")
     assert not missing, f"imported but not declared in pyproject.toml's dependencies: {missing}"

@@ -92,10 +92,7 @@ def scheduled(tmp_path_factory):
         "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "1",
     }
     with PostgresServer() as db, AirflowStack(tmp / "airflow", db.url, env) as airflow:
-        deadline = time.monotonic() + 180
-        while not airflow.api("GET", "/dags", dag_id_pattern=DAG)["dags"]:
-            assert time.monotonic() < deadline, "the DAG processor did not register the DAG"
-            time.sleep(1)
+        airflow.wait_for_dag(DAG)
 
         # A user triggers 2026-11-30 through the REST API; its cluster task is killed after a save.
         done, killed = threading.Event(), []

@@ -10,7 +10,6 @@ task reads each summary there.
 from __future__ import annotations
 
 import json
-import time
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -62,10 +61,7 @@ def on_hdfs(tmp_path_factory):
             "SPARK_LOCAL_HOSTNAME": "127.0.0.1",
         }
         with PostgresServer() as db, AirflowStack(tmp / "airflow", db.url, env) as airflow:
-            deadline = time.monotonic() + 180
-            while not airflow.api("GET", "/dags", dag_id_pattern=DAG)["dags"]:
-                assert time.monotonic() < deadline, "the DAG processor did not register the DAG"
-                time.sleep(1)
+            airflow.wait_for_dag(DAG)
             backfill = airflow.cli("backfill", "create", "--dag-id", DAG, "--from-date", BACKFILL[0],
                                    "--to-date", BACKFILL[-1])  # fmt: skip
             assert backfill.returncode == 0, backfill.stderr[-3000:]

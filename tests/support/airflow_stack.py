@@ -158,6 +158,14 @@ class AirflowStack:
             time.sleep(1)
         raise TimeoutError(f"The API server did not answer in {timeout} s; see {self.home / 'logs'}")
 
+    def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
+        """Wait until the DAG processor has registered ``dag_id``."""
+        deadline = time.monotonic() + timeout
+        while not self.api("GET", "/dags", dag_id_pattern=dag_id)["dags"]:
+            assert time.monotonic() < deadline, f"the DAG processor did not register {dag_id} in {timeout} s"
+            self.check_alive()
+            time.sleep(1)
+
     def check_alive(self) -> None:
         for name, process in self.processes.items():
             if process.poll() is not None:
