@@ -37,6 +37,7 @@ __all__ = [
     "AffinityPropagation",
     "AffinityPropagationModel",
     "AffinityPropagationResult",
+    "ClassicSessionRequiredError",
     "ColumnTypeError",
     "ConvergenceWarning",
     "DuplicateEdgeError",
@@ -72,6 +73,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from spark_ap.errors import (
+        ClassicSessionRequiredError,
         ColumnTypeError,
         ConvergenceWarning,
         DuplicateEdgeError,

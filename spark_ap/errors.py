@@ -74,6 +74,10 @@ class GraphFramesUnavailableError(SparkAPError, RuntimeError):
     """The GraphFrames JVM package could not be resolved or is not on the session's classpath."""
 
 
+class ClassicSessionRequiredError(SparkAPError, RuntimeError):
+    """A feature that needs a classic SparkSession (its SparkContext, RDDs or JVM) was asked of a Spark Connect one."""
+
+
 def reason(error: BaseException) -> str:
     """The first line of what went wrong: the JVM's message for a Py4J error, else Python's."""
     java = getattr(error, "java_exception", None)  # a Py4JJavaError's own message only names the call

@@ -16,14 +16,32 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from spark_ap.errors import GraphFramesUnavailableError
+from spark_ap.errors import GraphFramesUnavailableError, reason
 
 if TYPE_CHECKING:  # Spark is imported where a session is made: the DAG file reads this module's settings
     from pyspark.sql import SparkSession
 
-# The JVM side of graphframes-py 0.11.0, built for Spark 4 and Scala 2.13; it
-# brings graphframes-graphx-spark4_2.13 along as a dependency.
-GRAPHFRAMES_PACKAGE = "io.graphframes:graphframes-spark4_2.13:0.11.0"
+
+# The JVM side of GraphFrames 0.11.0, one build per Spark line's Scala: Spark 4.x is
+# Scala 2.13, Spark 3.5 Scala 2.12. Each brings its graphframes-graphx artifact along.
+GRAPHFRAMES_VERSION = "0.11.0"
+
+
+def graphframes_package(spark_version: str) -> str:
+    """The GraphFrames artifact built for Spark ``spark_version`` ("4.1.4", "3.5.9")."""
+    major = int(spark_version.split(".")[0])
+    build = "spark4_2.13" if major >= 4 else "spark3_2.12"
+    return f"io.graphframes:graphframes-{build}:{GRAPHFRAMES_VERSION}"
+
+
+def _installed_spark() -> str:
+    from importlib.metadata import version  # pyspark's own version, without importing Spark
+
+    return version("pyspark")
+
+
+# The artifact for the installed pyspark: what spark_session() and submit_arguments() resolve.
+GRAPHFRAMES_PACKAGE = graphframes_package(_installed_spark())
 # Spark's Kafka source and sink, for the streaming job (spark_ap.app.stream). 4.1.1 is the
 # newest 4.1 release Maven serves here; a 4.1 connector runs on any Spark 4.1.x.
 KAFKA_PACKAGE = "org.apache.spark:spark-sql-kafka-0-10_2.13:4.1.1"
@@ -247,7 +265,9 @@ def spark_session(master: str | None = None, *, repositories: str | None = None,
         session = builder.getOrCreate()
     except PySparkRuntimeError as error:
         # The JVM exits before it starts when spark-submit cannot resolve a package.
-        if error.getCondition() != "JAVA_GATEWAY_EXITED":
+        # getCondition is Spark 4.0's name for getErrorClass (Spark 3.5).
+        condition = error.getCondition() if hasattr(error, "getCondition") else error.getErrorClass()
+        if condition != "JAVA_GATEWAY_EXITED":
             raise
         raise GraphFramesUnavailableError(
             unavailable_message(
@@ -256,7 +276,9 @@ def spark_session(master: str | None = None, *, repositories: str | None = None,
                 "report is printed above).",
             )
         ) from error
-    if not session.sparkContext.getConf().contains("spark.sql.shuffle.partitions"):
+    from spark_ap.compat import is_connect
+
+    if not is_connect(session) and not session.sparkContext.getConf().contains("spark.sql.shuffle.partitions"):
         # Spark's 200 shuffle partitions cost a graphframes iteration on a small graph 4 to 5 s
         # against under 1 s with a few; two per core suits the engines at every size.
         session.conf.set("spark.sql.shuffle.partitions", str(2 * session.sparkContext.defaultParallelism))
@@ -264,14 +286,20 @@ def spark_session(master: str | None = None, *, repositories: str | None = None,
 
 
 def require_graphframes(spark: SparkSession) -> None:
-    """Raise :class:`GraphFramesUnavailableError` unless GraphFrames' JVM classes load in ``spark``.
+    """Raise :class:`GraphFramesUnavailableError` unless GraphFrames works in ``spark``.
 
-    A session made without the package (a notebook's own, or ``spark-submit``
-    without ``--packages``) runs everything but the GraphFrames parts.
+    A classic session made without the package (a notebook's own, or
+    ``spark-submit`` without ``--packages``) runs everything but the GraphFrames
+    parts. In a Spark Connect session GraphFrames runs on the server, through
+    its Connect plugin: a query of one empty graph asks the server whether it
+    has it.
     """
-    jvm = getattr(spark, "_jvm", None)
-    if jvm is None:  # Spark Connect: the server's classpath is its own business
+    from spark_ap.compat import is_connect
+
+    if is_connect(spark):
+        _require_graphframes_plugin(spark)
         return
+    jvm = spark.sparkContext._jvm
     try:
         jvm.Thread.currentThread().getContextClassLoader().loadClass("org.graphframes.GraphFramePythonAPI")
     except Exception as error:
@@ -282,4 +310,25 @@ def require_graphframes(spark: SparkSession) -> None:
                 "Build the session with spark_ap.spark_session() or give spark-submit the options of "
                 "spark_ap.session.submit_arguments(). ",
             )
+        ) from error
+
+
+# What a Spark Connect server needs to run GraphFrames' queries (GraphFrames' Connect plugin).
+GRAPHFRAMES_CONNECT_PACKAGE = f"io.graphframes:graphframes-connect-spark4_2.13:{GRAPHFRAMES_VERSION}"
+GRAPHFRAMES_CONNECT_PLUGIN = "org.apache.spark.sql.graphframes.GraphFramesConnect"
+
+
+def _require_graphframes_plugin(spark: SparkSession) -> None:
+    from graphframes import GraphFrame
+
+    vertices = spark.range(0)
+    edges = vertices.select(vertices["id"].alias("src"), vertices["id"].alias("dst"))
+    try:
+        GraphFrame(vertices, edges).triplets.collect()
+    except Exception as error:
+        raise GraphFramesUnavailableError(
+            "GraphFrames does not run on this Spark Connect server: it needs GraphFrames' server plugin "
+            f"(start the server with --packages {GRAPHFRAMES_CONNECT_PACKAGE} and --conf "
+            f"spark.connect.extensions.relation.classes={GRAPHFRAMES_CONNECT_PLUGIN}), or use "
+            f"engine='local', which needs only DataFrames. The server said: {reason(error)}"
         ) from error

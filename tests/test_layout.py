@@ -28,6 +28,7 @@ LAYERS = [
         "spark_ap.paths",
         "spark_ap._workers",
         "spark_ap.testing",
+        "spark_ap.compat",
     ],
     ["spark_ap.session", "spark_ap.lineage", "spark_ap.files", "spark_ap.lock"],
     ["spark_ap.prepare"],

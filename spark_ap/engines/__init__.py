@@ -8,7 +8,8 @@
 * ``local`` (:mod:`spark_ap.engines.local`): the blocks engine's numpy step on
   one chunk of every edge, on the driver, for graphs that fit one process.
 
-``auto`` is ``local`` up to :data:`LOCAL_MAX_EDGES` edges, else ``blocks``.
+``auto`` is ``local`` up to :data:`LOCAL_MAX_EDGES` edges, else ``blocks``
+(``local`` always in a Spark Connect session).
 They keep the conventions of :mod:`spark_ap.engines.rules` and hand over
 the edge state :data:`~spark_ap.engines.rules.EDGE_STATE`, so a save of one
 engine resumes in another. :func:`spark_ap.run.loop.iterate` drives any of
@@ -125,11 +126,16 @@ class Engine(Protocol):
         by the rules of :mod:`spark_ap.engines.assign`)."""
 
 
-def engine_for(engine: str, edges: int) -> str:
-    """The engine that runs: ``engine``, with "auto" resolved by the graph's number of edges."""
+def engine_for(engine: str, edges: int, connect: bool = False) -> str:
+    """The engine that runs: ``engine``, with "auto" resolved by the graph's number of edges.
+
+    In a Spark Connect session (``connect``) "auto" is always ``local``, the one
+    engine that needs only DataFrames: ``blocks`` needs a SparkContext, and
+    ``graphframes`` a GraphFrames plugin on the Connect server.
+    """
     if engine != "auto":
         return engine
-    return "local" if edges <= LOCAL_MAX_EDGES else "blocks"
+    return "local" if connect or edges <= LOCAL_MAX_EDGES else "blocks"
 
 
 def engine_class(name: str) -> type:

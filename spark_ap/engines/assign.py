@@ -25,6 +25,8 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from spark_ap.compat import frame_from_arrow, to_arrow
+
 # Up to this many exemplars, clusters are numbered on the driver (a collect of their ids).
 DRIVER_NUMBERS = 1_000_000
 
@@ -101,10 +103,10 @@ def cluster_numbers(assigned: DataFrame, count: int | None = None) -> DataFrame:
     if count is not None and count <= DRIVER_NUMBERS:
         distinct = assigned.select("exemplar").distinct()
         # Sorted as Spark sorts ids: numbers by value, strings by code point.
-        exemplars = np.unique(distinct.toArrow().column("exemplar").to_numpy(zero_copy_only=False))
+        exemplars = np.unique(to_arrow(distinct).column("exemplar").to_numpy(zero_copy_only=False))
         table = pa.table({"exemplar": exemplars, "cluster": pa.array(np.arange(exemplars.size), pa.int32())})
         schema = T.StructType([distinct.schema["exemplar"], T.StructField("cluster", T.IntegerType(), False)])
-        return assigned.sparkSession.createDataFrame(table, schema)
+        return frame_from_arrow(assigned.sparkSession, table, schema)
     ranged = (
         assigned.select("exemplar")
         .distinct()
@@ -236,7 +238,7 @@ def labels_frame(spark: SparkSession, ids: np.ndarray, id_type: T.DataType, exem
             T.StructField("exemplar", id_type, True),
         ]
     )
-    return spark.createDataFrame(pa.table({"id": ids, "cluster": cluster, "exemplar": exemplar_ids}), schema)
+    return frame_from_arrow(spark, pa.table({"id": ids, "cluster": cluster, "exemplar": exemplar_ids}), schema)
 
 
 def nearest_on_driver(i: np.ndarray, j: np.ndarray, s: np.ndarray, exemplar: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import DataType
 
+from spark_ap.compat import frame_from_arrow, to_arrow
 from spark_ap.engines import Finished, RunFacts, assign
 from spark_ap.engines.assign import arrow_id_type
 from spark_ap.engines.blocks.kernel import Chunk, Top, by_pair, numbers, repeated_pairs, start_columns
@@ -55,7 +56,7 @@ class LocalEngine:
         """
         self.schema = state.schema
         self.schema_arrow = _arrow_schema(state.schema["src"].dataType)
-        table = state.select(*start_columns(initial), "similarity").toArrow()
+        table = to_arrow(state.select(*start_columns(initial), "similarity"))
         src = table.column("src").to_numpy(zero_copy_only=False)
         dst = table.column("dst").to_numpy(zero_copy_only=False)
         self.ids, i, j, order = number_edges(src, dst)
@@ -91,7 +92,7 @@ class LocalEngine:
         self.graph.unpersist()
         exemplar = exemplars(chunk)
         labels = assign.labels_frame(self.spark, self.ids, self.schema["src"].dataType, exemplar)
-        state = self.spark.createDataFrame(self.edges(chunk), schema=self.schema).localCheckpoint(eager=True)
+        state = frame_from_arrow(self.spark, self.edges(chunk), self.schema).localCheckpoint(eager=True)
         return Finished(state, labels, exemplar is not None, state, free=lambda: None)
 
 

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from spark_ap.compat import spark_context
 from spark_ap.errors import InvalidInputError, reason
 
 if TYPE_CHECKING:
@@ -78,9 +79,11 @@ class HadoopFiles:
         if spark is None:
             raise InvalidInputError(f"{uri} is a file system URI: it is read through a SparkSession, and none runs")
         self._spark = spark
-        jvm = spark.sparkContext._jvm
+        # Hadoop's FileSystem is reached through the driver's JVM.
+        sc = spark_context(spark, f"The path {uri} (a Hadoop file system)", instead="local paths work in any session")
+        jvm = sc._jvm
         self._jvm = jvm
-        self._conf = spark.sparkContext._jsc.hadoopConfiguration()
+        self._conf = sc._jsc.hadoopConfiguration()
         self._Path = jvm.org.apache.hadoop.fs.Path
         scheme = urlsplit(uri).scheme.lower()
         check_scheme(jvm, self._conf, uri, scheme)

@@ -27,6 +27,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from spark_ap.compat import frame_from_arrow, to_arrow
 from spark_ap.engines import engine_for, local
 from spark_ap.engines.assign import arrow_id_type
 from spark_ap.engines.blocks.kernel import Chunk
@@ -69,11 +70,11 @@ class DriverGraph:
         self.loop = self.i == self.j
 
     @staticmethod
-    def applies(config: LevelConfig, n: int, complete: bool) -> bool:
+    def applies(config: LevelConfig, n: int, complete: bool, connect: bool = False) -> bool:
         """Whether the runs on ``n`` points go to the driver: all pairs, the local engine, no saves,
         and more than one point (one point is scikit-learn's shortcut, which the Spark run takes)."""
         edges = n * n  # with the self-edges
-        local = engine_for(config.settings.engine, edges) == "local"
+        local = engine_for(config.settings.engine, edges, connect) == "local"
         return complete and n > 1 and config.state_dir is None and local
 
     @classmethod
@@ -83,7 +84,7 @@ class DriverGraph:
         loops = points.select(F.col("id").alias("src"), F.col("id").alias("dst"), F.lit(0.0).alias("similarity"))
         edges, z = normals(pairs.unionByName(loops), config.settings)
         z = F.lit(None).cast("double") if z is None else z
-        table = edges.select("src", "dst", "similarity", z.alias("z")).toArrow()
+        table = to_arrow(edges.select("src", "dst", "similarity", z.alias("z")))
         src = table.column("src").to_numpy(zero_copy_only=False)
         dst = table.column("dst").to_numpy(zero_copy_only=False)
         ids, i, j, order = local.number_edges(src, dst)
@@ -150,7 +151,7 @@ class DriverGraph:
         kind = arrow_id_type(self.id_type)
         table = pa.table({"id": pa.array(self.ids, kind), "next": pa.array(self.ids[chosen], kind)})
         schema = T.StructType([T.StructField("id", self.id_type, False), T.StructField("next", self.id_type, False)])
-        frame = self.spark.createDataFrame(table, schema)
+        frame = frame_from_arrow(self.spark, table, schema)
         row = (
             0,
             n,

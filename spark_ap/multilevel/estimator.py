@@ -12,6 +12,7 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from spark_ap.compat import is_connect
 from spark_ap.estimators._params import SharedParams, spec_param
 from spark_ap.estimators.affinity import result_params
 from spark_ap.estimators.model import AffinityPropagationModel
@@ -333,7 +334,7 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, Estimator, DefaultParamsR
         points = self._points(features)
         n = points.count()
         driver = None
-        if DriverGraph.applies(config, n, n <= self.getExactBelow()):
+        if DriverGraph.applies(config, n, n <= self.getExactBelow(), is_connect(points.sparkSession)):
             driver = DriverGraph.read(config, points, all_pairs(points, self.getMetric()))
         graph = LevelGraph(None, True, None, n) if driver is not None else self._graph(points, n)
         value, source, values = self._preference(points, graph, driver)

@@ -18,6 +18,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from spark_ap.compat import frame_from_arrow, to_arrow
 from spark_ap.engines import assign
 from spark_ap.errors import ConvergenceWarning, user_stacklevel
 from spark_ap.multilevel import neighbors
@@ -171,7 +172,7 @@ def bounded_merges(this: Level, edges: DataFrame, mapping: DataFrame, capacity: 
     level's points are the exemplars left, ``mapping`` (every point -> its exemplar) gives their sizes."""
     chosen = this.chosen
     sizes = mapping.groupBy(F.col("exemplar").alias("id")).agg(F.count(F.lit(1)).alias("size"))
-    table = chosen.join(sizes, "id").select("id", "next", "size").toArrow()
+    table = to_arrow(chosen.join(sizes, "id").select("id", "next", "size"))
     ids = table.column("id").to_numpy(zero_copy_only=False)
     order = np.argsort(ids, kind="stable")
     ids = ids[order]
@@ -179,7 +180,7 @@ def bounded_merges(this: Level, edges: DataFrame, mapping: DataFrame, capacity: 
     size = table.column("size").to_numpy()[order].astype(float)
     centres = chosen.filter(F.col("id") == F.col("next")).select(F.col("id").alias("dst"))
     pairs = edges.join(F.broadcast(centres), "dst").filter(F.col("src") != F.col("dst"))
-    into = pairs.select("src", "dst", "similarity").toArrow()
+    into = to_arrow(pairs.select("src", "dst", "similarity"))
     merged = merge_within(
         np.searchsorted(ids, into.column("src").to_numpy(zero_copy_only=False)),
         np.searchsorted(ids, into.column("dst").to_numpy(zero_copy_only=False)),
@@ -195,7 +196,7 @@ def bounded_merges(this: Level, edges: DataFrame, mapping: DataFrame, capacity: 
     clusters = int(np.unique(merged).size)
     return replace(
         this,
-        chosen=chosen.sparkSession.createDataFrame(frame, chosen.schema).localCheckpoint(),
+        chosen=frame_from_arrow(chosen.sparkSession, frame, chosen.schema).localCheckpoint(),
         clusters=clusters,
         row=(*this.row[:4], clusters, *this.row[5:]),
     )
@@ -265,7 +266,7 @@ def complete_level(exemplars: DataFrame, weight: float) -> DataFrame:
             "similarity": S[src, dst],
         }
     )
-    return exemplars.sparkSession.createDataFrame(table).localCheckpoint()
+    return frame_from_arrow(exemplars.sparkSession, table).localCheckpoint()
 
 
 @dataclass

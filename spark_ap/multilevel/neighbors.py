@@ -24,6 +24,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from spark_ap import compat
+
 # Points per tree node in the driver's sample, so that the medians it sets are
 # good to a few percent.
 _SAMPLE_PER_LEAF = 64
@@ -115,7 +117,7 @@ def knn_candidates(points: DataFrame, k: int, *, trees: int = 4, leaf_size: int 
     sample_rows = points.sample(fraction=min(1.0, 1.2 * wanted / n), seed=seed).select("x").limit(wanted).collect()
     sample = np.array([row.x for row in sample_rows], dtype=float)
     directions, thresholds = build_trees(sample, depth, trees, seed)
-    shared = spark.sparkContext.broadcast((directions, thresholds))
+    shared = compat.shared(spark, (directions, thresholds))
     id_type = points.schema["id"].dataType
 
     def to_leaves(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -178,7 +180,7 @@ def recall(points: DataFrame, neighbors: DataFrame, k: int, *, queries: int = 20
     ids = [row.id for row in picked]
     Q = np.array([row.x for row in picked], dtype=float)
     kk = min(k, points.count() - 1)
-    shared = points.sparkSession.sparkContext.broadcast((ids, Q))
+    shared = compat.shared(points.sparkSession, (ids, Q))
     id_type = points.schema["id"].dataType
 
     def nearest(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:

@@ -26,6 +26,7 @@ import pyarrow as pa
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from spark_ap.compat import frame_from_arrow, to_arrow
 from spark_ap.errors import InvalidParamError
 
 EPS = float(np.finfo(float).eps)
@@ -71,7 +72,7 @@ def sklearn_normals(graph: DataFrame, seed: int) -> DataFrame:
             f"noise='sklearn' draws scikit-learn's n x n normals on the driver; this graph has {n} vertices, "
             f"more than {SKLEARN_MAX_VERTICES}. Use noise='edge' (the default), which gives the same clusters."
         )
-    pairs = graph.select("src", "dst").toArrow()
+    pairs = to_arrow(graph.select("src", "dst"))
     src, dst = pairs.column("src").to_numpy(zero_copy_only=False), pairs.column("dst").to_numpy(zero_copy_only=False)
     # Positions in id order, as Spark orders ids: numbers by value, strings by code point.
     ids = np.unique(src)
@@ -89,4 +90,4 @@ def sklearn_normals(graph: DataFrame, seed: int) -> DataFrame:
         at = order[lo:hi]
         z[at] = values[i[at] - first, k[at]]
     table = pa.table({"src": pairs.column("src"), "dst": pairs.column("dst"), "z": z})
-    return graph.sparkSession.createDataFrame(table)
+    return frame_from_arrow(graph.sparkSession, table)

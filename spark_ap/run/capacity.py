@@ -23,6 +23,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from scipy.optimize import linear_sum_assignment
 
+from spark_ap.compat import to_arrow
 from spark_ap.engines.assign import labels_frame
 from spark_ap.errors import user_stacklevel
 
@@ -137,10 +138,10 @@ def placed_labels(state: DataFrame, labels: DataFrame, capacity: int) -> DataFra
     largest = labels.groupBy("exemplar").count().agg(F.max("count")).first()[0]
     if largest is None or largest <= capacity:
         return labels
-    ids = np.sort(labels.select("id").toArrow().column("id").to_numpy(zero_copy_only=False))
+    ids = np.sort(to_arrow(labels.select("id")).column("id").to_numpy(zero_copy_only=False))
     centres = labels.filter(F.col("id") == F.col("exemplar")).select(F.col("id").alias("dst"))
     pairs = state.filter(F.col("src") != F.col("dst")).join(F.broadcast(centres), "dst").select("src", "dst", "s")
-    table = pairs.toArrow()
+    table = to_arrow(pairs)
 
     def numbers(values) -> np.ndarray:
         return np.searchsorted(ids, values.to_numpy(zero_copy_only=False))
@@ -149,7 +150,7 @@ def placed_labels(state: DataFrame, labels: DataFrame, capacity: int) -> DataFra
         numbers(table.column("src")),
         numbers(table.column("dst")),
         table.column("s").to_numpy(),
-        numbers(centres.toArrow().column("dst")),
+        numbers(to_arrow(centres).column("dst")),
         ids.size,
         capacity,
     )

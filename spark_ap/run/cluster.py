@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pyspark.sql import Column, DataFrame, Row
 from pyspark.sql import functions as F
 
+from spark_ap.compat import is_connect
 from spark_ap.engines import RunFacts, engine_class, engine_for, make_engine
 from spark_ap.engines.assign import label
 from spark_ap.errors import ConvergenceWarning, DuplicateEdgeError, user_stacklevel
@@ -106,7 +107,7 @@ def cluster(
             prepared.preference,
         )
         vertices, edges = int(facts["vertices"]), int(facts["edges"])
-        name = engine_for(settings.engine, edges)
+        name = engine_for(settings.engine, edges, is_connect(graph.sparkSession))
         shortcut = _nothing_to_propagate(facts)
         if pair_columns is not None and (shortcut or _engine_lets_pairs_through(name, settings)):
             refuse_duplicates(graph, *pair_columns)

@@ -21,6 +21,7 @@ from pyspark.errors import AnalysisException, PySparkException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from spark_ap.compat import checkpoint_dir, describe_jobs
 from spark_ap.engines import Engine
 from spark_ap.engines.blocks.storage import ChunkLostError
 from spark_ap.errors import InvalidParamError, reason
@@ -141,11 +142,12 @@ def reliable_checkpoints(spark: SparkSession, settings: Settings) -> bool:
 
     'auto' does so when a directory is set; 'reliable' requires one.
     """
-    has_dir = spark.sparkContext.getCheckpointDir() is not None
+    has_dir = checkpoint_dir(spark) is not None
     if settings.checkpoint_kind == "reliable" and not has_dir:
         raise InvalidParamError(
             "checkpointKind='reliable' needs a checkpoint directory: call "
-            "spark.sparkContext.setCheckpointDir(path) first, or use 'auto' or 'local'."
+            "spark.sparkContext.setCheckpointDir(path) first (spark.checkpoint.dir on Spark Connect), "
+            "or use 'auto' or 'local'."
         )
     return settings.checkpoint_kind != "local" and has_dir and settings.checkpoint_interval > 0
 
@@ -164,37 +166,34 @@ def iterate(engine: Engine, graph: DataFrame, settings: Settings, store: StateSt
     starts, raising :class:`~spark_ap.DuplicateEdgeError`; with the others the
     caller checks ``graph`` first (:func:`~spark_ap.prepare.validation.refuse_duplicates`).
     """
-    sc = graph.sparkSession.sparkContext
-    durable = store is None and reliable_checkpoints(graph.sparkSession, settings)
+    spark = graph.sparkSession
+    durable = store is None and reliable_checkpoints(spark, settings)
     current, progress, resumed_from = _begin(engine, graph, settings, store)
     log.info("iterating with the %s engine", engine.name)  # the set-up ends here
     recoveries = 0
-    try:
-        while not progress.done(settings):
-            t = progress.t + 1
-            sc.setJobDescription(f"affinity propagation: iteration {t}/{settings.max_iter}")
-            due = settings.checkpoint_interval > 0 and t % settings.checkpoint_interval == 0
-            try:
+    while not progress.done(settings):
+        t = progress.t + 1
+        due = settings.checkpoint_interval > 0 and t % settings.checkpoint_interval == 0
+        try:
+            with describe_jobs(spark, f"affinity propagation: iteration {t}/{settings.max_iter}"):
                 new, stats = engine.step(current, reliable=durable and due)
                 if store is not None and due:
                     row = (t, stats["exemplars"], stats["changed"])
                     new = engine.saved(new, store.save(t, [*progress.history, row], stats, engine.edges(new)))
-            except AnalysisException:
-                raise  # a wrong plan fails the same way every time
-            except RETRIED as error:
-                # A failed Spark job, most often an executor lost together with the
-                # local checkpoints or chunk files it held: the save is intact.
-                if store is None or recoveries >= RECOVERIES:
-                    raise
-                recoveries += 1
-                current, progress = _recover(engine, store, t, error, recoveries)
-                continue
-            engine.release(current)
-            current = new
-            row = progress.record(t, stats)
-            log.info("iteration %d/%d: %d exemplars, %d changed", t, settings.max_iter, *row[1:])
-    finally:
-        sc.setJobDescription(None)
+        except AnalysisException:
+            raise  # a wrong plan fails the same way every time
+        except RETRIED as error:
+            # A failed Spark job, most often an executor lost together with the
+            # local checkpoints or chunk files it held: the save is intact.
+            if store is None or recoveries >= RECOVERIES:
+                raise
+            recoveries += 1
+            current, progress = _recover(engine, store, t, error, recoveries)
+            continue
+        engine.release(current)
+        current = new
+        row = progress.record(t, stats)
+        log.info("iteration %d/%d: %d exemplars, %d changed", t, settings.max_iter, *row[1:])
     end = engine.finish(current)
     return Outcome(
         state=end.state,

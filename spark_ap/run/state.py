@@ -35,6 +35,7 @@ from py4j.protocol import Py4JError
 from pyspark.sql import DataFrame, SparkSession
 
 from spark_ap.checksums import first_difference, sha256_json
+from spark_ap.compat import frame_from_arrow, spark_context
 from spark_ap.errors import StateMismatchError, reason
 
 log = logging.getLogger("spark_ap")
@@ -78,11 +79,13 @@ class StateStore:
         self.spark = spark
         self.path = path.rstrip("/")
         self.identity = json.loads(json.dumps(identity))  # as it will read back from JSON
-        jvm = spark.sparkContext._jvm
+        # Saves go through Hadoop's FileSystem in the driver's JVM, and are hashed by executors.
+        sc = spark_context(spark, "stateDir (saves and resumes)")
+        jvm = sc._jvm
         self._Path = jvm.org.apache.hadoop.fs.Path
         self._io = jvm.org.apache.commons.io.IOUtils
         self._root = self._Path(self.path)
-        self._fs = self._root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+        self._fs = self._root.getFileSystem(sc._jsc.hadoopConfiguration())
 
     def _uri(self, name: str) -> str:
         return f"{self.path}/{name}"
@@ -202,7 +205,7 @@ class StateStore:
             folder.mkdir(parents=True)
             pq.write_table(state, folder / "part-00000.snappy.parquet", compression="snappy")
         else:
-            frame = self.spark.createDataFrame(state) if isinstance(state, pa.Table) else state
+            frame = frame_from_arrow(self.spark, state) if isinstance(state, pa.Table) else state
             frame.write.parquet(staging)
         meta = {
             "iteration": iteration,

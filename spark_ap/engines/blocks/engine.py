@@ -26,13 +26,14 @@ from dataclasses import dataclass
 from pyspark import RDD, StorageLevel
 from pyspark.sql import DataFrame
 
+from spark_ap.compat import spark_context
 from spark_ap.engines import Finished, RunFacts
 from spark_ap.engines.blocks import exchange as exchanges
 from spark_ap.engines.blocks import finish, pack
 from spark_ap.engines.blocks.kernel import NO_COUNTS, Top, add_counts, start_columns
 from spark_ap.engines.blocks.storage import Part, Sources, forget
 from spark_ap.engines.rules import EDGE_STATE
-from spark_ap.errors import DuplicateEdgeError, InvalidParamError
+from spark_ap.errors import DuplicateEdgeError
 from spark_ap.lineage import release
 
 log = logging.getLogger("spark_ap")
@@ -58,13 +59,10 @@ class BlockEngine:
     on_driver = False
 
     def __init__(self, facts: RunFacts) -> None:
-        try:
-            self.sc = facts.spark.sparkContext
-        except Exception as error:  # Spark Connect has no SparkContext
-            raise InvalidParamError(
-                "engine='blocks' needs a classic SparkSession (it works on RDDs and broadcasts); "
-                "use engine='graphframes' with Spark Connect."
-            ) from error
+        # Its chunks live in executors' local files that only RDD tasks find again.
+        self.sc = spark_context(
+            facts.spark, "engine='blocks'", instead="engine='local' (or 'auto') runs in any session"
+        )
         self.spark = facts.spark
         self.damping = facts.damping
         self.capacity = facts.capacity

@@ -42,6 +42,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from spark_ap.compat import to_arrow
 from spark_ap.engines.blocks.kernel import Chunk, by_pair, repeated_pairs, runs
 from spark_ap.engines.blocks.storage import Part, Sources, decode, encode
 from spark_ap.errors import InvalidParamError
@@ -134,7 +135,7 @@ def _bounds(state: DataFrame, edges: int, chunks: int) -> np.ndarray:
     fraction = SAMPLE_PER_CHUNK * chunks / max(edges, 1)
     if fraction < 1:
         targets = targets.sample(withReplacement=False, fraction=fraction, seed=20071)
-    sample = np.sort(id_values(targets.toArrow().column("dst")))
+    sample = np.sort(id_values(to_arrow(targets).column("dst")))
     if sample.size == 0:
         return sample
     return sample[np.arange(1, chunks) * sample.size // chunks]
