@@ -4,6 +4,8 @@
 # and: make test-slow        the slow tests (a real Airflow over PostgreSQL, standalone Spark clusters, HDFS and an S3 API server, jobs as processes, scikit-learn's cases and capacitated AP on the Spark engines), about 25 minutes
 #      make airflow          a local Airflow with its UI on http://127.0.0.1:8080 and this DAG
 #      make stream-demo      a Kafka broker, a fitted model and the streaming job assigning a few points
+#      make test-matrix      the smoke suite (tests/test_smoke.py) on every other Spark line, each in its own venv
+#                            pinned by constraints/spark-X.Y.txt, and in a Spark Connect session
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -20,7 +22,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN := sqlite:///$(CURDIR)/.airflow/airflow.db
 export AIRFLOW_CONN_SPARK_DEFAULT ?= {"conn_type": "spark", "host": "local[*]"}
 
-.PHONY: install lint test test-slow postgresql demo airflow stream-demo clean
+.PHONY: install lint test test-slow test-matrix postgresql demo airflow stream-demo clean
 
 install: $(VENV)/.installed
 
@@ -28,7 +30,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	@command -v java >/dev/null || { echo "Spark needs Java 17 or newer on PATH (e.g. apt-get install openjdk-17-jdk-headless)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip==25.3"
-	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable ".[test,airflow,kafka]"
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable ".[test,airflow,kafka,connect]"
 	$(BIN)/python -c "import pyspark, pyspark.sql; print('pyspark', pyspark.__version__)"
 	@touch $@
 
@@ -53,6 +55,24 @@ postgresql:
 test-slow: install postgresql
 	$(BIN)/python -m pytest -m slow
 
+# The Spark lines besides constraints.txt's (4.1, the full suite's). Each gets a venv of its own.
+SPARK_LINES := 3.5 4.0 4.2 4.3
+
+test-matrix: install $(foreach line,$(SPARK_LINES),.venv-spark-$(line)/.installed)
+	@for line in $(SPARK_LINES); do \
+	  echo "== Spark $$line: tests/test_smoke.py"; \
+	  PYSPARK_PYTHON=$(CURDIR)/.venv-spark-$$line/bin/python PATH=$(CURDIR)/.venv-spark-$$line/bin:$$PATH \
+	    .venv-spark-$$line/bin/python -m pytest -p no:cacheprovider -m smoke tests/test_smoke.py || exit 1; \
+	done
+	@echo "== Spark Connect (pyspark $$($(BIN)/python -c 'import pyspark; print(pyspark.__version__)')): tests/test_smoke.py"
+	SPARK_AP_TEST_SESSION=connect $(BIN)/python -m pytest -p no:cacheprovider -m smoke tests/test_smoke.py
+
+.venv-spark-%/.installed: pyproject.toml constraints/spark-%.txt
+	test -x .venv-spark-$*/bin/python || $(PYTHON) -m venv .venv-spark-$*
+	.venv-spark-$*/bin/python -m pip install --quiet --upgrade "pip==25.3"
+	.venv-spark-$*/bin/python -m pip install --quiet --constraint constraints/spark-$*.txt --editable ".[test]"
+	@touch $@
+
 demo: install $(AIRFLOW_HOME)/airflow.db
 	$(BIN)/python scripts/demo.py
 
@@ -65,4 +85,4 @@ stream-demo: install
 	$(BIN)/python scripts/stream_demo.py
 
 clean:
-	rm -rf $(VENV) .airflow output .pytest_cache .ruff_cache spark_ap.egg-info
+	rm -rf $(VENV) .venv-spark-* .airflow output .pytest_cache .ruff_cache spark_ap.egg-info
