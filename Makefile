@@ -6,9 +6,12 @@
 #      make stream-demo      a Kafka broker, a fitted model and the streaming job assigning a few points
 #      make test-matrix      the smoke suite (tests/test_smoke.py) on every other Spark line, each in its own venv
 #                            pinned by constraints/spark-X.Y.txt, and in a Spark Connect session
+#      make docs             the documentation site in site/ (MkDocs, in its own .venv-docs), built with --strict
+#      make docs-serve       the same site served on http://127.0.0.1:8000, rebuilt as the pages change
 
 PYTHON ?= python3
 VENV   ?= .venv
+DOCS_VENV ?= .venv-docs
 BIN    := $(abspath $(VENV)/bin)
 
 # Spark's Python workers must use the venv's interpreter, and Airflow's
@@ -22,7 +25,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN := sqlite:///$(CURDIR)/.airflow/airflow.db
 export AIRFLOW_CONN_SPARK_DEFAULT ?= {"conn_type": "spark", "host": "local[*]"}
 
-.PHONY: install lint test test-slow test-matrix postgresql demo airflow stream-demo clean
+.PHONY: install lint test test-slow test-matrix postgresql demo airflow stream-demo docs docs-serve clean
 
 install: $(VENV)/.installed
 
@@ -84,5 +87,20 @@ airflow: install $(AIRFLOW_HOME)/airflow.db
 stream-demo: install
 	$(BIN)/python scripts/stream_demo.py
 
+# The documentation's tools in a virtualenv of their own (the project's pins, Airflow's among them,
+# stay out of it), exactly the versions of constraints/docs.txt. mkdocstrings reads the docstrings
+# from the source without importing spark_ap, so no Spark is needed.
+$(DOCS_VENV)/.installed: constraints/docs.txt
+	test -x $(DOCS_VENV)/bin/python || $(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/python -m pip install --quiet --upgrade "pip==25.3"
+	$(DOCS_VENV)/bin/python -m pip install --quiet --requirement constraints/docs.txt
+	@touch $@
+
+docs: $(DOCS_VENV)/.installed
+	$(DOCS_VENV)/bin/mkdocs build --strict --site-dir site
+
+docs-serve: $(DOCS_VENV)/.installed
+	$(DOCS_VENV)/bin/mkdocs serve --strict
+
 clean:
-	rm -rf $(VENV) .venv-spark-* .airflow output .pytest_cache .ruff_cache spark_ap.egg-info
+	rm -rf $(VENV) .venv-spark-* $(DOCS_VENV) site .airflow output .pytest_cache .ruff_cache spark_ap.egg-info

@@ -42,7 +42,7 @@ def demo_settings() -> Path:
     done = subprocess.run([sys.executable, "-c", RESOLVE], capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         print(done.stdout[-3000:], done.stderr[-5000:], file=sys.stderr)
-        raise SystemExit("Could not resolve GraphFrames' JVM package (see above; README: GraphFrames and Maven)")
+        raise SystemExit("Could not resolve GraphFrames' JVM package (see above, and docs/install.md)")
     jars = done.stdout.strip().splitlines()[-1]
     settings = yaml.safe_load(DEFAULT_CONFIG.read_text())
     settings["spark"]["spark.jars"] = jars

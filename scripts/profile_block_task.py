@@ -7,7 +7,7 @@ A task of an iteration steps each chunk of its partition in turn: it reads the
 chunk's files (:class:`spark_ap.engines.blocks.Resident`), computes r and a
 (:meth:`Chunk.step`) and writes the new messages; then it reads them back and
 computes each source's top two over all its chunks' edges (:meth:`Top.over`).
-The defaults are one task's share of the 2.5e7-edge graph of BENCHMARKS.md on
+The defaults are one task's share of the 2.5e7-edge graph of docs/benchmarks.md on
 2 cores: a chunk holds the edges into its targets (16 each, self-edge
 included) from sources spread over every vertex, as a k-NN graph's are.
 Reported: seconds per task and phase, the median of ``--repeats`` iterations.

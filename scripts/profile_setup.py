@@ -10,7 +10,7 @@ with the preference, persist the graph and read its facts, and start the
 engine on the initial state (number the vertices, split the edges into
 chunks, sort them, refuse repeated pairs and write the chunks' files). Here each
 step runs on its own, in that order, with the library's own functions, and is
-timed; the graph is BENCHMARKS.md's k-NN graph of blob points. Each step is
+timed; the graph is docs/benchmarks.md's k-NN graph of blob points. Each step is
 forced before the next starts, so the times add up to about what a run spends.
 """
 

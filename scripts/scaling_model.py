@@ -1,4 +1,4 @@
-"""The cost model of docs/SCALING.md: its constants fitted to the benchmarks, and its projections.
+"""The cost model of docs/scaling.md: its constants fitted to the benchmarks, and its projections.
 
     python scripts/scaling_model.py            # prints the fit and the projection tables (markdown)
 
@@ -50,7 +50,7 @@ CORES = 2  # of the machine the benchmarks ran on (local[2])
 EXECUTOR_CORES = 4
 BANDWIDTH = 1.25e9
 SIGMA = 1e-3
-GRAPHFRAMES_FIXED = 1.5  # seconds of a graphframes iteration on the smallest graphs (BENCHMARKS.md)
+GRAPHFRAMES_FIXED = 1.5  # seconds of a graphframes iteration on the smallest graphs (docs/benchmarks.md)
 DEGREE = 16  # edges per vertex, self-edge included: the benchmarks' k-NN graphs have 16
 SIZES = (1e8, 1e9, 1e10)
 EXECUTORS = (10, 100, 1000)

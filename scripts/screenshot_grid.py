@@ -1,4 +1,4 @@
-"""A picture of the DAG's grid after a backfill, for the README: docs/images/airflow-grid.png.
+"""A picture of the DAG's grid after a backfill, for docs/airflow.md: docs/images/airflow-grid.png.
 
     .venv/bin/python scripts/screenshot_grid.py     # needs Chromium (Debian: apt-get install chromium)
 

@@ -11,7 +11,7 @@ at once on the same host.
 The folder may be local or a URI (:mod:`spark_ap.files`). On a local disk and on HDFS the lock file's
 creation is atomic (``O_EXCL``; the namenode's create without overwrite), so of two runs exactly one
 gets it. An object store (S3, GCS) checks that the lock is absent before it writes it, so two runs
-starting within the same fraction of a second may both get it there: the README's table says so.
+starting within the same fraction of a second may both get it there: docs/job.md's table says so.
 """
 
 from __future__ import annotations

@@ -308,9 +308,9 @@ def test_multilevel_setters_and_save_and_load(tmp_path, spark):
     assert (loaded.getNumNeighbors(), loaded.getMetric(), loaded.getPreference()) == (7, "cosine", "quantile:0.2")
 
 
-def test_readme_params_table_lists_the_spec():
-    readme = (ROOT / "README.md").read_text()
-    table = readme[readme.index("### Parameters") : readme.index("### Output")]
+def test_docs_params_table_lists_the_spec():
+    page = (ROOT / "docs" / "notebook.md").read_text()
+    table = page[page.index("## Parameters") : page.index("## Output")]
     for spec in params.specs(params.AP):
         assert f"`{spec.name}`" in table, spec.name
 

@@ -11,7 +11,7 @@ What it costs: the edge state on the driver (about 100 bytes per edge, with
 the arrays an iteration makes), and one copy of the state into Spark at every
 save and at the end. What it saves: Spark's fixed cost per iteration (a job,
 its tasks, a broadcast), a tenth of a second and more, which is most of an
-iteration below a few million edges (see BENCHMARKS.md).
+iteration below a few million edges (see docs/benchmarks.md).
 """
 
 from __future__ import annotations

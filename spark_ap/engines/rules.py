@@ -35,7 +35,7 @@ because they all keep these rules; each place that implements one names it
     engine keeps the same terms), and the others' terms are 0 in its total,
     which is still added in source order; with L >= n nothing is dropped and
     every message is plain AP's. The update and its derivation:
-    :func:`~spark_ap.engines.blocks.kernel.capacitated`, docs/CAPACITY.md.
+    :func:`~spark_ap.engines.blocks.kernel.capacitated`, docs/capacity.md.
 
 **decision**
     Vertex k is an exemplar when r(k,k) + a(k,k) > 0 (with the NaN rule

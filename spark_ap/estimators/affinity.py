@@ -235,7 +235,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
     seed : int, default 0
     maxClusterSize : int, default 0
         Capacitated AP: every cluster holds at most this many points, its
-        exemplar included (Givoni and Frey's binary model, docs/CAPACITY.md);
+        exemplar included (Givoni and Frey's binary model, docs/capacity.md);
         the availabilities count only the largest responsibilities the
         capacity admits, and the final assignment fills no cluster beyond it.
         0: no bound (plain AP); a bound of n points or more is plain AP, bit

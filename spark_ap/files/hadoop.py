@@ -132,7 +132,7 @@ class HadoopFiles:
         if exclusive or not self.renames_atomically:
             # One object written in one step; without overwrite, a second create fails (HDFS's
             # namenode decides; an object store's conditional create where it has one, else it
-            # only looks first: see the README's table).
+            # only looks first: see docs/job.md's table).
             self._write(path, data, overwrite=not exclusive)
             return
         folder, name = path.rstrip("/").rsplit("/", 1)

@@ -130,7 +130,7 @@ def capacitated_availabilities(R: np.ndarray, capacity: int) -> np.ndarray:
 
     (0 for a missing v; the sum over the kept terms is a column sum in row
     order, as plain AP's, with the terms left out set to 0), and a(k,k) is the
-    sum of the L-1 largest v. See docs/CAPACITY.md for the derivation.
+    sum of the L-1 largest v. See docs/capacity.md for the derivation.
     """
     n = R.shape[0]
     if capacity == 1:  # nobody may join another

@@ -47,7 +47,7 @@ from spark_ap.engines.blocks.storage import Sources, decode, encode
 
 # engine="blocks" with exchange="auto" merges on the driver while n x P is at most this:
 # about 24 MB of reports per iteration at most and 20 bytes per vertex broadcast.
-# See BENCHMARKS.md, "The routed exchange".
+# See docs/benchmarks.md, "The routed exchange".
 DRIVER_MAX = 4_000_000
 
 
