@@ -169,3 +169,43 @@ def test_every_module_spark_ap_imports_is_a_declared_dependency():
         if not {_distribution(d) for d in providers.get(top, [])} & allowed:
             missing.append(f"{top} (imported by {sorted(importers)[0]})")
     assert not missing, f"imported but not declared in pyproject.toml's dependencies: {missing}"
+
+
+# The classic API (a SparkContext, the driver's JVM, RDDs, broadcasts) is reached only by these
+# modules, each behind a gate that refuses a Spark Connect session in one line (spark_ap.compat):
+# the blocks engine at its construction, Hadoop files and the state store at theirs, lineage's
+# release where a DataFrame has a JVM twin, the session module and the job for the classic
+# sessions they make themselves.
+CLASSIC_ONLY = {
+    "spark_ap.compat",
+    "spark_ap.lineage",
+    "spark_ap.engines.blocks",
+    "spark_ap.files.hadoop",
+    "spark_ap.run.state",
+    "spark_ap.session",
+    "spark_ap.app.job",
+}
+
+
+def _classic_calls(module: str) -> list[str]:
+    """The lines of ``module`` that reach the classic API, comments and docstrings aside."""
+    found = []
+    tree = ast.parse(MODULES[module].read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in ("sparkContext", "_jvm", "_jsc", "_jrdd", "rdd"):
+            found.append(f"{module}:{node.lineno} .{node.attr}")
+    return found
+
+
+def test_only_the_classic_only_modules_reach_the_classic_api():
+    outside = [
+        line
+        for module in MODULES
+        if not any(module == allowed or module.startswith(allowed + ".") for allowed in CLASSIC_ONLY)
+        for line in _classic_calls(module)
+    ]
+    assert not outside, f"reach the SparkContext outside spark_ap.compat's gates: {outside}"
+
+
+def test_the_classic_api_check_sees_a_sparkcontext():
+    assert _classic_calls("spark_ap.engines.blocks.finish"), "the check finds nothing where the blocks engine has it"
