@@ -45,11 +45,7 @@ def session(request):
         return
     from pyspark.sql import SparkSession
 
-    connect = (
-        SparkSession.builder.remote("local[2]")
-        .config("spark.sql.shuffle.partitions", "4")
-        .getOrCreate()
-    )
+    connect = SparkSession.builder.remote("local[2]").config("spark.sql.shuffle.partitions", "4").getOrCreate()
     assert type(connect).__module__.startswith("pyspark.sql.connect")
     yield connect
     connect.stop()
