@@ -62,13 +62,16 @@ test-slow: install postgresql
 SPARK_LINES := 3.5 4.0 4.2 4.3
 
 test-matrix: install $(foreach line,$(SPARK_LINES),.venv-spark-$(line)/.installed)
-	@for line in $(SPARK_LINES); do \
+	@failed=""; \
+	for line in $(SPARK_LINES); do \
 	  echo "== Spark $$line: tests/test_smoke.py"; \
 	  PYSPARK_PYTHON=$(CURDIR)/.venv-spark-$$line/bin/python PATH=$(CURDIR)/.venv-spark-$$line/bin:$$PATH \
-	    .venv-spark-$$line/bin/python -m pytest -p no:cacheprovider -m smoke tests/test_smoke.py || exit 1; \
-	done
-	@echo "== Spark Connect (pyspark $$($(BIN)/python -c 'import pyspark; print(pyspark.__version__)')): tests/test_smoke.py"
-	SPARK_AP_TEST_SESSION=connect $(BIN)/python -m pytest -p no:cacheprovider -m smoke tests/test_smoke.py
+	    .venv-spark-$$line/bin/python -m pytest -p no:cacheprovider -m smoke tests/test_smoke.py || failed="$$failed $$line"; \
+	done; \
+	echo "== Spark Connect (pyspark $$($(BIN)/python -c 'import pyspark; print(pyspark.__version__)')): tests/test_smoke.py"; \
+	SPARK_AP_TEST_SESSION=connect $(BIN)/python -m pytest -p no:cacheprovider -m smoke tests/test_smoke.py \
+	  || failed="$$failed connect"; \
+	if [ -n "$$failed" ]; then echo "test-matrix failed on:$$failed"; exit 1; fi
 
 .venv-spark-%/.installed: pyproject.toml constraints/spark-%.txt
 	test -x .venv-spark-$*/bin/python || $(PYTHON) -m venv .venv-spark-$*

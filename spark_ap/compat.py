@@ -12,7 +12,8 @@ Two kinds of difference:
   (:func:`checkpoint_dir`, :func:`describe_jobs`, :func:`shared`).
 * **Spark lines.** Spark 3.5 lacks ``DataFrame.toArrow`` and
   ``createDataFrame`` of a pyarrow Table (both Spark 4.0): :func:`to_arrow`
-  and :func:`frame_from_arrow` stand in for them.
+  and :func:`frame_from_arrow` stand in for them; its pyspark.ml readers and
+  writers take a SparkContext, not a session (:func:`ml_io`).
 
 At the bottom of the layout: it imports pyspark and spark_ap.errors only.
 """
@@ -117,6 +118,12 @@ def unpersist(value: Any) -> None:
     """Free what :func:`shared` made (a broadcast's blocks); nothing for an inline value."""
     if not isinstance(value, _Inline):
         value.unpersist()
+
+
+def ml_io(spark: SparkSession) -> Any:
+    """What pyspark.ml's ``DefaultParamsWriter.saveMetadata`` / ``DefaultParamsReader.loadMetadata``
+    take: the session on Spark 4 (a Connect session too), the SparkContext on Spark 3.5."""
+    return spark if _spark_major() >= 4 else spark.sparkContext
 
 
 def to_arrow(df: DataFrame) -> pa.Table:

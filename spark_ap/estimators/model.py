@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_ap.checksums import first_difference, local_digests, sha256_json
+from spark_ap.compat import ml_io
 from spark_ap.errors import ColumnTypeError, InvalidInputError, InvalidParamError
 from spark_ap.estimators._params import spec_param
 from spark_ap.params import SPECS
@@ -196,7 +197,7 @@ class _ModelWriter(MLWriter):
 
     def saveImpl(self, path: str) -> None:
         spark = self.sparkSession
-        DefaultParamsWriter.saveMetadata(self.instance, path, spark)
+        DefaultParamsWriter.saveMetadata(self.instance, path, ml_io(spark))
         data = self.instance.exemplars.assign(
             features=[list(map(float, v)) for v in self.instance.exemplars["features"]]
         )
@@ -245,7 +246,7 @@ class _ModelReader(MLReader):
             metadata = DefaultParamsReader._parseMetaData(parts[0].read_text().splitlines()[0])
             return metadata, pd.read_parquet(local / "data").sort_values("cluster")
         spark = SparkSession.active()
-        metadata = DefaultParamsReader.loadMetadata(path, spark)
+        metadata = DefaultParamsReader.loadMetadata(path, ml_io(spark))
         return metadata, spark.read.parquet(os.path.join(path, "data")).toPandas().sort_values("cluster")
 
 
