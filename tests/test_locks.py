@@ -9,12 +9,14 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from spark_ap import AffinityPropagation, FolderInUseError, edges_from_matrix, similarity_matrix
-from spark_ap.lock import NAME, STALE, FolderLock
+from spark_ap import lock as lock_module
+from spark_ap.lock import NAME, STALE, TAKEOVER, FolderLock
 from tests.conftest import BIN, ROOT
 
 HOLD = """
@@ -35,6 +37,22 @@ def holder(tmp_path):
     yield folder, process
     process.kill()
     process.wait()
+
+
+def _state(pid: int, task: int | None = None) -> str:
+    """The state letter of process ``pid`` (of its thread ``task``) in /proc: R, S, T (stopped), Z, ..."""
+    stat = f"/proc/{pid}/task/{task}/stat" if task else f"/proc/{pid}/stat"
+    return Path(stat).read_text().rsplit(")", 1)[1].split()[0]
+
+
+def _killed_owner(folder: Path) -> dict:
+    """The lock a process of this host wrote in ``folder`` before it was killed and reaped, as read back."""
+    child = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "held"
+    child.kill()
+    child.wait()
+    child.stdout.close()
+    return json.loads((folder / NAME).read_text())
 
 
 def test_a_state_dir_in_use_by_another_process_is_refused(spark, holder):
@@ -67,18 +85,209 @@ def test_a_lock_of_another_machine_is_refused_while_it_beats_and_taken_over_afte
 
 def test_a_lock_of_a_killed_process_not_yet_reaped_is_taken_over(tmp_path):
     # A killed driver whose parent has not reaped it is a zombie: its pid still answers signals.
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    deadline = time.time() + 30
-    while open(f"/proc/{child.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z" and time.time() < deadline:
-        time.sleep(0.05)
     folder = tmp_path / "out"
-    folder.mkdir()
-    (folder / NAME).write_text(json.dumps({"host": socket.gethostname(), "pid": child.pid, "what": "killed"}))
+    child = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "held"
+    child.send_signal(signal.SIGKILL)
+    deadline = time.time() + 30
+    while _state(child.pid) != "Z" and time.time() < deadline:
+        time.sleep(0.05)
     try:
         with FolderLock(folder, "next"):
             assert json.loads((folder / NAME).read_text())["what"] == "next"
     finally:
         child.wait()
+        child.stdout.close()
+
+
+def test_a_dead_pid_of_this_host_name_in_another_pid_namespace_is_not_trusted(tmp_path):
+    # Two containers may have one host name and not one set of processes: a pid that does not run
+    # here may run there, so only the heartbeat says whether that owner is gone.
+    folder = tmp_path / "out"
+    owner = _killed_owner(folder)
+    lock = folder / NAME
+    assert owner["host"] == socket.gethostname() and owner["space"]
+    lock.write_text(json.dumps({**owner, "space": "pid:[4026532999] another container's"}))
+    with pytest.raises(FolderInUseError, match=rf"in use by process {owner['pid']} on {owner['host']}"):
+        with FolderLock(folder, "next"):
+            pass
+    assert json.loads(lock.read_text())["space"].endswith("another container's")  # left as it was
+
+    lock.write_text(json.dumps(owner))  # its own process namespace: its pid is gone, taken over at once
+    with FolderLock(folder, "next"):
+        assert json.loads(lock.read_text())["what"] == "next"
+    assert sorted(folder.iterdir()) == []
+
+
+def test_the_heartbeat_refreshes_the_lock(tmp_path, monkeypatch):
+    monkeypatch.setattr(lock_module, "HEARTBEAT", 0.05)
+    lock = tmp_path / NAME
+    with FolderLock(tmp_path, "a beating owner") as held:
+        old = time.time() - STALE / 2
+        os.utime(lock, (old, old))
+        deadline = time.time() + 10
+        while lock.stat().st_mtime < old + 1 and time.time() < deadline:
+            time.sleep(0.02)
+        assert lock.stat().st_mtime > time.time() - 5, "not refreshed"
+        assert not held.lost
+
+
+def test_a_lock_removed_under_its_owner_is_lost_and_not_made_again(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(lock_module, "HEARTBEAT", 0.05)
+    lock = tmp_path / NAME
+    with FolderLock(tmp_path, "an owner") as held:
+        lock.unlink()
+        deadline = time.time() + 10
+        while not held.lost and time.time() < deadline:
+            time.sleep(0.02)
+        assert held.lost and not lock.exists()
+    assert "no longer holds" in caplog.text and not lock.exists()
+
+
+def test_markers_of_runs_that_died_taking_a_lock_over_neither_block_it_nor_stay(tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    lock = folder / NAME
+    dead, gone = "ab" * 16, "cd" * 16
+    lock.write_text(json.dumps({"host": "a lost machine", "pid": 1, "what": "a dead run", "token": dead}))
+    old = time.time() - STALE - 1
+    os.utime(lock, (old, old))
+    # A run that died taking this lock over, after making its marker; one that took another lock over.
+    for name in (f"{TAKEOVER}{dead}.1", f"{TAKEOVER}{gone}.1"):
+        (folder / name).write_text("{}")
+        os.utime(folder / name, (old, old))
+    with FolderLock(folder, "next"):
+        assert json.loads(lock.read_text())["what"] == "next"
+        assert sorted(p.name for p in folder.iterdir()) == [NAME]
+    assert sorted(folder.iterdir()) == []
+
+
+PAUSED = """
+import sys, time
+from pathlib import Path
+import spark_ap.lock as lock
+
+lock.HEARTBEAT = 0.05  # its first beat after the pause comes at once
+folder, go = sys.argv[1], Path(sys.argv[2])
+with lock.FolderLock(folder, "a paused owner") as held:
+    print("held", flush=True)
+    while not go.exists():
+        time.sleep(0.01)
+    deadline = time.time() + 3
+    while not held.lost and time.time() < deadline:
+        time.sleep(0.01)
+print("lost" if held.lost else "kept", flush=True)
+"""
+
+
+def test_an_owner_paused_past_its_heartbeat_neither_refreshes_nor_removes_the_next_owners_lock(tmp_path, monkeypatch):
+    monkeypatch.setattr(lock_module, "HEARTBEAT", 600.0)  # this test's lock keeps the mtime it is given
+    folder, go = tmp_path / "out", tmp_path / "go"
+    lock = folder / NAME
+    child = subprocess.Popen([sys.executable, "-c", PAUSED, str(folder), str(go)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        child.send_signal(signal.SIGSTOP)  # a driver stuck in a long GC pause, a VM frozen for a while
+        deadline = time.time() + 10
+        while any(_state(child.pid, int(t)) != "T" for t in os.listdir(f"/proc/{child.pid}/task")):
+            assert time.time() < deadline, "the owner did not stop"
+            time.sleep(0.01)
+        old = time.time() - STALE - 1
+        os.utime(lock, (old, old))
+
+        with FolderLock(folder, "the next owner"):
+            assert json.loads(lock.read_text())["what"] == "the next owner"
+            beat = time.time_ns() - 5 * 10**9
+            os.utime(lock, ns=(beat, beat))
+            go.touch()
+            child.send_signal(signal.SIGCONT)  # it wakes up, beats and leaves its with block
+            assert child.wait(timeout=60) == 0
+            assert child.stdout.read().strip() == "lost"
+            assert json.loads(lock.read_text())["pid"] == os.getpid()
+            assert lock.stat().st_mtime_ns == beat, "refreshed by the owner it was taken from"
+        assert sorted(folder.iterdir()) == []
+    finally:
+        if child.poll() is None:
+            child.send_signal(signal.SIGCONT)
+            child.kill()
+            child.wait()
+        child.stdout.close()
+
+
+RACE = """
+import json, multiprocessing, os, sys, time
+from pathlib import Path
+from spark_ap import FolderInUseError
+from spark_ap.lock import NAME, FolderLock
+
+root, trials, racers, hold = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+
+
+def names_me(lock):
+    try:
+        return json.loads(lock.read_text())["pid"] == os.getpid()
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def race(start, done, seen):
+    for trial in range(trials):
+        folder = root / f"trial-{trial}"
+        start.wait()
+        try:
+            with FolderLock(folder, "a racer"):
+                first = names_me(folder / NAME)
+                time.sleep(hold)
+                seen.put((trial, os.getpid(), "held", first and names_me(folder / NAME)))
+        except FolderInUseError as error:
+            seen.put((trial, os.getpid(), "refused", str(error)))
+        done.wait()
+
+
+if __name__ == "__main__":
+    context = multiprocessing.get_context("fork")
+    start, done = context.Barrier(racers + 1, timeout=60), context.Barrier(racers + 1, timeout=60)
+    seen = context.Queue()
+    processes = [context.Process(target=race, args=(start, done, seen)) for _ in range(racers)]
+    for process in processes:
+        process.start()
+    stale = time.time() - 2 * 60
+    for trial in range(trials):
+        folder = root / f"trial-{trial}"
+        folder.mkdir()
+        dead = {"host": "a lost machine", "pid": 1, "what": "a dead run", "since": stale}
+        (folder / NAME).write_text(json.dumps(dead))
+        os.utime(folder / NAME, (stale, stale))
+        start.wait()
+        done.wait()
+        print(json.dumps([seen.get(timeout=60) for _ in range(racers)]), flush=True)
+    for process in processes:
+        process.join()
+"""
+
+
+def test_many_runs_racing_for_a_dead_owners_lock_leave_it_to_exactly_one(tmp_path):
+    # In each trial the racers find one lock of a lost machine, two minutes without a heartbeat, and
+    # start together; the one that gets it holds it for the rest of the trial, so every other one
+    # must be refused, and the lock file must name the holder for all its hold.
+    trials, racers = 30, 8
+    race = subprocess.run(
+        [sys.executable, "-c", RACE, str(tmp_path), str(trials), str(racers), "0.3"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert race.returncode == 0, race.stderr
+    outcomes = [json.loads(line) for line in race.stdout.splitlines()]
+    assert len(outcomes) == trials
+    holders = [[(pid, named) for _, pid, what, named in seen if what == "held"] for seen in outcomes]
+    doubles = {trial: held for trial, held in enumerate(holders) if len(held) != 1}
+    assert not doubles, f"{len(doubles)} of {trials} trials had other than one holder: {doubles}"
+    assert all(named for [(_, named)] in holders), "a holder's lock file named another process"
+    refusals = [why for seen in outcomes for _, _, what, why in seen if what == "refused"]
+    assert len(refusals) == trials * (racers - 1)
+    assert all("is in use by process" in why or "at this moment" in why for why in refusals), refusals
+    assert all(sorted((tmp_path / f"trial-{trial}").iterdir()) == [] for trial in range(trials))
 
 
 @pytest.mark.slow
