@@ -144,6 +144,21 @@ def test_bad_edge_tables(spark, rows, schema, error, message):
     assert message in str(refused.value)
 
 
+@pytest.mark.parametrize("engine", ["local", "blocks"])
+def test_a_preference_whose_sums_overflow_is_refused_as_such_similarities_are(spark, engine):
+    # Preferences are the self-edges' similarities: -1e308 on 3 points overflows the availabilities'
+    # sums, and without the check the run "converged" with every point its own cluster.
+    rows = [(0, 1, -1.0), (1, 0, -1.0), (1, 2, -2.0), (2, 1, -2.0)]
+    with pytest.raises(InvalidValueError) as refused:
+        run(spark, rows, preference=-1e308, engine=engine)
+    assert "preference=-1e+308 (-1e+308) is beyond ±" in str(refused.value)
+    assert "overflow on this graph of 7 edges" in str(refused.value)
+    # Per-vertex preferences of that size too.
+    vertices = spark.createDataFrame([(0, -1e308), (1, -1.0), (2, -1.0)], "id long, preference double")
+    with pytest.raises(InvalidValueError, match=r"The vertices' preferences reach 1e\+308, beyond ±"):
+        AffinityPropagation(maxIter=5, engine=engine).run(spark.createDataFrame(rows, SCHEMA), vertices)
+
+
 def _blobs6():
     """Six points in two tight, far apart groups, and their similarities."""
     X = np.array([[0.0, 0.0], [0.3, 0.1], [0.1, 0.4], [10.0, 10.0], [10.2, 9.9], [9.8, 10.3]])

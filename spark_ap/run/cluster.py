@@ -19,10 +19,10 @@ from pyspark.sql import functions as F
 from spark_ap.compat import is_connect
 from spark_ap.engines import RunFacts, engine_class, engine_for, make_engine
 from spark_ap.engines.assign import label
-from spark_ap.errors import ConvergenceWarning, DuplicateEdgeError, user_stacklevel
+from spark_ap.errors import ConvergenceWarning, DuplicateEdgeError, InvalidValueError, user_stacklevel
 from spark_ap.lock import folder_lock
 from spark_ap.prepare.inputs import Prepared
-from spark_ap.prepare.validation import refuse_duplicates
+from spark_ap.prepare.validation import largest_similarity, refuse_duplicates
 from spark_ap.run.capacity import placed_labels
 from spark_ap.run.loop import Outcome, Settings, initial_state, iterate
 from spark_ap.run.state import StateStore
@@ -76,6 +76,25 @@ def graph_facts(graph: DataFrame) -> Row:
     return Row(**facts)
 
 
+def refuse_overflowing_preferences(facts: Row, value: float, asked: float | str) -> None:
+    """Raise :class:`~spark_ap.InvalidValueError` if a preference is so large that the messages' sums
+    overflow on this graph: the limit the similarities are held to
+    (:func:`~spark_ap.prepare.validation.largest_similarity`), since preferences are the self-edges'
+    similarities."""
+    limit = largest_similarity(int(facts["edges"]))
+    if abs(value) > limit:
+        raise InvalidValueError(
+            f"preference={asked!r} ({value:.3g}) is beyond ±{limit:.3g}, where the sums of AP's messages "
+            f"overflow on this graph of {facts['edges']} edges; give a preference of the similarities' size."
+        )
+    largest = max(abs(facts["p_min"] or 0.0), abs(facts["p_max"] or 0.0))
+    if largest > limit:
+        raise InvalidValueError(
+            f"The vertices' preferences reach {largest:.3g}, beyond ±{limit:.3g}, where the sums of AP's "
+            f"messages overflow on this graph of {facts['edges']} edges; scale them as the similarities."
+        )
+
+
 def cluster(
     prepared: Prepared,
     settings: Settings,
@@ -107,6 +126,7 @@ def cluster(
             prepared.preference,
         )
         vertices, edges = int(facts["vertices"]), int(facts["edges"])
+        refuse_overflowing_preferences(facts, prepared.preference, prepared.asked)
         name = engine_for(settings.engine, edges, is_connect(graph.sparkSession))
         shortcut = _nothing_to_propagate(facts)
         if pair_columns is not None and (shortcut or _engine_lets_pairs_through(name, settings)):
