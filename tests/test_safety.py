@@ -63,6 +63,23 @@ def test_skip_existing_refuses_a_folder_holding_another_run(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
 
 
+@pytest.mark.parametrize("summary", ["{", "[1, 2]", ""])
+def test_skip_existing_reruns_a_finished_run_whose_summary_cannot_be_read(spark, tmp_path, caplog, summary):
+    # The DAG passes --skip-existing on every try: an unreadable summary must not fail them all.
+    import logging
+
+    out = tmp_path / "run"
+    args = ["--input", _edges(tmp_path), "--output", str(out), "--preference", "-2", "--skip-existing"]
+    assert main(args) == 0
+    (out / "summary.json").write_text(summary)
+    with caplog.at_level(logging.WARNING, logger="spark_ap"):
+        assert main(args) == 0
+    assert "summary.json cannot be read" in caplog.text
+    (aside,) = out.glob(".damaged-*")  # the damaged files are kept, the run is whole again
+    assert (aside / "summary.json").read_text() == summary
+    assert json.loads((out / "summary.json").read_text())["params"]["preference"] == -2.0
+
+
 def test_skip_existing_reruns_a_finished_run_whose_files_are_damaged(spark, tmp_path, caplog):
     import logging
 
