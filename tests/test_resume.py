@@ -194,6 +194,7 @@ def test_the_chunk_files_of_a_run_go_with_its_result(spark, blobs, uninterrupted
     assert not run.exists()
 
 
+@pytest.mark.slow  # a spark-submit JVM started twice; make test-slow, beside the same kill on HDFS
 def test_a_killed_spark_submit_job_resumes_to_the_uninterrupted_result(spark, blobs, uninterrupted, tmp_path):
     edges = tmp_path / "edges.parquet"
     blobs.write.parquet(str(edges))

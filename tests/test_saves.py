@@ -74,25 +74,33 @@ def edit_the_json(save):
     return "_spark_ap_state.json"
 
 
+@pytest.fixture(scope="module")
+def blocks_saves(blobs, tmp_path_factory):
+    """A finished blocks run's state dir: Spark writes its saves, a part file per partition."""
+    folder = tmp_path_factory.mktemp("blocks-saves")
+    AffinityPropagation(**PARAMS, stateDir=str(folder), checkpointInterval=5, engine="blocks").run(blobs)
+    return folder
+
+
 @pytest.mark.parametrize("damage", [truncate, flip_a_byte, remove_a_part, json_of_the_other_save, edit_the_json])
 def test_a_damaged_newest_save_is_set_aside_and_the_run_resumes_from_the_one_before(
-    blobs, uninterrupted, tmp_path, caplog, damage
+    blobs, uninterrupted, blocks_saves, tmp_path, caplog, damage
 ):
-    # The blocks engine: Spark writes its saves, a part file per partition.
-    params = dict(**PARAMS, stateDir=str(tmp_path), checkpointInterval=5, engine="blocks")
-    AffinityPropagation(**params).run(blobs)
-    kept = saves(tmp_path)
+    # A copy of the same saves for each damage (the state dir is not part of a run's identity).
+    state = tmp_path / "state"
+    shutil.copytree(blocks_saves, state)
+    params = dict(**PARAMS, stateDir=str(state), checkpointInterval=5, engine="blocks")
     last = uninterrupted.numIterations // 5 * 5
-    assert kept == [last - 5, last]  # the two newest saves
+    assert saves(state) == [last - 5, last]  # the two newest saves
 
-    name = damage(tmp_path / f"iteration-{last:06d}")
+    name = damage(state / f"iteration-{last:06d}")
     with caplog.at_level(logging.WARNING, logger="spark_ap"):
         again = AffinityPropagation(**params).run(blobs)
 
     assert f"iteration-{last:06d}" in caplog.text and name in caplog.text and "damaged" in caplog.text
     assert again.resumedFrom == last - 5
     assert outcome(again) == outcome(uninterrupted)
-    assert (tmp_path / f"damaged-iteration-{last:06d}").is_dir()  # kept for inspection
+    assert (state / f"damaged-iteration-{last:06d}").is_dir()  # kept for inspection
 
 
 def test_with_every_save_damaged_the_run_starts_over(blobs, uninterrupted, tmp_path, caplog):
