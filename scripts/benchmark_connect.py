@@ -25,12 +25,22 @@ import argparse
 import time
 from collections.abc import Iterator
 
+import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from sklearn.datasets import make_blobs
 
-from spark_ap import AffinityPropagation, edges_from_matrix, similarity_matrix
+from spark_ap import AffinityPropagation, similarity_matrix
+from spark_ap.compat import frame_from_arrow
+
+
+def edge_table(spark, S) -> DataFrame:
+    """The complete graph ``S`` (self-edges aside) as src, dst, similarity, sent as Arrow."""
+    n = len(S)
+    src, dst = np.nonzero(~np.eye(n, dtype=bool))
+    table = pa.table({"src": src.astype(np.int64), "dst": dst.astype(np.int64), "similarity": S[src, dst]})
+    return frame_from_arrow(spark, table).localCheckpoint()
 
 
 def unchanged(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -67,20 +77,20 @@ def main() -> None:
     args = parser.parse_args()
     X, _ = make_blobs(args.points, centers=8, random_state=0)
     S = similarity_matrix(X)
-    n_edges = args.points**2
+    n_edges = args.points * (args.points - 1)
 
     from pyspark.sql import SparkSession
 
     from spark_ap import spark_session
 
     # The classic session first: a local Connect server starts a SparkContext of its own.
-    classic = spark_session(master="local[2]", **{"spark.ui.enabled": "false"})
-    edges = edges_from_matrix(classic, S).localCheckpoint()
+    classic = spark_session(master="local[2]", **{"spark.ui.enabled": "false", "spark.driver.memory": "4g"})
+    edges = edge_table(classic, S)
     classic_floor = floor_per_iteration(edges, max(3, args.iterations // 10))
     classic.stop()
 
-    connect = SparkSession.builder.remote("local[2]").config("spark.sql.shuffle.partitions", "4").getOrCreate()
-    edges = edges_from_matrix(connect, S).localCheckpoint()
+    connect = SparkSession.builder.remote("local[2]").config("spark.driver.memory", "4g").getOrCreate()
+    edges = edge_table(connect, S)
     rows = [
         ("connect", "local engine", local_per_iteration(edges, args.iterations)),
         ("connect", "dataframe floor", floor_per_iteration(edges, max(3, args.iterations // 10))),
