@@ -5,7 +5,7 @@ Two kinds of difference:
 * **Classic or Spark Connect.** A classic session has a SparkContext, RDDs,
   broadcasts and a JVM in the driver's process; a Spark Connect session has
   only DataFrames, planned and run by a server. What needs the classic API
-  asks for it here (:func:`spark_context`, :func:`jvm`), so that in a Connect
+  asks for it here (:func:`spark_context`), so that in a Connect
   session it fails in one line naming the feature
   (:class:`~spark_ap.ClassicSessionRequiredError`), never with a JVM
   attribute traceback; what has a DataFrame-only equivalent gets it here
@@ -65,11 +65,6 @@ def spark_context(spark: SparkSession, feature: str, instead: str = "") -> Spark
     return spark.sparkContext
 
 
-def jvm(spark: SparkSession, feature: str, instead: str = "") -> Any:
-    """The driver's JVM gateway view (``sc._jvm``) for ``feature``, refused in one line on Spark Connect."""
-    return spark_context(spark, feature, instead)._jvm
-
-
 def checkpoint_dir(spark: SparkSession) -> str | None:
     """The reliable checkpoint directory ``DataFrame.checkpoint`` writes to, or None.
 
@@ -112,12 +107,6 @@ def shared(spark: SparkSession, value: Any) -> Any:
     if is_connect(spark):
         return _Inline(value)
     return spark.sparkContext.broadcast(value)
-
-
-def unpersist(value: Any) -> None:
-    """Free what :func:`shared` made (a broadcast's blocks); nothing for an inline value."""
-    if not isinstance(value, _Inline):
-        value.unpersist()
 
 
 def ml_io(spark: SparkSession) -> Any:
