@@ -18,7 +18,6 @@ from spark_ap import AffinityPropagation, InvalidParamError, StateMismatchError,
 from spark_ap.app.config import DEFAULT_CONFIG
 from spark_ap.app.job import main
 from spark_ap.engines.blocks.storage import Part
-from spark_ap.lock import FolderLock
 from spark_ap.run.cluster import graph_facts
 from tests.conftest import assignment_rows, saves, wait_for_save, written_rows
 
@@ -246,23 +245,6 @@ def test_restart_discards_a_save_of_other_params(spark, blobs, tmp_path, capsys)
     assert summary["resumed_from_iteration"] is None and summary["params"]["damping"] == 0.9
     # Clearing the saves deletes only what saving wrote.
     assert sorted(p.name for p in (out / "state").iterdir()) == ["notes.txt"]
-
-
-@pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")  # the 2-iteration run
-def test_restart_waits_for_the_state_dirs_lock_and_keeps_the_saves_another_run_holds(blobs, tmp_path, capsys):
-    # A state dir shared by two runs: while another run holds it, --restart must not delete its saves.
-    edges = tmp_path / "edges.parquet"
-    blobs.write.parquet(str(edges))
-    shared = tmp_path / "shared-state"
-    AffinityPropagation(damping=0.6, stateDir=str(shared), maxIter=2).run(blobs)
-    held = saves(shared)
-    args = ["--input", str(edges), "--output", str(tmp_path / "run"), "--state-dir", str(shared), "--restart"]
-    with FolderLock(shared, "another run writing its saves"):
-        assert main(args) == 2
-        assert "is in use by" in capsys.readouterr().err
-        assert saves(shared) == held and held
-    assert main(args) == 0  # once it is let go, the restart clears them and runs
-    assert not shared.exists()
 
 
 def test_state_dir_needs_saves(tmp_path):

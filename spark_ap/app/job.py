@@ -31,7 +31,7 @@ from spark_ap.app.export import (
 )
 from spark_ap.app.folders import STATE, SUMMARY
 from spark_ap.app.preflight import OneLineParser, check_edge_columns, check_input, check_output, input_format
-from spark_ap.errors import FolderInUseError, InvalidInputError, InvalidParamError, SparkAPError, reason
+from spark_ap.errors import InvalidInputError, InvalidParamError, SparkAPError, reason
 from spark_ap.estimators.affinity import OPERATIONAL_PARAMS, AffinityPropagation
 from spark_ap.files import files_for, is_uri, join
 from spark_ap.lock import FolderLock
@@ -362,9 +362,7 @@ def _run(
     state_dir = args.state_dir or conf["ap"].pop("stateDir", None) or default_state_dir(args.output)
     store = StateStore(spark, state_dir, identity={})
     if args.restart:
-        with FolderLock(state_dir, f"spark-ap --restart (clearing {state_dir})", spark):
-            store.clear()
-        store.remove_if_empty()
+        store.clear()
     inp = conf["input"]
     started = time.time()
     table = read_table(spark, args.input, args.format)
@@ -384,20 +382,9 @@ def _run(
     clustered = time.time()
     timings = {"total": round(clustered - started, 3)}
     out = export_run(result, args.output, params=params, points=points, timings=timings, model=model)
-    _clear_finished(store, state_dir, spark)
+    store.clear()  # the run is finished: its saves are no longer needed
     log.info("wrote %s after %d iterations (converged=%s)", out, result.numIterations, result.converged)
     return out
-
-
-def _clear_finished(store: StateStore, state_dir: str, spark: SparkSession) -> None:
-    """Delete the finished run's saves under the state dir's lock; a state dir that another run holds
-    now (a shared one) keeps them: they are that run's to see, and a later run's to clear."""
-    try:
-        with FolderLock(state_dir, f"spark-ap (clearing {state_dir} after its run)", spark):
-            store.clear()
-    except FolderInUseError as error:
-        log.warning("the saves in %s are kept: %s", state_dir, error)
-    store.remove_if_empty()  # the lock file kept it until now
 
 
 if __name__ == "__main__":
