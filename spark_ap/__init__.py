@@ -50,6 +50,7 @@ __all__ = [
     "MissingColumnError",
     "MultiLevelAffinityPropagation",
     "MultiLevelResult",
+    "SaveUnreadableError",
     "SparkAPError",
     "StateMismatchError",
     "edges_from_features",
@@ -84,6 +85,7 @@ if TYPE_CHECKING:
         InvalidParamError,
         InvalidValueError,
         MissingColumnError,
+        SaveUnreadableError,
         SparkAPError,
         StateMismatchError,
     )

@@ -66,6 +66,10 @@ class StateMismatchError(SparkAPError):
     """A saved state belongs to another run (other params or another input) and cannot be resumed."""
 
 
+class SaveUnreadableError(SparkAPError, RuntimeError):
+    """The part files of a save could not be hashed (the hash job kept failing); the save is kept."""
+
+
 class FolderInUseError(SparkAPError):
     """Another run holds the folder (an output folder, a state directory): two runs never write one at once."""
 

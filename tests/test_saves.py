@@ -133,3 +133,108 @@ def test_a_save_from_a_version_without_checksums_is_not_trusted(blobs, uninterru
 
     assert "does not match its checksum" in caplog.text
     assert again.resumedFrom is None and outcome(again) == outcome(uninterrupted)
+
+
+def _hash_fails(monkeypatch, marker):
+    """Make the executors' hashing of a part file fail while ``marker`` exists (once, when the
+    failing task removes it; always, with ``keep``), as a lost executor or an out-of-memory would:
+    the job fails in Spark, the files are untouched."""
+    from spark_ap.run import state
+
+    digest = state._stream_digest
+
+    def failing(path, marker=str(marker), digest=digest):
+        import os
+
+        if os.path.exists(marker):
+            if not marker.endswith("keep"):
+                os.remove(marker)
+            raise MemoryError("the executor ran out of memory hashing a part file")
+        return digest(path)
+
+    monkeypatch.setattr(state, "_stream_digest", failing)
+
+
+def test_a_hash_job_that_fails_once_sets_no_save_aside_and_is_tried_again(
+    blobs, uninterrupted, blocks_saves, tmp_path, caplog, monkeypatch
+):
+    state = tmp_path / "state"
+    shutil.copytree(blocks_saves, state)
+    before = saves(state)
+    marker = tmp_path / "fail-once"
+    marker.touch()
+    _hash_fails(monkeypatch, marker)
+    with caplog.at_level(logging.WARNING, logger="spark_ap"):
+        again = AffinityPropagation(**PARAMS, stateDir=str(state), checkpointInterval=5, engine="blocks").run(blobs)
+    assert not marker.exists()  # the fault happened
+    assert "trying again" in caplog.text and "damaged" not in caplog.text
+    assert again.resumedFrom == before[-1]
+    assert outcome(again) == outcome(uninterrupted)
+
+
+def test_a_hash_job_that_keeps_failing_stops_the_run_in_one_line_and_keeps_every_save(
+    blobs, blocks_saves, tmp_path, monkeypatch
+):
+    from spark_ap import SaveUnreadableError
+    from spark_ap.checksums import local_digests
+
+    state = tmp_path / "state"
+    shutil.copytree(blocks_saves, state)
+    files = local_digests(state)
+    marker = tmp_path / "fail-keep"
+    marker.touch()
+    _hash_fails(monkeypatch, marker)
+    with pytest.raises(SaveUnreadableError, match=r"could not be hashed in 3 tries .*no save was set aside") as error:
+        AffinityPropagation(**PARAMS, stateDir=str(state), checkpointInterval=5, engine="blocks").run(blobs)
+    assert "\n" not in str(error.value) and str(state) in str(error.value)
+    assert local_digests(state) == files  # every save as it was: none renamed, none deleted
+
+
+def test_a_run_whose_saves_are_all_damaged_when_an_iteration_fails_starts_over(
+    spark, blobs, uninterrupted, tmp_path, caplog
+):
+    """An iteration fails (the chunk files lost) and no save is intact: the run goes on from the start."""
+    from tests.test_resume import chunk_files
+
+    class DamageEverything(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.done, self.root = False, chunk_files(spark)
+
+        def emit(self, record):
+            if record.getMessage().startswith("iteration 7/") and not self.done:
+                self.done = True
+                for iteration in saves(tmp_path):
+                    flip_a_byte(tmp_path / f"iteration-{iteration:06d}")
+                shutil.rmtree(self.root)
+
+    fault = DamageEverything()
+    logging.getLogger("spark_ap").addHandler(fault)
+    try:
+        with caplog.at_level(logging.INFO, logger="spark_ap"):
+            again = AffinityPropagation(**PARAMS, stateDir=str(tmp_path), checkpointInterval=5, engine="blocks").run(
+                blobs
+            )
+    finally:
+        logging.getLogger("spark_ap").removeHandler(fault)
+    assert fault.done
+    assert "iteration 8 failed" in caplog.text and "retrying from the start: no intact save is left" in caplog.text
+    assert outcome(again) == outcome(uninterrupted)
+
+
+def test_a_save_written_by_spark_keeps_its_part_files_small(blobs, uninterrupted, tmp_path, monkeypatch):
+    """Spark writes a save's part files at most ROWS_PER_FILE rows each (binaryFiles, which hashes
+    them on HDFS and object stores, holds a file whole), and the run resumes from them."""
+    import pyarrow.parquet as pq
+
+    from spark_ap.run import state as state_module
+
+    monkeypatch.setattr(state_module, "ROWS_PER_FILE", 100)
+    params = dict(**PARAMS, stateDir=str(tmp_path), checkpointInterval=5, engine="blocks")
+    AffinityPropagation(**params).run(blobs)
+    last = saves(tmp_path)[-1]
+    rows = [pq.ParquetFile(part).metadata.num_rows for part in _parts(tmp_path / f"iteration-{last:06d}")]
+    assert sum(rows) == blobs.count() + 36  # the edges and each point's self-edge
+    assert max(rows) <= 100 and len(rows) > blobs.rdd.getNumPartitions()
+    again = AffinityPropagation(**params).run(blobs)
+    assert again.resumedFrom == last and outcome(again) == outcome(uninterrupted)

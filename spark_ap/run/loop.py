@@ -171,10 +171,17 @@ def iterate(engine: Engine, graph: DataFrame, settings: Settings, store: StateSt
     current, progress, resumed_from = _begin(engine, graph, settings, store)
     log.info("iterating with the %s engine", engine.name)  # the set-up ends here
     recoveries = 0
-    while not progress.done(settings):
+    end = None
+    while end is None:
         t = progress.t + 1
-        due = settings.checkpoint_interval > 0 and t % settings.checkpoint_interval == 0
         try:
+            if progress.done(settings):
+                # The labels are read from the engine's state where the executors hold it, so a
+                # lost executor fails them as it fails an iteration, and is recovered the same way.
+                with describe_jobs(spark, "affinity propagation: the final assignment"):
+                    end = engine.finish(current)
+                continue
+            due = settings.checkpoint_interval > 0 and t % settings.checkpoint_interval == 0
             with describe_jobs(spark, f"affinity propagation: iteration {t}/{settings.max_iter}"):
                 new, stats = engine.step(current, reliable=durable and due)
                 if store is not None and due:
@@ -188,13 +195,13 @@ def iterate(engine: Engine, graph: DataFrame, settings: Settings, store: StateSt
             if store is None or recoveries >= RECOVERIES:
                 raise
             recoveries += 1
-            current, progress = _recover(engine, store, t, error, recoveries)
+            what = "the final assignment" if progress.done(settings) else f"iteration {t}"
+            current, progress = _recover(engine, store, what, error, recoveries, lambda: _initial(graph, settings))
             continue
         engine.release(current)
         current = new
         row = progress.record(t, stats)
         log.info("iteration %d/%d: %d exemplars, %d changed", t, settings.max_iter, *row[1:])
-    end = engine.finish(current)
     return Outcome(
         state=end.state,
         labels=end.labels,
@@ -217,9 +224,7 @@ def _begin(
     if saved is not None:
         log.info("resuming from the state of iteration %d saved in %s", saved.iteration, store.path)
         return engine.start(saved.state), Progress.of(saved), saved.iteration
-    state = initial_state(graph, settings)
-    if not engine.sorts_edges:
-        state = materialize(state)  # the first iteration's jobs each read it
+    state = _initial(graph, settings, engine.sorts_edges)
     current = engine.start(state, initial=True)
     if store is not None:
         # Saved once the engine has started, which refuses repeated pairs: a save of an
@@ -229,15 +234,27 @@ def _begin(
     return current, Progress(), None
 
 
-def _recover(engine: Engine, store: StateStore, t: int, error: Exception, recoveries: int) -> tuple[object, Progress]:
-    """The engine restarted from the newest save after iteration ``t`` failed with ``error``."""
+def _initial(graph: DataFrame, settings: Settings, sorts_edges: bool = False) -> DataFrame:
+    """The initial edge state, materialized unless the engine sorts (and so reads) it once itself:
+    the first iteration's jobs each read it."""
+    state = initial_state(graph, settings)
+    return state if sorts_edges else materialize(state)
+
+
+def _recover(
+    engine: Engine, store: StateStore, what: str, error: Exception, recoveries: int, initial: Callable[[], DataFrame]
+) -> tuple[object, Progress]:
+    """The engine restarted from the newest save after ``what`` failed with ``error``, or from the
+    ``initial`` state when no intact save is left."""
     back = store.load()
     log.warning(
-        "iteration %d failed (%s); retrying from the state of iteration %d (recovery %d of %d)",
-        t,
+        "%s failed (%s); retrying from %s (recovery %d of %d)",
+        what,
         reason(error),
-        back.iteration,
+        "the start: no intact save is left" if back is None else f"the state of iteration {back.iteration}",
         recoveries,
         RECOVERIES,
     )
+    if back is None:
+        return engine.restart(initial()), Progress()
     return engine.restart(back.state), Progress.of(back)

@@ -14,6 +14,9 @@ not parse or match its hash, whose part files are missing, truncated, changed
 or joined by others, or whose JSON belongs to another save, is set aside
 (renamed ``damaged-iteration-...``) with a warning naming the file, and the run
 goes on from the save before it, or from the start: never from a wrong state.
+Only a hash that was computed and differs sets a save aside: a hash job that
+fails (a lost executor, an out-of-memory) is retried, and when it keeps failing
+the run stops in one line with every save where it was.
 
 Everything goes through Hadoop's FileSystem API, so the directory may be local
 (for ``local[*]`` or a one-machine cluster) or on HDFS, S3 and the like (needed
@@ -32,11 +35,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 from py4j.protocol import Py4JError
+from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 
-from spark_ap.checksums import first_difference, sha256_json
+from spark_ap.checksums import first_difference, sha256_file, sha256_json
 from spark_ap.compat import frame_from_arrow, spark_context
-from spark_ap.errors import StateMismatchError, reason
+from spark_ap.errors import SaveUnreadableError, StateMismatchError, reason
 
 log = logging.getLogger("spark_ap")
 
@@ -46,6 +50,15 @@ _NESTED = re.compile(r"(level|attempt)-\d+")
 _SAVE = re.compile(r"iteration-(\d{6,})")
 _DAMAGED = "damaged-"  # a save set aside
 _PARTIAL = "partial-"  # a save being written
+# Rows per part file of a save Spark writes: at most about 55 bytes a row, so a part file stays far
+# below the 2 GB that ``binaryFiles`` (which hashes the files of a save off the local file system)
+# can hold, and a hash task's memory stays small.
+ROWS_PER_FILE = 4_000_000
+# Tries of a hash job before the run stops: a failed job is a fault of the cluster, not of the save.
+HASH_TRIES = 3
+# What a failed hash job raises on the driver: the JVM's errors through Py4J and an executor's
+# Python errors (PySparkException), and a broken gateway.
+_FAILED_JOB = (Py4JError, PySparkException, ConnectionError)
 
 
 class DamagedSaveError(Exception):
@@ -169,12 +182,38 @@ class StateStore:
 
     def _digest(self, folder: str) -> dict[str, list]:
         """``{part file: [size, sha256]}`` of the Parquet files in ``folder``, hashed where they are
-        (Hadoop's input formats skip the ``_`` and ``.`` files: the JSON, _SUCCESS, checksums)."""
-        try:
-            files = self.spark.sparkContext.binaryFiles(folder).map(_file_digest).collect()
-        except Exception as error:  # a folder the executors cannot read is as good as lost
-            raise DamagedSaveError(f"the part files of {folder} cannot be read ({reason(error)})") from None
+        (Hadoop's input formats skip the ``_`` and ``.`` files: the JSON, _SUCCESS, checksums).
+
+        Raises
+        ------
+        SaveUnreadableError
+            The hash job failed :data:`HASH_TRIES` times; nothing is known about the save.
+        """
+        for attempt in range(1, HASH_TRIES + 1):
+            try:
+                files = self._hashed(folder)
+                break
+            except _FAILED_JOB as error:
+                if attempt == HASH_TRIES:
+                    raise SaveUnreadableError(
+                        f"The part files of {folder} could not be hashed in {HASH_TRIES} tries "
+                        f"({reason(error)}); no save was set aside or changed: rerun once the cluster is healthy."
+                    ) from None
+                log.warning("hashing the part files of %s failed (%s); trying again", folder, reason(error))
         return {path.rsplit("/", 1)[-1]: [size, sha] for path, size, sha in files}
+
+    def _hashed(self, folder: str) -> list[tuple[str, int, str]]:
+        """(path, size, sha256) of each part file of ``folder``, computed by the executors: read as a
+        stream of blocks on a local file system, else whole through ``binaryFiles`` (the part files a
+        save writes there hold at most :data:`ROWS_PER_FILE` rows)."""
+        sc = self.spark.sparkContext
+        if self._fs.getUri().getScheme() != "file":
+            return sc.binaryFiles(folder).map(_file_digest).collect()
+        local = Path(self._fs.makeQualified(self._Path(folder)).toUri().getPath())
+        paths = [str(local / name) for name in sorted(self._listing(folder))]
+        if not paths:
+            return []
+        return sc.parallelize(paths, min(len(paths), sc.defaultParallelism)).map(_stream_digest).collect()
 
     def _set_aside(self, name: str, error: DamagedSaveError) -> None:
         """Rename a damaged save out of the way (kept for inspection; :meth:`clear` deletes it)."""
@@ -206,7 +245,7 @@ class StateStore:
             pq.write_table(state, folder / "part-00000.snappy.parquet", compression="snappy")
         else:
             frame = frame_from_arrow(self.spark, state) if isinstance(state, pa.Table) else state
-            frame.write.parquet(staging)
+            frame.write.option("maxRecordsPerFile", ROWS_PER_FILE).parquet(staging)
         meta = {
             "iteration": iteration,
             "history": history,
@@ -250,6 +289,12 @@ def _file_digest(item: tuple[str, bytes]) -> tuple[str, int, str]:
     """(path, size, sha256) of one file as ``binaryFiles`` gives it; runs in an executor."""
     path, content = item
     return path, len(content), hashlib.sha256(content).hexdigest()
+
+
+def _stream_digest(path: str) -> tuple[str, int, str]:
+    """(path, size, sha256) of one local file, read a block at a time; runs in an executor."""
+    local = Path(path)
+    return path, local.stat().st_size, sha256_file(local)
 
 
 def _differences(saved: dict, now: dict, prefix: str = "") -> str:
