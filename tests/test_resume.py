@@ -174,6 +174,25 @@ def test_a_failed_iteration_is_retried_from_the_newest_save(spark, blobs, uninte
     assert outcome(result) == outcome(uninterrupted)
 
 
+def test_a_final_assignment_that_fails_is_retried_from_the_newest_save(spark, blobs, uninterrupted, tmp_path, caplog):
+    # The chunk files go right after the last iteration, so the labels cannot be read from them.
+    last = uninterrupted.numIterations
+    lose = _RemoveChunkFiles(spark, last)
+    logging.getLogger("spark_ap").addHandler(lose)
+    try:
+        with caplog.at_level(logging.INFO, logger="spark_ap"):
+            result = AffinityPropagation(**PARAMS, stateDir=str(tmp_path), checkpointInterval=5, engine="blocks").run(
+                blobs
+            )
+    finally:
+        logging.getLogger("spark_ap").removeHandler(lose)
+    assert lose.lost > 0
+    saved = last // 5 * 5
+    assert "the final assignment failed" in caplog.text
+    assert f"retrying from the state of iteration {saved}" in caplog.text
+    assert outcome(result) == outcome(uninterrupted)
+
+
 def test_the_chunk_files_of_a_run_go_with_its_result(spark, blobs, uninterrupted):
     root = chunk_files(spark)
     before = set(root.glob("*")) if root.exists() else set()
