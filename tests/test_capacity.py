@@ -18,7 +18,7 @@ from spark_ap import (
 )
 from spark_ap.app.job import main
 from spark_ap.engines.blocks.kernel import Chunk, Top
-from spark_ap.run.capacity import CapacityWarning, merge_within, place, warn_unplaced
+from spark_ap.run.capacity import CapacityWarning, merge_within, place, placed_and_refined, warn_unplaced
 from spark_ap.testing.reference import affinity_propagation_dense, capacitated_availabilities
 from tests.conftest import assignment_rows, dense_messages, exemplars_of
 from tests.test_sklearn_parity import blobs, random_asymmetric, wine
@@ -102,30 +102,120 @@ def test_a_capacity_of_n_or_more_is_plain_ap_bit_for_bit():
     assert not np.array_equal(capped.A, plain.A)
 
 
-def brute_force_placement(S: np.ndarray, centres: list[int], capacity: int) -> float:
-    """The best total similarity of the other points to the exemplars ``centres``, no cluster above
-    ``capacity`` (exemplars included), every point placed; by trying every assignment."""
+def brute_force_placement(S: np.ndarray, centres: list[int], capacity: int) -> tuple[int, float]:
+    """The most points the exemplars ``centres`` can take (exemplars kept, no cluster above
+    ``capacity``, a point only along a finite ``S``), then the best total similarity of the placed
+    others to their exemplars; by trying every choice, -1 (left out) included."""
     others = [i for i in range(S.shape[0]) if i not in centres]
-    best = -np.inf
-    for choice in itertools.product(centres, repeat=len(others)):
+    best = (-1, -np.inf)
+    for choice in itertools.product([-1, *centres], repeat=len(others)):
         sizes = Counter(choice)
-        if all(sizes[c] + 1 <= capacity for c in centres):
-            best = max(best, sum(S[i, c] for i, c in zip(others, choice, strict=True)))
+        if any(sizes[c] + 1 > capacity for c in centres):
+            continue
+        pairs = [(i, c) for i, c in zip(others, choice, strict=True) if c >= 0]
+        if all(np.isfinite(S[i, c]) for i, c in pairs):
+            best = max(best, (len(pairs), sum(S[i, c] for i, c in pairs)))
     return best
 
 
-@pytest.mark.parametrize("seed", range(8))
-def test_the_placement_is_the_best_assignment_within_the_capacity(seed):
+def placement_case(seed: int):
+    """A random placement: up to 8 points, 2 or 3 exemplars, some edges missing (-inf) on odd
+    seeds, and on every third seed a capacity too small for every point."""
     rng = np.random.default_rng(seed)
     n = int(rng.integers(4, 9))
     S = -rng.random((n, n)) * 10
+    if seed % 4 == 0:
+        S = np.round(S)  # equal similarities: ties between placements
     centres = sorted(rng.choice(n, size=int(rng.integers(2, 4)), replace=False).tolist())
     capacity = int(np.ceil(n / len(centres))) + int(rng.integers(0, 2))
-    i, j = np.nonzero(~np.eye(n, dtype=bool) & np.isin(np.arange(n), centres)[None, :])
-    chosen = place(i, j, S[i, j], np.array(centres), n, capacity)
-    assert np.all(np.bincount(chosen, minlength=n) <= capacity) and np.all(chosen[centres] == centres)
-    total = sum(S[p, chosen[p]] for p in range(n) if p not in centres)
-    assert total == pytest.approx(brute_force_placement(S, centres, capacity), rel=1e-12)
+    if seed % 3 == 0:
+        capacity = max(2, capacity - 1 - int(rng.integers(0, 2)))
+    if seed % 2:
+        S[rng.random((n, n)) < 0.3] = -np.inf
+    return S, centres, capacity
+
+
+def place_on(S: np.ndarray, centres: list[int], capacity: int) -> np.ndarray:
+    n = S.shape[0]
+    i, j = np.nonzero(~np.eye(n, dtype=bool) & np.isin(np.arange(n), centres)[None, :] & np.isfinite(S))
+    return place(i, j, S[i, j], np.array(centres), n, capacity)
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_the_placement_places_the_most_points_then_the_best_total_within_the_capacity(seed):
+    S, centres, capacity = placement_case(seed)
+    n = S.shape[0]
+    chosen = place_on(S, centres, capacity)
+    placed = chosen >= 0
+    assert np.all(np.bincount(chosen[placed], minlength=n) <= capacity) and np.all(chosen[centres] == centres)
+    assert all(np.isfinite(S[p, chosen[p]]) for p in np.flatnonzero(placed) if p not in centres)
+    total = sum(S[p, chosen[p]] for p in np.flatnonzero(placed) if p not in centres)
+    count, best = brute_force_placement(S, centres, capacity)
+    assert int(placed.sum()) - len(centres) == count
+    assert total == pytest.approx(best, rel=1e-9, abs=1e-9)
+
+
+def test_the_placement_cases_reach_a_missing_edge_and_a_capacity_too_small():
+    # The cases above are the ones the placement test needs: some leave points out for want of an
+    # edge (every exemplar has room), some for want of places (K x L < n).
+    no_edge = too_few = 0
+    for seed in range(24):
+        S, centres, capacity = placement_case(seed)
+        chosen = place_on(S, centres, capacity)
+        if (chosen < 0).any():
+            too_few += len(centres) * capacity < S.shape[0]
+            no_edge += len(centres) * capacity >= S.shape[0]
+    assert no_edge and too_few
+
+
+def test_the_placement_gives_up_similarity_to_place_one_more_point():
+    # Points 2 and 3 both prefer exemplar 0 (capacity 2: one other each); 3 has no edge to 1. The most
+    # similar choice (2 -> 0, 3 left out) places one point; the exact placement places both.
+    S = np.full((4, 4), -np.inf)
+    S[2, 0], S[2, 1], S[3, 0] = -1.0, -50.0, -9.0
+    np.testing.assert_array_equal(place_on(S, [0, 1], 2), [0, 1, 1, 0])
+
+
+def test_refining_moves_the_exemplars_to_the_best_ones_for_their_count():
+    # Six points on a line, exemplars 0 and 4 (AP's), capacity 4: placing keeps them, refining moves
+    # the first cluster's exemplar to its middle. The result is the best pair of exemplars by brute
+    # force over every pair and every placement.
+    x = np.array([0.0, 1.0, 2.0, 3.0, 10.0, 11.0])
+    S = -(np.subtract.outer(x, x) ** 2)
+    i, j = np.nonzero(~np.eye(6, dtype=bool))
+    chosen = placed_and_refined(i, j, S[i, j], np.array([0, 4]), 6, 4)
+    placed_only = place_on(S, [0, 4], 4)
+    assert not np.array_equal(chosen, placed_only)  # refining changed something
+    total = sum(S[p, chosen[p]] for p in range(6) if chosen[p] != p)
+    best = max(brute_force_placement(S, list(pair), 4)[1] for pair in itertools.combinations(range(6), 2))
+    assert total == pytest.approx(best, rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_refined_exemplars_are_each_the_best_member_of_their_cluster(seed):
+    # After refining, no cluster has a member every other member has an edge to whose similarities
+    # from the rest sum higher than the exemplar's (checked member by member), and the refined total
+    # is no worse than the placement's.
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(24, 2))
+    S = -((X[:, None] - X[None]) ** 2).sum(-1)
+    S[rng.random(S.shape) < 0.1] = -np.inf
+    centres = np.sort(rng.choice(24, size=4, replace=False))
+    i, j = np.nonzero(~np.eye(24, dtype=bool) & np.isfinite(S))
+    chosen = placed_and_refined(i, j, S[i, j], centres, 24, 7)
+    before = place_on(S, centres.tolist(), 7)
+
+    def score(c):
+        return (c >= 0).sum(), sum(S[p, c[p]] for p in range(24) if c[p] >= 0 and c[p] != p)
+
+    assert score(chosen) >= score(before)
+    for e in np.unique(chosen[chosen >= 0]):
+        cluster = np.flatnonzero(chosen == e)
+        assert len(cluster) <= 7
+        for m in cluster:
+            rest = cluster[cluster != m]
+            if np.isfinite(S[rest, m]).all():
+                assert S[rest, m].sum() <= S[cluster[cluster != e], e].sum() + 1e-9
 
 
 def test_points_beyond_the_places_there_are_are_reported():

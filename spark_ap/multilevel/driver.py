@@ -34,7 +34,7 @@ from spark_ap.engines.blocks.kernel import Chunk
 from spark_ap.multilevel.levels import Level, LevelConfig, Levels, follow
 from spark_ap.prepare.noise import with_noise
 from spark_ap.prepare.preference import preference_of
-from spark_ap.run.capacity import place, warn_unplaced
+from spark_ap.run.capacity import placed_and_refined, warn_unplaced
 from spark_ap.run.loop import Progress, Settings, normals
 
 log = logging.getLogger("spark_ap")
@@ -112,13 +112,7 @@ class DriverGraph:
         started = time.time()
         similarity = np.where(self.loop, preference, self.similarity)
         s = similarity if self.z is None else with_noise(similarity, self.z)
-        chunk = Chunk.from_arrays({"i": self.i, "j": self.j, "s": s})
-        progress = Progress()
-        while not progress.done(self.settings):
-            progress.record(progress.t + 1, local.step(chunk, self.settings.damping, self.settings.capacity))
-        exemplar = local.exemplars(chunk)
-        if exemplar is not None and self.settings.capacity:
-            exemplar = self._placed(chunk, exemplar)
+        exemplar, progress = run_on_driver(self.i, self.j, s, self.settings)
         clusters = self.ids.size if exemplar is None else np.unique(exemplar).size
         converged, seconds = progress.converged(self.settings), round(time.time() - started, 3)
         log.info(
@@ -130,18 +124,6 @@ class DriverGraph:
             converged,
         )
         return DriverAttempt(preference, exemplar, clusters, progress.t, converged, progress.history, seconds)
-
-    def _placed(self, chunk: Chunk, exemplar: np.ndarray) -> np.ndarray:
-        """``exemplar`` placed under the capacity, as :func:`~spark_ap.run.capacity.placed_labels`
-        places a Spark run's labels; a point left out is its own cluster, as a level counts it."""
-        capacity = self.settings.capacity
-        if np.bincount(exemplar).max() <= capacity:
-            return exemplar
-        centres = np.unique(exemplar)
-        into = np.isin(self.j, centres) & ~self.loop
-        chosen = place(self.i[into], self.j[into], chunk.s[into], centres, self.ids.size, capacity)
-        warn_unplaced(chosen, capacity)
-        return np.where(chosen >= 0, chosen, np.arange(chosen.size))
 
     def levels(self, attempt: DriverAttempt) -> Levels:
         """``attempt`` as the one level of :func:`~spark_ap.multilevel.levels.run_levels`, in Spark."""
@@ -166,3 +148,32 @@ class DriverGraph:
         history = pd.DataFrame(attempt.history, columns=["iteration", "exemplars", "changed"]).assign(level=0)
         level = Level(frame, attempt.clusters, row, history, attempt.n_iter, attempt.converged)
         return Levels.of([level], follow(None, frame), attempt.preference, n)
+
+
+def run_on_driver(
+    i: np.ndarray, j: np.ndarray, s: np.ndarray, settings: Settings
+) -> tuple[np.ndarray | None, Progress]:
+    """AP on the edges ``i -> j`` (numbers 0..n-1, a self-edge per point, ``s`` with the preferences
+    and the noise), as :func:`~spark_ap.run.loop.iterate` runs the local engine: each point's
+    exemplar (None: no exemplar) and the iterations' progress. With a capacity the points are
+    placed (:func:`bounded`)."""
+    chunk = Chunk.from_arrays({"i": i, "j": j, "s": s})
+    progress = Progress()
+    while not progress.done(settings):
+        progress.record(progress.t + 1, local.step(chunk, settings.damping, settings.capacity))
+    exemplar = local.exemplars(chunk)
+    if exemplar is not None and settings.capacity:
+        exemplar = bounded(i, j, chunk.s, exemplar, settings.capacity)
+    return exemplar, progress
+
+
+def bounded(i: np.ndarray, j: np.ndarray, s: np.ndarray, exemplar: np.ndarray, capacity: int) -> np.ndarray:
+    """``exemplar`` placed under the capacity and its exemplars refined, as
+    :func:`~spark_ap.run.capacity.placed_labels` does a Spark run's labels; unchanged when the
+    nearest exemplars fit. A point left out is its own cluster, as a level counts it."""
+    if np.bincount(exemplar).max() <= capacity:
+        return exemplar
+    off = i != j
+    chosen = placed_and_refined(i[off], j[off], s[off], np.unique(exemplar), exemplar.size, capacity)
+    warn_unplaced(chosen, capacity)
+    return np.where(chosen >= 0, chosen, np.arange(chosen.size))
