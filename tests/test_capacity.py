@@ -274,9 +274,10 @@ def test_a_bound_of_n_points_is_plain_ap_bit_for_bit(spark):
     ["local", pytest.param("blocks", marks=pytest.mark.slow), pytest.param("graphframes", marks=pytest.mark.slow)],
 )
 @pytest.mark.parametrize("capacity", [1, 3, 16])
-def test_ties_at_the_capacity_go_to_the_smaller_source_on_every_engine(spark, engine, capacity):
-    # A 4 x 4 grid: equal responsibilities everywhere, so which ones the capacity keeps decides the
-    # sums; every engine keeps the smaller sources' and matches the reference bit for bit (16: plain AP).
+def test_ties_at_the_capacity_give_the_references_messages_on_every_engine(spark, engine, capacity):
+    # A 4 x 4 grid: equal responsibilities straddle the capacity's cut (test_the_grid_ties_at_the_cut);
+    # every engine matches the reference bit for bit (16: plain AP). Which of the tied sources is kept
+    # changes no message's value (docs/capacity.md), only the order in which the kept ones are added.
     X = np.array([(x, y) for x in range(4) for y in range(4)], dtype=float)
     S = similarity_matrix(X)
     ap = AffinityPropagation(engine=engine, maxClusterSize=capacity, noise="none", preference=-3.0)
@@ -286,6 +287,20 @@ def test_ties_at_the_capacity_go_to_the_smaller_source_on_every_engine(spark, en
     np.testing.assert_array_equal(R, ref.R)
     np.testing.assert_array_equal(A, ref.A)
     assert (result.exemplars.toPandas()["size"] <= capacity).all()
+
+
+def test_the_grid_ties_at_the_cut():
+    # The grid above reaches equal positive responsibilities at the (L-1)-th and L-th places of a
+    # target's ranking (L = 3) within its 20 iterations: the case the engines must agree on.
+    X = np.array([(x, y) for x in range(4) for y in range(4)], dtype=float)
+    S = similarity_matrix(X)
+    ties = 0
+    for iterations in range(1, 21):
+        R = affinity_propagation_dense(S, -3.0, max_iter=iterations, stop_early=False, capacity=3).R
+        for k in range(16):
+            v = np.sort(R[np.arange(16) != k, k])[::-1]
+            ties += bool(v[2] > 0 and v[1] == v[2])
+    assert ties > 0
 
 
 def test_a_feature_table_is_bounded_on_the_driver_as_through_spark(spark, tmp_path):
@@ -309,6 +324,16 @@ def test_a_merge_that_would_overfill_a_cluster_is_undone():
     members, exemplars, s = np.array([1, 2, 4, 0]), np.array([0, 0, 3, 3]), np.array([-1.0, -2.0, -1.0, -5.0])
     np.testing.assert_array_equal(merge_within(members, exemplars, s, size, chosen, 70), [0, 0, 2, 3, 3])
     assert merge_within(members, exemplars, s, size, chosen, 90) is chosen  # within the bound: unchanged
+
+
+def test_only_the_merges_that_overfill_a_cluster_are_undone():
+    # As above, and point 4 is more similar to exemplar 0 than to its own 3: its cluster (20 points)
+    # is within the bound, so it stays with 3, though 0 has room for it once 2 is out.
+    chosen = np.array([0, 0, 0, 3, 3])
+    size = np.array([30.0, 30.0, 30.0, 10.0, 10.0])
+    members, exemplars = np.array([1, 2, 4, 0, 4]), np.array([0, 0, 3, 3, 0])
+    s = np.array([-1.0, -2.0, -5.0, -5.0, -0.5])
+    np.testing.assert_array_equal(merge_within(members, exemplars, s, size, chosen, 70), [0, 0, 2, 3, 3])
 
 
 @pytest.mark.slow

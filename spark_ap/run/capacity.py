@@ -198,23 +198,24 @@ def merge_within(
     exemplar (its number), a point standing for ``size`` points.
 
     ``chosen`` is each level point's exemplar as AP chose it; ``members, exemplars, s`` are the
-    level's edges into those exemplars. Unchanged when every merged cluster is within the bound;
-    else the level's points are placed again, greedily: each exemplar keeps itself, then the most
-    similar pairs first (ties: the smaller point, then the smaller exemplar) join an exemplar while
-    its total stays within the bound; a point that fits nowhere stays an exemplar itself (its own
-    cluster, already within the bound).
+    level's edges into those exemplars. Unchanged when every merged cluster is within the bound
+    (``chosen`` itself). Only the clusters over the bound change: such a cluster's exemplar keeps
+    itself, its other points rejoin it, the most similar first (ties: the smaller point), while its
+    total stays within the bound, and a point that no longer fits stays an exemplar itself (its own
+    cluster, already within the bound). Every other cluster is left as AP merged it.
     """
     load = np.bincount(chosen, weights=size, minlength=chosen.size)
     if load.max() <= capacity:
         return chosen
-    centres = np.flatnonzero(chosen == np.arange(chosen.size))
-    placed = np.full(chosen.size, -1, dtype=np.int64)
-    placed[centres] = centres
-    load = np.zeros(chosen.size)
-    load[centres] = size[centres]
-    order = np.lexsort((exemplars, members, -s))
-    for point, centre in zip(members[order].tolist(), exemplars[order].tolist(), strict=True):
-        if placed[point] < 0 and placed[centre] == centre and load[centre] + size[point] <= capacity:
+    over = load > capacity
+    placed = chosen.copy()
+    undone = over[chosen] & (chosen != np.arange(chosen.size))
+    placed[undone] = -1
+    load = np.where(over, size, load)
+    back = undone[members] & (exemplars == chosen[members])
+    order = np.lexsort((members[back], -s[back]))
+    for point, centre in zip(members[back][order].tolist(), exemplars[back][order].tolist(), strict=True):
+        if load[centre] + size[point] <= capacity:
             placed[point] = centre
             load[centre] += size[point]
     return np.where(placed >= 0, placed, np.arange(chosen.size))
