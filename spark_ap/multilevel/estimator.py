@@ -138,8 +138,11 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, Estimator, DefaultParamsR
     damping, maxIter, convergenceIter, checkpointInterval, checkpointKind, engine, exchange, noise, seed
         Passed to :class:`~spark_ap.AffinityPropagation` at every level.
     maxClusterSize : int, default 0
-        Capacitated AP at every level: no cluster above this many points
-        (0: no bound).
+        No cluster above this many points (0: no bound). Capacitated AP's
+        messages run at level 0 only; the levels above, whose points stand for
+        whole clusters, run plain AP and undo the merges that would exceed the
+        bound (docs/capacity.md). A point level 0 cannot place is its own
+        cluster.
     stateDir : str, optional
         Each level saves its state in a folder under this one.
 
