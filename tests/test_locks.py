@@ -321,3 +321,36 @@ def test_two_jobs_on_one_output_folder(tmp_path):
     again = subprocess.run([str(BIN / "spark-ap"), *args, "--restart"], capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert "taking over" in again.stderr and (out / "summary.json").is_file() and not (out / NAME).exists()
+
+
+@pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")  # the 2-iteration run
+def test_restart_on_a_shared_state_dir_keeps_the_saves_another_run_holds(spark, tmp_path, capsys):
+    from spark_ap.app.job import main
+    from tests.conftest import saves
+
+    edges = edges_from_matrix(spark, similarity_matrix(np.random.RandomState(0).randn(12, 2)))
+    edges.write.parquet(str(tmp_path / "edges.parquet"))
+    shared = tmp_path / "shared-state"
+    AffinityPropagation(damping=0.6, stateDir=str(shared), maxIter=2).run(edges)
+    held = saves(shared)
+    args = ["--input", str(tmp_path / "edges.parquet"), "--output", str(tmp_path / "run"), "--state-dir", str(shared)]
+    other = subprocess.Popen([sys.executable, "-c", HOLD, str(shared)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "held"  # another run writing its saves there
+        assert main([*args, "--restart"]) == 2
+        assert f"is in use by process {other.pid}" in capsys.readouterr().err
+        assert saves(shared) == held and held  # none deleted by the refused restart
+    finally:
+        other.kill()
+        other.wait()
+        other.stdout.close()
+    assert main([*args, "--restart"]) == 0  # its owner gone, the restart clears them and runs
+    assert not shared.exists()  # and the finished run's saves, and the folder, are gone
+
+
+def test_a_lock_is_re_entrant_in_its_thread_and_let_go_by_the_outer_block(tmp_path):
+    with FolderLock(tmp_path, "outer") as outer:
+        with FolderLock(tmp_path, "inner"):
+            assert json.loads((tmp_path / NAME).read_text())["token"] == outer.token
+        assert (tmp_path / NAME).exists()  # the inner block did not let it go
+    assert not (tmp_path / NAME).exists()

@@ -12,6 +12,7 @@ import re
 import shlex
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -359,10 +360,30 @@ def _run(
     spark = spark or session(args, conf)
     if args.checkpoint_dir:
         spark.sparkContext.setCheckpointDir(args.checkpoint_dir)
-    state_dir = args.state_dir or conf["ap"].pop("stateDir", None) or default_state_dir(args.output)
+    # A state dir of its own (the default, in the locked output folder) is this run's alone; one given
+    # may be shared, so the run holds it from the --restart's clear to the end-of-run clear, and a
+    # run on it never deletes saves another run is writing (the estimator's own lock is re-entrant).
+    shared = args.state_dir or conf["ap"].pop("stateDir", None)
+    state_dir = shared or default_state_dir(args.output)
     store = StateStore(spark, state_dir, identity={})
-    if args.restart:
-        store.clear()
+    with FolderLock(state_dir, f"spark-ap --state-dir {state_dir}", spark) if shared else nullcontext():
+        if args.restart:
+            store.clear()
+        out, result = _cluster(args, conf, params, spark, state_dir)
+        store.clear()  # the run is finished: its saves are no longer needed
+    store.remove_if_empty()  # its lock file kept a given state dir until now
+    log.info("wrote %s after %d iterations (converged=%s)", out, result.numIterations, result.converged)
+    return out
+
+
+def _cluster(
+    args: argparse.Namespace,
+    conf: dict[str, dict[str, Any]],
+    params: dict[str, Any],
+    spark: SparkSession,
+    state_dir: str,
+) -> tuple[str, Any]:
+    """Read the input, cluster it with saves in ``state_dir``, and write the run folder: its path and the result."""
     inp = conf["input"]
     started = time.time()
     table = read_table(spark, args.input, args.format)
@@ -379,12 +400,9 @@ def _run(
     # A feature table's run is a fit: its model assigns new points (spark_ap.estimators.model).
     model = ap.fit(data) if inp["kind"] == "features" else None
     result = model.summary if model is not None else ap.run(data)
-    clustered = time.time()
-    timings = {"total": round(clustered - started, 3)}
+    timings = {"total": round(time.time() - started, 3)}
     out = export_run(result, args.output, params=params, points=points, timings=timings, model=model)
-    store.clear()  # the run is finished: its saves are no longer needed
-    log.info("wrote %s after %d iterations (converged=%s)", out, result.numIterations, result.converged)
-    return out
+    return out, result
 
 
 if __name__ == "__main__":

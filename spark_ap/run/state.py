@@ -281,8 +281,16 @@ class StateStore:
                 self._fs.delete(status.getPath(), True)
             elif status.isDirectory() and _NESTED.fullmatch(name):
                 StateStore(self.spark, self._uri(name), {}).clear()
-        if len(self._fs.listStatus(self._root)) == 0:
-            self._fs.delete(self._root, False)
+        self.remove_if_empty()
+
+    def remove_if_empty(self) -> None:
+        """Delete the directory if nothing is in it. Not recursive: a run that has just locked it
+        (its lock file inside) keeps it."""
+        try:
+            if self._fs.exists(self._root) and len(self._fs.listStatus(self._root)) == 0:
+                self._fs.delete(self._root, False)
+        except Py4JError:
+            pass  # no longer empty: another run's now
 
 
 def _file_digest(item: tuple[str, bytes]) -> tuple[str, int, str]:
