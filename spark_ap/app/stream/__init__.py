@@ -29,24 +29,33 @@ it) goes to the dead-letter topic under its own key (which may be null):
 
 The model
 ---------
-``--model`` is a run folder (holding ``model/``), a model folder, or a
-symbolic link to a run folder such as the DAG's ``<output_root>/latest``. The
-link is read again before every micro-batch: a new run published by the DAG is
-used from the next micro-batch on, without restarting the stream. A model that
-cannot be read leaves the previous one in use, with a warning.
+``--model`` is a run folder (holding ``model/``), a model folder, a symbolic
+link to a run folder such as the DAG's ``<output_root>/latest``, or an output
+root whose ``latest.json`` names its newest run. It is read again before every
+micro-batch: a new run published by the DAG, or a model overwritten in place,
+is used from the next micro-batch on, without restarting the stream. A model
+is known by its content (the SHA-256 of its files, which its
+``checksums.json`` records), not by its folder. A model that cannot be read
+leaves the previous one in use, with a warning. Each point is assigned on its
+own to its nearest exemplar: no cluster size limit (``maxClusterSize``) holds
+over the stream.
 
 Delivery
 --------
 Spark records each micro-batch's offsets in the checkpoint before it runs,
-and spark-ap the model the batch uses beside them (``<checkpoint>/models/``).
-A batch that was interrupted is run again after a restart with the same
-records and the same model, so it writes the same records again. Delivery is
-at least once, and every repeat is identical (key, value and ``source``
-header): the records of the one micro-batch in flight when the job died, and
-those of a task Spark retried (a failed task, a lost executor, speculation).
-A committed batch is never run again. A consumer that needs each point once
-drops repeats of a ``source``, or keeps the last record per key on a
-compacted output topic (where the ids ``17`` and ``"17"`` share the key).
+and spark-ap the model the batch uses beside them (``<checkpoint>/models/``:
+a pin per batch naming the model's content, and a copy of each pinned model
+named by it). A batch that was interrupted is run again after a restart with
+the same records and the same model, loaded from its copy whatever the
+model's folder holds by then, so it writes the same records again; without
+that copy, and with other content in the folder, the job stops in one line
+rather than answer otherwise. Delivery is at least once, and every repeat is
+identical (key, value and ``source`` header): the records of the one
+micro-batch in flight when the job died, and those of a task Spark retried (a
+failed task, a lost executor, speculation). A committed batch is never run
+again. A consumer that needs each point once drops repeats of a ``source``,
+or keeps the last record per key on a compacted output topic (where the ids
+``17`` and ``"17"`` share the key).
 
 Its modules: :mod:`~spark_ap.app.stream.records` (a record's point, its
 assignment or its dead letter), :mod:`~spark_ap.app.stream.models` (the model

@@ -136,7 +136,7 @@ def start(spark: SparkSession, args: argparse.Namespace, kafka: dict[str, str], 
 def run(spark: SparkSession, args: argparse.Namespace, kafka: dict[str, str]) -> None:
     """Start the stream and wait for it; start it once more after Spark's Kafka progress bug (below)."""
     models = ModelSource(args.model, args.checkpoint_location)
-    models.load(*resolve_model(args.model))  # a model that does not load fails now, not at the first record
+    models.newest()  # a model that does not load fails now, not at the first record
     for attempt in (1, 2):
         query = start(spark, args, kafka, models)
         log.info("Streaming %s -> %s (dead letters: %s)", args.input_topic, args.output_topic, args.dead_letter_topic)
@@ -160,10 +160,25 @@ def _progress_bug(error: Exception, checkpoint: str) -> bool:
     files = files_for(checkpoint)
     try:
         batches = [files.names(join(checkpoint, d)) for d in ("offsets", "commits")]
-    except FileNotFoundError:  # no batch committed yet: not the bug, and its own error says why
+    except OSError:  # no commits/ (no batch committed yet), or not a folder: not the bug, and its own error says why
         return False
     offsets, commits = ({int(name) for name in names if name.isdigit()} for names in batches)
     return bool(offsets) and max(offsets) in commits
+
+
+def stream_failure(error: StreamingQueryException) -> str:
+    """The first line of what stopped the query: the Python error of a failed micro-batch, else Spark's cause."""
+    text = str(error)
+    if "Traceback (most recent call last)" in text:
+        # A micro-batch's own error (foreachBatch): after the traceback's frames (indented), the line naming it.
+        lines = text.split("Traceback (most recent call last)")[-1].splitlines()
+        frames = [i for i, line in enumerate(lines) if line.startswith('  File "')]
+        after = [line for line in lines[frames[-1] + 1 :] if line.strip() and not line[0].isspace()] if frames else []
+        if after:
+            return after[0][:500]
+    causes = [line.split("Caused by: ", 1)[1] for line in text.splitlines() if line.startswith("Caused by: ")]
+    first = text.split("terminated with exception: ", 1)[-1].strip().splitlines() or [type(error).__name__]
+    return (causes[-1] if causes else first[0])[:500]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,4 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SparkAPError, OSError) as error:  # OSError: a file system's refusal, one line naming the path
         print(f"spark-ap stream: error: {error}", file=sys.stderr)
         return 2
+    except StreamingQueryException as error:  # Spark has logged the whole of it; this says what failed
+        print(f"spark-ap stream: error: the stream stopped: {stream_failure(error)}", file=sys.stderr)
+        return 1
     return 0

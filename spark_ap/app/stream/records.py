@@ -24,9 +24,10 @@ MAX_DEAD_VALUE = 65536
 class _Loaded:
     """A model as the micro-batches use it: plain arrays, so the Python workers get them by value."""
 
-    def __init__(self, model: AffinityPropagationModel, version: str, folder: str):
+    def __init__(self, model: AffinityPropagationModel, version: str, folder: str, content: str = ""):
         self.version = version
         self.folder = folder
+        self.content = content  # the SHA-256 of the model's files (spark_ap.app.stream.models.content_key)
         self.metric = model.getMetric()
         self.centers = model.clusterCenters()
         self.dimension = len(self.centers[0])
