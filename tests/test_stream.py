@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,12 +14,15 @@ import numpy as np
 import pandas as pd
 import pytest
 from confluent_kafka import Consumer, Producer
+from pyspark.errors import StreamingQueryException
 from sklearn.datasets import make_blobs
 
 from spark_ap import AffinityPropagationModel, MultiLevelAffinityPropagation
 from spark_ap.app.pipeline import publish_latest
+from spark_ap.app.stream.job import _progress_bug, stream_failure
 from spark_ap.app.stream.models import ModelSource
 from spark_ap.app.stream.records import MAX_DEAD_VALUE, _Loaded, assign_records, parse_point
+from spark_ap.errors import SparkAPError
 from spark_ap.session import KAFKA_PACKAGE, submit_arguments
 from tests.conftest import BIN, ROOT, feature_frame
 from tests.support.kafka import KafkaBroker, _cluster_id
@@ -38,13 +42,6 @@ def _publish(spark, root: Path, name: str, X, **params):
     model.save(str(folder / "model"))
     (folder / "summary.json").write_text("{}")
     return model, publish_latest(folder)
-
-
-def _in_flight(batches) -> bool:
-    """Whether the newest planned micro-batch is uncommitted and has its model pinned (``batches(log)`` lists
-    the batch numbers of a checkpoint log)."""
-    planned, committed = batches("offsets"), batches("commits")
-    return bool(planned) and planned[-1] > (committed[-1] if committed else -1) and planned[-1] in batches("models")
 
 
 def _produce(broker, topic: str, values: list) -> None:
@@ -102,6 +99,29 @@ def _expected(model, spark, X, ids) -> dict:
     return {row.id: (row.cluster, row.exemplar) for row in rows}
 
 
+@pytest.fixture(scope="module")
+def saved(spark, tmp_path_factory):
+    """Four models fit on different points, saved as ``<root>/<name>/model`` (a, b, c, d), and the fitted
+    models by name: they assign the same points to other clusters, not only under other versions."""
+    root = tmp_path_factory.mktemp("models")
+    fitted = {}
+    for name, centers, seed in (("a", 3, 1), ("b", 5, 2), ("c", 4, 7), ("d", 6, 8)):
+        X, _ = make_blobs(40, n_features=2, centers=centers, random_state=seed)
+        fitted[name] = MultiLevelAffinityPropagation().fit(feature_frame(spark, X))
+        fitted[name].save(str(root / name / "model"))
+    return root, fitted
+
+
+def _run_folder(saved, runs: Path, run: str, name: str) -> Path:
+    """The run folder ``runs/<run>`` holding model ``name``, written as the job writes it, or its model
+    overwritten in place (deleted, then written again); latest names it."""
+    folder = runs / run
+    shutil.rmtree(folder / "model", ignore_errors=True)
+    shutil.copytree(saved[0] / name / "model", folder / "model")
+    (folder / "summary.json").write_text("{}")
+    return Path(publish_latest(folder))
+
+
 def test_every_record_is_answered_once_on_the_right_topic(spark, broker, tmp_path):
     X, _ = make_blobs(80, n_features=3, centers=4, random_state=5)
     model, latest = _publish(spark, tmp_path / "runs", "run-1", X)
@@ -145,19 +165,26 @@ def test_every_record_is_answered_once_on_the_right_topic(spark, broker, tmp_pat
             assert by_offset[offset]["value"] == record.decode()
 
 
-def test_a_new_model_is_used_without_a_restart_and_a_killed_job_resumes(spark, broker, tmp_path):
-    X1, _ = make_blobs(60, n_features=2, centers=3, random_state=1)
-    X2, _ = make_blobs(60, n_features=2, centers=5, random_state=2)
-    runs = tmp_path / "runs"
-    _, latest = _publish(spark, runs, "run-1", X1)
+def test_new_and_overwritten_models_are_used_without_a_restart_and_a_failed_batch_reruns_identically(
+    saved, spark, broker, tmp_path
+):
+    runs, fitted = tmp_path / "runs", saved[1]
+    latest = _run_folder(saved, runs, "run-1", "a")
     broker.create_topics("events", "events-assigned", "events-dead")
     new, _ = make_blobs(150, n_features=2, centers=5, random_state=3)
-
+    expected = {name: _expected(model, spark, new, range(150)) for name, model in fitted.items()}
     checkpoint = tmp_path / "checkpoint"
 
     def batches(log: str) -> list[int]:
         folder = checkpoint / log
         return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+
+    def answered(records, name: str, version: str) -> None:
+        """``records`` are model ``name``'s answers (which no other model gives) under ``version``."""
+        found = {v["id"]: (v["cluster"], v["exemplar"]) for _, v, _ in records}
+        mine = {i: expected[name][i] for i in found}
+        assert found == mine and all(mine != {i: expected[o][i] for i in found} for o in fitted if o != name)
+        assert {value["model_version"] for _, value, _ in records} == {version}
 
     # The job under spark-submit, one micro-batch a second of at most 10 records.
     args = [*_stream_args(broker, tmp_path, "events", latest), "--trigger-seconds", "1"]
@@ -167,40 +194,56 @@ def test_a_new_model_is_used_without_a_restart_and_a_killed_job_resumes(spark, b
         job = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             _produce(broker, "events", _good(range(0, 30), new[0:30]))
-            first = _read(broker, "events-assigned", lambda r: len(r) >= 30, job=job)
-            assert {value["model_version"] for _, value, _ in first} == {"run-1"}
+            answered(_read(broker, "events-assigned", lambda r: len(r) >= 30, job=job), "a", "run-1")
 
-            model2, _ = _publish(spark, runs, "run-2", X2)
+            # A new run published: used from the next micro-batch on.
+            _run_folder(saved, runs, "run-2", "b")
             _produce(broker, "events", _good(range(30, 60), new[30:60]))
             second = _read(broker, "events-assigned", lambda r: len(r) >= 60, job=job)[30:]
-            assert {value["model_version"] for _, value, _ in second} == {"run-2"}
-            expected = _expected(model2, spark, new[30:60], range(30, 60))
-            assert {v["id"]: (v["cluster"], v["exemplar"]) for _, v, _ in second} == expected
+            answered(second, "b", "run-2")
 
-            # Kill the job while it works through 90 more records, 10 per micro-batch: at a moment
-            # when a batch is planned, its model pinned, and not yet committed.
-            _produce(broker, "events", _good(range(60, 150), new[60:150]))
-            _read(broker, "events-assigned", lambda r: len(r) >= 70, job=job)
+            # The same run's model overwritten in place: used from the next micro-batch on too.
+            _run_folder(saved, runs, "run-2", "c")
+            _produce(broker, "events", _good(range(60, 90), new[60:90]))
+            third = _read(broker, "events-assigned", lambda r: len(r) >= 90, job=job)[60:]
+            answered(third, "c", "run-2")
+
+            # A micro-batch that writes its records and then fails to commit: commits/ is a file now. Once
+            # the last batch has committed and reported its progress (its commit is a file renamed in place,
+            # and its checksum file after it), the job is idle until new records come.
+            def idle() -> bool:
+                last = batches("offsets")[-1]
+                reported = f'"batchId" : {last},' in (tmp_path / "stream.log").read_text()
+                return batches("commits")[-1:] == [last] and reported
+
             deadline = time.monotonic() + 120
-            while not _in_flight(batches):
-                assert job.poll() is None and time.monotonic() < deadline, "no micro-batch was caught in flight"
-                time.sleep(0.002)
+            while not idle():
+                assert job.poll() is None and time.monotonic() < deadline, "the last micro-batch never committed"
+                time.sleep(0.05)
+            (checkpoint / "commits").rename(tmp_path / "commits")
+            (checkpoint / "commits").write_text("not a folder")
+            _produce(broker, "events", _good(range(90, 150), new[90:150]))
+            assert job.wait(timeout=300) != 0
         finally:
-            os.killpg(job.pid, signal.SIGKILL)
-            job.wait()
+            if job.poll() is None:
+                os.killpg(job.pid, signal.SIGKILL)
+                job.wait()
+    errors = [line for line in (tmp_path / "stream.log").read_text().splitlines() if "spark-ap stream: error:" in line]
+    assert len(errors) == 1 and str(checkpoint / "commits") in errors[0], errors
+    (checkpoint / "commits").unlink()
+    (tmp_path / "commits").rename(checkpoint / "commits")
 
     def end_of(batch: int) -> int:  # an offsets file: a version line, metadata, then {topic: {partition: end}}
         return json.loads((checkpoint / "offsets" / str(batch)).read_text().splitlines()[2])["events"]["0"]
 
-    # The last committed batch, and the one in flight when the job died, with its model.
-    committed, planned = batches("commits")[-1], batches("offsets")[-1]
-    end, in_flight_end = end_of(committed), end_of(planned)
-    pinned = planned > committed and (checkpoint / "models" / str(planned)).is_file()
-    assert pinned, (committed, planned)
+    committed, failed = batches("commits")[-1], batches("offsets")[-1]
+    assert failed == committed + 1
+    replayed = range(end_of(committed), end_of(failed))
+    assert json.loads((checkpoint / "models" / str(failed)).read_text())["version"] == "run-2"
 
-    # A newer model arrives while the job is down: the batch in flight is run again with the model it
-    # started with, so whatever it wrote is written again unchanged; the batches after it use run-3.
-    _publish(spark, runs, "run-3", X1)
+    # While the job is down, run-2's model is overwritten in place once more: the failed batch runs
+    # again with the model it started with (c), the batches after it with the new one (d).
+    _run_folder(saved, runs, "run-2", "d")
     done = _available_now(broker, tmp_path, "events", latest)
     assert done.returncode == 0, (tmp_path / "stream.log").read_text()[-3000:]
 
@@ -209,19 +252,15 @@ def test_a_new_model_is_used_without_a_restart_and_a_killed_job_resumes(spark, b
     for key, value, source in out:
         by_offset.setdefault(int(source.rsplit("/", 1)[1]), []).append((key, value))
     assert sorted(by_offset) == list(range(150))
-    for offset, answers in by_offset.items():
-        assert all(value["id"] == offset for _, value in answers)
-        if offset < end:  # committed before the kill: written exactly once
-            assert len(answers) == 1, offset
-            continue
-        # At most the batch in flight is written twice, and then identically.
-        assert len(answers) <= 2 and all(a == answers[0] for a in answers), offset
-        if offset >= in_flight_end:
-            assert answers[0][1]["model_version"] == "run-3", offset
-        else:
-            assert answers[0][1]["model_version"] == ("run-2" if pinned else "run-3"), offset
-        if len(answers) == 2:
-            assert offset < in_flight_end and pinned, offset
+    assert all(value["id"] == offset for offset, found in by_offset.items() for _, value in found)
+    # Committed batches are written once; the failed batch twice, identically, with model c.
+    assert [offset for offset, found in by_offset.items() if len(found) != 1] == list(replayed)
+    assert len(replayed) >= 1
+    assert all(by_offset[offset][0] == by_offset[offset][1] for offset in replayed)
+    answered([(key, value, None) for offset in replayed for key, value in by_offset[offset][:1]], "c", "run-2")
+    after = [(key, value, None) for offset in range(replayed.stop, 150) for key, value in by_offset[offset]]
+    assert after
+    answered(after, "d", "run-2")
 
 
 @pytest.mark.parametrize(
@@ -373,9 +412,8 @@ def test_no_record_can_stop_a_batch(spark):
     assert [v["source"] for v in letters] == ["in/0/1", "in/0/2", "in/0/3", "in/0/4"]
 
 
-def test_a_model_that_cannot_be_read_leaves_the_last_one_in_use(spark, tmp_path, caplog):
-    X, _ = make_blobs(30, n_features=2, centers=2, random_state=0)
-    _, latest = _publish(spark, tmp_path / "runs", "run-1", X)
+def test_a_model_that_cannot_be_read_leaves_the_last_one_in_use(saved, tmp_path, caplog):
+    latest = _run_folder(saved, tmp_path / "runs", "run-1", "a")
     models = ModelSource(str(latest), str(tmp_path / "checkpoint"))
     assert models.for_batch(0).version == "run-1"
     broken = tmp_path / "runs" / "run-2"
@@ -385,7 +423,63 @@ def test_a_model_that_cannot_be_read_leaves_the_last_one_in_use(spark, tmp_path,
     with caplog.at_level(logging.WARNING, logger="spark_ap.stream"):
         assert models.for_batch(1).version == "run-1"
     assert "cannot be read" in caplog.text
-    assert json.loads((tmp_path / "checkpoint" / "models" / "1").read_text())[0] == "run-1"
+    assert json.loads((tmp_path / "checkpoint" / "models" / "1").read_text())["version"] == "run-1"
+
+
+POINTS = make_blobs(30, n_features=2, centers=5, random_state=3)[0]
+
+
+def _assigned(model: _Loaded, points=POINTS) -> list:
+    out = assign_records(_records([json.dumps(p).encode() for p in _good(range(len(points)), points)]), model,
+                         ("out", "dead"))  # fmt: skip
+    return [(value["cluster"], value["exemplar"]) for value in map(json.loads, out["value"])]
+
+
+def test_a_model_overwritten_in_place_is_used_from_the_next_micro_batch(saved, tmp_path):
+    latest = _run_folder(saved, tmp_path / "runs", "run-1", "a")
+    models = ModelSource(str(latest), str(tmp_path / "checkpoint"))
+    first = _assigned(models.for_batch(0))
+    _run_folder(saved, tmp_path / "runs", "run-1", "b")
+    second = models.for_batch(1)
+    assert second.version == "run-1" and _assigned(second) != first
+    assert _assigned(second) == _assigned(ModelSource(str(latest), str(tmp_path / "other")).newest())
+
+
+def test_a_replayed_batch_uses_the_model_pinned_to_it_not_what_its_folder_holds_now(saved, tmp_path):
+    latest = _run_folder(saved, tmp_path / "runs", "run-1", "a")
+    checkpoint = tmp_path / "checkpoint"
+    first = _assigned(ModelSource(str(latest), str(checkpoint)).for_batch(0))
+    _run_folder(saved, tmp_path / "runs", "run-1", "b")
+    # A restarted job (a new ModelSource) runs batch 0 again, and then batch 1.
+    models = ModelSource(str(latest), str(checkpoint))
+    assert _assigned(models.for_batch(0)) == first
+    assert _assigned(models.for_batch(1)) != first
+    assert _assigned(models.for_batch(0)) == first  # and again without a restart
+    pins = [json.loads((checkpoint / "models" / str(b)).read_text()) for b in (0, 1)]
+    assert [pin["version"] for pin in pins] == ["run-1", "run-1"] and pins[0]["content"] != pins[1]["content"]
+
+
+def test_a_replay_whose_pinned_model_is_gone_is_refused_in_one_line(saved, tmp_path):
+    latest = _run_folder(saved, tmp_path / "runs", "run-1", "a")
+    checkpoint = tmp_path / "checkpoint"
+    ModelSource(str(latest), str(checkpoint)).for_batch(0)
+    _run_folder(saved, tmp_path / "runs", "run-1", "b")
+    shutil.rmtree(checkpoint / "models" / "content")
+    with pytest.raises(SparkAPError) as refused:
+        ModelSource(str(latest), str(checkpoint)).for_batch(0)
+    message = str(refused.value)
+    assert "\n" not in message and "holds other content now" in message
+    assert f"delete {checkpoint / 'models' / '0'} to run it with the newest model" in message
+
+
+def test_a_failed_query_without_commits_is_not_taken_for_the_kafka_progress_bug(tmp_path):
+    # The bug's own text, with a checkpoint whose first batch never committed: no commits/ folder.
+    (tmp_path / "offsets").mkdir()
+    (tmp_path / "offsets" / "0").write_text("v1")
+    error = Exception('NPE at KafkaMicroBatchStream.metrics: the value of "scala.Option.get()" is null')
+    assert _progress_bug(error, str(tmp_path)) is False
+    (tmp_path / "commits").write_text("a file")
+    assert _progress_bug(error, str(tmp_path)) is False
 
 
 def test_no_cluster_id_looks_like_an_option_to_the_storage_tool():
@@ -393,3 +487,20 @@ def test_no_cluster_id_looks_like_an_option_to_the_storage_tool():
     ids = [_cluster_id() for _ in range(2000)]
     assert not [i for i in ids if i.startswith("-")]
     assert {len(i) for i in ids} == {22} and len(set(ids)) == len(ids)
+
+
+def test_a_micro_batch_that_fails_stops_the_stream_with_its_own_error_in_one_line(spark, tmp_path):
+    def fail(batch, batch_id):
+        raise SparkAPError(f"Batch {batch_id} ran with model run-1 (content 0123456789ab), whose copy is missing")
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "points.json").write_text('{"id": 1}\n')
+    query = (
+        spark.readStream.schema("id long").json(str(tmp_path / "in")).writeStream.foreachBatch(fail)
+        .option("checkpointLocation", str(tmp_path / "checkpoint")).trigger(availableNow=True).start()
+    )  # fmt: skip
+    with pytest.raises(StreamingQueryException) as stopped:
+        query.awaitTermination()
+    assert stream_failure(stopped.value) == (
+        "spark_ap.errors.SparkAPError: Batch 0 ran with model run-1 (content 0123456789ab), whose copy is missing"
+    )
