@@ -94,9 +94,28 @@ def test_skip_existing_reruns_a_finished_run_whose_files_are_damaged(spark, tmp_
 
     part = min((out / "assignments.parquet").glob("part-*"))  # the executors' files
     part.write_bytes(part.read_bytes()[:-20])
-    with caplog.at_level(logging.WARNING, logger="spark_ap"):
-        assert main(args) == 0
+    damaged = sorted(p.relative_to(out) for p in out.rglob("*") if ".crc" not in p.name)
+
+    class DuringTheRerun(logging.Handler):
+        """What a reader of the folder (latest, the stream) finds while the rerun clusters."""
+
+        seen = None
+
+        def emit(self, record):
+            if record.getMessage().startswith("affinity propagation: 2 vertices") and self.seen is None:
+                self.seen = sorted(p.relative_to(out) for p in out.rglob("*") if ".crc" not in p.name)
+
+    during = DuringTheRerun()
+    logging.getLogger("spark_ap").addHandler(during)
+    try:
+        with caplog.at_level(logging.INFO, logger="spark_ap"):
+            assert main(args) == 0
+    finally:
+        logging.getLogger("spark_ap").removeHandler(during)
     assert f"assignments.parquet/{part.name} is damaged" in caplog.text
+    # The finished run stayed whole in place while it was rebuilt (beside it, with its saves).
+    assert during.seen is not None
+    assert [p for p in during.seen if p.parts[0] != "state" and not p.parts[0].startswith(".")] == damaged
     (aside,) = out.glob(".damaged-*")  # nothing lost
     assert (aside / "summary.json").is_file() and (aside / "assignments.parquet" / part.name).is_file()
     pd.testing.assert_frame_equal(pd.read_parquet(out / "assignments.parquet"), written)

@@ -79,11 +79,14 @@ def export_run(
     points: DataFrame | pd.DataFrame | None = None,
     timings: dict | None = None,
     model: AffinityPropagationModel | None = None,
+    replace: bool = False,
 ) -> str:
     """Write ``result`` to the run folder ``path`` (a local path or a file system URI) and return it.
 
     ``path`` must not exist yet, or hold only an unfinished run (see
-    :func:`output_status`).
+    :func:`output_status`); with ``replace``, it may hold a finished run found damaged, which
+    stays in place while the new files are written beside it, and is moved into a ``.damaged-*``
+    folder just before they take its place.
 
     Writes ``assignments.parquet`` (id, cluster, exemplar; a folder of Parquet
     part files, written by the executors), ``exemplars.csv`` (cluster,
@@ -105,7 +108,7 @@ def export_run(
     spark = result.assignments.sparkSession
     final = str(path)
     files = files_for(final, spark)
-    if output_status(final, files) == "finished":
+    if output_status(final, files) == "finished" and not replace:
         raise InvalidInputError(f"The output folder {final} already holds a finished run; choose a new one.")
     files.mkdirs(final)
     staging = join(final, f".staging-{uuid.uuid4().hex[:8]}")
@@ -125,6 +128,8 @@ def export_run(
             files.write(join(staging, "clusters.png"), clusters_png(drawn, centers, result.numVertices, axes=(x, y)))
         # What --skip-existing checks before it trusts the folder (see damaged_files).
         summary["files"] = files.digests(staging)
+        if replace and output_status(final, files) == "finished":
+            set_aside(final, files)  # its summary first: from here on the folder reads as unfinished
         _publish(files, staging, final, summary)
     finally:
         files.delete(staging)
@@ -166,9 +171,9 @@ def set_aside(path: str | os.PathLike, files: Files | None = None) -> str:
     files = files or files_for(folder)
     aside = join(folder, f".damaged-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}")
     files.mkdirs(aside)
-    for name in files.names(folder):
-        if name != STATE and not name.startswith("."):
-            files.rename(join(folder, name), join(aside, name))
+    names = [name for name in files.names(folder) if name != STATE and not name.startswith(".")]
+    for name in sorted(names, key=lambda name: name != SUMMARY):  # the summary first
+        files.rename(join(folder, name), join(aside, name))
     return aside
 
 

@@ -28,7 +28,6 @@ from spark_ap.app.export import (
     read_json,
     redact,
     redact_text,
-    set_aside,
 )
 from spark_ap.app.folders import STATE, SUMMARY
 from spark_ap.app.preflight import OneLineParser, check_edge_columns, check_input, check_output, input_format
@@ -180,13 +179,16 @@ def run_params(conf: dict[str, dict[str, Any]], args: argparse.Namespace) -> dic
     return {**params, "input": args.input, "kind": inp["kind"], "metric": inp["metric"]}
 
 
-def check_paths(args: argparse.Namespace, params: dict[str, Any], spark: SparkSession | None = None) -> bool:
+def check_paths(args: argparse.Namespace, params: dict[str, Any], spark: SparkSession | None = None) -> str:
     """Refuse a bad input, or an output folder that holds another run, before the run starts.
 
     Local paths are checked before Spark starts; an input or output given as a URI is read
-    through ``spark`` (see :mod:`spark_ap.files`). Returns True when ``--skip-existing`` is given
-    and the output folder holds this very run, finished (same params and input), so there is
-    nothing to do. A finished run whose files or summary are damaged is set aside and runs again.
+    through ``spark`` (see :mod:`spark_ap.files`). Returns what the run does: ``"done"`` when
+    ``--skip-existing`` is given and the output folder holds this very run, finished (same params
+    and input), so there is nothing to do; ``"rebuild"`` when that run's files or summary are
+    damaged: it runs again beside them, and they stay where they are, for readers of the folder
+    (``latest``, the stream), until the rerun's files replace them (:func:`export_run`'s
+    ``replace``); ``"run"`` otherwise.
     """
     check_input(args.input, params["kind"], args.format)
     check_output(args.output)
@@ -197,7 +199,7 @@ def check_paths(args: argparse.Namespace, params: dict[str, Any], spark: SparkSe
     files = files_for(args.output, spark)
     status = output_status(args.output, files)
     if status != "finished":
-        return False
+        return "run"
     if not args.skip_existing:
         raise InvalidInputError(f"The output folder {args.output} already holds a finished run; choose a new one")
     try:
@@ -212,15 +214,14 @@ def check_paths(args: argparse.Namespace, params: dict[str, Any], spark: SparkSe
             )
         problem = damaged_files(args.output, files)
         if problem is None:
-            return True
-    aside = set_aside(args.output, files)
+            return "done"
     log.warning(
-        "The finished run in %s is damaged: %s; its files are set aside in %s and it runs again",
+        "The finished run in %s is damaged: %s; it runs again, and its files stay in place until the "
+        "rerun's replace them (they are then kept in a .damaged-* folder beside them)",
         args.output,
         problem,
-        aside,
     )
-    return False
+    return "rebuild"
 
 
 def read_table(spark: SparkSession, path: str, fmt: str | None) -> DataFrame:
@@ -354,7 +355,8 @@ def run(args: argparse.Namespace) -> str:
 def _run(
     args: argparse.Namespace, conf: dict[str, dict[str, Any]], params: dict[str, Any], spark: SparkSession | None
 ) -> str:
-    if check_paths(args, params, spark):
+    does = check_paths(args, params, spark)
+    if does == "done":
         log.info("%s already holds this run, finished; nothing to do", args.output)
         return args.output
     spark = spark or session(args, conf)
@@ -369,7 +371,7 @@ def _run(
     with FolderLock(state_dir, f"spark-ap --state-dir {state_dir}", spark) if shared else nullcontext():
         if args.restart:
             store.clear()
-        out, result = _cluster(args, conf, params, spark, state_dir)
+        out, result = _cluster(args, conf, params, spark, state_dir, replace=does == "rebuild")
         store.clear()  # the run is finished: its saves are no longer needed
     store.remove_if_empty()  # its lock file kept a given state dir until now
     log.info("wrote %s after %d iterations (converged=%s)", out, result.numIterations, result.converged)
@@ -382,6 +384,7 @@ def _cluster(
     params: dict[str, Any],
     spark: SparkSession,
     state_dir: str,
+    replace: bool = False,
 ) -> tuple[str, Any]:
     """Read the input, cluster it with saves in ``state_dir``, and write the run folder: its path and the result."""
     inp = conf["input"]
@@ -401,7 +404,7 @@ def _cluster(
     model = ap.fit(data) if inp["kind"] == "features" else None
     result = model.summary if model is not None else ap.run(data)
     timings = {"total": round(time.time() - started, 3)}
-    out = export_run(result, args.output, params=params, points=points, timings=timings, model=model)
+    out = export_run(result, args.output, params=params, points=points, timings=timings, model=model, replace=replace)
     return out, result
 
 
