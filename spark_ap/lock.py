@@ -136,6 +136,11 @@ class FolderLock:
             return True
         except FileExistsError:
             pass
+        except PermissionError as error:
+            raise InvalidInputError(
+                f"Cannot write in {self.folder} ({error.strerror or error}): a run writes its lock "
+                f"({NAME}) and its files there; choose a folder it may write, or give it that right"
+            ) from None
         seen = _look(files, self.path)
         if seen is None:
             return False  # let go since: try again at once

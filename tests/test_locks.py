@@ -354,3 +354,29 @@ def test_a_lock_is_re_entrant_in_its_thread_and_let_go_by_the_outer_block(tmp_pa
             assert json.loads((tmp_path / NAME).read_text())["token"] == outer.token
         assert (tmp_path / NAME).exists()  # the inner block did not let it go
     assert not (tmp_path / NAME).exists()
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """A folder no run may write in, even as root (made immutable there)."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+    elif subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("root here cannot make a folder read-only (chattr +i refused)")
+    yield folder
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    folder.chmod(0o755)
+
+
+def test_a_read_only_output_folder_is_refused_in_one_line_naming_it(read_only, tmp_path, capsys):
+    from spark_ap.app.job import main
+
+    edges = tmp_path / "edges.csv"
+    edges.write_text("src,dst,similarity\n0,1,-1.0\n1,0,-1.0\n")
+    assert main(["--input", str(edges), "--output", str(read_only)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"spark-ap: error: Cannot write in {read_only}") and "\n" not in err
+    assert list(read_only.iterdir()) == []
