@@ -153,3 +153,61 @@ def test_a_standalone_cluster_losing_a_worker_gives_the_local_result(spark, clus
     # newest save (of iteration 4).
     assert "Lost executor" in text
     assert "retrying from the state of iteration 4" in text
+
+
+def _python_driver(job: subprocess.Popen) -> int:
+    """The process id of the job's Python driver: the child spark-submit's JVM started for the script."""
+    children = [
+        int(pid) for task in Path(f"/proc/{job.pid}/task").iterdir() for pid in (task / "children").read_text().split()
+    ]
+    (python,) = [pid for pid in children if "python" in Path(f"/proc/{pid}/exe").resolve().name]
+    return python
+
+
+def test_a_worker_lost_during_the_final_assignment_is_recovered_from_saves_on_hdfs(spark, cluster, tmp_path):
+    """The workers share no disk with the saves: they are on HDFS. A worker dies once the last iteration is
+    done, with the state held in its executor's chunk files: the final assignment fails, and the run goes
+    on from its newest save on HDFS to the uninterrupted result."""
+    import os
+    import signal
+
+    from tests.support.hdfs import HdfsCluster
+
+    X, _ = make_blobs(40, centers=3, random_state=11)
+    edges = edges_from_matrix(spark, similarity_matrix(X))
+    local = AffinityPropagation(convergenceIter=8, seed=2).run(edges)
+    last = local.numIterations
+    assert last % 4  # the newest save is of an earlier iteration: the recovery repeats iterations
+
+    with HdfsCluster(tmp_path / "hdfs") as hdfs:
+        edges.write.parquet(hdfs.url("/edges.parquet"))
+        out, log = hdfs.url("/runs/x"), tmp_path / "job.log"
+        args = ["--input", hdfs.url("/edges.parquet"), "--output", out, "--convergence-iter", "8", "--seed", "2"]
+        args += ["--checkpoint-interval", "4", "--engine", "blocks", "--exchange", "routed"]
+        extra = [f"--conf={key}={value}" for key, value in hdfs.hadoop_conf().items()]
+        alive = cluster.alive_workers()
+        job = submit(cluster, *args, log=log, extra=extra)
+        try:
+            deadline = time.time() + 300
+            while f"iteration {last}/" not in log.read_text():
+                assert job.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+                time.sleep(0.02)
+            # The driver is held before it can finish, while a worker dies with its executor's chunk files.
+            driver = _python_driver(job)
+            os.kill(driver, signal.SIGSTOP)
+            try:
+                cluster.kill_worker(next(i for i, worker in enumerate(cluster._workers) if worker is not None))
+                cluster.wait_for_workers(alive - 1)
+            finally:
+                os.kill(driver, signal.SIGCONT)
+            job.wait(timeout=600)
+        finally:
+            if job.poll() is None:
+                job.kill()
+        text = log.read_text()
+        assert job.returncode == 0, text[-3000:]
+        assert "the final assignment failed" in text, text[-3000:]
+        assert f"retrying from the state of iteration {last // 4 * 4}" in text
+        got = spark.read.parquet(f"{out}/assignments.parquet").collect()
+        assert sorted(tuple(row) for row in got) == assignment_rows(local)
+        assert not hdfs.exists("/runs/x/state")  # the finished run's saves are gone
