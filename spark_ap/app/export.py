@@ -207,6 +207,9 @@ def _summary(
         "unassigned_points": unassigned,
         "iterations": result.numIterations,
         "converged": result.converged,
+        # "converged", "best" (not converged: the best decisions seen) or "last"; and their iteration.
+        "ended_on": getattr(result, "endedOn", None),
+        "ended_on_iteration": getattr(result, "endedOnIteration", None),
         "net_similarity": result.netSimilarity,
         "resumed_from_iteration": result.resumedFrom,
         **_levels(result, staging, files),

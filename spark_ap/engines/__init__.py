@@ -96,6 +96,10 @@ class Engine(Protocol):
     #: Whether the state lives on the driver (``edges`` gives an Arrow table, which a save writes
     #: without a Spark job): the save before the first iteration is then written from it too.
     on_driver: bool
+    #: Whether the engine reads each iteration's exemplars (``decisions``) and evaluates remembered
+    #: ones (``best``) cheaply, so a run that does not converge ends on the best decisions it saw and
+    #: ``finish`` takes them (``decided``); the others end on the last iteration's decisions.
+    remembers_decisions: bool = False
 
     def __init__(self, facts: RunFacts) -> None: ...
 

@@ -187,6 +187,9 @@ class GraphFramesEngine:
     name = "graphframes"
     sorts_edges = False  # the edge state stays a DataFrame
     on_driver = False
+    # A run that does not converge ends on its last iteration's decisions: reading each one's
+    # exemplars would be a Spark job per iteration (see docs/capacity.md).
+    remembers_decisions = False
 
     def __init__(self, facts: RunFacts) -> None:
         require_graphframes(facts.spark)

@@ -26,6 +26,7 @@ from spark_ap.engines import Finished, RunFacts, assign
 from spark_ap.engines.assign import arrow_id_type
 from spark_ap.engines.blocks.kernel import Chunk, Top, by_pair, numbers, repeated_pairs, start_columns
 from spark_ap.errors import DuplicateEdgeError
+from spark_ap.run.capacity import best_decisions
 
 
 class LocalEngine:
@@ -34,6 +35,7 @@ class LocalEngine:
     name = "local"
     sorts_edges = True  # start sorts every edge by (src, dst)
     on_driver = True  # the state is numpy arrays in the driver's process
+    remembers_decisions = True  # each iteration's exemplars are read off the driver's arrays
 
     def __init__(self, facts: RunFacts) -> None:
         self.spark: SparkSession = facts.spark
@@ -86,11 +88,23 @@ class LocalEngine:
     def release(self, chunk: Chunk) -> None:
         """Nothing to free: an iteration replaces the chunk's arrays."""
 
-    def finish(self, chunk: Chunk) -> Finished:
+    def decisions(self, chunk: Chunk) -> np.ndarray:
+        """The numbers of the vertices ``chunk``'s last iteration decided are exemplars, sorted."""
+        return np.flatnonzero(chunk.e)
+
+    def best(self, chunk: Chunk, candidates: list[tuple[int, np.ndarray]]) -> tuple[int, np.ndarray] | None:
+        """Of ``candidates`` (``iteration, exemplars``), the decisions whose labels, placed under the
+        capacity if any, have the largest net similarity (:func:`~spark_ap.run.capacity.best_decisions`):
+        their iteration and a boolean per vertex; None when no candidate has an exemplar."""
+        best = best_decisions(chunk.i, chunk.vertices[chunk.jl], chunk.s, candidates, self.capacity)
+        return None if best is None else best[:2]
+
+    def finish(self, chunk: Chunk, decided: np.ndarray | None = None) -> Finished:
         """The edge state, copied into executor storage once, and the labels, assigned on the driver
-        (:func:`~spark_ap.engines.assign.label_on_driver`); the graph is no longer read."""
+        (:func:`~spark_ap.engines.assign.label_on_driver`) from the last iteration's decisions or
+        ``decided`` (a boolean per vertex); the graph is no longer read."""
         self.graph.unpersist()
-        exemplar = exemplars(chunk)
+        exemplar = exemplars(chunk, decided)
         labels = assign.labels_frame(self.spark, self.ids, self.schema["src"].dataType, exemplar)
         state = frame_from_arrow(self.spark, self.edges(chunk), self.schema).localCheckpoint(eager=True)
         return Finished(state, labels, exemplar is not None, state, free=lambda: None)
@@ -130,7 +144,9 @@ def step(chunk: Chunk, damping: float, capacity: int | None = None) -> dict:
     return chunk.counts()
 
 
-def exemplars(chunk: Chunk) -> np.ndarray | None:
+def exemplars(chunk: Chunk, decided: np.ndarray | None = None) -> np.ndarray | None:
     """Each vertex's exemplar number in the chunk of every edge's state (None: no exemplar),
-    as :func:`~spark_ap.engines.assign.label_vertices` decides it."""
-    return assign.label_on_driver(chunk.i, chunk.vertices[chunk.jl], chunk.s, chunk.decided())
+    as :func:`~spark_ap.engines.assign.label_vertices` decides it from the state's decisions,
+    or from ``decided`` (a boolean per vertex)."""
+    decided = chunk.decided() if decided is None else decided
+    return assign.label_on_driver(chunk.i, chunk.vertices[chunk.jl], chunk.s, decided)

@@ -74,6 +74,14 @@ class AffinityPropagationResult:
     resumedFrom : int or None
         The iteration whose saved state this run started from (see
         ``stateDir``), or None when it started from the beginning.
+    endedOn : str
+        What the assignments were read from: "converged"; "best", a run that did
+        not converge, on the exemplar decisions of the largest net similarity
+        (after the placement with ``maxClusterSize``) among the last 50 distinct
+        ones it made (the local engine); "last", on its last iteration's (the
+        blocks and graphframes engines, or no decisions with an exemplar).
+    endedOnIteration : int or None
+        The iteration whose decisions those are.
     graph : GraphFrame
         The clustered graph, to go on with GraphFrames (motifs, degrees, the
         connected components of a cluster): vertices ``id, cluster, exemplar,
@@ -91,6 +99,8 @@ class AffinityPropagationResult:
     numVertices: int
     numEdges: int
     resumedFrom: int | None = None
+    endedOn: str = "converged"
+    endedOnIteration: int | None = None
     _outcome: Outcome | None = field(default=None, repr=False)
 
     @classmethod
@@ -108,6 +118,8 @@ class AffinityPropagationResult:
             numVertices=run.vertices,
             numEdges=run.edges,
             resumedFrom=outcome.resumed_from,
+            endedOn=outcome.ended_on,
+            endedOnIteration=outcome.ended_at,
             _outcome=outcome,
         )
 

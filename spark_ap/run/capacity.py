@@ -31,7 +31,7 @@ from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 from scipy.sparse.csgraph import maximum_flow
 
 from spark_ap.compat import to_arrow
-from spark_ap.engines.assign import labels_frame
+from spark_ap.engines.assign import label_on_driver, labels_frame
 from spark_ap.errors import user_stacklevel
 
 log = logging.getLogger("spark_ap")
@@ -276,3 +276,46 @@ def placed_labels(state: DataFrame, labels: DataFrame, capacity: int) -> DataFra
         chosen = place(members, exemplars, s, into, ids.size, capacity)
     warn_unplaced(chosen, capacity)
     return labels_frame(labels.sparkSession, ids, labels.schema["id"].dataType, chosen)
+
+
+def decisions_net(
+    i: np.ndarray, j: np.ndarray, s: np.ndarray, decided: np.ndarray, capacity: int | None
+) -> tuple[np.ndarray | None, tuple[int, float]]:
+    """Where a run that ends on the exemplar decisions ``decided`` (a boolean per point) puts each
+    point, and how good that is.
+
+    ``i, j, s`` are every edge, self-edges (the preferences) included, sorted by (i, j). The points
+    are labelled as the final assignment labels them (:func:`~spark_ap.engines.assign.label_on_driver`:
+    nearest exemplar, refined exemplars, nearest again) and, with a ``capacity`` that a cluster
+    exceeds, placed and refined (:func:`placed_and_refined`), as :func:`placed_labels` does a Spark
+    run's labels. Returns each point's exemplar (-1: not placed; None: no exemplar) and its score:
+    the points placed, then the net similarity (each placed point's similarity to its exemplar, an
+    exemplar's own being its preference).
+    """
+    exemplar = label_on_driver(i, j, s, decided)
+    if exemplar is None:
+        return None, (0, -math.inf)
+    if capacity and np.bincount(exemplar).max() > capacity:
+        off = i != j
+        exemplar = placed_and_refined(i[off], j[off], s[off], np.unique(exemplar), exemplar.size, capacity)
+    joins = (exemplar[i] == j) & (exemplar[i] >= 0)
+    return exemplar, (int((exemplar >= 0).sum()), float(s[joins].sum()))
+
+
+def best_decisions(
+    i: np.ndarray, j: np.ndarray, s: np.ndarray, candidates: list[tuple[int, np.ndarray]], capacity: int | None
+) -> tuple[int, np.ndarray, np.ndarray] | None:
+    """Of ``candidates`` (``iteration, exemplars``: the exemplar numbers a run decided at that
+    iteration, oldest first), the one whose labels score best (:func:`decisions_net`: the most
+    points placed, then the largest net similarity; of equal scores the latest): its iteration, its
+    decisions (a boolean per point) and each point's exemplar. None when no candidate has an exemplar.
+    ``i, j, s`` are every edge, self-edges included, sorted by (i, j)."""
+    n = int(np.unique(i).size) if i.size else 0
+    best, top = None, None
+    for t, exemplars in candidates:
+        decided = np.zeros(n, dtype=bool)
+        decided[exemplars] = True
+        exemplar, score = decisions_net(i, j, s, decided, capacity)
+        if exemplar is not None and (top is None or score >= top):
+            best, top = (t, decided, exemplar), score
+    return best

@@ -8,14 +8,24 @@ saves the state every ``checkpoint_interval`` iterations when there is a
 the newest save. Saves are engine-neutral edge states
 (:data:`~spark_ap.engines.rules.EDGE_STATE`), so a save of one engine resumes
 in another.
+
+A run that ends without converging ends on the best decisions it saw rather than on its last
+iteration's, when the engine can say which exemplars each iteration decided
+(``remembers_decisions``: the local engine): the loop remembers the last :data:`REMEMBERED`
+distinct exemplar sets (:class:`Decisions`), and at the end the engine labels each, placing the
+points when there is a capacity, and ends on the one of the largest net similarity
+(:func:`~spark_ap.run.capacity.best_decisions`). A converged run is untouched. The Spark engines
+end on the last iteration's decisions; the outcome says which (``ended_on``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 from py4j.protocol import Py4JError
 from pyspark.errors import AnalysisException, PySparkException
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -37,6 +47,9 @@ RECOVERIES = 3
 # a task failed too often; an executor's Python error arrives as a PythonException, which is a
 # PySparkException) and a broken gateway. The driver's own Python errors (a bug) are not retried.
 RETRIED = (Py4JError, PySparkException, ChunkLostError, ConnectionError)
+# How many distinct exemplar sets, the latest, a run remembers to end on the best of them when it
+# does not converge: each is K vertex numbers, evaluated (labelled, placed) once, at the end.
+REMEMBERED = 50
 
 
 @dataclass(frozen=True)
@@ -88,6 +101,56 @@ class Progress:
         return row
 
 
+class Decisions:
+    """The last :data:`REMEMBERED` distinct exemplar sets a run decided, each with the latest
+    iteration that decided it (a set decided again moves to the end)."""
+
+    def __init__(self, limit: int = REMEMBERED) -> None:
+        self.limit = limit
+        self.seen: OrderedDict[bytes, tuple[int, np.ndarray]] = OrderedDict()
+
+    def remember(self, t: int, exemplars: np.ndarray) -> None:
+        """Iteration ``t`` decided the exemplars ``exemplars`` (vertex numbers, sorted); none: nothing to remember."""
+        if exemplars.size == 0:
+            return
+        key = exemplars.astype(np.int64).tobytes()
+        self.seen.pop(key, None)
+        self.seen[key] = (t, exemplars)
+        if len(self.seen) > self.limit:
+            self.seen.popitem(last=False)
+
+    def candidates(self) -> list[tuple[int, np.ndarray]]:
+        """``iteration, exemplars`` of every set remembered, by iteration."""
+        return sorted(self.seen.values(), key=lambda candidate: candidate[0])
+
+
+def iterate_on_driver(
+    i: np.ndarray, j: np.ndarray, s: np.ndarray, settings: Settings
+) -> tuple[np.ndarray | None, Progress, str, int]:
+    """AP on the edges ``i -> j`` (numbers 0..n-1, a self-edge per point, sorted by (i, j), ``s``
+    with the preferences and the noise), as :func:`iterate` runs the local engine, for callers that
+    hold the edges on the driver: each point's exemplar (None: no exemplar; with a capacity placed,
+    -1 for a point that could not be), the progress, what the run ended on ("converged", "best",
+    "last") and the iteration of those decisions. A run that does not converge ends on the best
+    decisions it saw (see the module's documentation)."""
+    from spark_ap.engines import local
+    from spark_ap.engines.blocks.kernel import Chunk
+    from spark_ap.run.capacity import best_decisions, decisions_net
+
+    chunk = Chunk.from_arrays({"i": i, "j": j, "s": s})
+    progress, decisions = Progress(), Decisions()
+    while not progress.done(settings):
+        progress.record(progress.t + 1, local.step(chunk, settings.damping, settings.capacity))
+        decisions.remember(progress.t, np.flatnonzero(chunk.e))
+    if not progress.converged(settings):
+        best = best_decisions(chunk.i, chunk.vertices[chunk.jl], chunk.s, decisions.candidates(), settings.capacity)
+        if best is not None:
+            return best[2], progress, "best", best[0]
+    ended_on = "converged" if progress.converged(settings) else "last"
+    exemplar, _ = decisions_net(chunk.i, chunk.vertices[chunk.jl], chunk.s, chunk.decided(), settings.capacity)
+    return exemplar, progress, ended_on, progress.t
+
+
 @dataclass
 class Outcome:
     """The state after the last iteration, its labels, and what happened on the way."""
@@ -101,6 +164,10 @@ class Outcome:
     converged: bool
     history: list[tuple[int, int, int]]
     resumed_from: int | None = None
+    # What the labels were read from: "converged", "best" (a run that did not converge, on the best
+    # decisions it saw) or "last" (on its last iteration's), and the iteration of those decisions.
+    ended_on: str = "converged"
+    ended_at: int | None = None
 
     def release(self) -> None:
         """Free what the run keeps in executor storage: the labels, the final state, the engine's."""
@@ -172,14 +239,24 @@ def iterate(engine: Engine, graph: DataFrame, settings: Settings, store: StateSt
     log.info("iterating with the %s engine", engine.name)  # the set-up ends here
     recoveries = 0
     end = None
+    remembers = getattr(engine, "remembers_decisions", False)
+    decisions = Decisions()
+    ended_on, ended_at = "converged", None
     while end is None:
         t = progress.t + 1
         try:
             if progress.done(settings):
+                ended_at = progress.t
+                if progress.converged(settings):
+                    chosen = None
+                else:
+                    best = engine.best(current, decisions.candidates()) if remembers else None
+                    ended_on, chosen = ("last", None) if best is None else ("best", best[1])
+                    ended_at = progress.t if best is None else best[0]
                 # The labels are read from the engine's state where the executors hold it, so a
                 # lost executor fails them as it fails an iteration, and is recovered the same way.
                 with describe_jobs(spark, "affinity propagation: the final assignment"):
-                    end = engine.finish(current)
+                    end = engine.finish(current) if chosen is None else engine.finish(current, decided=chosen)
                 continue
             due = settings.checkpoint_interval > 0 and t % settings.checkpoint_interval == 0
             with describe_jobs(spark, f"affinity propagation: iteration {t}/{settings.max_iter}"):
@@ -201,6 +278,8 @@ def iterate(engine: Engine, graph: DataFrame, settings: Settings, store: StateSt
         engine.release(current)
         current = new
         row = progress.record(t, stats)
+        if remembers:
+            decisions.remember(t, engine.decisions(current))
         log.info("iteration %d/%d: %d exemplars, %d changed", t, settings.max_iter, *row[1:])
     return Outcome(
         state=end.state,
@@ -212,6 +291,8 @@ def iterate(engine: Engine, graph: DataFrame, settings: Settings, store: StateSt
         converged=progress.converged(settings),
         history=progress.history,
         resumed_from=resumed_from,
+        ended_on=ended_on,
+        ended_at=ended_at,
     )
 
 

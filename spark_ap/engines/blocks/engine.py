@@ -57,6 +57,9 @@ class BlockEngine:
     name = "blocks"
     sorts_edges = True  # start sorts each chunk's edges by (src, dst)
     on_driver = False
+    # A run that does not converge ends on its last iteration's decisions: reading each one's
+    # exemplars would be a Spark job per iteration (see docs/capacity.md).
+    remembers_decisions = False
 
     def __init__(self, facts: RunFacts) -> None:
         # Its chunks live in executors' local files that only RDD tasks find again.
