@@ -19,9 +19,12 @@ points ``output_root/latest.json`` at the newest date that finished and publishe
 the results, with their date, as an asset downstream DAGs can schedule on.
 
 Bad data fails the validate task with the job's one-line reason in its log and
-nothing written. A cluster task that dies (a lost machine, a killed process) is
-retried, and the retry resumes from the state the run saved every
-``checkpoint_interval`` iterations in its folder.
+nothing written, at once: a refusal is not retried. A task that dies (a lost
+machine, a killed process, a dependency not resolved) is retried with a growing
+wait, and a cluster task's retry resumes from the state the run saved every
+``checkpoint_interval`` iterations in its folder. Owner, retries, timeouts, runs
+at once, the pool, the failure e-mail and the deadline alert are the settings
+file's ``airflow`` section too (``spark_ap.app.operations``).
 """
 
 from __future__ import annotations
@@ -30,10 +33,11 @@ import os
 from pathlib import Path
 
 import pendulum
-from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset, Param, dag, task
 
 from spark_ap.app.config import DEFAULT_CONFIG
+from spark_ap.app.operations import app_name, dag_arguments, default_args, refusals_fail_at_once
+from spark_ap.app.operators import SparkApSubmitOperator
 from spark_ap.app.pipeline import (
     asset_extra,
     config_argument,
@@ -65,7 +69,9 @@ STORAGE = storage_conf(CONFIG)
     schedule=SETTINGS["schedule"],
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=SETTINGS["catchup"],
-    tags=["spark-ap"],
+    default_args=default_args(CONFIG),
+    doc_md=__doc__,
+    **dag_arguments(CONFIG),
     params={
         "input": Param(
             SETTINGS["input"],
@@ -90,29 +96,30 @@ def spark_ap_pipeline():
     def ingest(params: dict, **context) -> dict:
         """Render the run's dated paths, check the input, the params and the run folder, and give the job's
         arguments."""
-        return pipeline_ingest(params, context, CONFIG_ARGS)
+        with refusals_fail_at_once():
+            return pipeline_ingest(params, context, CONFIG_ARGS)
 
     @task(outlets=[RESULTS])
     def report(output: str, date: str, *, outlet_events) -> dict:
         """Read back the run's summary, point output_root/latest at it unless a newer date is there, and tell the
         asset's consumers which date the results are for."""
-        summary = read_summary(output, STORAGE)
-        publish_latest(output, STORAGE)
+        with refusals_fail_at_once():
+            summary = read_summary(output, STORAGE)
+            publish_latest(output, STORAGE)
         outlet_events[RESULTS].extra = asset_extra(summary, date)
         return summary
 
     job = ingest()
-    validate = SparkSubmitOperator(
+    validate = SparkApSubmitOperator(
         task_id="validate",
         application_args=job["validate_args"],
-        name="spark-ap-validate",
+        name=app_name("validate"),
         **SPARK_JOB,
     )
-    cluster = SparkSubmitOperator(
+    cluster = SparkApSubmitOperator(
         task_id="cluster",
         application_args=job["args"],
-        name="spark-ap",
-        retries=2,  # as far apart as Airflow's [core] default_task_retry_delay says
+        name=app_name("cluster"),
         **SPARK_JOB,
     )
     validate >> cluster >> report(job["output"], job["date"])

@@ -65,7 +65,6 @@ def test_dag_folder_imports_with_the_pipeline(dag):
     assert dag.get_task("cluster").upstream_task_ids == {"validate", "ingest"}
     assert [a.name for a in dag.get_task("report").outlets] == ["spark_ap_results"]
     assert dag.get_task("cluster")._conn_id == dag.get_task("validate")._conn_id == "spark_default"
-    assert dag.get_task("cluster").retries >= 1 and dag.get_task("validate").retries == 0
     assert dag.get_task("cluster").retry_delay == timedelta(seconds=1)  # Airflow's setting, not the DAG's
     # The estimators' params with their defaults: the DAG carries no numbers of its own.
     assert {name: dag.params[name] for name in dag_params()} == {k: v["default"] for k, v in dag_params().items()}
@@ -250,7 +249,13 @@ def test_missing_input_fails_at_ingest(dag, tmp_path):
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert run.state == "failed"
     assert states["ingest"] == "failed" and states["cluster"] == "upstream_failed"
+    assert _tries(run)["ingest"] == 1  # a refusal: not retried, though the task may retry
     assert not (tmp_path / "runs").exists()
+
+
+def _tries(run) -> dict[str, int]:
+    """How many times each task of ``run`` ran."""
+    return {ti.task_id: ti.try_number for ti in run.get_task_instances() if ti.try_number}
 
 
 def test_bad_data_fails_at_validation_and_writes_nothing(dag, tmp_path):
@@ -261,7 +266,91 @@ def test_bad_data_fails_at_validation_and_writes_nothing(dag, tmp_path):
     assert run.state == "failed"
     assert states["ingest"] == "success" and states["validate"] == "failed"
     assert states["cluster"] == "upstream_failed"
+    assert dag.get_task("validate").retries == 3 and _tries(run)["validate"] == 1  # the job's refusal: exit code 2
     assert not (tmp_path / "runs").exists()
+
+
+def test_every_task_has_an_owner_retries_with_backoff_and_a_timeout(dag):
+    for task in dag.tasks:
+        assert task.owner == "spark-ap"
+        assert task.retries == 3 and task.retry_exponential_backoff
+        assert task.max_retry_delay == timedelta(hours=1)
+        assert task.execution_timeout == timedelta(hours=6)
+    assert dag.dagrun_timeout == timedelta(hours=12) and dag.max_active_runs == 1
+    assert {"spark-ap", "clustering"} <= set(dag.tags)
+    assert dag.doc_md.startswith("spark-ap pipeline:")  # the module's docs, shown in the UI
+    for task_id in ("validate", "cluster"):  # the Spark application of each run, date and try
+        name = dag.get_task(task_id).name
+        assert "{{ ds }}" in name and "{{ ti.try_number }}" in name and task_id in name
+
+
+def test_the_settings_file_sets_the_guards_pool_notifier_and_deadline(airflow_db, tmp_path, monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    config = tmp_path / "settings.yaml"
+    config.write_text(
+        "airflow:\n  owner: data-eng\n  retries: 5\n  retry_delay_seconds: 30\n  max_retry_delay_seconds: 600\n"
+        "  task_timeout_minutes: 90\n  run_timeout_minutes: 240\n  max_active_runs: 3\n  pool: spark\n"
+        "  notify_email: oncall@example.com, data@example.com\n  deadline_minutes: 120\n"
+    )
+    monkeypatch.setenv("SPARK_AP_CONFIG", str(config))
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    assert bag.import_errors == {}
+    dag = bag.get_dag("spark_ap_pipeline")
+    for task in dag.tasks:
+        assert (task.owner, task.retries, task.pool) == ("data-eng", 5, "spark")
+        assert task.retry_delay == timedelta(seconds=30) and task.max_retry_delay == timedelta(minutes=10)
+        assert task.execution_timeout == timedelta(minutes=90)
+        (notifier,) = task.on_failure_callback
+        assert isinstance(notifier, SmtpNotifier) and notifier.to == ["oncall@example.com", "data@example.com"]
+    assert dag.dagrun_timeout == timedelta(hours=4) and dag.max_active_runs == 3
+    (alert,) = dag.deadline if isinstance(dag.deadline, list) else [dag.deadline]
+    assert alert.interval == timedelta(hours=2)
+    assert alert.callback.kwargs["to"] == ["oncall@example.com", "data@example.com"]
+
+
+def test_a_failed_task_is_e_mailed_to_the_settings_addresses(airflow_db, tmp_path, monkeypatch):
+    import asyncio
+
+    from aiosmtpd.controller import Controller
+    from airflow.dag_processing.dagbag import DagBag
+
+    class Inbox:
+        def __init__(self):
+            self.messages = []
+
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
+            self.messages.append((envelope.rcpt_tos, envelope.content.decode("utf-8", "replace")))
+            return "250 OK"
+
+    import socket
+
+    with socket.socket() as probe:  # a free port (aiosmtpd's controller checks its own by connecting)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    inbox = Inbox()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=port)
+    smtp.start()
+    try:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_SMTP_DEFAULT",
+            json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": port,
+                        "extra": {"disable_tls": True, "disable_ssl": True, "from_email": "airflow@example.com"}}),
+        )  # fmt: skip
+        config = tmp_path / "settings.yaml"
+        config.write_text("airflow:\n  notify_email: oncall@example.com\n")
+        monkeypatch.setenv("SPARK_AP_CONFIG", str(config))
+        bag = DagBag(dag_folder=str(ROOT / "dags"))
+        dag = bag.get_dag("spark_ap_pipeline")
+        run = dag.test(run_conf={"input": str(tmp_path / "nope.csv"), "output_root": str(tmp_path / "runs")})
+        assert run.state == "failed"
+        asyncio.run(asyncio.sleep(0.5))  # the last message's delivery
+    finally:
+        smtp.stop()
+    (to, content), *_ = inbox.messages
+    assert to == ["oncall@example.com"]
+    assert "spark_ap_pipeline.ingest failed for" in content and "try 1" in content
 
 
 def test_end_to_end_on_a_dated_partition(dag, spark, tmp_path, capfd):

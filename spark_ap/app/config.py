@@ -49,6 +49,17 @@ EXTRA_KEYS = {
         *SUBMIT_SETTINGS,
         "py_files",
         "ship_code",
+        # How it runs in production (spark_ap.app.operations).
+        "owner",
+        "retries",
+        "retry_delay_seconds",
+        "max_retry_delay_seconds",
+        "task_timeout_minutes",
+        "run_timeout_minutes",
+        "max_active_runs",
+        "pool",
+        "notify_email",
+        "deadline_minutes",
     },
 }
 
@@ -119,6 +130,16 @@ EXTRA_VALUES: dict[str, type | tuple] = {
     "archives": str,
     "env_vars": dict,
     "ship_code": str,
+    "owner": str,
+    "retries": int,
+    "retry_delay_seconds": int,
+    "max_retry_delay_seconds": int,
+    "task_timeout_minutes": int,
+    "run_timeout_minutes": int,
+    "max_active_runs": int,
+    "pool": str,
+    "notify_email": str,
+    "deadline_minutes": int,
 }
 # The EXTRA_VALUES that are paths or names, which cannot be blank (an empty schedule means none).
 PATHS = {"input", "output_root", "conn_id", "ship_code"}
