@@ -149,6 +149,13 @@ def test_input_and_output_root_render_airflow_date_macros_and_nothing_else(dag):
     assert render_dates(params, {"dag": dag, "logical_date": None, "dag_run": run})["input"] == "/data/dt=2026-12-02/"
     with pytest.raises(InvalidInputError, match=r"input: the template '/data/\{\{ dss \}\}' does not render.*dss"):
         render_dates({**params, "input": "/data/{{ dss }}"}, {"dag": dag, "logical_date": day, "dag_run": run})
+    # Connections and variables are in a task's context, but not in what the paths render with.
+    secrets = {"conn": SimpleNamespace(db=SimpleNamespace(password="hunter2")), "var": {"value": {"key": "s3cr3t"}}}
+    context = {"dag": dag, "logical_date": day, "dag_run": run, **secrets}
+    for leak in ("{{ conn.db.password }}", "{{ var.value.key }}"):
+        with pytest.raises(InvalidInputError, match=r"output_root: the template .* not render.*undefined") as error:
+            render_dates({**params, "output_root": f"/runs/{leak}"}, context)
+        assert "hunter2" not in str(error.value) and "s3cr3t" not in str(error.value)
 
 
 @pytest.mark.parametrize(

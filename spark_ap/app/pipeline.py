@@ -28,6 +28,22 @@ log = logging.getLogger("spark_ap")
 
 
 TEMPLATED = ("input", "output_root")
+# What of a task's context the TEMPLATED params may use: the run's dates and Airflow's date
+# functions (macros.ds_add, ...), and nothing that reaches connections, variables or the database.
+DATE_CONTEXT = (
+    "ds",
+    "ds_nodash",
+    "ts",
+    "ts_nodash",
+    "ts_nodash_with_tz",
+    "logical_date",
+    "data_interval_start",
+    "data_interval_end",
+    "prev_data_interval_start_success",
+    "prev_data_interval_end_success",
+    "run_id",
+    "macros",
+)
 
 PRESETS = {"@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"}
 
@@ -65,9 +81,11 @@ def run_folder(output_root: str, date: datetime) -> str:
 
 def render_dates(params: dict, context: dict) -> dict:
     """``params`` with ``input`` and ``output_root`` rendered by the DAG's own Jinja
-    environment (Airflow's sandbox) against the run's context, e.g.
+    environment (Airflow's sandbox) against the run's dates, e.g.
     ``/data/similarities/dt={{ ds }}/``. A run without a logical date renders the date
-    macros of its ``run_after``. The other params are data and are never rendered."""
+    macros of its ``run_after``. Only the dates of the context (:data:`DATE_CONTEXT`) are
+    there: not Airflow's ``conn`` or ``var``, which would let anyone who may trigger the DAG
+    read a password back from a folder name. The other params are data and are never rendered."""
     env = context["dag"].get_template_env()
     date = run_date(context)
     # Airflow's date macros; a run without a logical date (Airflow 3's manual and
@@ -81,7 +99,7 @@ def render_dates(params: dict, context: dict) -> dict:
         "data_interval_start": date,
         "data_interval_end": date,
     }
-    macros.update({key: value for key, value in context.items() if value is not None})
+    macros.update({key: context[key] for key in DATE_CONTEXT if context.get(key) is not None})
     rendered = dict(params)
     for name in TEMPLATED:
         try:
