@@ -1,7 +1,7 @@
 """Capacitated AP against the exact optimum of the capacitated exemplar problem, on small instances.
 
     python scripts/benchmark_capacity.py [--instances 36] [--settings 0.5:15:200 0.9:50:1000 ...]
-                                         [--spark] [--verbose]
+                                         [--ends best last] [--spark] [--verbose]
 
 The instances come from a fixed generator (:func:`instances`): n from 20 to 60
 points in 2 to 4 blobs of unequal sizes and spreads, a preference drawn from
@@ -14,7 +14,7 @@ Each is solved three ways:
   similarity (the similarities of the points to their exemplars plus the
   preference of every exemplar: Frey and Dueck's objective, with the bound);
 * **capacitated AP**: ``maxClusterSize=L`` as spark-ap runs it on the driver
-  (:func:`spark_ap.multilevel.driver.run_on_driver`: the local engine's
+  (:func:`spark_ap.run.loop.iterate_on_driver`: the local engine's
   iterations, then the exact placement and the refined exemplars), or with
   ``--spark`` through ``AffinityPropagation(engine="local")`` on a local
   SparkSession;
@@ -36,9 +36,8 @@ import numpy as np
 from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from spark_ap.multilevel.driver import run_on_driver
 from spark_ap.run.capacity import CapacityWarning, place
-from spark_ap.run.loop import Settings
+from spark_ap.run.loop import Settings, iterate_on_driver
 
 EPS, TINY = np.finfo(float).eps, np.finfo(float).tiny
 
@@ -106,7 +105,11 @@ def optimum(S: np.ndarray, preference: float, capacity: int) -> tuple[float, np.
 
 
 def capacitated_ap(S, preference, capacity, args, seed: int = 0) -> tuple[np.ndarray | None, bool, int]:
-    """spark-ap's capacitated AP on the driver: each point's exemplar, converged, iterations."""
+    """spark-ap's capacitated AP on the driver: each point's exemplar, converged, iterations.
+
+    ``args.end`` "best": a run that does not converge ends on the best decisions it saw
+    (:func:`spark_ap.run.loop.iterate_on_driver`, as the local engine does); "last": on its last
+    iteration's, as before."""
     n = S.shape[0]
     i, j = (a.ravel() for a in np.meshgrid(np.arange(n), np.arange(n), indexing="ij"))
     s = np.where(i == j, preference, S[i, j])
@@ -119,7 +122,9 @@ def capacitated_ap(S, preference, capacity, args, seed: int = 0) -> tuple[np.nda
         engine="local",
         capacity=capacity,
     )
-    exemplar, progress = run_on_driver(i, j, s, settings)
+    exemplar, progress, _, _ = iterate_on_driver(i, j, s, settings, best=args.end == "best")
+    if exemplar is not None:  # a point left out is its own cluster, as a level counts it
+        exemplar = np.where(exemplar >= 0, exemplar, np.arange(n))
     return exemplar, progress.converged(settings), progress.t
 
 
@@ -173,6 +178,14 @@ def main() -> None:
         default=["0.5:15:200"],
         help="damping:convergenceIter:maxIter of each capacitated AP to run (default: the estimator's defaults)",
     )
+    parser.add_argument(
+        "--ends",
+        nargs="+",
+        choices=["best", "last"],
+        default=["best"],
+        help="what a run that does not converge ends on: the best decisions it saw (as spark-ap does), "
+        "its last iteration's (as before), or both, each a row (on the driver only)",
+    )
     parser.add_argument("--spark", action="store_true", help="run AffinityPropagation on a local SparkSession")
     parser.add_argument("--verbose", action="store_true", help="a line per instance")
     args = parser.parse_args()
@@ -184,9 +197,12 @@ def main() -> None:
     runs = []
     for text in args.settings:
         damping, convergence_iter, max_iter = text.split(":")
-        runs.append(
-            argparse.Namespace(damping=float(damping), convergence_iter=int(convergence_iter), max_iter=int(max_iter))
-        )
+        for end in args.ends if spark is None else ["best"]:
+            runs.append(
+                argparse.Namespace(
+                    damping=float(damping), convergence_iter=int(convergence_iter), max_iter=int(max_iter), end=end
+                )
+            )
     tally = [Tally() for _ in runs]
     medoid_gaps = []
     for number, (S, preference, capacity) in enumerate(instances(args.instances)):
@@ -204,7 +220,8 @@ def main() -> None:
             gap, clusters = counts.add(S, preference, capacity, best, exemplar, done)
             if args.verbose:
                 print(
-                    f"{number:2d}: n={S.shape[0]} L={capacity} K*={k} K={clusters} it={iterations} "
+                    f"{number:2d}: {run.damping}:{run.convergence_iter}:{run.max_iter} ends on {run.end}: "
+                    f"n={S.shape[0]} L={capacity} K*={k} K={clusters} it={iterations} "
                     f"converged={done} gap={gap:.4f} k-medoids={medoid_gaps[-1]:.4f}",
                     flush=True,
                 )
@@ -217,7 +234,8 @@ def main() -> None:
         gaps = np.array(counts.gaps)
         print(
             f"| capacitated AP, damping {run.damping}, convergenceIter {run.convergence_iter}, maxIter "
-            f"{run.max_iter} | {np.median(gaps):.2%} | {gaps.max():.2%} | {(gaps <= 0.01).sum()} | {counts.over} | "
+            f"{run.max_iter}, unconverged ends on the {run.end} decisions | {np.median(gaps):.2%} | "
+            f"{gaps.max():.2%} | {(gaps <= 0.01).sum()} | {counts.over} | "
             f"{counts.left_out} ({counts.short} with K x L < n) | {counts.converged} |"
         )
     print(

@@ -125,14 +125,14 @@ class Decisions:
 
 
 def iterate_on_driver(
-    i: np.ndarray, j: np.ndarray, s: np.ndarray, settings: Settings
+    i: np.ndarray, j: np.ndarray, s: np.ndarray, settings: Settings, best: bool = True
 ) -> tuple[np.ndarray | None, Progress, str, int]:
     """AP on the edges ``i -> j`` (numbers 0..n-1, a self-edge per point, sorted by (i, j), ``s``
     with the preferences and the noise), as :func:`iterate` runs the local engine, for callers that
     hold the edges on the driver: each point's exemplar (None: no exemplar; with a capacity placed,
     -1 for a point that could not be), the progress, what the run ended on ("converged", "best",
     "last") and the iteration of those decisions. A run that does not converge ends on the best
-    decisions it saw (see the module's documentation)."""
+    decisions it saw (see the module's documentation); with ``best`` False, on its last iteration's."""
     from spark_ap.engines import local
     from spark_ap.engines.blocks.kernel import Chunk
     from spark_ap.run.capacity import best_decisions, decisions_net
@@ -142,10 +142,10 @@ def iterate_on_driver(
     while not progress.done(settings):
         progress.record(progress.t + 1, local.step(chunk, settings.damping, settings.capacity))
         decisions.remember(progress.t, np.flatnonzero(chunk.e))
-    if not progress.converged(settings):
-        best = best_decisions(chunk.i, chunk.vertices[chunk.jl], chunk.s, decisions.candidates(), settings.capacity)
-        if best is not None:
-            return best[2], progress, "best", best[0]
+    if best and not progress.converged(settings):
+        found = best_decisions(chunk.i, chunk.vertices[chunk.jl], chunk.s, decisions.candidates(), settings.capacity)
+        if found is not None:
+            return found[2], progress, "best", found[0]
     ended_on = "converged" if progress.converged(settings) else "last"
     exemplar, _ = decisions_net(chunk.i, chunk.vertices[chunk.jl], chunk.s, chunk.decided(), settings.capacity)
     return exemplar, progress, ended_on, progress.t
