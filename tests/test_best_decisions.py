@@ -19,7 +19,7 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 
 from spark_ap import AffinityPropagation, edges_from_matrix
 from spark_ap.app.export import export_run
-from spark_ap.run.loop import REMEMBERED, Decisions
+from spark_ap.run.loop import REMEMBERED, Decisions, Settings, iterate_on_driver
 from spark_ap.testing.reference import affinity_propagation_dense, assign_dense
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -104,6 +104,31 @@ def test_a_run_that_does_not_converge_ends_on_the_best_decisions_it_saw(spark):
     assert result.endedOnIteration == best[0]
     np.testing.assert_array_equal(exemplar_per_point(result, n), best[1])
     assert result.netSimilarity == pytest.approx(top, abs=1e-9)
+
+
+def test_on_the_driver_a_run_that_does_not_converge_ends_on_the_best_decisions_it_saw():
+    S, preference = blobs(11)
+    n, iterations, damping = S.shape[0], 20, 0.5
+    seen = []
+    for t in range(1, iterations + 1):
+        exemplars, Sd = decisions_at(S, preference, t, damping)
+        if exemplars.size:
+            exemplar = nearest(Sd, exemplars)
+            seen.append((net(Sd, exemplar), t, exemplar))
+    top = max(value for value, _, _ in seen)
+    t_best, best = [(t, exemplar) for value, t, exemplar in seen if value >= top - 1e-9][-1]
+    i, j = (a.ravel() for a in np.meshgrid(np.arange(n), np.arange(n), indexing="ij"))
+    s = np.where(i == j, preference, S[i, j])
+    settings = Settings(damping=damping, max_iter=iterations, noise="none", engine="local")
+
+    exemplar, progress, ended_on, ended_at = iterate_on_driver(i, j, s, settings)
+    last, _, ended_last, at_last = iterate_on_driver(i, j, s, settings, best=False)
+
+    assert progress.t == iterations and not progress.converged(settings)
+    assert (ended_on, ended_at) == ("best", t_best)
+    np.testing.assert_array_equal(exemplar, best)
+    assert (ended_last, at_last) == ("last", iterations)
+    np.testing.assert_array_equal(last, seen[-1][2])
 
 
 def test_a_capacitated_run_that_does_not_converge_ends_on_decisions_placed_at_least_as_well_as_the_best_seen(spark):
