@@ -14,9 +14,10 @@ by default the installed package's ``spark_ap/app/spark-ap.yaml``), which also s
 input. ``input`` and ``output_root`` may hold Airflow's date macros
 (``/data/similarities/dt={{ ds }}/``): each run reads its own partition and
 writes the folder of its logical date, ``output_root/2026-12-01``, whichever
-DAG run computes it (a retry, a cleared task, a backfill). The report task
+DAG run computes it (a retry, a cleared task, a backfill). The publish task
 points ``output_root/latest.json`` at the newest date that finished and publishes
-the results, with their date, as an asset downstream DAGs can schedule on.
+the results, with their date, as an asset downstream DAGs can schedule on: scheduled,
+backfill and asset-triggered runs do; a manual run only with its ``publish`` param on.
 
 Bad data fails the validate task with the job's one-line reason in its log and
 nothing written, at once: a refusal is not retried. A task that dies (a lost
@@ -34,6 +35,7 @@ from pathlib import Path
 
 import pendulum
 from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk.exceptions import AirflowSkipException
 
 from spark_ap.app.config import DEFAULT_CONFIG
 from spark_ap.app.operations import app_name, dag_arguments, default_args, refusals_fail_at_once
@@ -46,6 +48,7 @@ from spark_ap.app.pipeline import (
     read_summary,
     storage_conf,
     submit_options,
+    why_not_publish,
 )
 from spark_ap.app.pipeline import ingest as pipeline_ingest
 from spark_ap.params import INPUT_KINDS, dag_params
@@ -87,6 +90,12 @@ STORAGE = storage_conf(CONFIG)
             minLength=1,
             description="Each run writes output_root/<logical date>; may hold date macros too",
         ),
+        "publish": Param(
+            False,
+            type="boolean",
+            description="A manual run moves output_root/latest and sends the results asset's event only when this "
+            "is on; scheduled, backfill and asset-triggered runs always do",
+        ),
         # The estimators' params, with their defaults, bounds and docs (spark_ap.params).
         **{name: Param(**schema) for name, schema in dag_params().items()},
     },
@@ -99,15 +108,24 @@ def spark_ap_pipeline():
         with refusals_fail_at_once():
             return pipeline_ingest(params, context, CONFIG_ARGS)
 
-    @task(outlets=[RESULTS])
-    def report(output: str, date: str, *, outlet_events) -> dict:
-        """Read back the run's summary, point output_root/latest at it unless a newer date is there, and tell the
-        asset's consumers which date the results are for."""
+    @task
+    def report(output: str) -> dict:
+        """Read back the run's summary."""
         with refusals_fail_at_once():
-            summary = read_summary(output, STORAGE)
-            publish_latest(output, STORAGE)
-        outlet_events[RESULTS].extra = asset_extra(summary, date)
-        return summary
+            return read_summary(output, STORAGE)
+
+    @task(outlets=[RESULTS])
+    def publish(job: dict, summary: dict, *, outlet_events) -> str:
+        """Point output_root/latest at the run unless a newer date is there, and tell the asset's consumers which
+        date the results are for; skipped for a manual run without its publish param, and for a date found
+        finished and unchanged."""
+        reason = why_not_publish(job, summary)
+        if reason is not None:
+            raise AirflowSkipException(reason)
+        with refusals_fail_at_once():
+            pointer = publish_latest(job["output"], STORAGE)
+        outlet_events[RESULTS].extra = asset_extra(summary, job["date"])
+        return pointer
 
     job = ingest()
     validate = SparkApSubmitOperator(
@@ -122,7 +140,9 @@ def spark_ap_pipeline():
         name=app_name("cluster"),
         **SPARK_JOB,
     )
-    validate >> cluster >> report(job["output"], job["date"])
+    summary = report(job["output"])
+    validate >> cluster >> summary
+    publish(job, summary)
 
 
 pipeline = spark_ap_pipeline()

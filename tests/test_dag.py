@@ -61,9 +61,10 @@ def dag(airflow_db):
 
 
 def test_dag_folder_imports_with_the_pipeline(dag):
-    assert sorted(t.task_id for t in dag.tasks) == ["cluster", "ingest", "report", "validate"]
+    assert sorted(t.task_id for t in dag.tasks) == ["cluster", "ingest", "publish", "report", "validate"]
     assert dag.get_task("cluster").upstream_task_ids == {"validate", "ingest"}
-    assert [a.name for a in dag.get_task("report").outlets] == ["spark_ap_results"]
+    assert dag.get_task("publish").upstream_task_ids == {"ingest", "report"}
+    assert [a.name for a in dag.get_task("publish").outlets] == ["spark_ap_results"]
     assert dag.get_task("cluster")._conn_id == dag.get_task("validate")._conn_id == "spark_default"
     assert dag.get_task("cluster").retry_delay == timedelta(seconds=1)  # Airflow's setting, not the DAG's
     # The estimators' params with their defaults: the DAG carries no numbers of its own.
@@ -370,6 +371,7 @@ def test_end_to_end_on_a_dated_partition(dag, spark, tmp_path, capfd):
     pd.DataFrame({"id": np.arange(50), "x": X[:, 0], "y": X[:, 1]}).to_csv(csv, index=False)
     root = tmp_path / "runs"
     conf = {"input": f"{tmp_path}/dt={{{{ ds }}}}/points.csv", "output_root": str(root), "damping": 0.7}
+    conf["publish"] = True  # dag.test's run is a manual one
 
     capfd.readouterr()
     run = dag.test(logical_date=day, run_conf=conf)
@@ -415,6 +417,39 @@ def test_end_to_end_on_a_dated_partition(dag, spark, tmp_path, capfd):
     params = {**dag.params.dump(), **conf, "input": str(csv)}
     assert job_main(job_arguments(params, day)["args"]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
+
+    # A run of the same date finds it finished and unchanged: it sends no second event.
+    with create_session() as session:
+        events = session.query(AssetEvent).count()
+    again = dag.test(logical_date=day, run_conf=conf)
+    assert again.state == "success" and _states(again)["publish"] == "skipped"
+    with create_session() as session:
+        assert session.query(AssetEvent).count() == events
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
+
+
+def _states(run) -> dict[str, str]:
+    return {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+
+def test_a_manual_run_without_publish_moves_neither_latest_nor_the_asset(dag, tmp_path):
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+
+    X, _ = make_blobs(30, centers=3, random_state=4)
+    csv = tmp_path / "points.csv"
+    pd.DataFrame({"id": np.arange(30), "x": X[:, 0], "y": X[:, 1]}).to_csv(csv, index=False)
+    root = tmp_path / "runs"
+    with create_session() as session:
+        events = session.query(AssetEvent).count()
+    run = dag.test(run_conf={"input": str(csv), "output_root": str(root), "damping": 0.6})
+    assert run.run_type == "manual" and run.state == "success"
+    assert _states(run)["publish"] == "skipped"
+    (folder,) = [p for p in root.iterdir() if not p.name.startswith(".")]  # the experiment's results are there
+    assert (folder / "summary.json").is_file()
+    assert not (root / "latest").exists() and not (root / "latest.json").exists()
+    with create_session() as session:
+        assert session.query(AssetEvent).count() == events
 
 
 JARS = "/opt/jars/graphframes-spark4_2.13-0.11.0.jar,/opt/jars/graphframes-graphx-spark4_2.13-0.11.0.jar"

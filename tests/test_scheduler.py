@@ -10,6 +10,8 @@ What happens, all at once as on a busy scheduler: the scheduler makes the run of
 newest ``@daily`` date by itself; a user triggers the run of 2026-11-30 through
 ``/api/v2`` and its cluster task is SIGKILLed after a save; ``airflow backfill create``
 runs 2026-12-01 to 2026-12-03. Then the run of 2026-12-01 is cleared and runs again.
+The scheduled and backfill runs publish their results (latest, the asset event); the
+triggered one, a manual run without its ``publish`` param, does not.
 The tests read the outcome through the REST API and the run folders.
 
 Slow (a few minutes): ``make test-slow`` runs them, CI runs them after ``make test``.
@@ -83,7 +85,8 @@ def scheduled(tmp_path_factory):
     config = tmp / "spark-ap.yaml"
     config.write_text(
         "spark:\n  spark.sql.shuffle.partitions: '4'\n  spark.ui.enabled: 'false'\n"
-        f"airflow:\n  schedule: '@daily'\n  catchup: false\n  kind: features\n"
+        # Five runs at once (the default is one): the runs below race as on a busy scheduler.
+        f"airflow:\n  schedule: '@daily'\n  catchup: false\n  kind: features\n  max_active_runs: 5\n"
         f"  input: '{data}/dt={{{{ ds }}}}/points.csv'\n  output_root: '{runs}'\n"
     )
     env = {
@@ -154,11 +157,18 @@ def test_a_backfill_runs_each_date_once_and_latest_stays_on_the_newest_date(sche
     assert (scheduled["root"] / "latest").resolve() == (scheduled["root"] / newest).resolve()
 
 
-def test_each_asset_event_carries_the_date_of_its_run(scheduled):
-    events = scheduled["airflow"].api("GET", "/assets/events", source_dag_id=DAG, limit=100)["asset_events"]
+def _events(airflow: AirflowStack) -> list[dict]:
+    return airflow.api("GET", "/assets/events", source_dag_id=DAG, limit=100)["asset_events"]
+
+
+def test_each_asset_event_carries_the_date_of_its_run_and_a_manual_run_sends_none(scheduled):
+    events = _events(scheduled["airflow"])
     by_run = {event["source_run_id"]: event["extra"] for event in events}
-    assert len(events) == len(by_run) == len(scheduled["runs"])
-    for run in scheduled["runs"]:
+    published = [run for run in scheduled["runs"] if run["run_type"] != "manual"]
+    # The run triggered through the API has no publish param: its results are in its folder, unpublished.
+    assert len(events) == len(by_run) == len(published) == len(scheduled["runs"]) - 1
+    assert scheduled["triggered"]["dag_run_id"] not in by_run
+    for run in published:
         extra = by_run[run["dag_run_id"]]
         assert datetime.fromisoformat(extra["logical_date"]) == datetime.fromisoformat(
             run["logical_date"].replace("Z", "+00:00")
@@ -181,6 +191,7 @@ def test_a_cleared_date_runs_again_into_the_same_folder(scheduled):
     (run,) = [r for r in scheduled["runs"] if r["logical_date"].startswith(BACKFILL[0])]
     before = sorted(p.name for p in root.iterdir())
     finished = {p.name: p.stat().st_mtime_ns for p in (root / BACKFILL[0]).iterdir()}
+    events = len(_events(airflow))
     airflow.api("POST", f"/dags/{DAG}/dagRuns/{run['dag_run_id']}/clear", {"dry_run": False})
     deadline = time.monotonic() + 300
     while (state := airflow.api("GET", f"/dags/{DAG}/dagRuns/{run['dag_run_id']}")["state"]) != "success":
@@ -191,3 +202,4 @@ def test_a_cleared_date_runs_again_into_the_same_folder(scheduled):
     # It found its date's finished run and kept it: no second folder, nothing rewritten.
     assert sorted(p.name for p in root.iterdir()) == before
     assert {p.name: p.stat().st_mtime_ns for p in (root / BACKFILL[0]).iterdir()} == finished
+    assert len(_events(airflow)) == events  # and, having changed nothing, sent no second event

@@ -135,7 +135,7 @@ class refusals_fail_at_once:  # noqa: N801 (a context manager, used as ``with re
         from spark_ap.errors import SparkAPError
 
         if isinstance(error, SparkAPError):
-            from airflow.exceptions import AirflowFailException
+            from airflow.sdk.exceptions import AirflowFailException
 
             raise AirflowFailException(str(error)) from error
         return False

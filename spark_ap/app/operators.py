@@ -5,8 +5,8 @@ Imported by the DAG file only (this module imports Airflow; :mod:`spark_ap.app.o
 
 from __future__ import annotations
 
-from airflow.exceptions import AirflowException, AirflowFailException
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from spark_ap.app.operations import REFUSED
 

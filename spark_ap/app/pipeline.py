@@ -119,7 +119,30 @@ def ingest(params: dict, context: dict, config: list[str] = ()) -> dict:
     check_input(dated["input"], dated["kind"])
     job = job_arguments(dated, run_date(context), config)
     check_output(job["output"])
-    return job
+    run_type = str(getattr(context["dag_run"], "run_type", "manual"))
+    return {**job, "publish": publishes(run_type, bool(params.get("publish"))), "started": time.time()}
+
+
+# The runs whose results are the production results: they move latest and send the asset event.
+PUBLISHING_RUNS = ("scheduled", "backfill", "asset_triggered")
+
+
+def publishes(run_type: str, asked: bool) -> bool:
+    """Whether a run of ``run_type`` publishes: a scheduled, backfill or asset-triggered run always;
+    any other (a manual run from the form or the API) only when its ``publish`` param is on, so an
+    experiment with other params moves neither ``latest`` nor what downstream DAGs consume."""
+    return run_type.lower().rsplit(".", 1)[-1] in PUBLISHING_RUNS or asked
+
+
+def why_not_publish(job: dict, summary: dict) -> str | None:
+    """Why the run of ``job`` (:func:`ingest`'s) does not publish the run folder of ``summary``
+    (:func:`read_summary`'s); None when it does. A run that found its date finished before it
+    started (a rerun, a cleared task) changed nothing and sends no second event for it."""
+    if not job["publish"]:
+        return "a manual run publishes only with its publish param on: latest and the results asset stay as they are"
+    if summary["written_at"] < job["started"]:
+        return f"{job['output']} was finished before this run started and is unchanged: no new results event"
+    return None
 
 
 def job_arguments(params: dict, date: datetime, config: list[str] = ()) -> dict:
@@ -291,7 +314,9 @@ def read_summary(output: str, conf: dict[str, str] | None = None) -> dict:
     )
     names = files.names(output)
     model = {"model": join(output, "model")} if "model" in names else {}
-    return {**summary, "folder": output, **model, "files": [join(output, name) for name in names]}
+    written = files.modified(join(output, SUMMARY))
+    listed = [join(output, name) for name in names]
+    return {**summary, "folder": output, **model, "files": listed, "written_at": written}
 
 
 def asset_extra(summary: dict, date: str) -> dict:
