@@ -53,7 +53,8 @@ def demo_settings() -> Path:
 
 
 # A lower preference than the median: fewer, larger clusters (see the docstring).
-CONF = {"preference": "quantile:0.1"}
+# publish: a manual run moves output/runs/latest only when asked (scheduled runs always do).
+CONF = {"preference": "quantile:0.1", "publish": True}
 
 
 def main() -> int:
