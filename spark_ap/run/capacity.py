@@ -75,9 +75,10 @@ def place(
     return chosen
 
 
-def transport(rows: np.ndarray, columns: np.ndarray, gain: np.ndarray, room: int) -> np.ndarray:
+def transport(rows: np.ndarray, columns: np.ndarray, gain: np.ndarray, room: int | np.ndarray) -> np.ndarray:
     """Which pairs to take: each row at most once, each column at most ``room`` times, as many pairs as
-    can be taken and, of those, the largest total ``gain``; a boolean mask over the pairs.
+    can be taken and, of those, the largest total ``gain``; a boolean mask over the pairs. ``room``
+    is one number for every column, or an array indexed by the column (``room[c]`` for column c).
 
     The count is a maximum flow (source -> rows -> columns -> sink, integral); the gain a linear
     program over the pairs with that count as an equality, solved by HiGHS's dual simplex. Its
@@ -88,6 +89,7 @@ def transport(rows: np.ndarray, columns: np.ndarray, gain: np.ndarray, room: int
     """
     r, ri = np.unique(rows, return_inverse=True)
     c, ci = np.unique(columns, return_inverse=True)
+    room = np.full(c.size, room, dtype=np.int64) if np.ndim(room) == 0 else np.asarray(room, dtype=np.int64)[c]
     count = _most_pairs(ri, ci, r.size, c.size, room)
     m = rows.size
     pairs = np.arange(m)
@@ -97,7 +99,7 @@ def transport(rows: np.ndarray, columns: np.ndarray, gain: np.ndarray, room: int
             sparse.csr_matrix((np.ones(m), (ci, pairs)), shape=(c.size, m)),
         ]
     ).tocsr()
-    upper = np.concatenate([np.ones(r.size), np.full(c.size, float(room))])
+    upper = np.concatenate([np.ones(r.size), room.astype(float)])
     total = sparse.csr_matrix(np.ones((1, m)))
     cost = -(gain - gain.max())  # shifted by a constant: the count is fixed, the optimum is the same
     solved = linprog(cost, A_ub=incidence, b_ub=upper, A_eq=total, b_eq=[count], bounds=(0, 1), method="highs-ds")
@@ -121,15 +123,15 @@ def transport(rows: np.ndarray, columns: np.ndarray, gain: np.ndarray, room: int
     return taken
 
 
-def _most_pairs(ri: np.ndarray, ci: np.ndarray, rows: int, columns: int, room: int) -> int:
-    """The largest number of pairs (``ri``, ``ci``) with each row at most once and each column at most
-    ``room`` times: a maximum flow, in integers."""
-    if np.unique(ri).size == rows and rows <= room * columns and ri.size == rows * columns:
+def _most_pairs(ri: np.ndarray, ci: np.ndarray, rows: int, columns: int, room: np.ndarray) -> int:
+    """The largest number of pairs (``ri``, ``ci``) with each row at most once and column c at most
+    ``room[c]`` times: a maximum flow, in integers."""
+    if np.unique(ri).size == rows and rows <= room.sum() and ri.size == rows * columns:
         return rows  # every row has every column: all fit
     source, sink = rows + columns, rows + columns + 1
     tail = np.concatenate([np.full(rows, source), ri, rows + np.arange(columns)])
     head = np.concatenate([np.arange(rows), rows + ci, np.full(columns, sink)])
-    cap = np.concatenate([np.ones(rows), np.ones(ri.size), np.full(columns, room)]).astype(np.int32)
+    cap = np.concatenate([np.ones(rows), np.ones(ri.size), np.minimum(room, rows)]).astype(np.int32)
     graph = sparse.csr_matrix((cap, (tail, head)), shape=(sink + 1, sink + 1))
     return int(maximum_flow(graph, source, sink).flow_value)
 
@@ -252,7 +254,8 @@ def placed_labels(state: DataFrame, labels: DataFrame, capacity: int) -> DataFra
     exemplars refined (:func:`placed_and_refined`), read from the final edge ``state``'s noisy
     similarities ``s``; ``labels`` itself when no cluster is over it. Above :data:`REFINE_UP_TO`
     edges only the edges into the exemplars are read, and the placement is not refined."""
-    largest = labels.groupBy("exemplar").count().agg(F.max("count")).first()[0]
+    # Points without an exemplar (none found at all) are no cluster to bound.
+    largest = labels.where(F.col("exemplar").isNotNull()).groupBy("exemplar").count().agg(F.max("count")).first()[0]
     if largest is None or largest <= capacity:
         return labels
     ids = np.sort(to_arrow(labels.select("id")).column("id").to_numpy(zero_copy_only=False))
