@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import math
 from collections import Counter
 
 import numpy as np
@@ -18,6 +19,7 @@ from spark_ap import (
 )
 from spark_ap.app.job import main
 from spark_ap.engines.blocks.kernel import Chunk, Top
+from spark_ap.multilevel import levels as levels_module
 from spark_ap.run.capacity import CapacityWarning, merge_within, place, placed_and_refined, warn_unplaced
 from spark_ap.testing.reference import affinity_propagation_dense, capacitated_availabilities
 from tests.conftest import assignment_rows, dense_messages, exemplars_of
@@ -337,7 +339,7 @@ def test_only_the_merges_that_overfill_a_cluster_are_undone():
 
 
 @pytest.mark.slow
-def test_levels_keep_the_bound_across_merges(spark):
+def test_levels_keep_the_bound_across_merges(spark, monkeypatch):
     # Above exactBelow the points go through levels: level 0 is capacitated AP on the k-NN graph,
     # later levels merge whole clusters, and no merged cluster may exceed the bound.
     X, _ = make_blobs(300, centers=[[0, 0], [8, 0], [0, 8]], cluster_std=1.0, random_state=3)
@@ -345,9 +347,21 @@ def test_levels_keep_the_bound_across_merges(spark):
     params = {"exactBelow": 100, "levelExactBelow": 200, "seed": 1}
     plain = MultiLevelAffinityPropagation(**params).run(table)
     assert len(plain.levels) >= 2 and plain.exemplars.toPandas()["size"].max() > 60  # the test can tell
+    # The bounded run's own levels must merge past the bound, and merge_within must undo it: each
+    # call records whether AP's merges overfilled a cluster and whether the merges came back changed.
+    calls = []
+
+    def recorded(members, exemplars, s, size, chosen, capacity):
+        merged = merge_within(members, exemplars, s, size, chosen, capacity)
+        over = np.bincount(chosen, weights=size).max() > capacity
+        calls.append((bool(over), not np.array_equal(merged, chosen)))
+        return merged
+
+    monkeypatch.setattr(levels_module, "merge_within", recorded)
     bounded = MultiLevelAffinityPropagation(maxClusterSize=60, **params).run(table)
     sizes = bounded.exemplars.toPandas()["size"]
     assert len(bounded.levels) >= 2 and sizes.max() <= 60 and sizes.sum() == len(X)
+    assert (True, True) in calls, calls  # an overfilling merge, undone
 
 
 def test_the_command_bounds_the_clusters_and_says_so(spark, tmp_path):
@@ -392,3 +406,57 @@ def test_points_left_out_are_counted_in_the_summary_and_in_no_cluster(spark, tmp
     assert left_out > 0 and summary["unassigned_points"] == left_out
     assert assignments.loc[assignments["cluster"] >= 0].groupby("cluster").size().max() <= 5
     assert summary["clusters"] == assignments.loc[assignments["cluster"] >= 0, "cluster"].nunique()
+
+
+# Every estimator path on 42 points (blobs of 30, 6 and 6) at a preference so low, with damping 0.9,
+# that AP ends with 7 exemplars: 7 x 5 = 35 places for 42 points under maxClusterSize=5.
+FEW_PLACES = {"preference": -2000.0, "damping": 0.9, "maxClusterSize": 5}
+LEFT_OUT_PATHS = {
+    "AffinityPropagation": None,
+    "features on the driver": {},
+    "features through Spark": {"stateDir": True},
+    # Above exactBelow: level 0 on a k-NN graph (every other point a neighbour), then a level above it.
+    "features by levels": {"exactBelow": 20, "numNeighbors": 41, "knnMaxIter": 200},
+}
+
+
+@pytest.mark.parametrize("path", list(LEFT_OUT_PATHS))
+def test_points_beyond_the_places_are_left_out_with_a_warning_on_every_path(spark, tmp_path, path):
+    # K exemplars hold at most K x L points: the others are cluster -1 with a null exemplar, in no
+    # cluster's size, and a CapacityWarning counts them and names the exemplars needed, ceil(n / L).
+    X = blobs_with_one_large(30, 6)
+    n, capacity = len(X), FEW_PLACES["maxClusterSize"]
+    extra = LEFT_OUT_PATHS[path]
+    with pytest.warns(CapacityWarning) as caught:
+        if extra is None:
+            result = AffinityPropagation(**FEW_PLACES).run(edges_from_matrix(spark, similarity_matrix(X)))
+        else:
+            extra = {**extra, "stateDir": str(tmp_path)} if "stateDir" in extra else extra
+            table = spark.createDataFrame([(i, [float(v) for v in x]) for i, x in enumerate(X)], ["id", "features"])
+            result = MultiLevelAffinityPropagation(**FEW_PLACES, **extra).run(table)
+    if path == "features by levels":
+        assert len(result.levels) >= 2 and result.levels["graph"].iloc[0] == "k-NN"
+    rows = result.assignments.toPandas()
+    placed, out = rows[rows["cluster"] >= 0], rows[rows["cluster"] < 0]
+    clusters = placed["exemplar"].nunique()
+    assert clusters * capacity < n  # the case: too few places
+    # Every exemplar has an edge from every point here: exactly K x L points are placed.
+    assert len(out) == n - clusters * capacity and out["exemplar"].isna().all() and (out["cluster"] == -1).all()
+    assert placed.groupby("cluster").size().max() <= capacity and placed["cluster"].nunique() == clusters
+    sizes = result.exemplars.toPandas()
+    assert (sizes["cluster"] >= 0).all() and sizes["size"].sum() == len(placed)
+    messages = [str(w.message) for w in caught if issubclass(w.category, CapacityWarning)]
+    expected = f"{len(out)} of {n} points could not be placed"
+    assert any(expected in m and f"need at least {math.ceil(n / capacity)}" in m for m in messages), messages
+
+
+def test_a_capacitated_run_that_finds_no_exemplar_ends_without_clusters(spark):
+    # On a sparse k-NN graph at this preference AP ends with no exemplar: no cluster to bound, so the
+    # placement is not run (it once was, around no exemplars, and failed) and every point is its own.
+    X = blobs_with_one_large(30, 6)
+    table = spark.createDataFrame([(i, [float(v) for v in x]) for i, x in enumerate(X)], ["id", "features"])
+    ap = MultiLevelAffinityPropagation(maxClusterSize=5, preference=-2000.0, damping=0.9, exactBelow=20, numNeighbors=8)
+    result = ap.run(table)
+    assert result.levels["graph"].iloc[0] == "k-NN" and result.history["exemplars"].iloc[-1] == 0
+    rows = result.assignments.toPandas()
+    assert (rows["id"] == rows["exemplar"]).all() and rows["cluster"].nunique() == len(X)

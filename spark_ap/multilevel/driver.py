@@ -105,7 +105,7 @@ class DriverGraph:
         each other point's similarity to its exemplar, plus the preference of every exemplar."""
         exemplar = np.arange(self.ids.size) if attempt.exemplar is None else attempt.exemplar
         joins = (self.j == exemplar[self.i]) & ~self.loop
-        return float(self.similarity[joins].sum()) + np.unique(exemplar).size * attempt.preference
+        return float(self.similarity[joins].sum()) + np.unique(exemplar[exemplar >= 0]).size * attempt.preference
 
     def run(self, preference: float, attempt: int = 0) -> DriverAttempt:
         """AP at ``preference``, as :func:`~spark_ap.run.loop.iterate` runs the local engine."""
@@ -113,7 +113,7 @@ class DriverGraph:
         similarity = np.where(self.loop, preference, self.similarity)
         s = similarity if self.z is None else with_noise(similarity, self.z)
         exemplar, progress = run_on_driver(self.i, self.j, s, self.settings)
-        clusters = self.ids.size if exemplar is None else np.unique(exemplar).size
+        clusters = self.ids.size if exemplar is None else np.unique(exemplar[exemplar >= 0]).size
         converged, seconds = progress.converged(self.settings), round(time.time() - started, 3)
         log.info(
             "attempt %d on the driver: %d points -> %d clusters in %d iterations (converged=%s)",
@@ -128,11 +128,14 @@ class DriverGraph:
     def levels(self, attempt: DriverAttempt) -> Levels:
         """``attempt`` as the one level of :func:`~spark_ap.multilevel.levels.run_levels`, in Spark."""
         n = self.ids.size
-        # A point without an exemplar (none found) is its own, as run_level counts it.
+        # No exemplar found: every point is its own, as run_level counts it; -1 is a point the
+        # placement left out: no exemplar (next null), as run_level keeps it.
         chosen = np.arange(n) if attempt.exemplar is None else attempt.exemplar
+        out = chosen < 0
         kind = arrow_id_type(self.id_type)
-        table = pa.table({"id": pa.array(self.ids, kind), "next": pa.array(self.ids[chosen], kind)})
-        schema = T.StructType([T.StructField("id", self.id_type, False), T.StructField("next", self.id_type, False)])
+        nxt = pa.array(self.ids[np.where(out, 0, chosen)], kind, mask=out)
+        table = pa.table({"id": pa.array(self.ids, kind), "next": nxt})
+        schema = T.StructType([T.StructField("id", self.id_type, False), T.StructField("next", self.id_type, True)])
         frame = frame_from_arrow(self.spark, table, schema)
         row = (
             0,
@@ -170,10 +173,11 @@ def run_on_driver(
 def bounded(i: np.ndarray, j: np.ndarray, s: np.ndarray, exemplar: np.ndarray, capacity: int) -> np.ndarray:
     """``exemplar`` placed under the capacity and its exemplars refined, as
     :func:`~spark_ap.run.capacity.placed_labels` does a Spark run's labels; unchanged when the
-    nearest exemplars fit. A point left out is its own cluster, as a level counts it."""
+    nearest exemplars fit. A point left out is -1, in no cluster, with a ``CapacityWarning``
+    (docs/capacity.md#points-left-out)."""
     if np.bincount(exemplar).max() <= capacity:
         return exemplar
     off = i != j
     chosen = placed_and_refined(i[off], j[off], s[off], np.unique(exemplar), exemplar.size, capacity)
     warn_unplaced(chosen, capacity)
-    return np.where(chosen >= 0, chosen, np.arange(chosen.size))
+    return chosen

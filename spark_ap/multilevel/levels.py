@@ -148,8 +148,11 @@ def run_level(
         prepared = prepare_validated(edges, ids, preference)
         done = cluster(prepared, settings, state_dir=state_dir, params=level_params(settings, preference))
     outcome = done.outcome
-    chosen = outcome.labels.select("id", F.coalesce("exemplar", "id").alias("next")).localCheckpoint()
-    clusters = chosen.select("next").distinct().count()
+    # No exemplar at all: every point is its own. Else a null exemplar is a point the capacity's
+    # placement left out (level 0 only): it stays in no cluster (next null) and goes to no level above.
+    nxt = F.col("exemplar") if outcome.found else F.coalesce("exemplar", "id")
+    chosen = outcome.labels.select("id", nxt.alias("next")).localCheckpoint()
+    clusters = chosen.where(F.col("next").isNotNull()).select("next").distinct().count()
     outcome.release()
     log.info(
         "level %d: %d points -> %d clusters in %d iterations (converged=%s)",
@@ -203,9 +206,10 @@ def bounded_merges(this: Level, edges: DataFrame, mapping: DataFrame, capacity: 
 
 
 def follow(mapping: DataFrame | None, chosen: DataFrame) -> DataFrame:
-    """Every point -> its exemplar after a level whose points chose ``chosen`` (``id, next``)."""
+    """Every placed point -> its exemplar after a level whose points chose ``chosen`` (``id, next``);
+    a point level 0 left out (``next`` null) is in no cluster and not in the mapping."""
     if mapping is None:  # level 0's points are the points: its choice is the mapping
-        return chosen.select("id", F.col("next").alias("exemplar"))
+        return chosen.where(F.col("next").isNotNull()).select("id", F.col("next").alias("exemplar"))
     return (
         mapping.join(chosen.withColumnRenamed("id", "exemplar"), "exemplar")
         .select("id", F.col("next").alias("exemplar"))
@@ -305,7 +309,11 @@ class Levels:
 
     def result(self, *, preference, source, recall, attempts) -> MultiLevelResult:
         numbers = assign.cluster_numbers(self.mapping, self.clusters)
-        assignments = self.mapping.join(numbers, "exemplar").select("id", "cluster", "exemplar").persist()
+        placed = self.mapping.join(numbers, "exemplar").select("id", "cluster", "exemplar")
+        # Left out by level 0's placement (docs/capacity.md#points-left-out): cluster -1, no exemplar.
+        left = self.chosen[0].where(F.col("exemplar").isNull())
+        left = left.select("id", F.lit(-1).cast("int").alias("cluster"), F.col("exemplar"))
+        assignments = placed.unionByName(left).persist()
         level_assignments = self.chosen[0]
         for chosen in self.chosen[1:]:
             level_assignments = level_assignments.unionByName(chosen)
@@ -318,7 +326,7 @@ class Levels:
             )
         return MultiLevelResult(
             assignments=assignments,
-            exemplars=assign.exemplar_table(assignments),
+            exemplars=assign.exemplar_table(assignments.where(F.col("cluster") >= 0)),
             levels=self.levels,
             levelAssignments=level_assignments,
             history=self.history,
