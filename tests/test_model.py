@@ -1,5 +1,11 @@
 """The fitted model: exemplars that assign new points, as a pyspark.ml Model in a Pipeline."""
 
+import itertools
+import json
+import shutil
+import warnings
+from collections import Counter
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,7 +14,14 @@ from pyspark.ml.feature import VectorAssembler
 from sklearn.cluster import AffinityPropagation as SklearnAP
 from sklearn.datasets import make_blobs
 
-from spark_ap import AffinityPropagationModel, MultiLevelAffinityPropagation, similarity_matrix
+from spark_ap import (
+    AffinityPropagationModel,
+    InvalidInputError,
+    InvalidParamError,
+    MultiLevelAffinityPropagation,
+    similarity_matrix,
+)
+from spark_ap.run.capacity import CapacityWarning
 from tests.conftest import feature_frame
 
 
@@ -292,3 +305,153 @@ def test_a_model_of_unicode_ids_assigns_new_points_as_scikit_learn(spark, tmp_pa
     table = spark.createDataFrame([("neu", [0.2, 0.2]), ("新", [9.9, 10.1])], "id string, features array<double>")
     assigned = {row.id: row.exemplar for row in loaded.transform(table).collect()}
     assert assigned == {"neu": ids[nearest[0]], "新": ids[nearest[1]]}
+
+
+# Fits with maxClusterSize on blobs of one large and two small clusters (tests/test_capacity.py's):
+# the placement moves points of the large blob past their nearest exemplar, or leaves points out.
+CAPACITY_FITS = {
+    "placed past the nearest exemplar": ((60, 12), {"maxClusterSize": 30, "preference": -60.0}),
+    "left out": ((30, 6), {"maxClusterSize": 5, "preference": -2000.0, "damping": 0.9}),
+}
+
+
+@pytest.mark.parametrize("case", list(CAPACITY_FITS))
+@pytest.mark.filterwarnings("ignore::spark_ap.run.capacity.CapacityWarning")
+def test_transform_on_the_fitted_points_is_the_fits_labels_under_a_capacity(spark, tmp_path, case):
+    (large, small), params = CAPACITY_FITS[case]
+    X, _ = make_blobs([large, small, small], centers=[[0, 0], [12, 0], [0, 12]], random_state=0)
+    features = feature_frame(spark, X)
+    model = MultiLevelAffinityPropagation(**params).fit(features)
+    run = {row.id: (row.cluster, row.exemplar) for row in model.summary.assignments.collect()}
+    # The test can tell: by numpy, some points of the fit are not in their nearest exemplar's cluster.
+    E = X[model.exemplars["exemplar"].astype(int)]
+    nearest = np.argmin(((X[:, None, :] - E[None, :, :]) ** 2).sum(-1), axis=1)
+    moved = [i for i in range(len(X)) if run[i][0] != nearest[i]]
+    assert moved and (case != "left out" or any(run[i][0] == -1 for i in moved))
+    assert _assigned(model.transform(features)) == run
+
+    # Saved and loaded: the bound, the fitted sizes (counted from the run) and the fit's labels.
+    model.save(str(tmp_path / "model"))
+    again = AffinityPropagationModel.load(str(tmp_path / "model"))
+    counted = Counter(c for c, _ in run.values() if c >= 0)
+    assert again.getMaxClusterSize() == params["maxClusterSize"] == model.getMaxClusterSize()
+    assert again.clusterSizes() == [counted[c] for c in range(len(counted))] == model.clusterSizes()
+    assert _assigned(again.transform(features)) == run
+
+    # A row with a moved point's id but other features (another exemplar's) is a new point: nearest.
+    point = moved[0]
+    other = next(k for k in range(len(E)) if k != run[point][0])
+    reused = _assigned(again.transform(feature_frame(spark, [E[other]], ids=[point])))
+    assert reused[point][0] == other
+
+
+def brute_force_room(S: np.ndarray, room: np.ndarray) -> tuple[int, float]:
+    """The most rows placed, then the largest total similarity, over every assignment of the rows of
+    ``S`` (rows x clusters) to a cluster or none with at most ``room[k]`` rows in cluster k."""
+    best = (0, 0.0)
+    B, K = S.shape
+    for choice in itertools.product(range(-1, K), repeat=B):
+        load = Counter(c for c in choice if c >= 0)
+        if all(load[k] <= room[k] for k in load):
+            placed = [(b, c) for b, c in enumerate(choice) if c >= 0]
+            best = max(best, (len(placed), sum(S[b, c] for b, c in placed)))
+    return best
+
+
+def room_case(seed: int):
+    """3 exemplars, maxClusterSize 4, fitted sizes from 1 to 4 (room 3 to 0), 3 to 6 new points; on
+    odd seeds fuller clusters, often fewer places than points."""
+    rng = np.random.default_rng(seed)
+    E = rng.normal(size=(3, 2)) * 3
+    sizes = rng.integers(2 if seed % 2 else 1, 5, size=3)
+    batch = rng.normal(size=(int(rng.integers(3, 7)), 2)) * 3
+    return E, sizes, 4, batch
+
+
+def room_model(E, sizes, capacity):
+    exemplars = pd.DataFrame(
+        {"cluster": range(len(E)), "exemplar": [100 + k for k in range(len(E))], "features": [list(e) for e in E]}
+    )
+    model = AffinityPropagationModel(exemplars.assign(size=sizes))
+    return model.copy({model.maxClusterSize: capacity}).setAssignment("withRoom")
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_with_room_places_a_batch_into_the_room_the_fit_left_as_brute_force(spark, seed):
+    E, sizes, capacity, batch = room_case(seed)
+    model = room_model(E, sizes, capacity)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = _assigned(model.transform(feature_frame(spark, batch)))
+    cluster = np.array([got[b][0] for b in range(len(batch))])
+    assert all(got[b][1] == (None if c < 0 else 100 + c) for b, c in enumerate(cluster))
+    room = capacity - sizes
+    placed = cluster >= 0
+    assert np.all(np.bincount(cluster[placed], minlength=3) <= room)
+    S = -((batch[:, None, :] - E[None, :, :]) ** 2).sum(-1)
+    count, total = brute_force_room(S, room)
+    assert int(placed.sum()) == count
+    assert S[np.flatnonzero(placed), cluster[placed]].sum() == pytest.approx(total, rel=1e-9, abs=1e-9)
+    left = [str(w.message) for w in caught if issubclass(w.category, CapacityWarning)]
+    if count < len(batch):
+        assert any(f"{len(batch) - count} of {len(batch)} points" in m for m in left), left
+    else:
+        assert not left
+
+
+def test_the_room_cases_overfill_a_cluster_by_nearest_and_leave_points_out():
+    # The cases above are ones that need the placement: the nearest exemplars would overfill a
+    # cluster's room on some seeds, and on some there are fewer places than points.
+    overfilled = short = 0
+    for seed in range(8):
+        E, sizes, capacity, batch = room_case(seed)
+        nearest = np.argmin(((batch[:, None, :] - E[None, :, :]) ** 2).sum(-1), axis=1)
+        overfilled += bool(np.any(np.bincount(nearest, minlength=3) > capacity - sizes))
+        short += bool((capacity - sizes).sum() < len(batch))
+    assert overfilled >= 4 and short >= 2
+
+
+def test_nearest_is_the_default_and_ignores_the_room(spark):
+    # The same model as nearest (the default): every point to its nearest exemplar, full or not.
+    E, sizes, capacity, batch = room_case(1)
+    model = room_model(E, sizes, capacity).setAssignment("nearest")
+    assert AffinityPropagationModel().getAssignment() == "nearest"
+    got = _assigned(model.transform(feature_frame(spark, batch)))
+    nearest = np.argmin(((batch[:, None, :] - E[None, :, :]) ** 2).sum(-1), axis=1)
+    assert [got[b][0] for b in range(len(batch))] == nearest.tolist()
+    with pytest.raises(InvalidParamError, match="assignment must be one of"):
+        model.setAssignment("closest")
+
+
+def test_with_room_refuses_a_stream_and_repeated_ids(spark, tmp_path):
+    E, sizes, capacity, batch = room_case(0)
+    model = room_model(E, sizes, capacity)
+    with pytest.raises(InvalidInputError, match="needs one row per id"):
+        model.transform(feature_frame(spark, batch[:2], ids=[7, 7]))
+    feature_frame(spark, batch).write.parquet(str(tmp_path / "points"))
+    stream = spark.readStream.schema("id long, features array<double>").parquet(str(tmp_path / "points"))
+    with pytest.raises(InvalidInputError, match="a stream takes"):
+        model.transform(stream)
+
+
+def test_a_model_saved_without_the_bound_and_the_sizes_still_loads(spark, saved_model, tmp_path):
+    # As an older spark-ap wrote it: no maxClusterSize, idCol or assignment params, no size column,
+    # no displaced points. It loads with no bound and no sizes and assigns by nearest exemplar.
+    shutil.copytree(saved_model, tmp_path / "model")
+    folder = tmp_path / "model"
+    (folder / "checksums.json").unlink()
+    (part,) = (folder / "metadata").glob("part-*")
+    metadata = json.loads(part.read_text())
+    for key in ("paramMap", "defaultParamMap"):
+        for name in ("maxClusterSize", "idCol", "assignment"):
+            metadata[key].pop(name, None)
+    metadata.pop("displaced", None)
+    part.write_text(json.dumps(metadata))
+    assert "size" not in pd.read_parquet(folder / "data").columns
+    loaded = AffinityPropagationModel.load(str(folder))
+    assert loaded.getMaxClusterSize() == 0 and loaded.clusterSizes() is None and loaded.displaced.empty
+    points = feature_frame(spark, [[1.0, 1.0], [4.0, 4.5]])
+    assert _assigned(loaded.transform(points)) == {0: (0, 3), 1: (1, 7)}
+    assert _assigned(loaded.setAssignment("withRoom").transform(points)) == {0: (0, 3), 1: (1, 7)}  # no bound
+    with pytest.raises(InvalidInputError, match="needs the fitted cluster sizes"):
+        loaded.copy({loaded.maxClusterSize: 3}).transform(points)

@@ -251,7 +251,9 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         the availabilities count only the largest responsibilities the
         capacity admits, and the final assignment fills no cluster beyond it.
         0: no bound (plain AP); a bound of n points or more is plain AP, bit
-        for bit.
+        for bit. A point the final assignment cannot place is cluster -1 with a
+        null exemplar, counted by a ``CapacityWarning``
+        (docs/capacity.md#points-left-out).
 
     Examples
     --------

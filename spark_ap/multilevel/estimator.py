@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 from spark_ap.compat import is_connect
 from spark_ap.estimators._params import SharedParams, spec_param
 from spark_ap.estimators.affinity import result_params
-from spark_ap.estimators.model import AffinityPropagationModel
+from spark_ap.estimators.model import AffinityPropagationModel, nearest_exemplar, unit_rows
 from spark_ap.multilevel import neighbors
 from spark_ap.multilevel.driver import DriverGraph
 from spark_ap.multilevel.levels import LevelConfig, knn_graph, run_levels
@@ -141,8 +141,11 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, Estimator, DefaultParamsR
         No cluster above this many points (0: no bound). Capacitated AP's
         messages run at level 0 only; the levels above, whose points stand for
         whole clusters, run plain AP and undo the merges that would exceed the
-        bound (docs/capacity.md). A point level 0 cannot place is its own
-        cluster.
+        bound (docs/capacity.md). A point level 0 cannot place is in no
+        cluster: cluster -1, a null exemplar and a ``CapacityWarning``, as in
+        :class:`~spark_ap.AffinityPropagation` (docs/capacity.md#points-left-out).
+        The fitted model keeps the bound and the clusters' sizes
+        (:class:`~spark_ap.AffinityPropagationModel`).
     stateDir : str, optional
         Each level saves its state in a folder under this one.
 
@@ -288,8 +291,7 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, Estimator, DefaultParamsR
         points = validate_features(features, self.getIdCol(), self.getFeaturesCol())
         if self.getMetric() == "cosine":
             refuse_zero_vectors(points)
-            norm = F.sqrt(F.aggregate("x", F.lit(0.0), lambda acc, v: acc + v * v))
-            points = points.select("id", F.transform("x", lambda v: v / norm).alias("x"))
+            points = points.select("id", unit_rows(F.col("x")).alias("x"))  # as the model's transform scales them
         return points.localCheckpoint()
 
     def _similarity(self, d2):
@@ -414,13 +416,34 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, Estimator, DefaultParamsR
 def fitted_model(
     estimator: MultiLevelAffinityPropagation, points: DataFrame, result: MultiLevelResult
 ) -> AffinityPropagationModel:
-    """The model of ``result``: its exemplars with their features (``points``: ``id, x`` as given)."""
+    """The model of ``result``: its exemplars with their features (``points``: ``id, x`` as validated)
+    and sizes, the bound, and the points whose cluster is not their most similar exemplar's (the
+    model's ``displaced``), so that its transform gives the fit's labels on the points of the fit."""
     exemplars = (
-        result.exemplars.select("cluster", "exemplar")
+        result.exemplars.select("cluster", "exemplar", "size")
         .join(points.select(F.col("id").alias("exemplar"), F.col("x").alias("features")), "exemplar")
         .orderBy("cluster")
-        .toPandas()[["cluster", "exemplar", "features"]]
+        .toPandas()[["cluster", "exemplar", "features", "size"]]
     )
-    model = AffinityPropagationModel(exemplars, summary=result)
-    model._set(featuresCol=estimator.getFeaturesCol(), metric=estimator.getMetric())
+    centers, metric = [np.asarray(v, dtype=float) for v in exemplars["features"]], estimator.getMetric()
+
+    @F.pandas_udf("int")
+    def nearest(x: pd.Series) -> pd.Series:
+        cluster, _ = nearest_exemplar(np.array(x.tolist(), dtype=float), centers, metric)
+        return pd.Series(cluster, dtype="int32")
+
+    displaced = (
+        result.assignments.select("id", "cluster")
+        .join(points.select("id", "x"), "id")
+        .where(nearest(F.col("x")) != F.col("cluster"))
+        .select("id", F.col("x").alias("features"), "cluster")
+        .toPandas()
+    )
+    model = AffinityPropagationModel(exemplars, summary=result, displaced=displaced)
+    model._set(
+        featuresCol=estimator.getFeaturesCol(),
+        idCol=estimator.getIdCol(),
+        metric=metric,
+        maxClusterSize=estimator.getMaxClusterSize(),
+    )
     return model

@@ -28,9 +28,11 @@ class MultiLevelResult:
     ----------
     assignments : DataFrame
         ``id, cluster, exemplar``: one row per point, clusters numbered from 0
-        in the order of their exemplars' ids.
+        in the order of their exemplars' ids. A point that ``maxClusterSize``
+        leaves out is cluster -1 with a null exemplar
+        (docs/capacity.md#points-left-out).
     exemplars : DataFrame
-        ``cluster, exemplar, size``.
+        ``cluster, exemplar, size``: the clusters, without the points left out.
     levels : pandas.DataFrame
         One row per level: ``level, points`` (clustered at that level),
         ``edges, graph`` ("all pairs" or "k-NN"), ``clusters, iterations,
