@@ -97,7 +97,7 @@ for env in json.loads(sys.argv[2]):
         continue
     t, a = d.timetable, getattr(d.timetable, "asset_condition", None)
     schedule = getattr(t, "expression", None) or (a and a.name)
-    print(json.dumps([schedule, d.catchup, d.params["input"], d.params["output_root"]]))
+    print(json.dumps([schedule, d.catchup, d.params["input"], d.params["output_root"], type(t).__name__]))
 """
 
 
@@ -126,8 +126,45 @@ def test_the_settings_file_sets_schedule_catchup_and_dated_defaults(airflow_db, 
     )
     from_file, env_wins = _parsed({"SPARK_AP_CONFIG": str(config)},
                                   {"SPARK_AP_CONFIG": str(config), "SPARK_AP_SCHEDULE": "@daily"})  # fmt: skip
-    assert from_file == ["0 * * * *", True, "/data/similarities/dt={{ ds }}/", str(ROOT / "runs")]
+    assert from_file[:4] == ["0 * * * *", True, "/data/similarities/dt={{ ds }}/", str(ROOT / "runs")]
     assert env_wins[0] == "0 0 * * *"
+
+
+def test_the_dag_builds_its_timetable_whatever_the_sites_default(airflow_db, tmp_path):
+    # Airflow 3's default ([scheduler] create_cron_data_intervals = False) would make a bare cron string a
+    # CronTriggerTimetable, whose midnight run of a day is dated that day: the DAG chooses, by its setting.
+    trigger = tmp_path / "trigger.yaml"
+    trigger.write_text("airflow:\n  schedule: '@daily'\n  intervals: trigger\n")
+    site = {"AIRFLOW__SCHEDULER__CREATE_CRON_DATA_INTERVALS": "False", "SPARK_AP_SCHEDULE": "@daily"}
+    default, chosen = _parsed(site, {**site, "SPARK_AP_CONFIG": str(trigger)})
+    assert default[0] == chosen[0] == "0 0 * * *"
+    assert default[4] == "CronDataIntervalTimetable" and chosen[4] == "CronTriggerTimetable"
+
+
+def test_an_asset_triggered_run_reads_what_its_event_names(dag):
+    from types import SimpleNamespace
+
+    from spark_ap.app.pipeline import render_dates, run_date
+
+    params = {"input": "/data/dt={{ ds }}/", "output_root": "/runs", "preference": "min"}
+    run = SimpleNamespace(run_after=datetime(2026, 12, 5, 7, 30, tzinfo=timezone.utc))
+
+    def triggered(*extras):
+        events = [SimpleNamespace(extra=extra) for extra in extras]
+        return {"dag": dag, "logical_date": None, "dag_run": run, "triggering_asset_events": {"upstream": events}}
+
+    # The upstream's date: the partition of that date, and the run folder of that date.
+    dated = triggered({"logical_date": "2026-12-01T00:00:00+00:00"}, {"logical_date": "2026-12-03T00:00:00Z"})
+    assert render_dates(params, dated)["input"] == "/data/dt=2026-12-03/"
+    assert run_date(dated) == datetime(2026, 12, 3, tzinfo=timezone.utc)
+    # A URI in the event: that is the input, whatever the template says.
+    named = triggered({"uri": "hdfs://nn:8020/similarities/batch-42/", "date": "2026-12-04"})
+    assert render_dates(params, named)["input"] == "hdfs://nn:8020/similarities/batch-42/"
+    assert run_date(named) == datetime(2026, 12, 4, tzinfo=timezone.utc)
+    # An event without either: the run's own run_after, as for a manual run.
+    assert render_dates(params, triggered({}))["input"] == "/data/dt=2026-12-05/"
+    with pytest.raises(InvalidInputError, match="'yesterday' is not an ISO date"):
+        render_dates(params, triggered({"date": "yesterday"}))
 
 
 def test_a_schedule_airflow_cannot_read_fails_the_dag_file_naming_the_setting(airflow_db):

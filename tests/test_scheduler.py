@@ -142,11 +142,14 @@ def test_every_run_succeeds_in_the_folder_of_its_logical_date(scheduled):
         assert summary["points"] == scheduled["points"][day]
 
 
-def test_the_schedule_made_the_run_of_its_own_date(scheduled):
+def test_the_schedule_made_the_run_of_the_day_that_has_just_ended(scheduled):
     (scheduled_run, *_) = [run for run in scheduled["runs"] if run["run_type"] == "scheduled"]
-    # @daily: the scheduler ran the newest midnight that is due, with nobody asking.
-    today = datetime.now(timezone.utc).date()
-    assert _day(scheduled_run["logical_date"]) in {str(today - timedelta(days=1)), str(today)}
+    # @daily with data intervals (the DAG's default, whatever the site's): the scheduler ran, with nobody
+    # asking, the newest whole day, yesterday, and that run read yesterday's partition, now complete.
+    yesterday = str(datetime.now(timezone.utc).date() - timedelta(days=1))
+    assert _day(scheduled_run["logical_date"]) == _day(scheduled_run["data_interval_start"]) == yesterday
+    summary = json.loads((scheduled["root"] / yesterday / "summary.json").read_text())
+    assert summary["params"]["input"].endswith(f"/dt={yesterday}/points.csv")
 
 
 def test_a_backfill_runs_each_date_once_and_latest_stays_on_the_newest_date(scheduled):

@@ -41,6 +41,7 @@ EXTRA_KEYS = {
     "input": {"kind"},
     "airflow": {
         "schedule",
+        "intervals",
         "catchup",
         "input",
         "kind",
@@ -117,6 +118,7 @@ EXTRA_VALUES: dict[str, type | tuple] = {
     "kind": INPUT_KINDS,
     "stateDir": str,
     "schedule": str,
+    "intervals": ("data", "trigger"),
     "catchup": bool,
     "input": str,
     "output_root": str,

@@ -49,8 +49,9 @@ PRESETS = {"@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "
 
 
 def run_date(context: dict) -> datetime:
-    """The date a DAG run is for: its logical date, or ``run_after`` when it has none."""
-    return context.get("logical_date") or context["dag_run"].run_after
+    """The date a DAG run is for: the date its triggering asset event carries (:func:`event_date`),
+    else its logical date, else ``run_after`` when it has none."""
+    return event_date(context) or context.get("logical_date") or context["dag_run"].run_after
 
 
 def folder_name(date: datetime) -> str:
@@ -79,6 +80,35 @@ def run_folder(output_root: str, date: datetime) -> str:
     return join(output_root, folder_name(date))
 
 
+def event_date(context: dict) -> datetime | None:
+    """The date an asset-triggered run is for: the ``logical_date`` (or ``date``) in the extra of
+    the newest event that triggered it, as the upstream DAG published it; None for other runs, or
+    an event without one."""
+    events = [event for found in (context.get("triggering_asset_events") or {}).values() for event in found]
+    for event in reversed(events):
+        extra = getattr(event, "extra", None) or {}
+        value = extra.get("logical_date") or extra.get("date")
+        if value:
+            try:
+                when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+            except ValueError:
+                raise InvalidInputError(f"the triggering asset event's date {value!r} is not an ISO date") from None
+            return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return None
+
+
+def event_input(context: dict) -> str | None:
+    """The input an asset-triggered run reads: the ``uri`` (or ``path``) in the extra of the newest
+    event that triggered it; None for other runs, or an event without one."""
+    events = [event for found in (context.get("triggering_asset_events") or {}).values() for event in found]
+    for event in reversed(events):
+        extra = getattr(event, "extra", None) or {}
+        value = extra.get("uri") or extra.get("path")
+        if value:
+            return str(value)
+    return None
+
+
 def render_dates(params: dict, context: dict) -> dict:
     """``params`` with ``input`` and ``output_root`` rendered by the DAG's own Jinja
     environment (Airflow's sandbox) against the run's dates, e.g.
@@ -99,9 +129,16 @@ def render_dates(params: dict, context: dict) -> dict:
         "data_interval_start": date,
         "data_interval_end": date,
     }
-    macros.update({key: context[key] for key in DATE_CONTEXT if context.get(key) is not None})
+    if event_date(context) is None:  # an event's date stands for the run's own dates
+        macros.update({key: context[key] for key in DATE_CONTEXT if context.get(key) is not None})
+    elif context.get("macros") is not None:
+        macros["macros"] = context["macros"]
     rendered = dict(params)
+    if event_input(context) is not None:  # the event names the data: no template to render
+        rendered["input"] = event_input(context)
     for name in TEMPLATED:
+        if name == "input" and event_input(context) is not None:
+            continue
         try:
             rendered[name] = env.from_string(params[name]).render(**macros)
         except Exception as error:  # jinja2's errors, whatever their class, say what is wrong
@@ -197,12 +234,40 @@ def dag_settings(config: str | Path, root: Path) -> dict:
         return value if "://" in value or Path(value).is_absolute() else str(root / value)
 
     return {
-        "schedule": parse_schedule(schedule),
+        "schedule": timetable(parse_schedule(schedule), airflow.get("intervals", "data")),
         "catchup": catchup,
         "input": path(str(airflow.get("input", "examples/blobs_400.csv"))),
         "kind": airflow.get("kind", "features"),
         "output_root": path(str(airflow.get("output_root", "output/runs"))),
     }
+
+
+# The cron expression of each preset that repeats (@once and @continuous do not).
+CRON_PRESETS = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@quarterly": "0 0 1 */3 *",
+    "@yearly": "0 0 1 1 *",
+}
+
+
+def timetable(schedule, intervals: str = "data"):
+    """The DAG's timetable for a cron ``schedule`` (a preset or an expression), built here whatever
+    the site's ``[scheduler] create_cron_data_intervals`` says: with ``intervals="data"`` a run
+    covers the interval that has just ended (``CronDataIntervalTimetable``: the midnight run of
+    2026-12-02 is dated 2026-12-01, ``{{ ds }}``, and reads that day's partition, now complete);
+    with ``"trigger"`` a run is at its time and dated by it (``CronTriggerTimetable``). Any other
+    schedule (None, an asset, @once) is returned as it is."""
+    if not isinstance(schedule, str) or schedule in ("@once", "@continuous"):
+        return schedule
+    from airflow.sdk import CronDataIntervalTimetable, CronTriggerTimetable
+
+    cron = CRON_PRESETS.get(schedule, schedule)
+    if intervals == "trigger":
+        return CronTriggerTimetable(cron, timezone="UTC")
+    return CronDataIntervalTimetable(cron, timezone="UTC")
 
 
 def parse_schedule(text: str | None):
