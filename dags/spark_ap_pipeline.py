@@ -96,6 +96,12 @@ STORAGE = storage_conf(CONFIG)
             description="A manual run moves output_root/latest and sends the results asset's event only when this "
             "is on; scheduled, backfill and asset-triggered runs always do",
         ),
+        "recompute": Param(
+            False,
+            type="boolean",
+            description="Run the date again even though its run folder is finished and its input unchanged (or "
+            "with other params); the old results are kept in a .replaced-* folder in it",
+        ),
         # The estimators' params, with their defaults, bounds and docs (spark_ap.params).
         **{name: Param(**schema) for name, schema in dag_params().items()},
     },

@@ -182,3 +182,38 @@ def test_latest_never_moves_back_to_an_older_date(tmp_path, order):
     own.mkdir()
     (own / "summary.json").write_text("{}")
     assert Path(publish_latest(own)).resolve() == own.resolve()
+
+
+def test_skip_existing_reruns_a_date_whose_input_changed_and_keeps_the_old_results(spark, tmp_path, caplog):
+    import logging
+
+    csv, out = tmp_path / "edges.csv", tmp_path / "run"
+    csv.write_text("src,dst,similarity\n0,1,-1.0\n1,0,-1.0\n")
+    args = ["--input", str(csv), "--output", str(out), "--preference", "-2", "--skip-existing"]
+    assert main(args) == 0
+    first = json.loads((out / "summary.json").read_text())
+    assert main(args) == 0 and not list(out.glob(".replaced-*"))  # unchanged: nothing to do
+
+    # The upstream partition is fixed in place: same path, a third point.
+    csv.write_text("src,dst,similarity\n0,1,-1.0\n1,0,-1.0\n1,2,-3.0\n2,1,-3.0\n")
+    with caplog.at_level(logging.WARNING, logger="spark_ap"):
+        assert main(args) == 0
+    assert "changed since it ran (1 files of" in caplog.text
+    (aside,) = out.glob(".replaced-*")
+    assert json.loads((aside / "summary.json").read_text()) == first  # the old results, kept whole
+    assert json.loads((out / "summary.json").read_text())["points"] == 3 == first["points"] + 1
+
+
+def test_other_params_on_a_finished_date_are_refused_saying_how_to_recompute(spark, tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["--input", _edges(tmp_path), "--output", str(out), "--skip-existing"]
+    assert main([*base, "--preference", "-2"]) == 0
+    first = (out / "summary.json").read_text()
+    assert main([*base, "--preference", "-3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "already holds another run" in err and "--recompute" in err and "\n" not in err
+    assert (out / "summary.json").read_text() == first
+    assert main([*base, "--preference", "-3", "--recompute"]) == 0
+    assert json.loads((out / "summary.json").read_text())["params"]["preference"] == -3.0
+    (aside,) = out.glob(".replaced-*")
+    assert (aside / "summary.json").read_text() == first

@@ -79,14 +79,17 @@ def export_run(
     points: DataFrame | pd.DataFrame | None = None,
     timings: dict | None = None,
     model: AffinityPropagationModel | None = None,
-    replace: bool = False,
+    replace: str | None = None,
+    input_fingerprint: dict | None = None,
 ) -> str:
     """Write ``result`` to the run folder ``path`` (a local path or a file system URI) and return it.
 
     ``path`` must not exist yet, or hold only an unfinished run (see
-    :func:`output_status`); with ``replace``, it may hold a finished run found damaged, which
-    stays in place while the new files are written beside it, and is moved into a ``.damaged-*``
-    folder just before they take its place.
+    :func:`output_status`); with ``replace`` (``"damaged"``, ``"replaced"``), it may hold a finished
+    run found damaged or out of date, which stays in place while the new files are written beside
+    it, and is moved into a ``.<replace>-*`` folder just before they take its place.
+    ``input_fingerprint`` (the input's files, from their listing) goes in the summary, for
+    ``--skip-existing`` to notice a changed input.
 
     Writes ``assignments.parquet`` (id, cluster, exemplar; a folder of Parquet
     part files, written by the executors), ``exemplars.csv`` (cluster,
@@ -118,6 +121,8 @@ def export_run(
         clusters = int((exemplars["cluster"] >= 0).sum())
         unassigned = result.assignments.filter(F.col("cluster") < 0).count()
         summary = _summary(result, params, timings, clusters, unassigned, staging, files)
+        if input_fingerprint is not None:
+            summary["input_fingerprint"] = input_fingerprint
         if model is not None:
             model.write().save(join(staging, "model"))
         files.write(join(staging, "convergence.png"), convergence_png(result.history, converged=result.converged))
@@ -129,7 +134,7 @@ def export_run(
         # What --skip-existing checks before it trusts the folder (see damaged_files).
         summary["files"] = files.digests(staging)
         if replace and output_status(final, files) == "finished":
-            set_aside(final, files)  # its summary first: from here on the folder reads as unfinished
+            set_aside(final, files, replace)  # its summary first: from here on the folder reads as unfinished
         _publish(files, staging, final, summary)
     finally:
         files.delete(staging)
@@ -164,12 +169,12 @@ def read_json(files: Files, path: str) -> dict:
     return value
 
 
-def set_aside(path: str | os.PathLike, files: Files | None = None) -> str:
+def set_aside(path: str | os.PathLike, files: Files | None = None, why: str = "damaged") -> str:
     """Move the files of the run folder ``path`` (its saved state stays) into a hidden folder in it,
-    which leaves an unfinished run folder; return that folder."""
+    ``.<why>-<time>-<random>``, which leaves an unfinished run folder; return that folder."""
     folder = str(path)
     files = files or files_for(folder)
-    aside = join(folder, f".damaged-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}")
+    aside = join(folder, f".{why}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}")
     files.mkdirs(aside)
     names = [name for name in files.names(folder) if name != STATE and not name.startswith(".")]
     for name in sorted(names, key=lambda name: name != SUMMARY):  # the summary first

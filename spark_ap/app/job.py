@@ -31,6 +31,7 @@ from spark_ap.app.export import (
 )
 from spark_ap.app.folders import STATE, SUMMARY
 from spark_ap.app.preflight import OneLineParser, check_edge_columns, check_input, check_output, input_format
+from spark_ap.checksums import sha256_json
 from spark_ap.errors import InvalidInputError, InvalidParamError, SparkAPError, reason
 from spark_ap.estimators.affinity import OPERATIONAL_PARAMS, AffinityPropagation
 from spark_ap.files import files_for, is_uri, join
@@ -112,7 +113,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--skip-existing",
         action="store_true",
-        help="if the output folder already holds a finished run, stop without error (for retried tasks)",
+        help="if the output folder already holds this finished run, stop without error (for retried tasks); "
+        "one whose input changed since (its files' sizes and times) runs again, the old files kept aside",
+    )
+    p.add_argument(
+        "--recompute",
+        action="store_true",
+        help="run the output folder's finished run again, with these params, even if nothing changed; the old "
+        "files are kept in a .replaced-* folder beside the new ones (the DAG's recompute param)",
     )
     return p
 
@@ -184,11 +192,12 @@ def check_paths(args: argparse.Namespace, params: dict[str, Any], spark: SparkSe
 
     Local paths are checked before Spark starts; an input or output given as a URI is read
     through ``spark`` (see :mod:`spark_ap.files`). Returns what the run does: ``"done"`` when
-    ``--skip-existing`` is given and the output folder holds this very run, finished (same params
-    and input), so there is nothing to do; ``"rebuild"`` when that run's files or summary are
-    damaged: it runs again beside them, and they stay where they are, for readers of the folder
-    (``latest``, the stream), until the rerun's files replace them (:func:`export_run`'s
-    ``replace``); ``"run"`` otherwise.
+    ``--skip-existing`` is given and the output folder holds this very run, finished (same params,
+    input and input files: :func:`input_fingerprint`), so there is nothing to do; ``"damaged"``
+    when that run's files or summary are damaged, and ``"replaced"`` when its input changed since
+    or ``--recompute`` is given: it runs again beside them, and they stay where they are, for
+    readers of the folder (``latest``, the stream), until the rerun's files replace them
+    (:func:`export_run`'s ``replace``); ``"run"`` otherwise.
     """
     check_input(args.input, params["kind"], args.format)
     check_output(args.output)
@@ -200,28 +209,66 @@ def check_paths(args: argparse.Namespace, params: dict[str, Any], spark: SparkSe
     status = output_status(args.output, files)
     if status != "finished":
         return "run"
-    if not args.skip_existing:
+    if not (args.skip_existing or getattr(args, "recompute", False)):
         raise InvalidInputError(f"The output folder {args.output} already holds a finished run; choose a new one")
+    aside = "they are then kept in a .{}-* folder beside them"
     try:
-        done = read_json(files, join(args.output, SUMMARY)).get("params", {})
+        summary = read_json(files, join(args.output, SUMMARY))
     except (OSError, ValueError) as error:
         problem = f"{join(args.output, SUMMARY)} cannot be read ({error})"
     else:
+        if getattr(args, "recompute", False):
+            log.warning("--recompute: the finished run in %s runs again (%s)", args.output, aside.format("replaced"))
+            return "replaced"
+        done = summary.get("params", {})
         if {k: v for k, v in done.items() if k not in OPERATIONAL_PARAMS} != redact(params):
             raise InvalidInputError(
-                f"The output folder {args.output} already holds another run (other params or input); "
-                "runs are never overwritten"
+                f"The output folder {args.output} already holds another run (other params or input); runs are "
+                "never overwritten: to replace it, give --recompute (the DAG's recompute param), which keeps "
+                "the old files in a .replaced-* folder beside the new ones"
             )
         problem = damaged_files(args.output, files)
         if problem is None:
-            return "done"
+            changed = input_change(summary.get("input_fingerprint"), input_fingerprint(args.input, spark))
+            if changed is None:
+                return "done"
+            log.warning(
+                "The input of the finished run in %s changed since it ran (%s): it runs again, and its files stay "
+                "in place until the rerun's replace them (%s)",
+                args.output,
+                changed,
+                aside.format("replaced"),
+            )
+            return "replaced"
     log.warning(
         "The finished run in %s is damaged: %s; it runs again, and its files stay in place until the "
-        "rerun's replace them (they are then kept in a .damaged-* folder beside them)",
+        "rerun's replace them (%s)",
         args.output,
         problem,
+        aside.format("damaged"),
     )
-    return "rebuild"
+    return "damaged"
+
+
+def input_fingerprint(path: str, spark: SparkSession | None = None) -> dict:
+    """What the input ``path`` is, from the file system's listing alone (no pass over the data):
+    its data files' count, bytes, and the SHA-256 of their names, sizes and modification times."""
+    listing = files_for(path, spark).listing(path)
+    return {
+        "files": len(listing),
+        "bytes": sum(size for size, _ in listing.values()),
+        "sha256": sha256_json(listing),
+    }
+
+
+def input_change(then: dict | None, now: dict) -> str | None:
+    """How the input's fingerprint ``now`` differs from ``then`` (a summary's); None when it does
+    not, or when the summary has none (written by a spark-ap that did not record it)."""
+    if not then or then == now:
+        return None
+    if (then.get("files"), then.get("bytes")) == (now["files"], now["bytes"]):
+        return f"{now['files']} files of {now['bytes']} bytes then and now, written again since"
+    return f"{then.get('files')} files of {then.get('bytes')} bytes then, {now['files']} of {now['bytes']} now"
 
 
 def read_table(spark: SparkSession, path: str, fmt: str | None) -> DataFrame:
@@ -371,7 +418,9 @@ def _run(
     with FolderLock(state_dir, f"spark-ap --state-dir {state_dir}", spark) if shared else nullcontext():
         if args.restart:
             store.clear()
-        out, result = _cluster(args, conf, params, spark, state_dir, replace=does == "rebuild")
+        fingerprint = input_fingerprint(args.input, spark)  # before the data is read: a change after it reruns
+        replace = does if does in ("damaged", "replaced") else None
+        out, result = _cluster(args, conf, params, spark, state_dir, replace=replace, fingerprint=fingerprint)
         store.clear()  # the run is finished: its saves are no longer needed
     store.remove_if_empty()  # its lock file kept a given state dir until now
     log.info("wrote %s after %d iterations (converged=%s)", out, result.numIterations, result.converged)
@@ -384,7 +433,8 @@ def _cluster(
     params: dict[str, Any],
     spark: SparkSession,
     state_dir: str,
-    replace: bool = False,
+    replace: str | None = None,
+    fingerprint: dict | None = None,
 ) -> tuple[str, Any]:
     """Read the input, cluster it with saves in ``state_dir``, and write the run folder: its path and the result."""
     inp = conf["input"]
@@ -404,7 +454,16 @@ def _cluster(
     model = ap.fit(data) if inp["kind"] == "features" else None
     result = model.summary if model is not None else ap.run(data)
     timings = {"total": round(time.time() - started, 3)}
-    out = export_run(result, args.output, params=params, points=points, timings=timings, model=model, replace=replace)
+    out = export_run(
+        result,
+        args.output,
+        params=params,
+        points=points,
+        timings=timings,
+        model=model,
+        replace=replace,
+        input_fingerprint=fingerprint,
+    )
     return out, result
 
 

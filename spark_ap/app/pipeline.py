@@ -205,9 +205,12 @@ def job_arguments(params: dict, date: datetime, config: list[str] = ()) -> dict:
             # JSON's 50.0 is the schema's integer 50, which the job's int option takes written as 50.
             value = int(value) if spec.type is int else value
             args += [spec.flag, str(value)]
-    # A retried task finds the folder of a finished attempt and stops there,
-    # or the state an interrupted attempt saved and resumes from it.
+    # A retried task finds the folder of a finished attempt and stops there (unless its input
+    # changed since, or the run asks to recompute), or the state an interrupted attempt saved and
+    # resumes from it.
     args.append("--skip-existing")
+    if params.get("recompute"):
+        args.append("--recompute")
     return {
         "args": args,
         "validate_args": [*args, "--validate-only"],

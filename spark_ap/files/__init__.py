@@ -57,6 +57,11 @@ class Files(Protocol):
     def touch(self, path: str) -> None:
         """Make ``path``'s modification time now, its content unchanged."""
 
+    def listing(self, path: str) -> dict[str, list[int]]:
+        """``{path relative to path: [size, modified in ms]}`` of every data file under ``path`` (a file:
+        itself, as ``""``), without the ``_`` and ``.`` files and folders Hadoop's input formats skip:
+        what a table at ``path`` is read from, from the file system's listing alone."""
+
     def digests(self, folder: str, leave_out: tuple[str, ...] = ()) -> dict[str, list]:
         """``{path relative to folder: [size, sha256]}`` of its files (see
         :func:`spark_ap.checksums.local_digests` for what is left out)."""

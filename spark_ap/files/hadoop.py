@@ -167,6 +167,23 @@ class HadoopFiles:
             raise FileNotFoundError(f"{path}: no such file")
         return status.getModificationTime() / 1000.0
 
+    def listing(self, path: str) -> dict[str, list[int]]:
+        root = self._status(path)
+        if root is None:
+            raise FileNotFoundError(f"{path}: no such file")
+        if not root.isDirectory():
+            return {"": [root.getLen(), root.getModificationTime()]}
+        base = root.getPath().toUri().getPath().rstrip("/") + "/"
+        found = {}
+        with _java(path):
+            files = self._fs.listFiles(root.getPath(), True)
+            while files.hasNext():
+                status = files.next()
+                relative = status.getPath().toUri().getPath().removeprefix(base)
+                if not any(part.startswith(("_", ".")) for part in relative.split("/")):
+                    found[relative] = [status.getLen(), status.getModificationTime()]
+        return dict(sorted(found.items()))
+
     def touch(self, path: str) -> None:
         if not self.renames_atomically:
             # An object store keeps no times of its own but the last write's: write it again.

@@ -63,5 +63,17 @@ class LocalFiles:
     def touch(self, path: str) -> None:
         os.utime(_local(path))
 
+    def listing(self, path: str) -> dict[str, list[int]]:
+        root = _local(path)
+        if root.is_file():
+            return {"": [root.stat().st_size, root.stat().st_mtime_ns // 1_000_000]}
+        found = {}
+        for file in sorted(root.rglob("*")):
+            relative = file.relative_to(root)
+            if file.is_file() and not any(part.startswith(("_", ".")) for part in relative.parts):
+                stat = file.stat()
+                found[relative.as_posix()] = [stat.st_size, stat.st_mtime_ns // 1_000_000]
+        return found
+
     def digests(self, folder: str, leave_out: tuple[str, ...] = ()) -> dict[str, list]:
         return local_digests(_local(folder), leave_out)
