@@ -199,3 +199,16 @@ def test_a_run_remembers_the_latest_distinct_exemplar_sets_each_at_its_latest_it
     assert [t for t, _ in remembered] == [*range(len(sets) - REMEMBERED + 2, len(sets) + 1), len(sets) + 1]
     kept = {tuple(exemplars) for _, exemplars in remembered}
     assert kept == {tuple(exemplars) for exemplars in sets[-REMEMBERED:]}
+
+
+def test_a_resumed_run_ends_on_the_best_decisions_the_uninterrupted_run_saw(spark, tmp_path):
+    S, preference = blobs(11)
+    params = dict(engine="local", maxIter=20, stateDir=str(tmp_path), checkpointInterval=5)
+    first = run(spark, S, preference, **params)
+    assert first.endedOn == "best" and first.endedOnIteration < 20
+
+    again = run(spark, S, preference, **params)  # resumes from the save of iteration 20, the last
+
+    assert again.resumedFrom == 20
+    assert (again.endedOn, again.endedOnIteration) == (first.endedOn, first.endedOnIteration)
+    np.testing.assert_array_equal(exemplar_per_point(again, S.shape[0]), exemplar_per_point(first, S.shape[0]))

@@ -14,7 +14,8 @@ iteration's, when the engine can say which exemplars each iteration decided
 (``remembers_decisions``: the local engine): the loop remembers the last :data:`REMEMBERED`
 distinct exemplar sets (:class:`Decisions`), and at the end the engine labels each, placing the
 points when there is a capacity, and ends on the one of the largest net similarity
-(:func:`~spark_ap.run.capacity.best_decisions`). A converged run is untouched. The Spark engines
+(:func:`~spark_ap.run.capacity.best_decisions`); a save keeps them with the iteration's counts,
+so a resumed run ends as the uninterrupted one. A converged run is untouched. The Spark engines
 end on the last iteration's decisions; the outcome says which (``ended_on``).
 """
 
@@ -122,6 +123,23 @@ class Decisions:
     def candidates(self) -> list[tuple[int, np.ndarray]]:
         """``iteration, exemplars`` of every set remembered, by iteration."""
         return sorted(self.seen.values(), key=lambda candidate: candidate[0])
+
+    def saved(self, t: int, exemplars: np.ndarray) -> list[list]:
+        """What a save of iteration ``t``, which decided ``exemplars``, keeps of them (JSON), so that
+        a run resumed from it ends as the uninterrupted run (:meth:`of`)."""
+        copy = Decisions(self.limit)
+        copy.seen = OrderedDict(self.seen)
+        copy.remember(t, exemplars)
+        return [[t, exemplars.tolist()] for t, exemplars in copy.seen.values()]
+
+    @classmethod
+    def of(cls, stats: dict | None) -> Decisions:
+        """The decisions a save's counts ``stats`` kept (:meth:`saved`); none in a save of an
+        engine that does not remember them."""
+        decisions = cls()
+        for t, exemplars in (stats or {}).get("decisions", []):
+            decisions.remember(t, np.asarray(exemplars, dtype=np.int64))
+        return decisions
 
 
 def iterate_on_driver(
@@ -240,7 +258,7 @@ def iterate(engine: Engine, graph: DataFrame, settings: Settings, store: StateSt
     recoveries = 0
     end = None
     remembers = getattr(engine, "remembers_decisions", False)
-    decisions = Decisions()
+    decisions = Decisions.of(progress.stats)
     ended_on, ended_at = "converged", None
     while end is None:
         t = progress.t + 1
@@ -261,9 +279,11 @@ def iterate(engine: Engine, graph: DataFrame, settings: Settings, store: StateSt
             due = settings.checkpoint_interval > 0 and t % settings.checkpoint_interval == 0
             with describe_jobs(spark, f"affinity propagation: iteration {t}/{settings.max_iter}"):
                 new, stats = engine.step(current, reliable=durable and due)
+                decided = engine.decisions(new) if remembers else None
                 if store is not None and due:
                     row = (t, stats["exemplars"], stats["changed"])
-                    new = engine.saved(new, store.save(t, [*progress.history, row], stats, engine.edges(new)))
+                    kept = stats if decided is None else {**stats, "decisions": decisions.saved(t, decided)}
+                    new = engine.saved(new, store.save(t, [*progress.history, row], kept, engine.edges(new)))
         except AnalysisException:
             raise  # a wrong plan fails the same way every time
         except RETRIED as error:
@@ -274,12 +294,13 @@ def iterate(engine: Engine, graph: DataFrame, settings: Settings, store: StateSt
             recoveries += 1
             what = "the final assignment" if progress.done(settings) else f"iteration {t}"
             current, progress = _recover(engine, store, what, error, recoveries, lambda: _initial(graph, settings))
+            decisions = Decisions.of(progress.stats)
             continue
         engine.release(current)
         current = new
         row = progress.record(t, stats)
-        if remembers:
-            decisions.remember(t, engine.decisions(current))
+        if decided is not None:
+            decisions.remember(t, decided)
         log.info("iteration %d/%d: %d exemplars, %d changed", t, settings.max_iter, *row[1:])
     return Outcome(
         state=end.state,
