@@ -17,8 +17,9 @@ apart by their token, never by host and pid: an owner that was paused past the h
 wakes up after its lock was taken over finds another token there, and neither refreshes nor removes
 that lock (:attr:`FolderLock.lost` says so).
 
-A lock is re-entrant within one thread: a ``with`` on a folder that this thread holds already (the
-job holding a shared state dir around the estimator, which locks it too) neither waits nor lets go.
+A lock taken with ``reentrant=True`` lets the same thread lock that folder again: such an inner
+``with`` (the estimator's, inside the job's hold on a shared state dir) neither waits nor lets go.
+Any other second lock on a held folder is refused, in this process as in another.
 
 The folder may be local or a URI (:mod:`spark_ap.files`). On a local disk and on HDFS the lock file's
 creation is atomic (``O_EXCL``; the namenode's create without overwrite), so of two runs exactly one
@@ -57,7 +58,7 @@ STALE = 60.0  # a lock not refreshed for this long is a dead owner's
 TRIES = 40  # looks at a lock that is being written or taken over, before giving up
 PAUSE = 0.05  # seconds (up to twice that) between two such looks
 GENERATIONS = 100  # takeover markers of one lock left behind by runs that died taking it over
-# (folder, thread) -> how many ``with`` blocks of that thread hold it: a lock is re-entrant per thread.
+# (folder, thread) -> how many ``with`` blocks of that thread hold it, for locks taken reentrant=True.
 _HELD: dict[tuple[str, int], int] = {}
 
 
@@ -83,7 +84,9 @@ class FolderLock:
         :data:`STALE`): a warning says so, and the lock file, another run's now, is left alone.
     """
 
-    def __init__(self, folder: str | os.PathLike, what: str, spark: SparkSession | None = None) -> None:
+    def __init__(
+        self, folder: str | os.PathLike, what: str, spark: SparkSession | None = None, *, reentrant: bool = False
+    ) -> None:
         self.folder = str(folder)
         self.path = join(self.folder, NAME)
         self.what = what
@@ -95,6 +98,7 @@ class FolderLock:
         self._beat: threading.Thread | None = None
         self._created = False
         self._key = (self.folder.rstrip("/"), threading.get_ident())
+        self._reentrant = reentrant
 
     def __enter__(self) -> FolderLock:
         if self._key in _HELD:  # this thread holds it already: an outer block lets go of it
@@ -124,7 +128,8 @@ class FolderLock:
         else:
             raise FolderInUseError(f"{self.folder} is being locked by another run at this moment; try again")
         _clean(files, self.folder)
-        _HELD[self._key] = 1
+        if self._reentrant:
+            _HELD[self._key] = 1
         self._beat = threading.Thread(target=self._heartbeat, name="spark-ap lock", daemon=True)
         self._beat.start()
         return self
@@ -181,10 +186,11 @@ class FolderLock:
         return False
 
     def __exit__(self, *exc) -> None:
-        _HELD[self._key] -= 1
-        if _HELD[self._key]:
-            return  # an inner block of this thread's: the outer one lets go
-        del _HELD[self._key]
+        if self._key in _HELD:
+            _HELD[self._key] -= 1
+            if _HELD[self._key]:
+                return  # an inner block of this thread's: the outer one lets go
+            del _HELD[self._key]
         self._stop.set()
         if self._beat is not None:
             self._beat.join()

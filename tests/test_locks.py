@@ -348,12 +348,15 @@ def test_restart_on_a_shared_state_dir_keeps_the_saves_another_run_holds(spark, 
     assert not shared.exists()  # and the finished run's saves, and the folder, are gone
 
 
-def test_a_lock_is_re_entrant_in_its_thread_and_let_go_by_the_outer_block(tmp_path):
-    with FolderLock(tmp_path, "outer") as outer:
+def test_a_reentrant_lock_is_let_go_by_the_outer_block_and_any_other_second_lock_refused(tmp_path):
+    with FolderLock(tmp_path, "outer", reentrant=True) as outer:
         with FolderLock(tmp_path, "inner"):
             assert json.loads((tmp_path / NAME).read_text())["token"] == outer.token
         assert (tmp_path / NAME).exists()  # the inner block did not let it go
     assert not (tmp_path / NAME).exists()
+    with FolderLock(tmp_path, "a first writer"):
+        with pytest.raises(FolderInUseError, match="a first writer"), FolderLock(tmp_path, "a second writer"):
+            pass
 
 
 @pytest.fixture

@@ -415,7 +415,8 @@ def _run(
     shared = args.state_dir or conf["ap"].pop("stateDir", None)
     state_dir = shared or default_state_dir(args.output)
     store = StateStore(spark, state_dir, identity={})
-    with FolderLock(state_dir, f"spark-ap --state-dir {state_dir}", spark) if shared else nullcontext():
+    hold = FolderLock(state_dir, f"spark-ap --state-dir {state_dir}", spark, reentrant=True)
+    with hold if shared else nullcontext():
         if args.restart:
             store.clear()
         fingerprint = input_fingerprint(args.input, spark)  # before the data is read: a change after it reruns
