@@ -36,8 +36,9 @@ import numpy as np
 from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from spark_ap.run.capacity import CapacityWarning, place
+from spark_ap.engines.capacity import CapacityWarning
 from spark_ap.run.loop import Settings, iterate_on_driver
+from spark_ap.testing.baselines import k_medoids, net_similarity
 
 EPS, TINY = np.finfo(float).eps, np.finfo(float).tiny
 
@@ -59,12 +60,6 @@ def instances(count: int = 36, seed: int = 20240611):
         preference = float(np.quantile(off, rng.choice([0.5, 0.2, 0.05, 0.01])))
         capacity = math.ceil(n / int(rng.integers(2, 6)))
         yield S, preference, capacity
-
-
-def net_similarity(S: np.ndarray, exemplar: np.ndarray, preference: float) -> float:
-    points = np.arange(S.shape[0])
-    others = exemplar != points
-    return float(S[points[others], exemplar[others]].sum() + preference * np.unique(exemplar).size)
 
 
 def optimum(S: np.ndarray, preference: float, capacity: int) -> tuple[float, np.ndarray]:
@@ -144,29 +139,6 @@ def capacitated_ap_spark(spark, S, preference, capacity, args) -> tuple[np.ndarr
     rows = result.assignments.toPandas().sort_values("id")
     exemplar = rows["exemplar"].fillna(-1).to_numpy().astype(int)
     return exemplar, result.converged, result.numIterations
-
-
-def k_medoids(S: np.ndarray, k: int, capacity: int, seed: int, rounds: int = 100) -> np.ndarray:
-    """Capacitated k-medoids: k-means++ seeds on -S, then the exact placement and medoid moves."""
-    rng = np.random.default_rng(seed)
-    n = S.shape[0]
-    medoids = [int(rng.integers(n))]
-    for _ in range(k - 1):
-        gap = -S[:, medoids].max(axis=1)
-        medoids.append(int(rng.choice(n, p=gap / gap.sum())))
-    chosen = np.arange(n)
-    for _ in range(rounds):
-        centres = np.array(sorted(medoids))
-        i, j = np.nonzero(~np.eye(n, dtype=bool) & np.isin(np.arange(n), centres)[None, :])
-        chosen = place(i, j, S[i, j], centres, n, capacity)
-        moved = []
-        for c in centres:
-            members = np.flatnonzero(chosen == c)
-            moved.append(int(members[np.argmax(S[np.ix_(members, members)].sum(axis=0))]))
-        if sorted(moved) == list(centres):
-            break
-        medoids = moved
-    return chosen
 
 
 def main() -> None:

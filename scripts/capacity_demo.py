@@ -27,41 +27,12 @@ import numpy as np  # noqa: E402
 from sklearn.datasets import make_blobs  # noqa: E402
 
 from spark_ap import MultiLevelAffinityPropagation, similarity_matrix, spark_session  # noqa: E402
-from spark_ap.run.capacity import place  # noqa: E402
+from spark_ap.testing.baselines import k_medoids, net_similarity  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CAPACITY = 200
 # Where plain AP finds the three blobs (3 clusters from about -800 to -3,200 here).
 PREFERENCE = -800.0
-
-
-def k_medoids(S: np.ndarray, k: int, capacity: int, seed: int = 0, rounds: int = 50) -> np.ndarray:
-    """Each point's medoid: k-means++ seeding on -S, then placement and medoid moves until stable."""
-    rng = np.random.default_rng(seed)
-    n = S.shape[0]
-    medoids = [int(rng.integers(n))]
-    for _ in range(k - 1):
-        gap = -S[:, medoids].max(axis=1)  # squared distance to the nearest medoid
-        medoids.append(int(rng.choice(n, p=gap / gap.sum())))
-    chosen = np.full(n, -1)
-    for _ in range(rounds):
-        centres = np.array(sorted(medoids))
-        i, j = np.nonzero(~np.eye(n, dtype=bool) & np.isin(np.arange(n), centres)[None, :])
-        chosen = place(i, j, S[i, j], centres, n, capacity)
-        moved = []
-        for c in centres:
-            members = np.flatnonzero(chosen == c)
-            moved.append(int(members[np.argmax(S[np.ix_(members, members)].sum(axis=0))]))
-        if sorted(moved) == list(centres):
-            break
-        medoids = moved
-    return chosen
-
-
-def net_similarity(S: np.ndarray, exemplar: np.ndarray, preference: float) -> float:
-    points = np.arange(S.shape[0])
-    others = exemplar != points
-    return float(S[points[others], exemplar[others]].sum() + preference * np.unique(exemplar).size)
 
 
 def exemplars_of(result, n: int) -> np.ndarray:
@@ -83,7 +54,7 @@ def main() -> None:
     plain = MultiLevelAffinityPropagation(preference=PREFERENCE, damping=0.9).run(table)
     bounded = MultiLevelAffinityPropagation(preference=PREFERENCE, maxClusterSize=CAPACITY, damping=0.9).run(table)
     plain_e, bounded_e = exemplars_of(plain, n), exemplars_of(bounded, n)
-    medoid_e = k_medoids(S, np.unique(bounded_e).size, CAPACITY)
+    medoid_e = k_medoids(S, np.unique(bounded_e).size, CAPACITY, rounds=50)
 
     rows = []
     for name, exemplar in (

@@ -19,8 +19,8 @@ from spark_ap import (
 )
 from spark_ap.app.job import main
 from spark_ap.engines.blocks.kernel import Chunk, Top
+from spark_ap.engines.capacity import CapacityWarning, merge_within, place, placed_and_refined, warn_unplaced
 from spark_ap.multilevel import levels as levels_module
-from spark_ap.run.capacity import CapacityWarning, merge_within, place, placed_and_refined, warn_unplaced
 from spark_ap.testing.reference import affinity_propagation_dense, capacitated_availabilities
 from tests.conftest import assignment_rows, dense_messages, exemplars_of
 from tests.test_sklearn_parity import blobs, random_asymmetric, wine

@@ -27,7 +27,6 @@ LAYERS = [
         "spark_ap.checksums",
         "spark_ap.paths",
         "spark_ap._workers",
-        "spark_ap.testing",
         "spark_ap.compat",
     ],
     ["spark_ap.session", "spark_ap.lineage", "spark_ap.files", "spark_ap.lock"],
@@ -37,6 +36,8 @@ LAYERS = [
     ["spark_ap.estimators"],
     ["spark_ap.multilevel"],
     ["spark_ap.app"],
+    # Oracles and baselines for the tests and benchmarks: they may use any of it, nothing uses them.
+    ["spark_ap.testing"],
 ]
 
 

@@ -21,7 +21,7 @@ from spark_ap import (
     MultiLevelAffinityPropagation,
     similarity_matrix,
 )
-from spark_ap.run.capacity import CapacityWarning
+from spark_ap.engines.capacity import CapacityWarning
 from tests.conftest import feature_frame
 
 
@@ -316,7 +316,7 @@ CAPACITY_FITS = {
 
 
 @pytest.mark.parametrize("case", list(CAPACITY_FITS))
-@pytest.mark.filterwarnings("ignore::spark_ap.run.capacity.CapacityWarning")
+@pytest.mark.filterwarnings("ignore::spark_ap.engines.capacity.CapacityWarning")
 def test_transform_on_the_fitted_points_is_the_fits_labels_under_a_capacity(spark, tmp_path, case):
     (large, small), params = CAPACITY_FITS[case]
     X, _ = make_blobs([large, small, small], centers=[[0, 0], [12, 0], [0, 12]], random_state=0)

@@ -25,8 +25,8 @@ from spark_ap.compat import frame_from_arrow, to_arrow
 from spark_ap.engines import Finished, RunFacts, assign
 from spark_ap.engines.assign import arrow_id_type
 from spark_ap.engines.blocks.kernel import Chunk, Top, by_pair, numbers, repeated_pairs, start_columns
+from spark_ap.engines.capacity import best_decisions
 from spark_ap.errors import DuplicateEdgeError
-from spark_ap.run.capacity import best_decisions
 
 
 class LocalEngine:
@@ -94,7 +94,7 @@ class LocalEngine:
 
     def best(self, chunk: Chunk, candidates: list[tuple[int, np.ndarray]]) -> tuple[int, np.ndarray] | None:
         """Of ``candidates`` (``iteration, exemplars``), the decisions whose labels, placed under the
-        capacity if any, have the largest net similarity (:func:`~spark_ap.run.capacity.best_decisions`):
+        capacity if any, have the largest net similarity (:func:`~spark_ap.engines.capacity.best_decisions`):
         their iteration and a boolean per vertex; None when no candidate has an exemplar."""
         best = best_decisions(chunk.i, chunk.vertices[chunk.jl], chunk.s, candidates, self.capacity)
         return None if best is None else best[:2]

@@ -31,11 +31,11 @@ from pyspark.sql import types as T
 
 from spark_ap.checksums import first_difference, local_digests, sha256_json
 from spark_ap.compat import ml_io
+from spark_ap.engines.capacity import CapacityWarning, transport
 from spark_ap.errors import ColumnTypeError, InvalidInputError, InvalidParamError, user_stacklevel
 from spark_ap.estimators._params import spec_param
 from spark_ap.params import SPECS
 from spark_ap.paths import dangling_link, local_path
-from spark_ap.run.capacity import CapacityWarning, transport
 
 log = logging.getLogger("spark_ap")
 
@@ -97,7 +97,7 @@ class AffinityPropagationModel(Model, MLReadable, MLWritable):
     - size`` more; of the placements into that room, the one that places the
     most rows and, of those, has the largest total similarity of the rows to
     their exemplars (the capacity's exact placement,
-    :func:`~spark_ap.run.capacity.transport`). A row that does not fit has
+    :func:`~spark_ap.engines.capacity.transport`). A row that does not fit has
     cluster -1 and a null exemplar, and a ``CapacityWarning`` counts such
     rows. The batch's ids (``idCol``, unique) and features are read onto the
     driver, which weighs every row against every exemplar. Without a bound
@@ -339,7 +339,7 @@ def nearest_exemplar(X: np.ndarray, centers: list[np.ndarray], metric: str) -> t
 def place_with_room(X: np.ndarray, centers: list[np.ndarray], metric: str, room: np.ndarray) -> np.ndarray:
     """Each row of ``X``'s cluster (-1: not placed), at most ``room[k]`` rows in cluster k: as many rows as
     can be placed and, of those placements, the largest total similarity (``-|x - e|^2`` or the cosine)
-    of the rows to their exemplars (:func:`~spark_ap.run.capacity.transport`)."""
+    of the rows to their exemplars (:func:`~spark_ap.engines.capacity.transport`)."""
     E = np.asarray(centers, dtype=float)
     if metric == "cosine":
         similarity = (X / np.linalg.norm(X, axis=1, keepdims=True)) @ (E / np.linalg.norm(E, axis=1, keepdims=True)).T

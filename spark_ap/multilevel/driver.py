@@ -31,10 +31,10 @@ from spark_ap.compat import frame_from_arrow, to_arrow
 from spark_ap.engines import engine_for, local
 from spark_ap.engines.assign import arrow_id_type
 from spark_ap.engines.blocks.kernel import Chunk
+from spark_ap.engines.capacity import placed_and_refined, warn_unplaced
 from spark_ap.multilevel.levels import Level, LevelConfig, Levels, follow
 from spark_ap.prepare.noise import with_noise
 from spark_ap.prepare.preference import preference_of
-from spark_ap.run.capacity import placed_and_refined, warn_unplaced
 from spark_ap.run.loop import Progress, Settings, normals
 
 log = logging.getLogger("spark_ap")
@@ -172,7 +172,7 @@ def run_on_driver(
 
 def bounded(i: np.ndarray, j: np.ndarray, s: np.ndarray, exemplar: np.ndarray, capacity: int) -> np.ndarray:
     """``exemplar`` placed under the capacity and its exemplars refined, as
-    :func:`~spark_ap.run.capacity.placed_labels` does a Spark run's labels; unchanged when the
+    :func:`~spark_ap.engines.capacity.placed_labels` does a Spark run's labels; unchanged when the
     nearest exemplars fit. A point left out is -1, in no cluster, with a ``CapacityWarning``
     (docs/capacity.md#points-left-out)."""
     if np.bincount(exemplar).max() <= capacity:

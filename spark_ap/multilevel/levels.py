@@ -20,11 +20,11 @@ from pyspark.sql import functions as F
 
 from spark_ap.compat import frame_from_arrow, to_arrow
 from spark_ap.engines import assign
+from spark_ap.engines.capacity import merge_within
 from spark_ap.errors import ConvergenceWarning, user_stacklevel
 from spark_ap.multilevel import neighbors
 from spark_ap.multilevel.result import LEVEL_COLUMNS, LevelGraph, MultiLevelResult
 from spark_ap.prepare.inputs import prepare_validated
-from spark_ap.run.capacity import merge_within
 from spark_ap.run.cluster import cluster
 from spark_ap.run.loop import Settings
 
@@ -171,7 +171,7 @@ def run_level(
 
 def bounded_merges(this: Level, edges: DataFrame, mapping: DataFrame, capacity: int) -> Level:
     """The level ``this`` with the merges that would put more than ``capacity`` points in a cluster
-    undone (:func:`~spark_ap.run.capacity.merge_within`), on the driver, its clusters recounted: a
+    undone (:func:`~spark_ap.engines.capacity.merge_within`), on the driver, its clusters recounted: a
     level's points are the exemplars left, ``mapping`` (every point -> its exemplar) gives their sizes."""
     chosen = this.chosen
     sizes = mapping.groupBy(F.col("exemplar").alias("id")).agg(F.count(F.lit(1)).alias("size"))

@@ -19,11 +19,11 @@ from pyspark.sql import functions as F
 from spark_ap.compat import is_connect
 from spark_ap.engines import RunFacts, engine_class, engine_for, make_engine
 from spark_ap.engines.assign import label
+from spark_ap.engines.capacity import placed_labels
 from spark_ap.errors import ConvergenceWarning, DuplicateEdgeError, InvalidValueError, user_stacklevel
 from spark_ap.lock import folder_lock
 from spark_ap.prepare.inputs import Prepared
 from spark_ap.prepare.validation import largest_similarity, refuse_duplicates
-from spark_ap.run.capacity import placed_labels
 from spark_ap.run.loop import Outcome, Settings, initial_state, iterate
 from spark_ap.run.state import StateStore
 

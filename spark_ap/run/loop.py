@@ -14,7 +14,7 @@ iteration's, when the engine can say which exemplars each iteration decided
 (``remembers_decisions``: the local engine): the loop remembers the last :data:`REMEMBERED`
 distinct exemplar sets (:class:`Decisions`), and at the end the engine labels each, placing the
 points when there is a capacity, and ends on the one of the largest net similarity
-(:func:`~spark_ap.run.capacity.best_decisions`); a save keeps them with the iteration's counts,
+(:func:`~spark_ap.engines.capacity.best_decisions`); a save keeps them with the iteration's counts,
 so a resumed run ends as the uninterrupted one. A converged run is untouched. The Spark engines
 end on the last iteration's decisions; the outcome says which (``ended_on``).
 """
@@ -153,7 +153,7 @@ def iterate_on_driver(
     decisions it saw (see the module's documentation); with ``best`` False, on its last iteration's."""
     from spark_ap.engines import local
     from spark_ap.engines.blocks.kernel import Chunk
-    from spark_ap.run.capacity import best_decisions, decisions_net
+    from spark_ap.engines.capacity import best_decisions, decisions_net
 
     chunk = Chunk.from_arrays({"i": i, "j": j, "s": s})
     progress, decisions = Progress(), Decisions()
