@@ -1,7 +1,7 @@
 # Two commands for a fresh machine:
 #   make demo   create .venv, install, run the Airflow DAG end to end on the bundled example, print the results
 #   make test   create .venv, install, lint, run the tests
-# and: make test-slow        the slow tests (a real Airflow over PostgreSQL, standalone Spark clusters, HDFS and an S3 API server, jobs as processes, scikit-learn's cases and capacitated AP on the Spark engines), about 25 minutes
+# and: make test-slow        the slow tests (a real Airflow over PostgreSQL, standalone Spark clusters, HDFS and an S3 API server, jobs as processes, scikit-learn's cases and capacitated AP on the Spark engines), about 30 minutes
 #      make airflow          a local Airflow with its UI on http://127.0.0.1:8080 and this DAG
 #      make stream-demo      a Kafka broker, a fitted model and the streaming job assigning a few points
 #      make test-matrix      the smoke suite (tests/test_smoke.py) on every other Spark line, each in its own venv

@@ -131,6 +131,7 @@ def test_on_the_driver_a_run_that_does_not_converge_ends_on_the_best_decisions_i
     np.testing.assert_array_equal(last, seen[-1][2])
 
 
+@pytest.mark.slow  # a capacitated run on two engines: make test-slow
 def test_a_capacitated_run_that_does_not_converge_ends_on_decisions_placed_at_least_as_well_as_the_best_seen(spark):
     S, preference = blobs(15)
     n, iterations, damping, capacity = S.shape[0], 20, 0.5, 4
@@ -161,7 +162,7 @@ def test_a_capacitated_run_that_does_not_converge_ends_on_decisions_placed_at_le
     assert last.netSimilarity < top - 0.1
 
 
-@pytest.mark.parametrize("engine", ["local", "blocks"])
+@pytest.mark.parametrize("engine", ["local", pytest.param("blocks", marks=pytest.mark.slow)])
 def test_a_converged_run_ends_on_its_converged_decisions(spark, engine):
     S, preference = blobs(3)
     reference = affinity_propagation_dense(S, preference)

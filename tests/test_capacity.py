@@ -420,7 +420,11 @@ LEFT_OUT_PATHS = {
 }
 
 
-@pytest.mark.parametrize("path", list(LEFT_OUT_PATHS))
+@pytest.mark.parametrize(
+    "path",
+    [p if p in ("AffinityPropagation", "features on the driver") else pytest.param(p, marks=pytest.mark.slow)
+     for p in LEFT_OUT_PATHS],
+)  # fmt: skip
 def test_points_beyond_the_places_are_left_out_with_a_warning_on_every_path(spark, tmp_path, path):
     # K exemplars hold at most K x L points: the others are cluster -1 with a null exemplar, in no
     # cluster's size, and a CapacityWarning counts them and names the exemplars needed, ceil(n / L).

@@ -355,6 +355,7 @@ def test_the_settings_file_sets_the_guards_pool_notifier_and_deadline(airflow_db
     assert alert.callback.kwargs["to"] == ["oncall@example.com", "data@example.com"]
 
 
+@pytest.mark.slow  # an SMTP server and a DAG run: make test-slow
 def test_a_failed_task_is_e_mailed_to_the_settings_addresses(airflow_db, tmp_path, monkeypatch):
     import asyncio
 
@@ -455,20 +456,12 @@ def test_end_to_end_on_a_dated_partition(dag, spark, tmp_path, capfd):
     assert job_main(job_arguments(params, day)["args"]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
 
-    # A run of the same date finds it finished and unchanged: it sends no second event.
-    with create_session() as session:
-        events = session.query(AssetEvent).count()
-    again = dag.test(logical_date=day, run_conf=conf)
-    assert again.state == "success" and _states(again)["publish"] == "skipped"
-    with create_session() as session:
-        assert session.query(AssetEvent).count() == events
-    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
-
 
 def _states(run) -> dict[str, str]:
     return {ti.task_id: ti.state for ti in run.get_task_instances()}
 
 
+@pytest.mark.slow  # a whole DAG run; tests/test_scheduler.py shows it under a real scheduler too
 def test_a_manual_run_without_publish_moves_neither_latest_nor_the_asset(dag, tmp_path):
     from airflow.models.asset import AssetEvent
     from airflow.utils.session import create_session

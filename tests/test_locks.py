@@ -323,6 +323,7 @@ def test_two_jobs_on_one_output_folder(tmp_path):
     assert "taking over" in again.stderr and (out / "summary.json").is_file() and not (out / NAME).exists()
 
 
+@pytest.mark.slow  # two jobs and a holder process: make test-slow
 @pytest.mark.filterwarnings("ignore::spark_ap.ConvergenceWarning")  # the 2-iteration run
 def test_restart_on_a_shared_state_dir_keeps_the_saves_another_run_holds(spark, tmp_path, capsys):
     from spark_ap.app.job import main

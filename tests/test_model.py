@@ -315,7 +315,9 @@ CAPACITY_FITS = {
 }
 
 
-@pytest.mark.parametrize("case", list(CAPACITY_FITS))
+@pytest.mark.parametrize(
+    "case", [c if c != "left out" else pytest.param(c, marks=pytest.mark.slow) for c in CAPACITY_FITS]
+)
 @pytest.mark.filterwarnings("ignore::spark_ap.engines.capacity.CapacityWarning")
 def test_transform_on_the_fitted_points_is_the_fits_labels_under_a_capacity(spark, tmp_path, case):
     (large, small), params = CAPACITY_FITS[case]

@@ -204,6 +204,7 @@ def test_skip_existing_reruns_a_date_whose_input_changed_and_keeps_the_old_resul
     assert json.loads((out / "summary.json").read_text())["points"] == 3 == first["points"] + 1
 
 
+@pytest.mark.slow  # three jobs: make test-slow
 def test_other_params_on_a_finished_date_are_refused_saying_how_to_recompute(spark, tmp_path, capsys):
     out = tmp_path / "run"
     base = ["--input", _edges(tmp_path), "--output", str(out), "--skip-existing"]

@@ -190,6 +190,7 @@ def test_a_hash_job_that_keeps_failing_stops_the_run_in_one_line_and_keeps_every
     assert local_digests(state) == files  # every save as it was: none renamed, none deleted
 
 
+@pytest.mark.slow  # a whole blocks run repeated from the start: make test-slow
 def test_a_run_whose_saves_are_all_damaged_when_an_iteration_fails_starts_over(
     spark, blobs, uninterrupted, tmp_path, caplog
 ):
@@ -222,6 +223,7 @@ def test_a_run_whose_saves_are_all_damaged_when_an_iteration_fails_starts_over(
     assert outcome(again) == outcome(uninterrupted)
 
 
+@pytest.mark.slow  # a blocks run writing a part file per 100 rows: make test-slow
 def test_a_save_written_by_spark_keeps_its_part_files_small(blobs, uninterrupted, tmp_path, monkeypatch):
     """Spark writes a save's part files at most ROWS_PER_FILE rows each (binaryFiles, which hashes
     them on HDFS and object stores, holds a file whole), and the run resumes from them."""
