@@ -97,7 +97,9 @@ def test_a_run_that_does_not_converge_ends_on_the_best_decisions_it_saw(spark):
     last = seen[-1]
     assert last[1] == iterations and last[0] < top - 0.1  # the instance: its last decisions are not its best
 
-    result = run(spark, S, preference, engine="local", damping=damping, maxIter=iterations)
+    # A bound of n points: plain AP's messages and labels bit for bit, and a capacitated run, which
+    # ends on its best decisions (plain AP ends on its last, as on every engine).
+    result = run(spark, S, preference, engine="local", damping=damping, maxIter=iterations, maxClusterSize=n)
 
     assert not result.converged and result.numIterations == iterations
     assert result.endedOn == "best"
@@ -175,9 +177,16 @@ def test_a_converged_run_ends_on_its_converged_decisions(spark, engine):
     np.testing.assert_array_equal(exemplar_per_point(result, S.shape[0]), reference.exemplars[reference.labels])
 
 
+def test_plain_ap_that_does_not_converge_ends_on_its_last_decisions_on_every_engine(spark):
+    S, preference = blobs(11)
+    runs = [run(spark, S, preference, engine=engine, maxIter=20) for engine in ("local", "blocks")]
+    assert [r.endedOn for r in runs] == ["last", "last"] and [r.endedOnIteration for r in runs] == [20, 20]
+    np.testing.assert_array_equal(exemplar_per_point(runs[0], S.shape[0]), exemplar_per_point(runs[1], S.shape[0]))
+
+
 def test_the_summary_records_what_the_run_ended_on(spark, tmp_path):
     S, preference = blobs(11)
-    result = run(spark, S, preference, engine="local", maxIter=20)
+    result = run(spark, S, preference, engine="local", maxIter=20, maxClusterSize=S.shape[0])
 
     summary = json.loads((Path(export_run(result, tmp_path / "run")) / "summary.json").read_text())
 
@@ -204,7 +213,7 @@ def test_a_run_remembers_the_latest_distinct_exemplar_sets_each_at_its_latest_it
 
 def test_a_resumed_run_ends_on_the_best_decisions_the_uninterrupted_run_saw(spark, tmp_path):
     S, preference = blobs(11)
-    params = dict(engine="local", maxIter=20, stateDir=str(tmp_path), checkpointInterval=5)
+    params = dict(engine="local", maxIter=20, stateDir=str(tmp_path), checkpointInterval=5, maxClusterSize=S.shape[0])
     first = run(spark, S, preference, **params)
     assert first.endedOn == "best" and first.endedOnIteration < 20
 

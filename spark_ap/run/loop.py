@@ -9,14 +9,15 @@ the newest save. Saves are engine-neutral edge states
 (:data:`~spark_ap.engines.rules.EDGE_STATE`), so a save of one engine resumes
 in another.
 
-A run that ends without converging ends on the best decisions it saw rather than on its last
-iteration's, when the engine can say which exemplars each iteration decided
+A capacitated run (``maxClusterSize``) that ends without converging ends on the best decisions it
+saw rather than on its last iteration's, when the engine can say which exemplars each iteration decided
 (``remembers_decisions``: the local engine): the loop remembers the last :data:`REMEMBERED`
 distinct exemplar sets (:class:`Decisions`), and at the end the engine labels each, placing the
 points when there is a capacity, and ends on the one of the largest net similarity
 (:func:`~spark_ap.engines.capacity.best_decisions`); a save keeps them with the iteration's counts,
-so a resumed run ends as the uninterrupted one. A converged run is untouched. The Spark engines
-end on the last iteration's decisions; the outcome says which (``ended_on``).
+so a resumed run ends as the uninterrupted one. A converged run is untouched. Plain AP, and the
+Spark engines, end on the last iteration's decisions, so that the engines agree bit for bit on
+plain AP (:func:`iterate_on_driver` offers ``best`` for any run); the outcome says which (``ended_on``).
 """
 
 from __future__ import annotations
@@ -257,7 +258,9 @@ def iterate(engine: Engine, graph: DataFrame, settings: Settings, store: StateSt
     log.info("iterating with the %s engine", engine.name)  # the set-up ends here
     recoveries = 0
     end = None
-    remembers = getattr(engine, "remembers_decisions", False)
+    # Only a capacitated run ends on its best decisions: plain AP ends on its last iteration's on
+    # every engine (as scikit-learn's), so that the engines' results stay the same bit for bit.
+    remembers = getattr(engine, "remembers_decisions", False) and settings.capacity is not None
     decisions = Decisions.of(progress.stats)
     ended_on, ended_at = "converged", None
     while end is None:
