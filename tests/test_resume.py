@@ -156,17 +156,23 @@ class _RemoveChunkFiles(logging.Handler):
             shutil.rmtree(self.root)
 
 
-@pytest.mark.parametrize("fault", [_DropBlocks, _RemoveChunkFiles])
-def test_a_failed_iteration_is_retried_from_the_newest_save(spark, blobs, uninterrupted, tmp_path, caplog, fault):
-    lose = fault(spark, 7)
-    logging.getLogger("spark_ap").addHandler(lose)
+def run_with_fault(fault: logging.Handler, blobs, state_dir, caplog):
+    """A blocks run saving every 5 iterations in ``state_dir``, with ``fault`` (a handler of spark-ap's
+    log that does its damage when a given line is logged) in place, and the log kept in ``caplog``."""
+    logging.getLogger("spark_ap").addHandler(fault)
     try:
         with caplog.at_level(logging.INFO, logger="spark_ap"):
-            result = AffinityPropagation(**PARAMS, stateDir=str(tmp_path), checkpointInterval=5, engine="blocks").run(
+            return AffinityPropagation(**PARAMS, stateDir=str(state_dir), checkpointInterval=5, engine="blocks").run(
                 blobs
             )
     finally:
-        logging.getLogger("spark_ap").removeHandler(lose)
+        logging.getLogger("spark_ap").removeHandler(fault)
+
+
+@pytest.mark.parametrize("fault", [_DropBlocks, _RemoveChunkFiles])
+def test_a_failed_iteration_is_retried_from_the_newest_save(spark, blobs, uninterrupted, tmp_path, caplog, fault):
+    lose = fault(spark, 7)
+    result = run_with_fault(lose, blobs, tmp_path, caplog)
     assert lose.lost > 0
     assert "iteration 8 failed" in caplog.text and "retrying from the state of iteration 5" in caplog.text
     if fault is _RemoveChunkFiles:
@@ -178,14 +184,7 @@ def test_a_final_assignment_that_fails_is_retried_from_the_newest_save(spark, bl
     # The chunk files go right after the last iteration, so the labels cannot be read from them.
     last = uninterrupted.numIterations
     lose = _RemoveChunkFiles(spark, last)
-    logging.getLogger("spark_ap").addHandler(lose)
-    try:
-        with caplog.at_level(logging.INFO, logger="spark_ap"):
-            result = AffinityPropagation(**PARAMS, stateDir=str(tmp_path), checkpointInterval=5, engine="blocks").run(
-                blobs
-            )
-    finally:
-        logging.getLogger("spark_ap").removeHandler(lose)
+    result = run_with_fault(lose, blobs, tmp_path, caplog)
     assert lose.lost > 0
     saved = last // 5 * 5
     assert "the final assignment failed" in caplog.text

@@ -12,7 +12,7 @@ from sklearn.datasets import make_blobs
 
 from spark_ap import AffinityPropagation, edges_from_matrix, similarity_matrix
 from tests.conftest import saves
-from tests.test_resume import PARAMS, outcome
+from tests.test_resume import PARAMS, outcome, run_with_fault
 
 
 @pytest.fixture(scope="module")
@@ -210,14 +210,7 @@ def test_a_run_whose_saves_are_all_damaged_when_an_iteration_fails_starts_over(
                 shutil.rmtree(self.root)
 
     fault = DamageEverything()
-    logging.getLogger("spark_ap").addHandler(fault)
-    try:
-        with caplog.at_level(logging.INFO, logger="spark_ap"):
-            again = AffinityPropagation(**PARAMS, stateDir=str(tmp_path), checkpointInterval=5, engine="blocks").run(
-                blobs
-            )
-    finally:
-        logging.getLogger("spark_ap").removeHandler(fault)
+    again = run_with_fault(fault, blobs, tmp_path, caplog)
     assert fault.done
     assert "iteration 8 failed" in caplog.text and "retrying from the start: no intact save is left" in caplog.text
     assert outcome(again) == outcome(uninterrupted)
