@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import math
 import warnings
+from dataclasses import replace
 
 import numpy as np
 from scipy import sparse
@@ -117,7 +118,7 @@ def capacitated_ap(S, preference, capacity, args, seed: int = 0) -> tuple[np.nda
         engine="local",
         capacity=capacity,
     )
-    exemplar, progress, _, _ = iterate_on_driver(i, j, s, settings, best=args.end == "best")
+    exemplar, progress, _, _ = iterate_on_driver(i, j, s, replace(settings, end_on=args.end))
     if exemplar is not None:  # a point left out is its own cluster, as a level counts it
         exemplar = np.where(exemplar >= 0, exemplar, np.arange(n))
     return exemplar, progress.converged(settings), progress.t

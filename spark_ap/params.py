@@ -31,6 +31,7 @@ NOISES = ("edge", "sklearn", "none")
 METRICS = ("sqeuclidean", "cosine")
 DUPLICATES = ("error", "max", "mean")
 CHECKPOINT_KINDS = ("auto", "local", "reliable")
+END_ONS = ("best", "last")
 # What an input table holds: the job's --kind, input.kind, airflow.kind and the DAG's kind.
 INPUT_KINDS = ("edges", "features")
 PREFERENCE_WORDS = ("median", "min")
@@ -154,6 +155,10 @@ SPECS: dict[str, Spec] = {
         Spec("maxClusterSize", int, 0,
              "capacitated AP (Givoni and Frey): at most this many points per cluster, its exemplar included; "
              "0: no bound", low=0, dag=True),
+        Spec("endOn", str, "best",
+             "a run that does not converge ends on: best (the decisions of the largest net similarity it saw, "
+             "on graphs of up to 5 million edges) or last (its last iteration's, as scikit-learn)",
+             choices=END_ONS, dag=True),
         Spec("engine", str, "auto",
              "how iterations run, with the same results: local (numpy on the driver), blocks (numpy on chunks of "
              "edges in executors), graphframes (GraphFrame.aggregateMessages rounds); auto: local up to 5 million "

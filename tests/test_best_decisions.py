@@ -10,6 +10,7 @@ every assignment of the other points.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,8 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 
 from spark_ap import AffinityPropagation, edges_from_matrix
 from spark_ap.app.export import export_run
-from spark_ap.run.loop import REMEMBERED, Decisions, Settings, iterate_on_driver
+from spark_ap.run.best import REMEMBERED, Decisions
+from spark_ap.run.loop import Settings, iterate_on_driver
 from spark_ap.testing.reference import affinity_propagation_dense, assign_dense
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -97,15 +99,20 @@ def test_a_run_that_does_not_converge_ends_on_the_best_decisions_it_saw(spark):
     last = seen[-1]
     assert last[1] == iterations and last[0] < top - 0.1  # the instance: its last decisions are not its best
 
-    # A bound of n points: plain AP's messages and labels bit for bit, and a capacitated run, which
-    # ends on its best decisions (plain AP ends on its last, as on every engine).
-    result = run(spark, S, preference, engine="local", damping=damping, maxIter=iterations, maxClusterSize=n)
+    # Plain AP, and a bound of n points (plain AP's messages and labels bit for bit).
+    for bound in (0, n):
+        result = run(spark, S, preference, engine="local", damping=damping, maxIter=iterations, maxClusterSize=bound)
 
-    assert not result.converged and result.numIterations == iterations
-    assert result.endedOn == "best"
-    assert result.endedOnIteration == best[0]
-    np.testing.assert_array_equal(exemplar_per_point(result, n), best[1])
-    assert result.netSimilarity == pytest.approx(top, abs=1e-9)
+        assert not result.converged and result.numIterations == iterations
+        assert result.endedOn == "best"
+        assert result.endedOnIteration == best[0]
+        np.testing.assert_array_equal(exemplar_per_point(result, n), best[1])
+        assert result.netSimilarity == pytest.approx(top, abs=1e-9)
+
+    # endOn="last", scikit-learn's: the last iteration's decisions.
+    result = run(spark, S, preference, engine="local", damping=damping, maxIter=iterations, endOn="last")
+    assert (result.endedOn, result.endedOnIteration) == ("last", iterations)
+    np.testing.assert_array_equal(exemplar_per_point(result, n), last[2])
 
 
 def test_on_the_driver_a_run_that_does_not_converge_ends_on_the_best_decisions_it_saw():
@@ -124,7 +131,7 @@ def test_on_the_driver_a_run_that_does_not_converge_ends_on_the_best_decisions_i
     settings = Settings(damping=damping, max_iter=iterations, noise="none", engine="local")
 
     exemplar, progress, ended_on, ended_at = iterate_on_driver(i, j, s, settings)
-    last, _, ended_last, at_last = iterate_on_driver(i, j, s, settings, best=False)
+    last, _, ended_last, at_last = iterate_on_driver(i, j, s, replace(settings, end_on="last"))
 
     assert progress.t == iterations and not progress.converged(settings)
     assert (ended_on, ended_at) == ("best", t_best)
@@ -151,15 +158,19 @@ def test_a_capacitated_run_that_does_not_converge_ends_on_decisions_placed_at_le
 
     params = dict(damping=damping, maxIter=iterations, maxClusterSize=capacity)
     best = run(spark, S, preference, engine="local", **params)
-    last = run(spark, S, preference, engine="blocks", **params)
+    blocks = run(spark, S, preference, engine="blocks", **params)
+    last = run(spark, S, preference, engine="blocks", endOn="last", **params)
 
-    for result in (best, last):
+    for result in (best, blocks, last):
         exemplar = exemplar_per_point(result, n)
         assert (exemplar >= 0).all() and np.bincount(exemplar).max() <= capacity
     assert best.endedOn == "best" and 1 <= best.endedOnIteration <= iterations
     # The placement is exact and the exemplars' refinement only adds: at least the best seen.
     assert best.netSimilarity >= top - 1e-9
-    # The blocks engine ends on the last iteration's decisions, which fall short of it here.
+    # The blocks engine ends on the same decisions, with the same placement.
+    assert (blocks.endedOn, blocks.endedOnIteration) == (best.endedOn, best.endedOnIteration)
+    np.testing.assert_array_equal(exemplar_per_point(blocks, n), exemplar_per_point(best, n))
+    # Its last iteration's decisions fall short of it here.
     assert last.endedOn == "last" and last.endedOnIteration == iterations
     assert last.netSimilarity < top - 0.1
 
@@ -177,11 +188,38 @@ def test_a_converged_run_ends_on_its_converged_decisions(spark, engine):
     np.testing.assert_array_equal(exemplar_per_point(result, S.shape[0]), reference.exemplars[reference.labels])
 
 
-def test_plain_ap_that_does_not_converge_ends_on_its_last_decisions_on_every_engine(spark):
+@pytest.mark.parametrize("end_on", ["best", "last"])
+def test_a_run_that_does_not_converge_ends_on_the_same_decisions_on_every_engine(spark, end_on):
     S, preference = blobs(11)
-    runs = [run(spark, S, preference, engine=engine, maxIter=20) for engine in ("local", "blocks")]
-    assert [r.endedOn for r in runs] == ["last", "last"] and [r.endedOnIteration for r in runs] == [20, 20]
-    np.testing.assert_array_equal(exemplar_per_point(runs[0], S.shape[0]), exemplar_per_point(runs[1], S.shape[0]))
+    n = S.shape[0]
+    runs = {
+        engine: run(spark, S, preference, engine=engine, maxIter=20, endOn=end_on)
+        for engine in ("local", "blocks", "graphframes")
+    }
+
+    ended = {engine: (r.endedOn, r.endedOnIteration) for engine, r in runs.items()}
+    assert len(set(ended.values())) == 1, ended
+    assert ended["local"][0] == end_on and (ended["local"][1] < 20) == (end_on == "best")
+    for engine in ("blocks", "graphframes"):
+        np.testing.assert_array_equal(exemplar_per_point(runs[engine], n), exemplar_per_point(runs["local"], n))
+
+
+def test_string_ids_end_on_the_same_best_decisions_on_every_engine(spark):
+    # Decisions are remembered by id: ids whose order is not their numbers' (p10 < p2).
+    S, preference = blobs(11)
+    n = S.shape[0]
+    name = [f"p{k}" for k in range(n)]
+    rows = [(name[a], name[b], float(S[a, b])) for a in range(n) for b in range(n) if a != b]
+    edges = spark.createDataFrame(rows, "src string, dst string, similarity double")
+    results = {
+        engine: AffinityPropagation(preference=preference, noise=False, engine=engine, maxIter=20).run(edges)
+        for engine in ("local", "blocks", "graphframes")
+    }
+
+    ended = {engine: (r.endedOn, r.endedOnIteration) for engine, r in results.items()}
+    assert len(set(ended.values())) == 1 and ended["local"][0] == "best", ended
+    labels = {engine: sorted(tuple(row) for row in r.assignments.collect()) for engine, r in results.items()}
+    assert labels["blocks"] == labels["local"] == labels["graphframes"]
 
 
 def test_the_summary_records_what_the_run_ended_on(spark, tmp_path):
@@ -213,11 +251,12 @@ def test_a_run_remembers_the_latest_distinct_exemplar_sets_each_at_its_latest_it
 
 def test_a_resumed_run_ends_on_the_best_decisions_the_uninterrupted_run_saw(spark, tmp_path):
     S, preference = blobs(11)
-    params = dict(engine="local", maxIter=20, stateDir=str(tmp_path), checkpointInterval=5, maxClusterSize=S.shape[0])
-    first = run(spark, S, preference, **params)
+    params = dict(maxIter=20, stateDir=str(tmp_path), checkpointInterval=5)
+    first = run(spark, S, preference, engine="local", **params)
     assert first.endedOn == "best" and first.endedOnIteration < 20
 
-    again = run(spark, S, preference, **params)  # resumes from the save of iteration 20, the last
+    # Another engine resumes from the save of iteration 20, the last: the decisions are kept by id.
+    again = run(spark, S, preference, engine="blocks", **params)
 
     assert again.resumedFrom == 20
     assert (again.endedOn, again.endedOnIteration) == (first.endedOn, first.endedOnIteration)

@@ -105,7 +105,8 @@ def test_not_converged_warns_and_still_labels(spark):
     with pytest.warns(Warning):
         sk.fit(S)
     with pytest.warns(UserWarning, match="did not converge"):
-        result = AffinityPropagation(maxIter=3, preference=float(np.median(S))).run(edges_from_matrix(spark, S))
+        ap = AffinityPropagation(maxIter=3, preference=float(np.median(S)), endOn="last")  # as scikit-learn
+        result = ap.run(edges_from_matrix(spark, S))
     assert not result.converged
     assert result.numIterations == sk.n_iter_ == 3
     labels = labels_of(result, range(len(S)))

@@ -136,7 +136,7 @@ def test_affinity_propagation_non_convergence_regressiontest(spark, engine):
         sk.fit(points)
 
     with pytest.warns(ConvergenceWarning, match="did not converge"):
-        result = run(spark, S, engine, preference=float(np.median(S)), maxIter=2, seed=34)
+        result = run(spark, S, engine, preference=float(np.median(S)), maxIter=2, seed=34, endOn="last")
 
     assert list(sk.labels_) == [0, 0, 0]
     np.testing.assert_array_equal(

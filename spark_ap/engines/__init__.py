@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    import numpy as np
     import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
@@ -60,6 +61,8 @@ class RunFacts:
     vertices: DataFrame | None = None
     exchange: str = "auto"
     capacity: int | None = None  # at most this many points per cluster (rules: capacity)
+    # Whether the run remembers each iteration's exemplars (spark_ap.run.best.ends_on_best).
+    remembers: bool = False
 
 
 @dataclass
@@ -96,10 +99,9 @@ class Engine(Protocol):
     #: Whether the state lives on the driver (``edges`` gives an Arrow table, which a save writes
     #: without a Spark job): the save before the first iteration is then written from it too.
     on_driver: bool
-    #: Whether the engine reads each iteration's exemplars (``decisions``) and evaluates remembered
-    #: ones (``best``) cheaply, so a run that does not converge ends on the best decisions it saw and
-    #: ``finish`` takes them (``decided``); the others end on the last iteration's decisions.
-    remembers_decisions: bool = False
+    #: Whether the run reads each iteration's exemplars (``decisions``), to end on the best it saw
+    #: if it does not converge (``finish(decided=...)``): :attr:`RunFacts.remembers`.
+    remembers_decisions: bool
 
     def __init__(self, facts: RunFacts) -> None: ...
 
@@ -125,9 +127,14 @@ class Engine(Protocol):
     def release(self, state: Any) -> None:
         """Free what a state that the next one replaced holds."""
 
-    def finish(self, state: Any) -> Finished:
+    def decisions(self, state: Any) -> np.ndarray:
+        """The ids of the vertices the iteration that gave ``state`` decided are exemplars, sorted
+        (asked only when ``remembers_decisions``)."""
+
+    def finish(self, state: Any, decided: np.ndarray | None = None) -> Finished:
         """The final edge state, its labels and what frees them (the engine assigns its own labels,
-        by the rules of :mod:`spark_ap.engines.assign`)."""
+        by the rules of :mod:`spark_ap.engines.assign`), from the last iteration's decisions or
+        from ``decided``: the ids of the exemplars decided, sorted (:mod:`spark_ap.run.best`)."""
 
 
 def engine_for(engine: str, edges: int, connect: bool = False) -> str:

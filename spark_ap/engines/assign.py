@@ -123,14 +123,16 @@ def cluster_numbers(assigned: DataFrame, count: int | None = None) -> DataFrame:
     )
 
 
-def label_state(state: DataFrame, vertices: int) -> tuple[DataFrame, bool]:
+def label_state(state: DataFrame, vertices: int, decided: DataFrame | None = None) -> tuple[DataFrame, bool]:
     """``id, cluster, exemplar`` of the final edge ``state`` (one of its ``vertices`` per self-edge),
     persisted, and whether any vertex decided to be an exemplar (rules: decision, NaN): nearest
-    exemplar, refinement, nearest refined exemplar; without exemplars, :func:`unassigned`."""
+    exemplar, refinement, nearest refined exemplar; without exemplars, :func:`unassigned`.
+    ``decided`` (``id``): the exemplars decided, instead of the state's last decisions."""
     # The tables have one row per vertex at most; checkpointing them keeps the plans short.
     on_self_edge = F.col("src") == F.col("dst")
     ids = state.filter(on_self_edge).select(F.col("src").alias("id"))
-    decided = state.filter(on_self_edge & (F.col("r") + F.col("a") > 0)).select(F.col("src").alias("id"))
+    if decided is None:
+        decided = state.filter(on_self_edge & (F.col("r") + F.col("a") > 0)).select(F.col("src").alias("id"))
     decided = decided.localCheckpoint()
     if decided.isEmpty():
         return unassigned(ids).persist(), False

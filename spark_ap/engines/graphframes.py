@@ -29,13 +29,18 @@ import time
 from types import SimpleNamespace
 
 import numpy as np
+import pyarrow as pa
 from graphframes import GraphFrame
 from graphframes.lib import AggregateMessages as Messages
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
+from spark_ap.compat import frame_from_arrow, to_arrow
 from spark_ap.engines import Finished, RunFacts, assign
+from spark_ap.engines.assign import arrow_id_type
+from spark_ap.engines.blocks.pack import id_values
 from spark_ap.lineage import INF, materialize_observing, release, save_reliably
 from spark_ap.session import require_graphframes
 
@@ -187,13 +192,12 @@ class GraphFramesEngine:
     name = "graphframes"
     sorts_edges = False  # the edge state stays a DataFrame
     on_driver = False
-    # A run that does not converge ends on its last iteration's decisions: reading each one's
-    # exemplars would be a Spark job per iteration (see docs/capacity.md).
-    remembers_decisions = False
 
     def __init__(self, facts: RunFacts) -> None:
         require_graphframes(facts.spark)
         self.spark = facts.spark
+        # Each iteration's exemplars are then read by a query of the state's self-edges.
+        self.remembers_decisions = facts.remembers
         self.damping = facts.damping
         self.capacity = facts.capacity
         self.graph = facts.graph  # not read: the state holds every similarity
@@ -265,10 +269,21 @@ class GraphFramesEngine:
     def release(self, state: DataFrame) -> None:
         release(state)
 
-    def finish(self, state: DataFrame) -> Finished:
-        """The final state and its labels, by the DataFrame functions of :mod:`~spark_ap.engines.assign`."""
+    def decisions(self, state: DataFrame) -> np.ndarray:
+        """The ids of the vertices ``state``'s iteration decided are exemplars, sorted."""
+        decided = state.filter((F.col("src") == F.col("dst")) & F.col("e")).select("src")
+        return np.sort(id_values(to_arrow(decided).column("src")))
+
+    def finish(self, state: DataFrame, decided: np.ndarray | None = None) -> Finished:
+        """The final state and its labels, by the DataFrame functions of :mod:`~spark_ap.engines.assign`,
+        from the state's last decisions or ``decided`` (the exemplars' ids)."""
         self.graph.unpersist()
         if self._kept is not None:
             release(self._kept)
-        labels, found = assign.label_state(state, self.count)
+        chosen = None
+        if decided is not None:
+            schema = T.StructType([T.StructField("id", state.schema["src"].dataType, False)])
+            table = pa.table({"id": pa.array(decided, arrow_id_type(schema["id"].dataType))})
+            chosen = frame_from_arrow(self.spark, table, schema)
+        labels, found = assign.label_state(state, self.count, chosen)
         return Finished(state, labels, found, state, free=lambda: None)

@@ -25,7 +25,6 @@ from spark_ap.compat import frame_from_arrow, to_arrow
 from spark_ap.engines import Finished, RunFacts, assign
 from spark_ap.engines.assign import arrow_id_type
 from spark_ap.engines.blocks.kernel import Chunk, Top, by_pair, numbers, repeated_pairs, start_columns
-from spark_ap.engines.capacity import best_decisions
 from spark_ap.errors import DuplicateEdgeError
 
 
@@ -35,12 +34,12 @@ class LocalEngine:
     name = "local"
     sorts_edges = True  # start sorts every edge by (src, dst)
     on_driver = True  # the state is numpy arrays in the driver's process
-    remembers_decisions = True  # each iteration's exemplars are read off the driver's arrays
 
     def __init__(self, facts: RunFacts) -> None:
         self.spark: SparkSession = facts.spark
         self.damping = facts.damping
         self.capacity = facts.capacity
+        self.remembers_decisions = facts.remembers  # each iteration's exemplars are read off the driver's arrays
         self.graph = facts.graph  # not read: the chunk holds every similarity
         self.ids: np.ndarray | None = None  # vertex number -> id (rules: ids)
         self.similarity: np.ndarray | None = None  # per edge, in the chunk's order
@@ -89,22 +88,15 @@ class LocalEngine:
         """Nothing to free: an iteration replaces the chunk's arrays."""
 
     def decisions(self, chunk: Chunk) -> np.ndarray:
-        """The numbers of the vertices ``chunk``'s last iteration decided are exemplars, sorted."""
-        return np.flatnonzero(chunk.e)
-
-    def best(self, chunk: Chunk, candidates: list[tuple[int, np.ndarray]]) -> tuple[int, np.ndarray] | None:
-        """Of ``candidates`` (``iteration, exemplars``), the decisions whose labels, placed under the
-        capacity if any, have the largest net similarity (:func:`~spark_ap.engines.capacity.best_decisions`):
-        their iteration and a boolean per vertex; None when no candidate has an exemplar."""
-        best = best_decisions(chunk.i, chunk.vertices[chunk.jl], chunk.s, candidates, self.capacity)
-        return None if best is None else best[:2]
+        """The ids of the vertices ``chunk``'s last iteration decided are exemplars, sorted."""
+        return self.ids[np.flatnonzero(chunk.e)]
 
     def finish(self, chunk: Chunk, decided: np.ndarray | None = None) -> Finished:
         """The edge state, copied into executor storage once, and the labels, assigned on the driver
         (:func:`~spark_ap.engines.assign.label_on_driver`) from the last iteration's decisions or
-        ``decided`` (a boolean per vertex); the graph is no longer read."""
+        ``decided`` (the exemplars' ids, sorted); the graph is no longer read."""
         self.graph.unpersist()
-        exemplar = exemplars(chunk, decided)
+        exemplar = exemplars(chunk, None if decided is None else np.isin(self.ids, decided))
         labels = assign.labels_frame(self.spark, self.ids, self.schema["src"].dataType, exemplar)
         state = frame_from_arrow(self.spark, self.edges(chunk), self.schema).localCheckpoint(eager=True)
         return Finished(state, labels, exemplar is not None, state, free=lambda: None)

@@ -79,6 +79,7 @@ class SharedParams(SpecParams):
     noise = spec_param("noise")
     seed = spec_param("seed")
     maxClusterSize = spec_param("maxClusterSize")
+    endOn = spec_param("endOn")
 
     def _check(self) -> None:
         """Raise :class:`~spark_ap.InvalidParamError` for any param out of range, alone or together."""
@@ -100,6 +101,7 @@ class SharedParams(SpecParams):
             engine=self.getEngine(),
             exchange=self.getExchange(),
             capacity=self.getMaxClusterSize() or None,
+            end_on=self.getEndOn(),
         )
 
     def getDamping(self) -> float:
@@ -141,6 +143,9 @@ class SharedParams(SpecParams):
     def getMaxClusterSize(self) -> int:
         return self.getOrDefault(self.maxClusterSize)
 
+    def getEndOn(self) -> str:
+        return self.getOrDefault(self.endOn)
+
     def setDamping(self, value: float) -> Self:
         return self._setChecked(damping=value)
 
@@ -173,6 +178,9 @@ class SharedParams(SpecParams):
 
     def setMaxClusterSize(self, value: int) -> Self:
         return self._setChecked(maxClusterSize=value)
+
+    def setEndOn(self, value: str) -> Self:
+        return self._setChecked(endOn=value)
 
     def setNoise(self, value: str | bool) -> Self:
         return self._setChecked(noise=value)

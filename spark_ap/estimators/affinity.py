@@ -78,8 +78,9 @@ class AffinityPropagationResult:
         What the assignments were read from: "converged"; "best", a run that did
         not converge, on the exemplar decisions of the largest net similarity
         (after the placement with ``maxClusterSize``) among the last 50 distinct
-        ones it made (the local engine); "last", on its last iteration's (the
-        blocks and graphframes engines, or no decisions with an exemplar).
+        ones it made (``endOn="best"``); "last", on its last iteration's
+        (``endOn="last"``, a graph of over 5 million edges, or no decisions with
+        an exemplar).
     endedOnIteration : int or None
         The iteration whose decisions those are.
     graph : GraphFrame
@@ -254,6 +255,13 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         for bit. A point the final assignment cannot place is cluster -1 with a
         null exemplar, counted by a ``CapacityWarning``
         (docs/capacity.md#points-left-out).
+    endOn : {"best", "last"}, default "best"
+        What a run that does not converge ends on: "best", the exemplar
+        decisions of the largest net similarity (after the placement with
+        ``maxClusterSize``) among the last 50 distinct ones it made, on every
+        engine, for graphs of up to 5 million edges (evaluated on the driver;
+        larger ones end on their last); "last", its last iteration's, as
+        scikit-learn's. A converged run is the same either way.
 
     Examples
     --------
@@ -283,6 +291,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         noise: str | bool = "edge",
         seed: int = 0,
         maxClusterSize: int = 0,
+        endOn: str = "best",
     ) -> None:
         super().__init__()
         self.setParams(**self._input_kwargs)
@@ -309,6 +318,7 @@ class AffinityPropagation(_AffinityPropagationParams, DefaultParamsReadable, Def
         noise: str | bool = "edge",
         seed: int = 0,
         maxClusterSize: int = 0,
+        endOn: str = "best",
     ) -> AffinityPropagation:
         """Set the params given by keyword."""
         return self._setChecked(**self._input_kwargs)

@@ -5,7 +5,7 @@ which the local engine runs on the driver anyway (engine "auto"). Each attempt
 of a ``numClusters`` search is then the same edges with another preference on
 the self-edges, so :class:`DriverGraph` reads the edges and their noise from
 Spark once and runs every attempt with the local engine's kernel
-(:func:`~spark_ap.engines.local.step`, :func:`~spark_ap.engines.local.exemplars`):
+(:func:`~spark_ap.run.loop.iterate_on_driver`, which ends as a Spark run does):
 bit for bit the messages and labels a Spark run computes (the noise is the
 same function of the same normals, ``rules: sums``). Spark gets back the chosen
 attempt's labels, once.
@@ -30,12 +30,11 @@ from pyspark.sql import types as T
 from spark_ap.compat import frame_from_arrow, to_arrow
 from spark_ap.engines import engine_for, local
 from spark_ap.engines.assign import arrow_id_type
-from spark_ap.engines.blocks.kernel import Chunk
-from spark_ap.engines.capacity import placed_and_refined, warn_unplaced
+from spark_ap.engines.capacity import warn_unplaced
 from spark_ap.multilevel.levels import Level, LevelConfig, Levels, follow
 from spark_ap.prepare.noise import with_noise
 from spark_ap.prepare.preference import preference_of
-from spark_ap.run.loop import Progress, Settings, normals
+from spark_ap.run.loop import Settings, iterate_on_driver, normals
 
 log = logging.getLogger("spark_ap")
 
@@ -112,7 +111,9 @@ class DriverGraph:
         started = time.time()
         similarity = np.where(self.loop, preference, self.similarity)
         s = similarity if self.z is None else with_noise(similarity, self.z)
-        exemplar, progress = run_on_driver(self.i, self.j, s, self.settings)
+        exemplar, progress, _, _ = iterate_on_driver(self.i, self.j, s, self.settings)
+        if exemplar is not None and self.settings.capacity:
+            warn_unplaced(exemplar, self.settings.capacity)
         clusters = self.ids.size if exemplar is None else np.unique(exemplar[exemplar >= 0]).size
         converged, seconds = progress.converged(self.settings), round(time.time() - started, 3)
         log.info(
@@ -151,33 +152,3 @@ class DriverGraph:
         history = pd.DataFrame(attempt.history, columns=["iteration", "exemplars", "changed"]).assign(level=0)
         level = Level(frame, attempt.clusters, row, history, attempt.n_iter, attempt.converged)
         return Levels.of([level], follow(None, frame), attempt.preference, n)
-
-
-def run_on_driver(
-    i: np.ndarray, j: np.ndarray, s: np.ndarray, settings: Settings
-) -> tuple[np.ndarray | None, Progress]:
-    """AP on the edges ``i -> j`` (numbers 0..n-1, a self-edge per point, ``s`` with the preferences
-    and the noise), as :func:`~spark_ap.run.loop.iterate` runs the local engine: each point's
-    exemplar (None: no exemplar) and the iterations' progress. With a capacity the points are
-    placed (:func:`bounded`)."""
-    chunk = Chunk.from_arrays({"i": i, "j": j, "s": s})
-    progress = Progress()
-    while not progress.done(settings):
-        progress.record(progress.t + 1, local.step(chunk, settings.damping, settings.capacity))
-    exemplar = local.exemplars(chunk)
-    if exemplar is not None and settings.capacity:
-        exemplar = bounded(i, j, chunk.s, exemplar, settings.capacity)
-    return exemplar, progress
-
-
-def bounded(i: np.ndarray, j: np.ndarray, s: np.ndarray, exemplar: np.ndarray, capacity: int) -> np.ndarray:
-    """``exemplar`` placed under the capacity and its exemplars refined, as
-    :func:`~spark_ap.engines.capacity.placed_labels` does a Spark run's labels; unchanged when the
-    nearest exemplars fit. A point left out is -1, in no cluster, with a ``CapacityWarning``
-    (docs/capacity.md#points-left-out)."""
-    if np.bincount(exemplar).max() <= capacity:
-        return exemplar
-    off = i != j
-    chosen = placed_and_refined(i[off], j[off], s[off], np.unique(exemplar), exemplar.size, capacity)
-    warn_unplaced(chosen, capacity)
-    return chosen

@@ -135,7 +135,7 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, Estimator, DefaultParamsR
         ``apclusterK``) for this many clusters, within ``clusterTolerance``,
         over at most ``maxAttempts`` runs; level 0's graph is built once.
     clusterTolerance, maxAttempts : int, default 0, 20
-    damping, maxIter, convergenceIter, checkpointInterval, checkpointKind, engine, exchange, noise, seed
+    damping, maxIter, convergenceIter, checkpointInterval, checkpointKind, engine, exchange, noise, seed, endOn
         Passed to :class:`~spark_ap.AffinityPropagation` at every level.
     maxClusterSize : int, default 0
         No cluster above this many points (0: no bound). Capacitated AP's
@@ -186,6 +186,7 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, Estimator, DefaultParamsR
         noise: str | bool = "edge",
         seed: int = 0,
         maxClusterSize: int = 0,
+        endOn: str = "best",
     ) -> None:
         super().__init__()
         self.setParams(**self._input_kwargs)
@@ -221,6 +222,7 @@ class MultiLevelAffinityPropagation(_MultiLevelParams, Estimator, DefaultParamsR
         noise: str | bool = "edge",
         seed: int = 0,
         maxClusterSize: int = 0,
+        endOn: str = "best",
     ) -> MultiLevelAffinityPropagation:
         """Set the params given by keyword."""
         return self._setChecked(**self._input_kwargs)

@@ -24,6 +24,7 @@ from spark_ap.errors import ConvergenceWarning, DuplicateEdgeError, InvalidValue
 from spark_ap.lock import folder_lock
 from spark_ap.prepare.inputs import Prepared
 from spark_ap.prepare.validation import largest_similarity, refuse_duplicates
+from spark_ap.run.best import ends_on_best
 from spark_ap.run.loop import Outcome, Settings, initial_state, iterate
 from spark_ap.run.state import StateStore
 
@@ -145,6 +146,7 @@ def cluster(
                     prepared.vertices,
                     settings.exchange,
                     settings.capacity,
+                    ends_on_best(settings.end_on, edges),
                 ),
             )
             try:

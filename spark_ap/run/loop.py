@@ -9,21 +9,18 @@ the newest save. Saves are engine-neutral edge states
 (:data:`~spark_ap.engines.rules.EDGE_STATE`), so a save of one engine resumes
 in another.
 
-A capacitated run (``maxClusterSize``) that ends without converging ends on the best decisions it
-saw rather than on its last iteration's, when the engine can say which exemplars each iteration decided
-(``remembers_decisions``: the local engine): the loop remembers the last :data:`REMEMBERED`
-distinct exemplar sets (:class:`Decisions`), and at the end the engine labels each, placing the
-points when there is a capacity, and ends on the one of the largest net similarity
-(:func:`~spark_ap.engines.capacity.best_decisions`); a save keeps them with the iteration's counts,
-so a resumed run ends as the uninterrupted one. A converged run is untouched. Plain AP, and the
-Spark engines, end on the last iteration's decisions, so that the engines agree bit for bit on
-plain AP (:func:`iterate_on_driver` offers ``best`` for any run); the outcome says which (``ended_on``).
+A run that ends without converging ends on the best decisions it saw rather than on its last
+iteration's (``endOn="best"``, :mod:`spark_ap.run.best`) when its engine remembers them (its graph
+fits the driver): every iteration's exemplars are remembered, a save keeps them with the
+iteration's counts so that a resumed run ends as the uninterrupted one, and at the end the best
+are found on the driver, the same way for every engine, which labels its points from them
+(``finish(decided=...)``). A converged run is untouched. The outcome says which decisions it
+ended on (``ended_on``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -39,6 +36,7 @@ from spark_ap.engines.blocks.storage import ChunkLostError
 from spark_ap.errors import InvalidParamError, reason
 from spark_ap.lineage import materialize, release
 from spark_ap.prepare.noise import sklearn_normals, standard_normal, with_noise
+from spark_ap.run.best import Decisions, best_seen, ends_on_best
 from spark_ap.run.state import Saved, StateStore
 
 log = logging.getLogger("spark_ap")
@@ -49,9 +47,6 @@ RECOVERIES = 3
 # a task failed too often; an executor's Python error arrives as a PythonException, which is a
 # PySparkException) and a broken gateway. The driver's own Python errors (a bug) are not retried.
 RETRIED = (Py4JError, PySparkException, ChunkLostError, ConnectionError)
-# How many distinct exemplar sets, the latest, a run remembers to end on the best of them when it
-# does not converge: each is K vertex numbers, evaluated (labelled, placed) once, at the end.
-REMEMBERED = 50
 
 
 @dataclass(frozen=True)
@@ -68,6 +63,7 @@ class Settings:
     engine: str = "blocks"
     exchange: str = "auto"
     capacity: int | None = None  # maxClusterSize; None: plain AP
+    end_on: str = "best"  # endOn: what a run that does not converge ends on (spark_ap.run.best)
 
 
 @dataclass
@@ -103,65 +99,26 @@ class Progress:
         return row
 
 
-class Decisions:
-    """The last :data:`REMEMBERED` distinct exemplar sets a run decided, each with the latest
-    iteration that decided it (a set decided again moves to the end)."""
-
-    def __init__(self, limit: int = REMEMBERED) -> None:
-        self.limit = limit
-        self.seen: OrderedDict[bytes, tuple[int, np.ndarray]] = OrderedDict()
-
-    def remember(self, t: int, exemplars: np.ndarray) -> None:
-        """Iteration ``t`` decided the exemplars ``exemplars`` (vertex numbers, sorted); none: nothing to remember."""
-        if exemplars.size == 0:
-            return
-        key = exemplars.astype(np.int64).tobytes()
-        self.seen.pop(key, None)
-        self.seen[key] = (t, exemplars)
-        if len(self.seen) > self.limit:
-            self.seen.popitem(last=False)
-
-    def candidates(self) -> list[tuple[int, np.ndarray]]:
-        """``iteration, exemplars`` of every set remembered, by iteration."""
-        return sorted(self.seen.values(), key=lambda candidate: candidate[0])
-
-    def saved(self, t: int, exemplars: np.ndarray) -> list[list]:
-        """What a save of iteration ``t``, which decided ``exemplars``, keeps of them (JSON), so that
-        a run resumed from it ends as the uninterrupted run (:meth:`of`)."""
-        copy = Decisions(self.limit)
-        copy.seen = OrderedDict(self.seen)
-        copy.remember(t, exemplars)
-        return [[t, exemplars.tolist()] for t, exemplars in copy.seen.values()]
-
-    @classmethod
-    def of(cls, stats: dict | None) -> Decisions:
-        """The decisions a save's counts ``stats`` kept (:meth:`saved`); none in a save of an
-        engine that does not remember them."""
-        decisions = cls()
-        for t, exemplars in (stats or {}).get("decisions", []):
-            decisions.remember(t, np.asarray(exemplars, dtype=np.int64))
-        return decisions
-
-
 def iterate_on_driver(
-    i: np.ndarray, j: np.ndarray, s: np.ndarray, settings: Settings, best: bool = True
+    i: np.ndarray, j: np.ndarray, s: np.ndarray, settings: Settings
 ) -> tuple[np.ndarray | None, Progress, str, int]:
     """AP on the edges ``i -> j`` (numbers 0..n-1, a self-edge per point, sorted by (i, j), ``s``
     with the preferences and the noise), as :func:`iterate` runs the local engine, for callers that
     hold the edges on the driver: each point's exemplar (None: no exemplar; with a capacity placed,
     -1 for a point that could not be), the progress, what the run ended on ("converged", "best",
-    "last") and the iteration of those decisions. A run that does not converge ends on the best
-    decisions it saw (see the module's documentation); with ``best`` False, on its last iteration's."""
+    "last") and the iteration of those decisions (see the module's documentation)."""
     from spark_ap.engines import local
     from spark_ap.engines.blocks.kernel import Chunk
     from spark_ap.engines.capacity import best_decisions, decisions_net
 
     chunk = Chunk.from_arrays({"i": i, "j": j, "s": s})
     progress, decisions = Progress(), Decisions()
+    remembers = ends_on_best(settings.end_on, i.size)
     while not progress.done(settings):
         progress.record(progress.t + 1, local.step(chunk, settings.damping, settings.capacity))
-        decisions.remember(progress.t, np.flatnonzero(chunk.e))
-    if best and not progress.converged(settings):
+        if remembers:
+            decisions.remember(progress.t, np.flatnonzero(chunk.e))
+    if remembers and not progress.converged(settings):
         found = best_decisions(chunk.i, chunk.vertices[chunk.jl], chunk.s, decisions.candidates(), settings.capacity)
         if found is not None:
             return found[2], progress, "best", found[0]
@@ -258,9 +215,8 @@ def iterate(engine: Engine, graph: DataFrame, settings: Settings, store: StateSt
     log.info("iterating with the %s engine", engine.name)  # the set-up ends here
     recoveries = 0
     end = None
-    # Only a capacitated run ends on its best decisions: plain AP ends on its last iteration's on
-    # every engine (as scikit-learn's), so that the engines' results stay the same bit for bit.
-    remembers = getattr(engine, "remembers_decisions", False) and settings.capacity is not None
+    # The engine remembers each iteration's exemplars when the run ends on its best (spark_ap.run.best).
+    remembers = engine.remembers_decisions
     decisions = Decisions.of(progress.stats)
     ended_on, ended_at = "converged", None
     while end is None:
@@ -271,7 +227,8 @@ def iterate(engine: Engine, graph: DataFrame, settings: Settings, store: StateSt
                 if progress.converged(settings):
                     chosen = None
                 else:
-                    best = engine.best(current, decisions.candidates()) if remembers else None
+                    candidates = decisions.candidates() if remembers else []
+                    best = best_seen(engine.edges(current), candidates, settings.capacity) if candidates else None
                     ended_on, chosen = ("last", None) if best is None else ("best", best[1])
                     ended_at = progress.t if best is None else best[0]
                 # The labels are read from the engine's state where the executors hold it, so a

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 from pyspark import RDD, StorageLevel
 from pyspark.sql import DataFrame
 
@@ -49,6 +50,8 @@ class Blocks:
     stats: dict
     # What the parts were computed from (a broadcast of the driver exchange), until released.
     made_with: object = None
+    # The ids of the vertices the iteration decided are exemplars, sorted, when the run remembers them.
+    decided: np.ndarray | None = None
 
 
 class BlockEngine:
@@ -57,9 +60,6 @@ class BlockEngine:
     name = "blocks"
     sorts_edges = True  # start sorts each chunk's edges by (src, dst)
     on_driver = False
-    # A run that does not converge ends on its last iteration's decisions: reading each one's
-    # exemplars would be a Spark job per iteration (see docs/capacity.md).
-    remembers_decisions = False
 
     def __init__(self, facts: RunFacts) -> None:
         # Its chunks live in executors' local files that only RDD tasks find again.
@@ -69,6 +69,8 @@ class BlockEngine:
         self.spark = facts.spark
         self.damping = facts.damping
         self.capacity = facts.capacity
+        # Each iteration's exemplars then come to the driver with its counts (a few ids per cluster).
+        self.remembers_decisions = facts.remembers
         self.wanted = facts.exchange
         self.graph = facts.graph  # src, dst, similarity: the chunks leave it out
         self.vertices = facts.vertices
@@ -124,7 +126,8 @@ class BlockEngine:
         parts = pack.pack(state, start_columns(initial), self.layout, self.run, repeated)
         wire = self.exchange.wire(None)
         try:
-            blocks = self._run(parts.mapPartitionsWithIndex(_sent(wire, reports, False)), reports, None, False)
+            sent = _sent(wire, reports, False, self.remembers_decisions)
+            blocks = self._run(parts.mapPartitionsWithIndex(sent), reports, None, False)
             found = {chunk: report for chunk, *report in repeated.value}  # a retried task reports again
         finally:
             repeated.value = []
@@ -158,21 +161,27 @@ class BlockEngine:
         else:
             parts.localCheckpoint()
         delivery, got = self.exchange.run(parts, reports)
-        stats = NO_COUNTS
+        stats, decided = NO_COUNTS, []
         for counts, _, values in got.values():
             stats = add_counts(stats, counts)
+            decided.append(counts.get("decided", self.layout.no_ids()))
             self.largest_task_values = max(self.largest_task_values, values, self.exchange.values_per_task)
-        return Blocks(parts, delivery, stats, made_with)
+        decided = np.sort(np.concatenate(decided)) if self.remembers_decisions and decided else None
+        return Blocks(parts, delivery, stats, made_with, decided)
 
     def step(self, blocks: Blocks, reliable: bool = False) -> tuple[Blocks, dict]:
         """One iteration; ``reliable`` also writes the new parts, arrays and all, to the checkpoint directory."""
         reports = self.sc.accumulator([], exchanges.Reports())
         wire = self.exchange.wire(blocks.delivery)
         stepped = self.exchange.inputs(blocks.parts, blocks.delivery).map(_stepped(wire, self.damping, self.capacity))
-        new = self._run(
-            stepped.mapPartitionsWithIndex(_sent(wire, reports, reliable)), reports, blocks.delivery, reliable
-        )
+        sent = _sent(wire, reports, reliable, self.remembers_decisions)
+        new = self._run(stepped.mapPartitionsWithIndex(sent), reports, blocks.delivery, reliable)
         return new, new.stats
+
+    def decisions(self, blocks: Blocks) -> np.ndarray:
+        """The ids of the vertices the iteration that gave ``blocks`` decided are exemplars, sorted,
+        which its tasks reported with their counts."""
+        return blocks.decided
 
     def edges(self, blocks: Blocks) -> DataFrame:
         """The edge state of ``blocks`` (:data:`~spark_ap.engines.rules.EDGE_STATE`)."""
@@ -203,12 +212,13 @@ class BlockEngine:
         self.exchange.release(blocks.delivery)
         self.release(blocks)
 
-    def finish(self, blocks: Blocks) -> Finished:
-        """The labels, computed where the chunks are (:mod:`~spark_ap.engines.blocks.finish`), and
+    def finish(self, blocks: Blocks, decided: np.ndarray | None = None) -> Finished:
+        """The labels, computed where the chunks are (:mod:`~spark_ap.engines.blocks.finish`) from the
+        last iteration's decisions or ``decided`` (the exemplars' ids, sorted), and
         the edge state read from the chunks whenever it is read: most runs never read it, and rows
         take about three times the chunks' memory. The chunks stay in executor storage, and the
         similarities they leave out in Spark's cache, until ``free()``."""
-        labels, found = finish.labels(self.spark, blocks.parts, self.exchange, self.layout.id_type)
+        labels, found = finish.labels(self.spark, blocks.parts, self.exchange, self.layout.id_type, decided)
         if self._copied is not None:  # a restart copied the similarities from a save: the graph is done with
             self.graph.unpersist()
 
@@ -243,17 +253,21 @@ def _stepped(wire, damping: float, capacity: int | None) -> Callable[[tuple[Part
     return run
 
 
-def _sent(wire, reports, whole: bool) -> Callable[[int, Iterator[Part]], Iterator[Part]]:
-    """The function that ends a partition's task: its counts of exemplar decisions and its partial
-    Top, read back from the files it wrote, to the driver and to the exchange. ``whole``: the part
-    carries its arrays, for the checkpoint directory."""
+def _sent(wire, reports, whole: bool, decisions: bool) -> Callable[[int, Iterator[Part]], Iterator[Part]]:
+    """The function that ends a partition's task: its counts of exemplar decisions (with
+    ``decisions``, also the ids of its exemplars, as ``decided``) and its partial Top, read back
+    from the files it wrote, to the driver and to the exchange. ``whole``: the part carries its
+    arrays, for the checkpoint directory."""
 
     def run(index: int, parts: Iterator[Part]) -> Iterator[Part]:
         for part in parts:
             sources: Sources = part.sources()
-            counts = NO_COUNTS
+            counts, decided = NO_COUNTS, [sources.ids[:0]]
             for chunk in part.each():
                 counts = add_counts(counts, chunk.counts())
+                decided.append(sources.ids[sources.at(chunk.vertices[chunk.e])])
+            if decisions:
+                counts = {**counts, "decided": np.concatenate(decided)}
             top = Top.over(len(sources), part.each)
             outbox, sent = wire.send(index, sources, top)
             reports.add([(index, counts, sent, len(sources))])

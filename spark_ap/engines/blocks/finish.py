@@ -4,7 +4,8 @@ The rules are :func:`spark_ap.engines.assign.label_vertices`' (scikit-learn's, o
 the edges there are), in Spark jobs over the partitions. Per-cluster values come
 to the driver (a cluster per exemplar: few), per-vertex values never:
 
-1. The exemplars: each partition's targets that decided to be one, collected.
+1. The exemplars: each partition's targets that decided to be one (or whose ids are among the
+   exemplars chosen: :mod:`spark_ap.run.best`), collected.
 2. Each source's nearest exemplar: the most similar of its edges into one, a
    per-source maximum merged across partitions by the engine's exchange, as an
    iteration's :class:`~spark_ap.engines.blocks.kernel.Top` is; exemplars choose
@@ -37,10 +38,18 @@ from spark_ap.engines.blocks.pack import from_ipc, to_ipc
 from spark_ap.engines.blocks.storage import Part
 
 
-def labels(spark: SparkSession, parts: RDD, exchange, id_type: T.DataType) -> tuple[DataFrame, bool]:
-    """``id, cluster, exemplar`` of every vertex and whether any decided to be an exemplar."""
+def labels(
+    spark: SparkSession, parts: RDD, exchange, id_type: T.DataType, chosen: np.ndarray | None = None
+) -> tuple[DataFrame, bool]:
+    """``id, cluster, exemplar`` of every vertex and whether any decided to be an exemplar; the
+    exemplars are those the last iteration decided, or ``chosen`` (their ids, sorted)."""
     sc = spark.sparkContext
-    decided = parts.map(_decided).collect()
+    if chosen is None:
+        decided = parts.map(_decided).collect()
+    else:
+        shared = sc.broadcast(chosen)
+        decided = parts.map(_numbered(shared)).collect()
+        shared.destroy()
     exemplars = np.sort(np.concatenate(decided)) if decided else np.empty(0, np.int32)
     if exemplars.size == 0:
         return _frame(spark, parts.map(_unassigned), id_type), False
@@ -71,6 +80,16 @@ def _decided(part: Part) -> np.ndarray:
     """The numbers of ``part``'s targets that decided to be exemplars."""
     out = [chunk.vertices[chunk.decided()] for chunk in part.each()]
     return np.concatenate(out) if out else np.empty(0, np.int32)
+
+
+def _numbered(shared: Broadcast) -> Callable[[Part], np.ndarray]:
+    """The function that gives the numbers of a partition's targets whose ids are among the sorted ids ``shared``."""
+
+    def run(part: Part) -> np.ndarray:
+        out = [chunk.vertices[_among(part.sources().ids[at], shared.value)] for chunk, at in _targets(part)]
+        return np.concatenate(out) if out else np.empty(0, np.int32)
+
+    return run
 
 
 def _nearest(sc, parts: RDD, exchange, exemplars: np.ndarray) -> tuple[RDD, Callable[[], None]]:
