@@ -192,6 +192,44 @@ def test_a_final_assignment_that_fails_is_retried_from_the_newest_save(spark, bl
     assert outcome(result) == outcome(uninterrupted)
 
 
+@pytest.mark.parametrize("engine", ["blocks", pytest.param("graphframes", marks=pytest.mark.slow)])
+def test_without_a_state_dir_a_failed_iteration_goes_back_to_the_checkpoint_directory(
+    spark, blobs, uninterrupted, caplog, engine
+):
+    # The session has a checkpoint directory (conftest): every 5th state is written there, and what
+    # the executors held (their cached blocks, the chunk files) goes at iteration 7.
+    assert spark.sparkContext.getCheckpointDir()
+    faults = [_DropBlocks(spark, 7)] + ([_RemoveChunkFiles(spark, 7)] if engine == "blocks" else [])
+    for fault in faults:
+        logging.getLogger("spark_ap").addHandler(fault)
+    try:
+        with caplog.at_level(logging.INFO, logger="spark_ap"):
+            result = AffinityPropagation(**PARAMS, checkpointInterval=5, engine=engine).run(blobs)
+    finally:
+        for fault in faults:
+            logging.getLogger("spark_ap").removeHandler(fault)
+    assert all(fault.lost > 0 for fault in faults)
+    assert "iteration 8 failed" in caplog.text
+    assert "retrying from the reliable checkpoint of iteration 5, repeating 2 iterations" in caplog.text
+    assert outcome(result) == outcome(uninterrupted)
+
+
+@pytest.mark.parametrize("engine", ["blocks", "graphframes"])
+def test_without_a_checkpoint_directory_a_failed_iteration_says_what_to_set(spark, blobs, caplog, engine):
+    lose = _DropBlocks(spark, 3)
+    logging.getLogger("spark_ap").addHandler(lose)
+    try:
+        with caplog.at_level(logging.INFO, logger="spark_ap"), pytest.raises(Exception) as failed:
+            AffinityPropagation(**PARAMS, checkpointKind="local", engine=engine).run(blobs)
+    finally:
+        logging.getLogger("spark_ap").removeHandler(lose)
+    assert lose.lost > 0
+    (said,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and "failed" in r.getMessage()]
+    assert said.startswith("iteration 4 failed and the run has no copy of its state outside the executors")
+    assert "setCheckpointDir" in said and "stateDir" in said and "\n" not in said
+    assert said in failed.value.__notes__
+
+
 def test_the_chunk_files_of_a_run_go_with_its_result(spark, blobs, uninterrupted):
     root = chunk_files(spark)
     before = set(root.glob("*")) if root.exists() else set()

@@ -211,3 +211,53 @@ def test_a_worker_lost_during_the_final_assignment_is_recovered_from_saves_on_hd
         got = spark.read.parquet(f"{out}/assignments.parquet").collect()
         assert sorted(tuple(row) for row in got) == assignment_rows(local)
         assert not hdfs.exists("/runs/x/state")  # the finished run's saves are gone
+
+
+def test_a_worker_lost_with_no_state_dir_costs_the_iterations_since_the_checkpoint_directory_on_hdfs(
+    spark, cluster, tmp_path
+):
+    """No state dir: the session's checkpoint directory, on HDFS (the workers share no disk with it),
+    holds every 4th state. A worker dies mid-run with its executor's chunk files and cached blocks; the
+    run goes back to the newest state there, says how many iterations it repeats, and ends as the
+    uninterrupted run."""
+    from tests.support.hdfs import HdfsCluster
+
+    X, _ = make_blobs(40, centers=3, random_state=11)
+    edges = edges_from_matrix(spark, similarity_matrix(X))
+    params = dict(convergenceIter=8, seed=2, checkpointInterval=4, engine="blocks", exchange="routed")
+    local = AffinityPropagation(**{**params, "engine": "local", "checkpointInterval": 10}).run(edges)
+    assert local.numIterations >= 10  # the kill below, after iteration 6, lands mid-run
+
+    with HdfsCluster(tmp_path / "hdfs") as hdfs:
+        edges.write.parquet(hdfs.url("/edges.parquet"))
+        log = tmp_path / "job.log"
+        args = [hdfs.url("/edges.parquet"), hdfs.url("/runs/x"), hdfs.url("/checkpoints")]
+        args += [f"{key}={json.dumps(value)}" for key, value in params.items()]
+        extra = [f"--conf={key}={value}" for key, value in hdfs.hadoop_conf().items()]
+        alive = cluster.alive_workers()
+        assert alive >= 2
+        job = submit(cluster, *args, log=log, extra=extra, script=ROOT / "tests" / "support" / "run_without_saves.py")
+        try:
+            deadline = time.time() + 300
+            while "iteration 6/" not in log.read_text():
+                assert job.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+                time.sleep(0.05)
+            cluster.kill_worker(next(i for i, worker in enumerate(cluster._workers) if worker is not None))
+            job.wait(timeout=600)
+        finally:
+            if job.poll() is None:
+                job.kill()
+        text = log.read_text()
+        assert job.returncode == 0, text[-3000:]
+        assert cluster.alive_workers() == alive - 1
+        # The lost executor held a partition: an iteration after the 6th failed and the run went back
+        # to the state of iteration 4 in the checkpoint directory, repeating what it had done since.
+        assert "Lost executor" in text
+        (said,) = [line for line in text.splitlines() if "retrying from the reliable checkpoint of iteration 4" in line]
+        failed = int(said.split("iteration ")[1].split(" failed")[0])
+        assert failed >= 7 and f"repeating {failed - 1 - 4} iterations" in said
+        got = spark.read.parquet(hdfs.url("/runs/x/assignments.parquet")).collect()
+        assert sorted(tuple(row) for row in got) == assignment_rows(local)
+        counts = json.loads(spark.read.text(hdfs.url("/runs/x/counts")).first()[0])
+        assert counts["iterations"] == local.numIterations and counts["converged"] == local.converged
+        assert [tuple(row) for row in counts["history"]] == [tuple(r) for r in local.history.itertuples(index=False)]

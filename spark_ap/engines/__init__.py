@@ -114,6 +114,11 @@ class Engine(Protocol):
         """As :meth:`start`, from a save, after an iteration failed: whatever the run keeps in
         executor storage (the graph's cached blocks, the engine's files) may be lost."""
 
+    def back(self, state: Any) -> Any:
+        """The state to go on with from ``state``, which a ``reliable`` step wrote to the checkpoint
+        directory, after a failure lost what executors held (asked only of engines whose state is in
+        executors: not ``on_driver``)."""
+
     def step(self, state: Any, reliable: bool = False) -> tuple[Any, dict]:
         """One damped iteration: the next state and its counts ``exemplars, changed, min_run``;
         ``reliable`` also writes it to the SparkContext's checkpoint directory."""

@@ -220,6 +220,11 @@ class GraphFramesEngine:
         self.columns = _iteration(self.damping, state.schema["dst"].dataType.simpleString(), self.capacity)
         return state
 
+    def back(self, state: DataFrame) -> DataFrame:
+        """As :meth:`start`, from a state a ``reliable`` step wrote to the checkpoint directory, after a
+        failure lost what executors held (the vertices are taken from it again)."""
+        return self.start(state)
+
     def restart(self, state: DataFrame) -> DataFrame:
         """As :meth:`start`: the vertices are taken from the save again."""
         return self.start(state)

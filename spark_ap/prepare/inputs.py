@@ -13,7 +13,6 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 
 from spark_ap.errors import ColumnTypeError
-from spark_ap.lineage import release
 from spark_ap.prepare.preference import add_self_edges, vertex_table
 from spark_ap.prepare.validation import id_type, require_columns, validate_edges, validate_vertices
 
@@ -39,7 +38,7 @@ class Prepared:
         ``src, dst, similarity``, a self-edge per vertex carrying its preference;
         persisted, computed as it is first read.
     vertices : DataFrame
-        ``id, into, looped`` (:func:`~spark_ap.prepare.preference.vertex_table`), checkpointed.
+        ``id, into, looped`` (:func:`~spark_ap.prepare.preference.vertex_table`), persisted.
     preference : float
         The value the ``preference`` param stood for.
     asked : float or str
@@ -53,7 +52,7 @@ class Prepared:
 
     def release(self) -> None:
         """Free the vertex table (the graph is the run's to free)."""
-        release(self.vertices)
+        self.vertices.unpersist()
 
 
 def prepare(
@@ -95,7 +94,9 @@ def _with_self_edges(
     graph: DataFrame, more_ids: DataFrame | None, preference: float | str, per_vertex: DataFrame | None
 ) -> Prepared:
     # Read twice, for the self-edges and by the blocks engine's numbering (a vertex per row).
-    found = vertex_table(graph, more_ids).localCheckpoint(eager=True)
+    # Persisted, not checkpointed: the graph's lineage reads it, so a lost executor's blocks of
+    # the graph are recomputed from the input, never from a local checkpoint lost with them.
+    found = vertex_table(graph, more_ids).persist(StorageLevel.MEMORY_AND_DISK)
     graph, value = add_self_edges(graph, found, preference, per_vertex)
     # Persisted, not checkpointed: Spark's columnar cache is built and read several times
     # faster than the rows a checkpoint stores (at 2.5e7 edges, 5 s against 9, then 1.5 s

@@ -214,6 +214,10 @@ def iterate(engine: Engine, graph: DataFrame, settings: Settings, store: StateSt
     current, progress, resumed_from = _begin(engine, graph, settings, store)
     log.info("iterating with the %s engine", engine.name)  # the set-up ends here
     recoveries = 0
+    # Without a store, what a failed iteration goes back to: the newest state the engine wrote to
+    # the checkpoint directory (None: the start), when there is one and executors hold the state.
+    goes_back = durable and not engine.on_driver
+    kept: Kept | None = None
     end = None
     # The engine remembers each iteration's exemplars when the run ends on its best (spark_ap.run.best).
     remembers = engine.remembers_decisions
@@ -249,10 +253,17 @@ def iterate(engine: Engine, graph: DataFrame, settings: Settings, store: StateSt
         except RETRIED as error:
             # A failed Spark job, most often an executor lost together with the
             # local checkpoints or chunk files it held: the save is intact.
-            if store is None or recoveries >= RECOVERIES:
+            what = "the final assignment" if progress.done(settings) else f"iteration {t}"
+            if (store is None and not goes_back) or recoveries >= RECOVERIES:
+                if store is None and not goes_back and not engine.on_driver:
+                    _say_what_would_survive(error, what)
                 raise
             recoveries += 1
-            what = "the final assignment" if progress.done(settings) else f"iteration {t}"
+            if store is None:
+                current, progress, decisions = _go_back(
+                    engine, kept, what, error, recoveries, graph, settings, progress.t
+                )
+                continue
             current, progress = _recover(engine, store, what, error, recoveries, lambda: _initial(graph, settings))
             decisions = Decisions.of(progress.stats)
             continue
@@ -261,6 +272,8 @@ def iterate(engine: Engine, graph: DataFrame, settings: Settings, store: StateSt
         row = progress.record(t, stats)
         if decided is not None:
             decisions.remember(t, decided)
+        if goes_back and due:  # ``current`` is in the checkpoint directory
+            kept = Kept.of(current, progress, decisions)
         log.info("iteration %d/%d: %d exemplars, %d changed", t, settings.max_iter, *row[1:])
     return Outcome(
         state=end.state,
@@ -301,6 +314,65 @@ def _initial(graph: DataFrame, settings: Settings, sorts_edges: bool = False) ->
     the first iteration's jobs each read it."""
     state = initial_state(graph, settings)
     return state if sorts_edges else materialize(state)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A state in the checkpoint directory, with the progress and the decisions remembered then."""
+
+    state: object
+    progress: Progress
+    decisions: list[list]  # as a save keeps them (Decisions.saved)
+
+    @classmethod
+    def of(cls, state: object, progress: Progress, decisions: Decisions) -> Kept:
+        copy = Progress(progress.t, list(progress.history), progress.stats)
+        return cls(state, copy, [[t, e.tolist()] for t, e in decisions.seen.values()])
+
+    def remembered(self) -> Decisions:
+        return Decisions.of({"decisions": self.decisions})
+
+
+def _go_back(
+    engine: Engine,
+    kept: Kept | None,
+    what: str,
+    error: Exception,
+    recoveries: int,
+    graph: DataFrame,
+    settings: Settings,
+    reached: int,
+) -> tuple[object, Progress, Decisions]:
+    """A run without a store, after ``what`` failed with ``error``: the engine goes on from the newest
+    state it wrote to the checkpoint directory (``kept``), or from the start when there is none yet;
+    what the executors held may be lost. Says how many of the ``reached`` iterations done are repeated."""
+    done = kept.progress.t if kept is not None else 0
+    log.warning(
+        "%s failed (%s); retrying from %s, repeating %d iterations (recovery %d of %d)",
+        what,
+        reason(error),
+        "the start" if kept is None else f"the reliable checkpoint of iteration {done}",
+        reached - done,
+        recoveries,
+        RECOVERIES,
+    )
+    if kept is None:
+        return engine.start(_initial(graph, settings, engine.sorts_edges), initial=True), Progress(), Decisions()
+    back = kept.progress
+    return engine.back(kept.state), Progress(back.t, list(back.history), back.stats), kept.remembered()
+
+
+def _say_what_would_survive(error: Exception, what: str) -> None:
+    """Log, and add to ``error``, what to set so that a run survives a lost executor: a run without a
+    store or a checkpoint directory holds its state only in the executors."""
+    hint = (
+        f"{what} failed and the run has no copy of its state outside the executors: set a checkpoint "
+        "directory (spark.sparkContext.setCheckpointDir(path), spark.checkpoint.dir on Spark Connect; "
+        "the job's --checkpoint-dir) with checkpointInterval >= 1, or stateDir, so that a lost executor "
+        "costs at most checkpointInterval iterations, not the run"
+    )
+    log.error(hint)
+    error.add_note(hint)
 
 
 def _recover(

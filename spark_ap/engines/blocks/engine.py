@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from pyspark import RDD, StorageLevel
@@ -178,6 +178,18 @@ class BlockEngine:
         new = self._run(stepped.mapPartitionsWithIndex(sent), reports, blocks.delivery, reliable)
         return new, new.stats
 
+    def back(self, blocks: Blocks) -> Blocks:
+        """The state to go on with from ``blocks``, which a ``reliable`` step wrote to the checkpoint
+        directory, after a failure lost what executors held: each partition's arrays, read from there,
+        are written to the files of the executor its task runs on, and the exchange runs again from them."""
+        # Read from the files themselves: the parts' RDD would serialize, with its tasks, the functions
+        # it was computed by and the exchange's broadcasts they read, destroyed since.
+        path = blocks.parts.getCheckpointFile()
+        saved = self.sc._checkpointFile(path, blocks.parts._jrdd_deserializer)
+        reports = self.sc.accumulator([], exchanges.Reports())
+        sent = _sent(self.exchange.wire(None), reports, False, self.remembers_decisions)
+        return self._run(saved.map(_restored).mapPartitionsWithIndex(sent), reports, None, False)
+
     def decisions(self, blocks: Blocks) -> np.ndarray:
         """The ids of the vertices the iteration that gave ``blocks`` decided are exemplars, sorted,
         which its tasks reported with their counts."""
@@ -251,6 +263,19 @@ def _stepped(wire, damping: float, capacity: int | None) -> Callable[[tuple[Part
         return new
 
     return run
+
+
+def _restored(part: Part) -> Part:
+    """``part`` as the checkpoint directory holds it (its arrays in a payload), written to this
+    executor's files: the part that reads them."""
+    sources = part.sources()
+    kept = replace(part, payload=None)
+    kept.keep_sources(sources)
+    for k in range(part.chunks):
+        chunk = part.load(k)
+        kept.keep(k, chunk)
+        kept.keep_indices(k, chunk.i)
+    return kept
 
 
 def _sent(wire, reports, whole: bool, decisions: bool) -> Callable[[int, Iterator[Part]], Iterator[Part]]:
