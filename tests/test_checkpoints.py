@@ -33,9 +33,10 @@ def test_plan_does_not_grow_with_iterations(edges, engine, longer):
         assert result.numIterations == iterations
         sizes.append(plan_size(result.messages))
     # A fixed plan: a checkpoint (graphframes), or the chunks turned into rows joined with the
-    # similarities (blocks: the persisted graph, whose plan is the input's and its self-edges'),
-    # whatever the number of iterations.
-    assert sizes[0] == sizes[1] < 20
+    # similarities (blocks: the persisted graph, whose plan is the input's, its persisted vertex
+    # table's and its self-edges': recomputed from the input if an executor is lost), whatever the
+    # number of iterations.
+    assert sizes[0] == sizes[1] < 100
 
 
 class _Snapshots(logging.Handler):

@@ -94,6 +94,10 @@ def best_seen(
     table = edges if isinstance(edges, pa.Table) else to_arrow(edges.select("src", "dst", "s"))
     ids, i, j, order = number_edges(id_values(table.column("src")), id_values(table.column("dst")))
     s = table.column("s").to_numpy()[order]
-    numbered = [(t, np.searchsorted(ids, np.asarray(exemplars, dtype=ids.dtype))) for t, exemplars in candidates]
+    numbered = []
+    for t, exemplars in candidates:
+        at = np.minimum(np.searchsorted(ids, np.asarray(exemplars, dtype=ids.dtype)), ids.size - 1)
+        if np.array_equal(ids[at], exemplars):  # a save of an older version kept vertex numbers: left out
+            numbered.append((t, at))
     found = best_decisions(i, j, s, numbered, capacity)
     return None if found is None else (found[0], ids[found[1]])
