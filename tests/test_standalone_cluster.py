@@ -113,6 +113,14 @@ def test_the_routed_exchange_on_four_executors_gives_the_local_messages_bit_for_
     assert sorted(assignments.itertuples(index=False, name=None)) == assignment_rows(local)
 
 
+def until_logged(job: subprocess.Popen, log: Path, line: str, seconds: float, poll: float = 0.05) -> None:
+    """Wait until the job's log has ``line``; fail with the log's end if the job ends first or it takes longer."""
+    deadline = time.time() + seconds
+    while line not in log.read_text():
+        assert job.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+        time.sleep(poll)
+
+
 def test_a_standalone_cluster_losing_a_worker_gives_the_local_result(spark, cluster, tmp_path):
     X, _ = make_blobs(40, centers=3, random_state=11)
     edges = edges_from_matrix(spark, similarity_matrix(X))
@@ -128,10 +136,7 @@ def test_a_standalone_cluster_losing_a_worker_gives_the_local_result(spark, clus
         # Past a save, with the newest iterations held only in the executors (each holds a
         # partition: its chunk files and its cached element): the kill takes one of them.
         wait_for_save(out / "state", 4, job)
-        deadline = time.time() + 120
-        while "iteration 6/" not in log.read_text():
-            assert job.poll() is None and time.time() < deadline, log.read_text()[-3000:]
-            time.sleep(0.1)
+        until_logged(job, log, "iteration 6/", 120)
         cluster.kill_worker(0)  # and with it its executor, its shuffle files and local checkpoints
         job.wait(timeout=600)
     finally:
@@ -188,10 +193,7 @@ def test_a_worker_lost_during_the_final_assignment_is_recovered_from_saves_on_hd
         alive = cluster.alive_workers()
         job = submit(cluster, *args, log=log, extra=extra)
         try:
-            deadline = time.time() + 300
-            while f"iteration {last}/" not in log.read_text():
-                assert job.poll() is None and time.time() < deadline, log.read_text()[-3000:]
-                time.sleep(0.02)
+            until_logged(job, log, f"iteration {last}/", 300, poll=0.02)
             # The driver is held before it can finish, while a worker dies with its executor's chunk files.
             driver = _python_driver(job)
             os.kill(driver, signal.SIGSTOP)
@@ -238,10 +240,7 @@ def test_a_worker_lost_with_no_state_dir_costs_the_iterations_since_the_checkpoi
         assert alive >= 2
         job = submit(cluster, *args, log=log, extra=extra, script=ROOT / "tests" / "support" / "run_without_saves.py")
         try:
-            deadline = time.time() + 300
-            while "iteration 6/" not in log.read_text():
-                assert job.poll() is None and time.time() < deadline, log.read_text()[-3000:]
-                time.sleep(0.05)
+            until_logged(job, log, "iteration 6/", 300)
             cluster.kill_worker(next(i for i, worker in enumerate(cluster._workers) if worker is not None))
             job.wait(timeout=600)
         finally:
