@@ -65,11 +65,16 @@ class Decisions:
         """``iteration, exemplars`` of every set remembered, by iteration."""
         return sorted(self.seen.values(), key=lambda candidate: candidate[0])
 
+    def copy(self) -> Decisions:
+        """These decisions, remembered apart from this object's."""
+        copy = Decisions(self.limit)
+        copy.seen = OrderedDict(self.seen)
+        return copy
+
     def saved(self, t: int, exemplars: np.ndarray) -> list[list]:
         """What a save of iteration ``t``, which decided ``exemplars``, keeps of them (JSON), so that
         a run resumed from it ends as the uninterrupted run (:meth:`of`)."""
-        copy = Decisions(self.limit)
-        copy.seen = OrderedDict(self.seen)
+        copy = self.copy()
         copy.remember(t, exemplars)
         return [[t, exemplars.tolist()] for t, exemplars in copy.seen.values()]
 

@@ -88,6 +88,10 @@ class Progress:
             and self.stats["exemplars"] > 0
         )
 
+    def copy(self) -> Progress:
+        """This progress, recorded apart from this object's."""
+        return Progress(self.t, list(self.history), self.stats)
+
     def done(self, settings: Settings) -> bool:
         return self.converged(settings) or self.t >= settings.max_iter
 
@@ -322,15 +326,11 @@ class Kept:
 
     state: object
     progress: Progress
-    decisions: list[list]  # as a save keeps them (Decisions.saved)
+    decisions: Decisions
 
     @classmethod
     def of(cls, state: object, progress: Progress, decisions: Decisions) -> Kept:
-        copy = Progress(progress.t, list(progress.history), progress.stats)
-        return cls(state, copy, [[t, e.tolist()] for t, e in decisions.seen.values()])
-
-    def remembered(self) -> Decisions:
-        return Decisions.of({"decisions": self.decisions})
+        return cls(state, progress.copy(), decisions.copy())
 
 
 def _go_back(
@@ -358,8 +358,7 @@ def _go_back(
     )
     if kept is None:
         return engine.start(_initial(graph, settings, engine.sorts_edges), initial=True), Progress(), Decisions()
-    back = kept.progress
-    return engine.back(kept.state), Progress(back.t, list(back.history), back.stats), kept.remembered()
+    return engine.back(kept.state), kept.progress.copy(), kept.decisions.copy()
 
 
 def _say_what_would_survive(error: Exception, what: str) -> None:
