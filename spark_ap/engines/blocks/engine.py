@@ -290,7 +290,8 @@ def _sent(wire, reports, whole: bool, decisions: bool) -> Callable[[int, Iterato
             counts, decided = NO_COUNTS, [sources.ids[:0]]
             for chunk in part.each():
                 counts = add_counts(counts, chunk.counts())
-                decided.append(sources.ids[sources.at(chunk.vertices[chunk.e])])
+                if decisions:
+                    decided.append(sources.ids[sources.at(chunk.vertices[chunk.e])])
             if decisions:
                 counts = {**counts, "decided": np.concatenate(decided)}
             top = Top.over(len(sources), part.each)
