@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -113,6 +115,16 @@ def test_the_routed_exchange_on_four_executors_gives_the_local_messages_bit_for_
     assert sorted(assignments.itertuples(index=False, name=None)) == assignment_rows(local)
 
 
+@contextmanager
+def killed_if_left_running(job: subprocess.Popen) -> Iterator[subprocess.Popen]:
+    """``job``, killed on the way out if it is still running (a failed assertion while it runs)."""
+    try:
+        yield job
+    finally:
+        if job.poll() is None:
+            job.kill()
+
+
 def until_logged(job: subprocess.Popen, log: Path, line: str, seconds: float, poll: float = 0.05) -> None:
     """Wait until the job's log has ``line``; fail with the log's end if the job ends first or it takes longer."""
     deadline = time.time() + seconds
@@ -132,16 +144,13 @@ def test_a_standalone_cluster_losing_a_worker_gives_the_local_result(spark, clus
     args = ["--input", str(tmp_path / "edges.parquet"), "--output", str(out), "--convergence-iter", "8"]
     args += ["--seed", "2", "--checkpoint-interval", "4", "--engine", "blocks", "--exchange", "routed"]
     job = submit(cluster, *args, log=log)
-    try:
+    with killed_if_left_running(job):
         # Past a save, with the newest iterations held only in the executors (each holds a
         # partition: its chunk files and its cached element): the kill takes one of them.
         wait_for_save(out / "state", 4, job)
         until_logged(job, log, "iteration 6/", 120)
         cluster.kill_worker(0)  # and with it its executor, its shuffle files and local checkpoints
         job.wait(timeout=600)
-    finally:
-        if job.poll() is None:
-            job.kill()
     assert cluster.alive_workers() == 3
     text = log.read_text()
     assert job.returncode == 0, text[-3000:]
@@ -192,7 +201,7 @@ def test_a_worker_lost_during_the_final_assignment_is_recovered_from_saves_on_hd
         extra = [f"--conf={key}={value}" for key, value in hdfs.hadoop_conf().items()]
         alive = cluster.alive_workers()
         job = submit(cluster, *args, log=log, extra=extra)
-        try:
+        with killed_if_left_running(job):
             until_logged(job, log, f"iteration {last}/", 300, poll=0.02)
             # The driver is held before it can finish, while a worker dies with its executor's chunk files.
             driver = _python_driver(job)
@@ -203,9 +212,6 @@ def test_a_worker_lost_during_the_final_assignment_is_recovered_from_saves_on_hd
             finally:
                 os.kill(driver, signal.SIGCONT)
             job.wait(timeout=600)
-        finally:
-            if job.poll() is None:
-                job.kill()
         text = log.read_text()
         assert job.returncode == 0, text[-3000:]
         assert "the final assignment failed" in text, text[-3000:]
@@ -239,13 +245,10 @@ def test_a_worker_lost_with_no_state_dir_costs_the_iterations_since_the_checkpoi
         alive = cluster.alive_workers()
         assert alive >= 2
         job = submit(cluster, *args, log=log, extra=extra, script=ROOT / "tests" / "support" / "run_without_saves.py")
-        try:
+        with killed_if_left_running(job):
             until_logged(job, log, "iteration 6/", 300)
             cluster.kill_worker(next(i for i, worker in enumerate(cluster._workers) if worker is not None))
             job.wait(timeout=600)
-        finally:
-            if job.poll() is None:
-                job.kill()
         text = log.read_text()
         assert job.returncode == 0, text[-3000:]
         assert cluster.alive_workers() == alive - 1

@@ -86,7 +86,8 @@ def _numbered(shared: Broadcast) -> Callable[[Part], np.ndarray]:
     """The function that gives the numbers of a partition's targets whose ids are among the sorted ids ``shared``."""
 
     def run(part: Part) -> np.ndarray:
-        out = [chunk.vertices[_among(part.sources().ids[at], shared.value)] for chunk, at in _targets(part)]
+        ids = part.sources().ids
+        out = [chunk.vertices[_among(ids[at], shared.value)] for chunk, at in _targets(part)]
         return np.concatenate(out) if out else np.empty(0, np.int32)
 
     return run
